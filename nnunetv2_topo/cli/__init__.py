@@ -1,0 +1,1 @@
+"""The ``nnunetv2_topo`` command line: one entry point, one module per subcommand."""

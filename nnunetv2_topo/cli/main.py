@@ -1,0 +1,65 @@
+"""``nnunetv2_topo``: one CLI with subcommands; ``--help`` at every level.
+
+Each subcommand lives in its own module under :mod:`nnunetv2_topo.cli` exposing ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports (torch, nnU-Net) happen inside ``run`` so that
+``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand name -> module under nnunetv2_topo.cli
+SUBCOMMANDS: dict[str, str] = {
+    "synth": "synth",
+    "trainer-path": "trainer_path",
+    "evaluate": "evaluate",
+    "postprocess": "postprocess",
+    "submit": "submit",
+    "plot": "plot",
+    "demo": "demo",
+}
+
+
+class CLIError(Exception):
+    """A user error: printed as one clear line (no traceback) and exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunetv2_topo",
+        description="Topology-aware nnU-Net v2 tooling for the Vesuvius Challenge surface-detection data.",
+        epilog="Run 'nnunetv2_topo COMMAND --help' for the options of one command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(f"nnunetv2_topo.cli.{module_name}")
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=getattr(module, "DESCRIPTION", module.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except CLIError as exc:
+        print(f"nnunetv2_topo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
