@@ -51,8 +51,7 @@ def read_volume(path: str | os.PathLike) -> np.ndarray:
     except ValueError as exc:
         if "imagecodecs" in str(exc):
             raise VolumeError(
-                f"{path}: this TIFF is LZW-compressed and needs the 'imagecodecs' package: "
-                "pip install imagecodecs"
+                f"{path}: this TIFF is LZW-compressed and needs the 'imagecodecs' package: pip install imagecodecs"
             ) from exc
         raise VolumeError(f"{path}: unreadable volume ({exc})") from exc
     except Exception as exc:  # tifffile/SimpleITK raise many types on corrupt files

@@ -1,0 +1,291 @@
+"""The end-to-end demo: synthetic Kaggle data → nnU-Net raw → plan/preprocess → train → predict → post-process →
+evaluate → submission.zip, for ``nnUNetTrainerTopoWarmup`` and, on the same budget, nnU-Net's own trainer.
+
+Every nnU-Net step runs the real ``nnUNetv2_*`` console scripts in a subprocess, exactly as a user would type them;
+their output streams to the terminal and to ``<work>/logs/<stage>.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MARKER = ".nnunetv2_topo_demo"
+TOPO_TRAINER = "nnUNetTrainerTopoWarmup"
+BASELINE_TRAINER = "nnUNetTrainer_TopoBudget"
+REDUCED_PLANS = "nnUNetPlans_demo"
+
+
+class DemoError(RuntimeError):
+    """A demo stage failed; the message names the stage and its log file."""
+
+
+@dataclass
+class DemoOptions:
+    work: Path
+    cases: int = 10
+    test_cases: int = 2
+    shape: tuple[int, int, int] = (64, 64, 64)
+    seed: int = 0
+    dataset_id: int = 990
+    epochs: int = 8
+    iterations: int = 12
+    val_iterations: int = 3
+    warmup_epochs: int = 2
+    baseline: bool = True
+    device: str = "auto"
+    num_processes: int = 2
+    reuse: bool = False
+    bin_dir: Path = field(default_factory=lambda: Path(sys.executable).parent)
+
+
+@dataclass
+class StageResult:
+    name: str
+    seconds: float
+
+
+class Demo:
+    """Runs the pipeline stage by stage, timing each one."""
+
+    def __init__(self, opts: DemoOptions) -> None:
+        self.opts = opts
+        self.work = opts.work.resolve()
+        self.stages: list[StageResult] = []
+        self.device = opts.device
+        if self.device == "auto":
+            import torch
+
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.plans = "nnUNetPlans" if self.device == "cuda" else REDUCED_PLANS
+
+    # ----------------------------------------------------------------------------------------------- layout
+    @property
+    def kaggle(self) -> Path:
+        return self.work / "kaggle"
+
+    @property
+    def dataset_name(self) -> str:
+        return f"Dataset{self.opts.dataset_id:03d}_VesuviusDemo"
+
+    @property
+    def raw_dataset(self) -> Path:
+        return self.work / "nnUNet_raw" / self.dataset_name
+
+    def env(self) -> dict[str, str]:
+        from nnunetv2_topo.trainer_discovery import trainer_folder
+
+        env = dict(os.environ)
+        env.update(
+            nnUNet_raw=str(self.work / "nnUNet_raw"),
+            nnUNet_preprocessed=str(self.work / "nnUNet_preprocessed"),
+            nnUNet_results=str(self.work / "nnUNet_results"),
+            nnUNet_extTrainer=str(trainer_folder()),
+            nnUNet_topo_config=str(self.work / "demo_config.yaml"),
+            nnUNet_compile="false",
+            nnUNet_n_proc_DA=str(max(self.opts.num_processes - 1, 0)),
+            nnUNet_def_n_proc=str(self.opts.num_processes),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    # ----------------------------------------------------------------------------------------------- running
+    def prepare_work_folder(self) -> None:
+        if self.work.exists() and any(self.work.iterdir()):
+            if not (self.work / MARKER).exists():
+                raise DemoError(
+                    f"{self.work} exists, is not empty and is not a demo work folder (no {MARKER} file); "
+                    "choose another --work folder or empty this one"
+                )
+            if not self.opts.reuse:
+                shutil.rmtree(self.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / MARKER).write_text("created by `nnunetv2_topo demo`; safe to delete\n")
+        (self.work / "logs").mkdir(exist_ok=True)
+
+    def run_command(self, stage: str, cmd: Sequence[str]) -> None:
+        """Run one console script, streaming its output to the terminal and to logs/<stage>.log."""
+        log_path = self.work / "logs" / f"{stage}.log"
+        printable = " ".join(str(c) for c in cmd)
+        print(f"  $ {printable}", flush=True)
+        with open(log_path, "a") as log:
+            log.write(f"$ {printable}\n")
+            proc = subprocess.Popen(
+                [str(c) for c in cmd],
+                env=self.env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+            )
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                if line.strip():
+                    print(f"    {line.rstrip()}", flush=True)
+            rc = proc.wait()
+        if rc != 0:
+            raise DemoError(f"stage '{stage}' failed (exit {rc}) running: {printable}\n  full log: {log_path}")
+
+    def stage(self, name: str, fn) -> None:  # noqa: ANN001 - a zero-argument callable
+        print(f"\n==> [{len(self.stages) + 1}] {name}", flush=True)
+        t0 = time.perf_counter()
+        fn()
+        self.stages.append(StageResult(name, time.perf_counter() - t0))
+        print(f"    done in {self.stages[-1].seconds:.1f} s", flush=True)
+
+    def script(self, name: str) -> str:
+        path = self.opts.bin_dir / name
+        return str(path) if path.exists() else name
+
+    # ----------------------------------------------------------------------------------------------- stages
+    def synthesise(self) -> None:
+        o = self.opts
+        self.run_command(
+            "synth",
+            [self.script("nnunetv2_topo"), "synth", "--out", self.kaggle, "--cases", o.cases,
+             "--test-cases", o.test_cases, "--shape", *o.shape, "--seed", o.seed],
+        )  # fmt: skip
+
+    def convert(self) -> None:
+        self.run_command(
+            "convert",
+            [self.script("nnUNetv2_convert_vesuvius"), "--input", self.kaggle, "--dataset-id", self.opts.dataset_id,
+             "--name", "VesuviusDemo", "--overwrite", "-np", self.opts.num_processes],
+        )  # fmt: skip
+
+    def plan_and_preprocess(self) -> None:
+        np_ = str(self.opts.num_processes)
+        self.run_command(
+            "plan_and_preprocess",
+            [self.script("nnUNetv2_plan_and_preprocess"), "-d", self.opts.dataset_id, "-c", "3d_fullres",
+             "--verify_dataset_integrity", "-np", np_, "-npfp", np_],
+        )  # fmt: skip
+        if self.plans == REDUCED_PLANS:
+            from nnunetv2_topo.plans import make_reduced_plans
+
+            path = make_reduced_plans(self.work / "nnUNet_preprocessed" / self.dataset_name, name=REDUCED_PLANS)
+            print(f"    CPU: wrote reduced plans {path} (few features, small patch) for a quick demo")
+            # the reduced plans keep nnUNetPlans' data identifier, so the preprocessed data is shared
+
+    def write_config(self) -> None:
+        import yaml
+
+        o = self.opts
+        config = {
+            "num_epochs": o.epochs,
+            "num_iterations_per_epoch": o.iterations,
+            "num_val_iterations_per_epoch": o.val_iterations,
+            "warmup_epochs": o.warmup_epochs,
+        }
+        (self.work / "demo_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def train(self, trainer: str) -> None:
+        self.run_command(
+            f"train_{trainer}",
+            [self.script("nnUNetv2_train"), self.opts.dataset_id, "3d_fullres", "0", "-tr", trainer,
+             "-p", self.plans, "-device", self.device],
+        )  # fmt: skip
+
+    def fold_dir(self, trainer: str) -> Path:
+        return self.work / "nnUNet_results" / self.dataset_name / f"{trainer}__{self.plans}__3d_fullres" / "fold_0"
+
+    def predict(self, trainer: str) -> Path:
+        out = self.work / "predictions" / trainer
+        self.run_command(
+            f"predict_{trainer}",
+            [self.script("nnUNetv2_predict"), "-i", self.raw_dataset / "imagesTs", "-o", out,
+             "-d", self.opts.dataset_id, "-c", "3d_fullres", "-tr", trainer, "-p", self.plans, "-f", "0",
+             "-chk", "checkpoint_final.pth", "-device", self.device, "--disable_tta", "-npp", "1", "-nps", "1"],
+        )  # fmt: skip
+        return out
+
+    def postprocess(self, trainer: str) -> Path:
+        src = self.work / "predictions" / trainer
+        out = self.work / "predictions" / f"{trainer}_postprocessed"
+        self.run_command(
+            f"postprocess_{trainer}",
+            [self.script("nnunetv2_topo"), "postprocess", "--input", src, "--output", out],
+        )
+        return out
+
+    def evaluate(self, pred: Path) -> dict:
+        out = pred.with_name(pred.name + "_scores.json")
+        self.run_command(
+            f"evaluate_{pred.name}",
+            [self.script("nnunetv2_topo"), "evaluate", "--pred", pred, "--gt", self.kaggle / "test_labels",
+             "--json", out, "-np", self.opts.num_processes],
+        )  # fmt: skip
+        return json.loads(out.read_text())
+
+    def submit(self, pred: Path) -> Path:
+        out = self.work / "submission.zip"
+        self.run_command(
+            "submit",
+            [self.script("nnunetv2_topo"), "submit", "--pred", pred, "--images", self.kaggle / "test_images",
+             "--csv", self.kaggle / "test.csv", "--out", out],
+        )  # fmt: skip
+        return out
+
+    # ----------------------------------------------------------------------------------------------- driver
+    def run(self) -> int:
+        t_start = time.perf_counter()
+        self.prepare_work_folder()
+        print(f"nnunetv2-topo demo in {self.work} (device: {self.device}, plans: {self.plans})")
+        self.stage("synthesise a Kaggle-layout dataset", self.synthesise)
+        self.stage("convert to nnU-Net raw format", self.convert)
+        self.stage("plan and preprocess", self.plan_and_preprocess)
+        self.write_config()
+        trainers = [TOPO_TRAINER] + ([BASELINE_TRAINER] if self.opts.baseline else [])
+        scores: dict[str, dict] = {}
+        for trainer in trainers:
+            self.stage(f"train {trainer}", lambda t=trainer: self.train(t))
+            self.stage(f"predict with {trainer}", lambda t=trainer: self.predict(t))
+            self.stage(f"post-process {trainer}", lambda t=trainer: self.postprocess(t))
+            for variant in (trainer, f"{trainer}_postprocessed"):
+                self.stage(
+                    f"evaluate {variant}",
+                    lambda v=variant: scores.__setitem__(v, self.evaluate(self.work / "predictions" / v)),
+                )
+        submission: list[Path] = []
+        self.stage(
+            "write submission.zip",
+            lambda: submission.append(self.submit(self.work / "predictions" / f"{TOPO_TRAINER}_postprocessed")),
+        )
+        self.report(scores, submission[0], time.perf_counter() - t_start)
+        return 0
+
+    def report(self, scores: dict[str, dict], submission: Path, total: float) -> None:
+        print("\n" + "=" * 88)
+        print("Per-case competition score (test volumes against the synthetic test labels)")
+        header = f"{'prediction':44s} {'case':>10s} {'score':>7s} {'topo':>7s} {'SD@2':>7s} {'VOI':>7s}"
+        print(header)
+        print("-" * len(header))
+        for name, result in scores.items():
+            for cid, s in sorted(result["cases"].items()):
+                print(
+                    f"{name:44s} {cid:>10s} {s['score']:7.4f} {s['topo']:7.4f} "
+                    f"{s['surface_dice']:7.4f} {s['voi_score']:7.4f}"
+                )
+            m = result["mean"]
+            print(
+                f"{name:44s} {'MEAN':>10s} {m['score']:7.4f} {m['topo']:7.4f} "
+                f"{m['surface_dice']:7.4f} {m['voi_score']:7.4f}"
+            )
+        print("\nTime per stage")
+        for st in self.stages:
+            print(f"  {st.name:50s} {st.seconds:8.1f} s")
+        print(f"  {'total':50s} {total:8.1f} s")
+        print(f"\nsubmission:        {submission}")
+        for trainer in scores:
+            png = self.fold_dir(trainer) / "progress_topo.png"
+            if png.exists():
+                print(f"training diagnostics: {png}")
+        print(f"logs:              {self.work / 'logs'}")
