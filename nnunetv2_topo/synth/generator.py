@@ -1,0 +1,252 @@
+"""Synthetic scroll-CT volumes with Vesuvius-style labels.
+
+A case is a stack of wavy papyrus sheets ``z = f(y, x)`` running roughly along axis 0, 2-5 voxels thick, with
+varying spacing. Some neighbouring pairs touch or nearly touch (the merge case that topology metrics punish), some
+sheets have holes or end in frayed edges inside the volume. The image is CT-like: bright fibrous sheets with soft
+(partial-volume) edges over a darker, noisy background, with a slow intensity drift, faint patches of papyrus and
+bright debris, so that a threshold alone does not segment it. Labels follow the real data: 1 = annotated sheet,
+0 = annotated background, 2 = unlabeled (ignore): only bands around some sheets are annotated, sheets that are not
+annotated are 2, and a 3-voxel border on every face is 2, so label 2 is the majority of voxels.
+
+Everything is drawn from a ``numpy.random.Generator``: the same generator state gives the same case.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from nnunetv2_topo import IGNORE_LABEL
+
+BORDER = 3
+"""Width (voxels) of the unlabeled border on every face, as in the real labels."""
+
+
+@dataclass(frozen=True)
+class ScrollStyle:
+    """Per-scroll acquisition look: intensity levels, contrast, noise and how much of it is annotated."""
+
+    background: float = 70.0  # mean background intensity
+    contrast: float = 95.0  # sheet minus background, before texture
+    noise: float = 18.0  # std of the voxel noise
+    drift: float = 15.0  # amplitude of the slow intensity drift
+    faint: float = 0.45  # weakest relative contrast inside faint patches
+    annotated_fraction: float = 0.6  # share of sheets that are annotated (at least one always is)
+
+    @classmethod
+    def for_scroll(cls, scroll_id: int | str, seed: int = 0) -> ScrollStyle:
+        """A reproducible style for a scroll id: scrolls differ in brightness, contrast and noise."""
+        key = zlib.crc32(str(scroll_id).encode())
+        rng = np.random.default_rng([key, int(seed)])
+        return cls(
+            background=float(rng.uniform(45, 95)),
+            contrast=float(rng.uniform(70, 120)),
+            noise=float(rng.uniform(12, 24)),
+            drift=float(rng.uniform(8, 22)),
+            faint=float(rng.uniform(0.35, 0.6)),
+            annotated_fraction=float(rng.uniform(0.4, 0.7)),
+        )
+
+
+@dataclass
+class SynthCase:
+    """A synthetic case with the ground truth of how it was made."""
+
+    image: np.ndarray  # uint8 (Z, Y, X)
+    label: np.ndarray  # uint8 (Z, Y, X), values {0, 1, 2}
+    sheets: np.ndarray  # uint8 (Z, Y, X): 0 = no sheet, k = voxels of sheet k (1-based, counted from z = 0 up)
+    annotated: list[int] = field(default_factory=list)  # 1-based ids of annotated sheets
+    touching: list[tuple[int, int]] = field(default_factory=list)  # sheet pairs made to touch (gap 0 somewhere)
+
+
+def smooth_field(shape: tuple[int, int], rng: np.random.Generator, cells: float) -> np.ndarray:
+    """A smooth random 2-D field scaled to [-1, 1]; ``cells`` = roughly how many bumps across the larger side."""
+    n = max(2, int(round(cells)) + 2)
+    coarse = rng.standard_normal((n, n))
+    out = ndimage.zoom(coarse, (shape[0] / n, shape[1] / n), order=3, grid_mode=True, mode="grid-wrap")
+    out = out[: shape[0], : shape[1]]
+    if out.shape != shape:  # zoom may round one short
+        out = np.pad(out, [(0, shape[0] - out.shape[0]), (0, shape[1] - out.shape[1])], mode="edge")
+    span = np.abs(out).max()
+    return (out / span if span > 0 else out).astype(np.float32)
+
+
+def _fibre_texture(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Papyrus fibres: horizontal plus vertical streaks, mean 1, spread about +-25%."""
+    a = ndimage.gaussian_filter(rng.standard_normal(shape), (0.7, 5.0), mode="wrap")
+    b = ndimage.gaussian_filter(rng.standard_normal(shape), (5.0, 0.7), mode="wrap")
+    t = a / (a.std() + 1e-6) + b / (b.std() + 1e-6)
+    return (1.0 + 0.12 * t).astype(np.float32)
+
+
+def _ellipse_mask(shape: tuple[int, int], rng: np.random.Generator, radius: tuple[float, float]) -> np.ndarray:
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+    ry, rx = rng.uniform(*radius), rng.uniform(*radius)
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def _coverage(shape: tuple[int, int], rng: np.random.Generator, lateral: int) -> np.ndarray:
+    """Where a sheet exists in (y, x): whole plane, or ending in a frayed edge, minus occasional holes."""
+    cover = np.ones(shape, dtype=bool)
+    if rng.random() < 0.3:  # the sheet ends inside the volume with a ragged edge
+        yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * (yy - shape[0] / 2) + np.sin(angle) * (xx - shape[1] / 2)) / lateral
+        edge = ramp + rng.uniform(0.15, 0.35) + 0.12 * smooth_field(shape, rng, 3)
+        fray = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0)
+        edge += 0.1 * fray / (fray.std() + 1e-6)  # ragged fibres at the edge
+        cover &= edge > 0
+        parts, count = ndimage.label(cover)  # drop fibre crumbs cut off from the sheet
+        if count > 1:
+            sizes = np.bincount(parts.ravel())
+            sizes[0] = 0
+            cover = parts == sizes.argmax()
+    if rng.random() < 0.4:  # holes
+        for _ in range(rng.integers(1, 4)):
+            cover &= ~_ellipse_mask(shape, rng, (0.04 * lateral + 1.5, 0.12 * lateral + 2))
+    return cover
+
+
+def synthesize_case(
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    scroll_style: ScrollStyle | None = None,
+) -> SynthCase:
+    """Make one case of ``shape`` (Z, Y, X); see the module docstring for what it holds."""
+    style = scroll_style or ScrollStyle()
+    Z, Y, X = (int(s) for s in shape)
+    if min(Z, Y, X) < 2 * BORDER + 4:
+        raise ValueError(f"shape {shape} too small: every axis needs at least {2 * BORDER + 4} voxels")
+    plane = (Y, X)
+    lateral = max(Y, X)
+
+    # --- sheet geometry: centres c_k(y, x), stacked from the bottom with gaps >= 0 --------------------------------
+    warp = rng.uniform(0.03, 0.08) * Z * smooth_field(plane, rng, rng.uniform(1.5, 3))  # shared by all sheets
+    thick: list[int] = []
+    centres: list[np.ndarray] = []
+    touching: list[tuple[int, int]] = []
+    c = rng.uniform(2.0, 9.0) + warp
+    t = int(rng.integers(2, 6))
+    first_touch = int(rng.integers(1, 3))  # the gap above sheet 1 or 2 always touches; later ones sometimes
+    while float(c.min()) < Z + 3 and len(centres) < 64:
+        thick.append(t)
+        centres.append(c.astype(np.float32))
+        t_next = int(rng.integers(2, 6))
+        f = smooth_field(plane, rng, 2.5)
+        if len(centres) == first_touch or (len(centres) > first_touch and rng.random() < 0.15):
+            # touching pair: gap 0 (face contact) over part of the plane, 1-3 voxels elsewhere
+            gap = rng.uniform(1.0, 2.0) * (f - f.min()) - rng.uniform(0.3, 1.5)
+            touching.append((len(centres), len(centres) + 1))
+        else:
+            gap = rng.uniform(5, 16) + rng.uniform(0.5, 3.5) * f
+        c = c + t / 2 + t_next / 2 + np.maximum(gap, 0.0)
+        t = t_next
+
+    n = len(centres)
+    touching = [p for p in touching if p[1] <= n]
+    # integer first voxel of each sheet per column; never overlapping the sheet below (touching = gap 0)
+    starts: list[np.ndarray] = []
+    for k in range(n):
+        s = np.floor(centres[k] - thick[k] / 2 + 0.5).astype(np.int32)
+        if k:
+            s = np.maximum(s, starts[-1] + thick[k - 1])
+        starts.append(s)
+
+    def slab(k: int, pad: int) -> tuple[slice, np.ndarray]:
+        """The z-range around sheet k (so per-sheet work touches only its slab) and its z coordinates."""
+        lo = max(0, int(starts[k].min()) - pad)
+        hi = min(Z, int(starts[k].max()) + thick[k] + pad)
+        return slice(lo, max(lo, hi)), np.arange(lo, max(lo, hi), dtype=np.int32)[:, None, None]
+
+    # --- which sheets are annotated, and over which part of the plane ------------------------------------------
+    visible = [k for k in range(n) if (starts[k] < Z).any() and (starts[k] + thick[k] > 0).any()]
+    annotated = {k for k in visible if rng.random() < style.annotated_fraction}
+    for a, b in touching:  # the merge case must be in the labels
+        if a - 1 in visible and b - 1 in visible:
+            annotated |= {a - 1, b - 1}
+    if not annotated and visible:
+        annotated.add(visible[len(visible) // 2])
+
+    label = np.full((Z, Y, X), IGNORE_LABEL, dtype=np.uint8)
+    sheets = np.zeros((Z, Y, X), dtype=np.uint8)
+    signal = np.zeros((Z, Y, X), dtype=np.float32)
+    for k in range(n):
+        cover = _coverage(plane, rng, lateral)
+        zs, z = slab(k, 2)
+        inside = (z >= starts[k]) & (z < starts[k] + thick[k]) & cover
+        sheets[zs][inside] = k + 1
+
+        # image: soft profile around the sheet's centre, fibre texture, faint patches
+        amp = _fibre_texture(plane, rng)
+        if rng.random() < 0.5:
+            fade = np.clip(smooth_field(plane, rng, 2.0) * 1.5 + 0.5, 0, 1)
+            amp *= style.faint + (1 - style.faint) * fade
+        amp *= ndimage.gaussian_filter(cover.astype(np.float32), 0.8)
+        centre = (starts[k] + thick[k] / 2 - 0.5).astype(np.float32)
+        prof = np.abs(z - centre) - (thick[k] / 2 - 0.5)
+        np.clip(1.0 - prof, 0.0, 1.0, out=prof)
+        prof *= amp
+        np.maximum(signal[zs], prof, out=signal[zs])
+
+    for k in sorted(annotated):  # annotated band: background around the sheet, then the sheet itself
+        margin = int(rng.integers(3, 8))
+        lat = np.ones(plane, dtype=bool)
+        if rng.random() < 0.35:  # only part of the plane annotated
+            lat = smooth_field(plane, rng, 1.5) > rng.uniform(-0.6, 0.2)
+        zs, z = slab(k, margin)
+        band = (z >= starts[k] - margin) & (z < starts[k] + thick[k] + margin) & lat
+        label[zs][band] = 0
+    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)  # sheet id -> label where the band made it 0
+    lut[0] = 0
+    lut[[k + 1 for k in annotated]] = 1
+    in_band = label == 0
+    label[in_band] = lut[sheets[in_band]]  # unannotated sheets crossing a band stay unlabeled (2), not background
+    label[:BORDER] = label[-BORDER:] = IGNORE_LABEL
+    label[:, :BORDER] = label[:, -BORDER:] = IGNORE_LABEL
+    label[:, :, :BORDER] = label[:, :, -BORDER:] = IGNORE_LABEL
+
+    # --- image: background + drift + sheets + debris + correlated noise ------------------------------------------
+    img = signal
+    img *= style.contrast
+    img += style.background
+    for axis, length in enumerate((Z, Y, X)):
+        curve = style.drift / 3 * np.sin(np.linspace(0, rng.uniform(1, 3) * np.pi, length) + rng.uniform(0, 6.3))
+        img += curve.astype(np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
+    for _ in range(int(rng.integers(2, 6))):  # bright debris / inclusions, not papyrus
+        r = rng.uniform(1.5, 4.0, size=3)
+        cz, cy, cx = (rng.uniform(0, s) for s in (Z, Y, X))
+        sl = tuple(
+            slice(max(0, int(cc - rr - 1)), min(s, int(cc + rr + 2))) for cc, rr, s in zip((cz, cy, cx), r, (Z, Y, X))
+        )
+        gz, gy, gx = np.ogrid[sl]
+        blob = ((gz - cz) / r[0]) ** 2 + ((gy - cy) / r[1]) ** 2 + ((gx - cx) / r[2]) ** 2 <= 1
+        img[sl][blob] += style.contrast * rng.uniform(0.6, 1.1)
+    noise = rng.standard_normal((Z, Y, X), dtype=np.float32)
+    for axis in range(3):  # short-range correlation, like reconstructed CT noise
+        noise += np.roll(noise, 1, axis=axis)
+    noise *= style.noise / np.sqrt(8.0)
+    img += noise
+    np.clip(img, 0, 255, out=img)
+    image = np.rint(img).astype(np.uint8)
+
+    return SynthCase(
+        image=image,
+        label=label,
+        sheets=sheets,
+        annotated=sorted(k + 1 for k in annotated),
+        touching=[p for p in touching if p[0] - 1 in annotated and p[1] - 1 in annotated],
+    )
+
+
+def make_case(
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    scroll_style: ScrollStyle | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic (image, label) pair, both uint8 of ``shape``; labels 0 / 1 / 2 (ignore)."""
+    case = synthesize_case(shape, rng, scroll_style)
+    return case.image, case.label
