@@ -1,17 +1,74 @@
-"""``nnunetv2_topo synth`` (placeholder until its issue lands)."""
+"""``nnunetv2_topo synth``: write a synthetic Vesuvius-like dataset in the Kaggle layout."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "(not yet available)"
+HELP = "write a synthetic Vesuvius-like dataset (Kaggle layout: train.csv, train_images/, train_labels/, ...)"
+DESCRIPTION = """\
+Write synthetic scroll-CT volumes in the Kaggle layout of the Vesuvius surface-detection data:
+
+  OUT/train.csv, OUT/test.csv     id,scroll_id
+  OUT/train_images/<id>.tif       uint8 multi-page LZW TIFF
+  OUT/train_labels/<id>.tif       0 background, 1 papyrus surface, 2 unlabeled (ignore)
+  OUT/test_images/<id>.tif
+  OUT/test_labels/<id>.tif        not part of Kaggle's layout: ground truth for scoring test predictions
+
+Each volume holds several wavy papyrus sheets along axis 0, some touching (the merge case), with holes, frayed
+edges, CT-like noise and per-scroll intensity differences; label 2 covers a 3-voxel border and unannotated regions.
+The same --seed gives identical files. Convert the result for nnU-Net with nnUNetv2_convert_vesuvius.
+
+example:
+  nnunetv2_topo synth --out synth_data --cases 8 --shape 96 96 96 --test-cases 2
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--out", required=True, help="output folder (created; must not exist or be empty)")
+    parser.add_argument("--cases", type=int, default=8, help="number of training cases (default: 8)")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=[96, 96, 96],
+        metavar=("Z", "Y", "X"),
+        help="volume size in voxels (default: 96 96 96; the real data is 320 320 320)",
+    )
+    parser.add_argument("--test-cases", type=int, default=2, help="number of test cases (default: 2)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed = same files (default: 0)")
+    parser.add_argument(
+        "--ids-from",
+        metavar="CSV",
+        help="reuse ids and scroll ids of the first --cases rows of a real train.csv (columns id,scroll_id)",
+    )
+    parser.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.synth.layout import SynthError, write_kaggle_dataset
 
-    raise CLIError("this command is not available yet")
+    if args.num_processes < 1:
+        raise CLIError(f"-np must be >= 1, got {args.num_processes}")
+    try:
+        train, test = write_kaggle_dataset(
+            args.out,
+            cases=args.cases,
+            shape=tuple(args.shape),
+            test_cases=args.test_cases,
+            seed=args.seed,
+            ids_from=args.ids_from,
+            num_processes=args.num_processes,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except SynthError as exc:
+        raise CLIError(str(exc)) from None
+    scrolls: dict[str, int] = {}
+    for r in train:
+        scrolls[r.scroll_id] = scrolls.get(r.scroll_id, 0) + 1
+    per_scroll = ", ".join(f"{s}: {c}" for s, c in sorted(scrolls.items(), key=lambda kv: -kv[1]))
+    print(f"wrote {len(train)} training and {len(test)} test cases to {args.out} (scrolls {per_scroll})")
+    return 0
