@@ -1,0 +1,30 @@
+"""Topology-aware loss terms for nnU-Net's 2-channel logits with an ignore label.
+
+``from nnunetv2_topo.losses import TopologyLoss`` — see :class:`~nnunetv2_topo.losses.compound.TopologyLoss`.
+The single terms are modules usable on their own: ``FocalTerm()(logits, target)``.
+"""
+
+from nnunetv2_topo.losses.boundary import BoundaryTerm
+from nnunetv2_topo.losses.cldice import ClDiceTerm
+from nnunetv2_topo.losses.compound import TERM_NAMES, TopologyLoss, default_ds_weights
+from nnunetv2_topo.losses.connectivity import ConnectivityTerm
+from nnunetv2_topo.losses.focal import FocalTerm
+from nnunetv2_topo.losses.morphology import soft_dilate, soft_erode, soft_skeleton
+from nnunetv2_topo.losses.overlap import CrossEntropyTerm, DiceTerm
+from nnunetv2_topo.losses.skeleton_recall import SkeletonRecallTerm
+
+__all__ = [
+    "TERM_NAMES",
+    "BoundaryTerm",
+    "ClDiceTerm",
+    "ConnectivityTerm",
+    "CrossEntropyTerm",
+    "DiceTerm",
+    "FocalTerm",
+    "SkeletonRecallTerm",
+    "TopologyLoss",
+    "default_ds_weights",
+    "soft_dilate",
+    "soft_erode",
+    "soft_skeleton",
+]
