@@ -43,10 +43,10 @@ class ScrollStyle:
         rng = np.random.default_rng([key, int(seed)])
         return cls(
             background=float(rng.uniform(45, 95)),
-            contrast=float(rng.uniform(70, 120)),
-            noise=float(rng.uniform(12, 24)),
+            contrast=float(rng.uniform(60, 105)),
+            noise=float(rng.uniform(16, 28)),
             drift=float(rng.uniform(8, 22)),
-            faint=float(rng.uniform(0.35, 0.6)),
+            faint=float(rng.uniform(0.25, 0.5)),
             annotated_fraction=float(rng.uniform(0.4, 0.7)),
         )
 
@@ -182,7 +182,7 @@ def synthesize_case(
 
         # image: soft profile around the sheet's centre, fibre texture, faint patches
         amp = _fibre_texture(plane, rng)
-        if rng.random() < 0.5:
+        if rng.random() < 0.7:
             fade = np.clip(smooth_field(plane, rng, 2.0) * 1.5 + 0.5, 0, 1)
             amp *= style.faint + (1 - style.faint) * fade
         amp *= ndimage.gaussian_filter(cover.astype(np.float32), 0.8)
