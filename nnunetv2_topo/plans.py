@@ -1,0 +1,98 @@
+"""Reduced nnU-Net plans for CPU tests, demos and benchmarks.
+
+:func:`make_reduced_plans` derives a small plans file from ``nnUNetPlans.json`` (fewer stages and features, a
+smaller patch and batch) that reuses the same preprocessed data, so it is passed to the real commands with ``-p``::
+
+    make_reduced_plans(Path(os.environ["nnUNet_preprocessed"]) / "Dataset001_Vesuvius")
+    nnUNetv2_train 1 3d_fullres 0 -p nnUNetPlans_tiny -tr nnUNetTrainerTopoWarmup -device cpu
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["make_reduced_plans"]
+
+
+def _fail(plans_file: Path, message: str) -> ValueError:
+    return ValueError(f"{plans_file}: {message}")
+
+
+def make_reduced_plans(
+    preprocessed_dataset_dir: str | os.PathLike,
+    name: str = "nnUNetPlans_tiny",
+    features: Sequence[int] = (4, 8, 16),
+    patch: Sequence[int] = (32, 32, 32),
+    batch: int = 2,
+    stages: int | None = None,
+    source: str = "nnUNetPlans",
+    configuration: str = "3d_fullres",
+) -> Path:
+    """Write ``<preprocessed_dataset_dir>/<name>.json``: ``source`` plans with ``configuration`` reduced.
+
+    The reduced configuration keeps the ``data_identifier`` (same preprocessed data), the first ``stages`` encoder
+    stages (default ``len(features)``) with ``features`` channels, ``patch`` voxels and batch size ``batch``; all
+    other configurations are dropped so the file cannot be used by mistake for a full-size one. Returns the path
+    (written atomically). Raises ``ValueError`` naming the plans file for impossible settings and
+    ``FileNotFoundError`` when the source plans are missing.
+    """
+    folder = Path(preprocessed_dataset_dir)
+    source_file = folder / f"{source}.json"
+    if not source_file.is_file():
+        raise FileNotFoundError(
+            f"{source_file} not found: run nnUNetv2_plan_and_preprocess for this dataset first "
+            f"(or pass source= with the plans identifier that exists in {folder})"
+        )
+    if name == source:
+        raise ValueError(f"name must differ from source ({source!r}); the source plans would be overwritten")
+    plans = json.loads(source_file.read_text())
+    configs = plans.get("configurations", {})
+    if configuration not in configs:
+        raise _fail(source_file, f"no configuration {configuration!r}; available: {', '.join(configs)}")
+    cfg = copy.deepcopy(configs[configuration])
+    if "data_identifier" not in cfg:
+        raise _fail(source_file, f"configuration {configuration!r} inherits from another one; pick a concrete one")
+    arch = cfg["architecture"]["arch_kwargs"]
+    n_stages = len(features) if stages is None else int(stages)
+    features = [int(f) for f in features]
+    patch = [int(p) for p in patch]
+    if n_stages < 2 or n_stages > int(arch["n_stages"]):
+        raise _fail(source_file, f"stages must lie in [2, {arch['n_stages']}] (the source network), got {n_stages}")
+    if len(features) != n_stages or any(f < 1 for f in features):
+        raise ValueError(f"features needs {n_stages} positive channel counts (one per stage), got {features}")
+    if len(patch) != len(cfg["patch_size"]):
+        raise ValueError(f"patch needs {len(cfg['patch_size'])} sizes, got {patch}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    strides = [list(s) for s in arch["strides"][:n_stages]]
+    for axis, size in enumerate(patch):
+        divisor = 1
+        for s in strides:
+            divisor *= int(s[axis])
+        if size < 1 or size % divisor:
+            raise ValueError(
+                f"patch {patch}: size {size} on axis {axis} must be a positive multiple of {divisor} "
+                f"(the product of the first {n_stages} strides {strides})"
+            )
+
+    arch["n_stages"] = n_stages
+    arch["features_per_stage"] = features
+    for key in ("kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage"):
+        if key in arch:
+            arch[key] = arch[key][:n_stages]
+    if "n_conv_per_stage_decoder" in arch:
+        arch["n_conv_per_stage_decoder"] = arch["n_conv_per_stage_decoder"][: n_stages - 1]
+    cfg["patch_size"] = patch
+    cfg["batch_size"] = int(batch)
+
+    plans["plans_name"] = name
+    plans["configurations"] = {configuration: cfg}
+    out = folder / f"{name}.json"
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(plans, indent=2))
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,496 @@
+"""``nnUNetTrainerTopoWarmup``: nnU-Net's trainer with the topology loss, a warmup -> plateau LR schedule,
+gradient clipping with logged norms, non-finite step skipping and per-term diagnostics.
+
+Everything else (network, data loading, augmentation, deep supervision, checkpoints, inference) is nnU-Net's own.
+Variants (:mod:`nnunetv2_topo.trainers.variants`) only change ``topo_defaults``; the file named by
+``nnUNet_topo_config`` overrides any hyperparameter (:mod:`nnunetv2_topo.trainers.config`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.collate_outputs import collate_outputs
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast, nn
+from torch import distributed as dist
+from torch._dynamo import OptimizedModule
+
+from nnunetv2_topo.scheduling import WarmupPlateauScheduler
+from nnunetv2_topo.trainers.config import LOSS_PARAM_KEYS, config_from_environment, format_config, save_config
+from nnunetv2_topo.trainers.diagnostics import (
+    PROGRESS_PNG,
+    TOPO_LOG_KEYS,
+    finite_mean_max,
+    plot_progress_topo,
+    write_progress_json,
+)
+
+__all__ = ["TOPO_TARGET_ORDER", "TopoLossCall", "nnUNetTrainerTopoWarmup"]
+
+TOPO_TARGET_ORDER = ("skeleton", "band")
+"""Order of the extra target channels appended by ``TopoTargetsTransform``."""
+
+CONFIG_FILE = "topo_config.json"
+
+
+class TopoLossCall(nn.Module):
+    """Adapts ``TopologyLoss`` to nnU-Net's ``self.loss(output, target)`` call.
+
+    The extra per-voxel targets (skeleton, band) are split off the batch by the trainer before nnU-Net's code sees
+    the target and are handed to the loss through :attr:`extras` right before the call.
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.topology_loss = loss
+        self.extras: dict[str, torch.Tensor] = {}
+
+    @property
+    def required_targets(self) -> tuple[str, ...]:
+        required = getattr(self.topology_loss, "required_targets", frozenset())
+        return tuple(n for n in TOPO_TARGET_ORDER if n in required)
+
+    @property
+    def last_terms(self) -> dict[str, float]:
+        return dict(getattr(self.topology_loss, "last_terms", {}))
+
+    def forward(self, output: Any, target: Any) -> torch.Tensor:
+        if not isinstance(output, (list, tuple)):  # deep supervision disabled
+            output, target = [output], [target]
+        return self.topology_loss(list(output), list(target), **self.extras)
+
+
+class nnUNetTrainerTopoWarmup(nnUNetTrainer):
+    """nnU-Net trainer with the seed's five-term topology loss and a warmup -> ReduceLROnPlateau schedule."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = {}
+    """Hyperparameters of this variant (merged along the class hierarchy; the YAML config overrides them)."""
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's signature)
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.topo_config, self.topo_config_path = config_from_environment(
+            self.merged_topo_defaults(), variant_name=f"{type(self).__name__}.topo_defaults"
+        )
+        cfg = self.topo_config
+        self.initial_lr = cfg["initial_lr"]
+        self.weight_decay = cfg["weight_decay"]
+        self.num_epochs = cfg["num_epochs"]
+        self.num_iterations_per_epoch = cfg["num_iterations_per_epoch"]
+        self.num_val_iterations_per_epoch = cfg["num_val_iterations_per_epoch"]
+        self.grad_clip_norm = float(cfg["grad_clip_norm"])
+        self.grad_norm_log_every = int(cfg["grad_norm_log_every"])
+        self.max_consecutive_skips = int(cfg["max_consecutive_skips"])
+        self.active_terms: tuple[str, ...] = tuple(cfg["loss_weights"])
+
+        if self.label_manager.has_regions or self.label_manager.num_segmentation_heads != 2:
+            raise RuntimeError(
+                f"{type(self).__name__} needs a binary dataset (labels background, one foreground class and "
+                f"optionally 'ignore'); dataset.json labels are {dataset_json.get('labels')}. Use nnUNetTrainer "
+                "for multi-class or region-based data."
+            )
+
+        self.consecutive_skips = 0
+        self.total_skipped_steps = 0
+        self._epoch_grad_norms: list[float] = []
+        self._epoch_skipped = 0
+        self._train_terms: list[dict[str, float]] = []
+        self._val_terms: list[dict[str, float]] = []
+        self._register_log_keys()
+
+        origin = f"from {self.topo_config_path}" if self.topo_config_path else "set nnUNet_topo_config to override"
+        self.print_to_log_file(
+            f"{type(self).__name__} configuration ({origin}):\n" + format_config(cfg),
+            also_print_to_console=True,
+            add_timestamp=False,
+        )
+
+    # ------------------------------------------------------------------ configuration
+    @classmethod
+    def merged_topo_defaults(cls) -> dict[str, Any]:
+        """``topo_defaults`` merged from the base class down to ``cls`` (a subclass wins)."""
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("topo_defaults", {}))
+        return merged
+
+    def _log_keys(self) -> list[str]:
+        keys = [f"{split}_loss_{t}" for t in self.active_terms for split in ("train", "val")]
+        return keys + list(TOPO_LOG_KEYS)
+
+    def _register_log_keys(self) -> None:
+        """Add this trainer's keys to nnU-Net's local logger (padding with NaN up to the current epoch, so a resumed
+        run whose configuration added a term keeps one value per epoch)."""
+        store = self.logger.local_logger.my_fantastic_logging
+        for key in self._log_keys():
+            values = store.setdefault(key, [])
+            values.extend([math.nan] * (self.current_epoch - len(values)))
+
+    # ------------------------------------------------------------------ optimizer, schedule, loss
+    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPlateauScheduler]:
+        cfg = self.topo_config
+        params = self.network.parameters()
+        if cfg["optimizer"] == "sgd":
+            optimizer = torch.optim.SGD(
+                params, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99, nesterov=True
+            )
+        else:
+            optimizer = torch.optim.AdamW(params, self.initial_lr, weight_decay=self.weight_decay)
+        scheduler = WarmupPlateauScheduler(
+            optimizer,
+            base_lr=self.initial_lr,
+            warmup_epochs=cfg["warmup_epochs"],
+            mode="min" if cfg["plateau_metric"] == "val_loss" else "max",
+            factor=cfg["plateau_factor"],
+            patience=cfg["plateau_patience"],
+            min_lr=cfg["plateau_min_lr"],
+        )
+        return optimizer, scheduler
+
+    def deep_supervision_weights(self) -> list[float] | None:
+        """nnU-Net's weights: 1/2^i per scale, the lowest 0 (1e-6 under DDP without compile), normalised."""
+        if not self.enable_deep_supervision:
+            return None
+        n = len(self._get_deep_supervision_scales())
+        weights = np.array([1 / (2**i) for i in range(n)])
+        weights[-1] = 1e-6 if (self.is_ddp and not self._do_i_compile()) else 0
+        return list(weights / weights.sum())
+
+    def loss_parameters(self) -> dict[str, Any]:
+        """Keyword arguments of ``TopologyLoss`` from the configuration (unset term parameters omitted)."""
+        cfg = self.topo_config
+        kwargs: dict[str, Any] = {
+            "weights": dict(cfg["loss_weights"]),
+            "ignore_label": self.label_manager.ignore_label,
+            "ds_weights": self.deep_supervision_weights(),
+            "batch_dice": self.configuration_manager.batch_dice,
+        }
+        kwargs.update({k: cfg[k] for k in LOSS_PARAM_KEYS if cfg[k] is not None})
+        return kwargs
+
+    def _build_loss(self) -> TopoLossCall:
+        from nnunetv2_topo.losses import TopologyLoss
+
+        kwargs = self.loss_parameters()
+        loss = TopologyLoss(**kwargs)
+        # record the loss API's defaults for unset term parameters in the effective configuration
+        signature = inspect.signature(TopologyLoss)
+        for key in LOSS_PARAM_KEYS:
+            if self.topo_config[key] is None and key in signature.parameters:
+                default = signature.parameters[key].default
+                self.topo_config[key] = list(default) if isinstance(default, tuple) else default
+        return TopoLossCall(loss)
+
+    # ------------------------------------------------------------------ data: extra target channels
+    def _topo_targets_transform(self) -> Any | None:
+        targets = self.loss.required_targets if self.loss is not None else ()
+        if not targets:
+            return None
+        from nnunetv2_topo.transforms import TopoTargetsTransform
+
+        kwargs: dict[str, Any] = {"ignore_label": self.label_manager.ignore_label}
+        for key in ("skeleton_tube", "boundary_band"):
+            if self.topo_config[key] is not None:
+                kwargs[key] = tuple(self.topo_config[key]) if key == "boundary_band" else self.topo_config[key]
+        return TopoTargetsTransform(targets, **kwargs)
+
+    def _insert_topo_transform(self, transforms: ComposeTransforms) -> ComposeTransforms:
+        extra = self._topo_targets_transform()
+        if extra is None:
+            return transforms
+        position = next(
+            (i for i, t in enumerate(transforms.transforms) if isinstance(t, DownsampleSegForDSTransform)),
+            len(transforms.transforms),
+        )
+        transforms.transforms.insert(position, extra)
+        return transforms
+
+    def get_training_transforms(self, *args: Any, **kwargs: Any) -> ComposeTransforms:  # type: ignore[override]
+        """nnU-Net's training transforms plus ``TopoTargetsTransform`` just before deep-supervision downsampling."""
+        return self._insert_topo_transform(super().get_training_transforms(*args, **kwargs))
+
+    def get_validation_transforms(self, *args: Any, **kwargs: Any) -> ComposeTransforms:  # type: ignore[override]
+        return self._insert_topo_transform(super().get_validation_transforms(*args, **kwargs))
+
+    def _split_topo_targets(self, batch: dict) -> dict:
+        """Split the extra channels off ``batch['target']`` (so nnU-Net's code sees labels only) and hand them,
+        on the device, to the loss."""
+        names = self.loss.required_targets
+        if not names:
+            self.loss.extras = {}
+            return batch
+        from nnunetv2_topo.transforms import split_topo_targets
+
+        labels, extras = split_topo_targets(batch["target"], names)
+        self.loss.extras = {k: v.to(self.device, non_blocking=True) for k, v in extras.items()}
+        return {**batch, "target": labels}
+
+    # ------------------------------------------------------------------ DDP helpers
+    def _all_ranks(self, flag: bool) -> bool:
+        """True when ``flag`` holds on every rank (one tiny all-reduce under DDP, called on every rank)."""
+        if not self.is_ddp:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item() > 0.5)
+
+    def _reduce_term_means(self, records: list[dict[str, float]]) -> dict[str, float]:
+        """Mean of each active term over the finite values of all ranks (a collective under DDP: every rank calls
+        it with the same term list)."""
+        sums = np.zeros(len(self.active_terms), dtype=np.float64)
+        counts = np.zeros(len(self.active_terms), dtype=np.float64)
+        for rec in records:
+            for i, t in enumerate(self.active_terms):
+                v = rec.get(t)
+                if v is not None and math.isfinite(v):
+                    sums[i] += v
+                    counts[i] += 1
+        if self.is_ddp:
+            t = torch.tensor(np.concatenate([sums, counts]), device=self.device, dtype=torch.float64)
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            both = t.cpu().numpy()
+            sums, counts = both[: len(sums)], both[len(sums) :]
+        return {t: (float(s / c) if c > 0 else math.nan) for t, s, c in zip(self.active_terms, sums, counts)}
+
+    # ------------------------------------------------------------------ epoch hooks
+    def on_train_epoch_start(self) -> None:
+        # replaces nnU-Net's version, which calls lr_scheduler.step(current_epoch): the ReduceLROnPlateau trap
+        self.network.train()
+        lr = self.lr_scheduler.start_epoch(self.current_epoch)
+        self.print_to_log_file("")
+        self.print_to_log_file(f"Epoch {self.current_epoch}")
+        phase = (
+            f"warmup {self.current_epoch + 1}/{self.lr_scheduler.warmup_epochs}"
+            if self.lr_scheduler.in_warmup(self.current_epoch)
+            else "plateau phase"
+        )
+        self.print_to_log_file(f"Current learning rate: {lr:.6g} ({phase})")
+        self.logger.log("lrs", lr, self.current_epoch)
+        self._epoch_grad_norms = []
+        self._epoch_skipped = 0
+        self._train_terms = []
+
+    def train_step(self, batch: dict) -> dict:
+        batch = self._split_topo_targets(batch)
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        if isinstance(target, list):
+            target = [i.to(self.device, non_blocking=True) for i in target]
+        else:
+            target = target.to(self.device, non_blocking=True)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        # nnU-Net's idiom: autocast only on CUDA (slow on CPU, unsupported on MPS)
+        with autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context():
+            output = self.network(data)
+            del data
+            loss = self.loss(output, target)
+        self.loss.extras = {}
+        self._train_terms.append(self.loss.last_terms)
+
+        grad_norm = math.nan
+        stepped = False
+        # identical decision on every rank: either all ranks run backward (DDP all-reduce) or none does
+        if self._all_ranks(bool(torch.isfinite(loss.detach()).all())):
+            if self.grad_scaler is not None:
+                self.grad_scaler.scale(loss).backward()
+                self.grad_scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm))
+                self.grad_scaler.step(self.optimizer)  # skips the update itself when gradients are not finite
+                self.grad_scaler.update()
+                stepped = math.isfinite(grad_norm)
+            else:
+                loss.backward()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm))
+                # after DDP's all-reduce the gradients, hence their norm, are identical on every rank
+                if math.isfinite(grad_norm):
+                    self.optimizer.step()
+                    stepped = True
+        loss_value = float(loss.detach().float().cpu())
+        self._after_step(loss_value, grad_norm, stepped)
+        return {"loss": np.array(loss_value if stepped else math.nan)}
+
+    def _after_step(self, loss_value: float, grad_norm: float, stepped: bool) -> None:
+        iteration = len(self._train_terms) - 1
+        global_iteration = self.current_epoch * self.num_iterations_per_epoch + iteration
+        if math.isfinite(grad_norm):
+            self._epoch_grad_norms.append(grad_norm)
+        if global_iteration % self.grad_norm_log_every == 0:
+            self.print_to_log_file(
+                f"iteration {global_iteration}: grad norm (pre-clip) {grad_norm:.4g}, loss {loss_value:.4g}, "
+                f"lr {self.optimizer.param_groups[0]['lr']:.4g}",
+                also_print_to_console=False,
+            )
+        if stepped:
+            self.consecutive_skips = 0
+            return
+        self.consecutive_skips += 1
+        self._epoch_skipped += 1
+        self.total_skipped_steps += 1
+        self.print_to_log_file(
+            f"WARNING: iteration {global_iteration}: step skipped, loss {loss_value}, grad norm {grad_norm} "
+            f"(non-finite; {self.consecutive_skips} in a row, {self.total_skipped_steps} in total)"
+        )
+        if self.consecutive_skips >= self.max_consecutive_skips:
+            terms = ", ".join(f"{k} {v:.4g}" for k, v in self.loss.last_terms.items())
+            raise RuntimeError(
+                f"Training stopped: {self.consecutive_skips} consecutive steps had a non-finite loss or gradient "
+                f"norm (epoch {self.current_epoch}, last loss {loss_value}, grad norm {grad_norm}, terms: {terms}). "
+                f"Check the input data for NaN/inf, lower initial_lr (now {self.initial_lr}) or the weight of the "
+                f"term that is not finite (loss_weights in nnUNet_topo_config); max_consecutive_skips="
+                f"{self.max_consecutive_skips}."
+            )
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        outputs = collate_outputs(train_outputs)
+        losses = np.asarray(outputs["loss"], dtype=np.float64).ravel()
+        if self.is_ddp:
+            gathered: list[Any] = [None for _ in range(dist.get_world_size())]
+            dist.all_gather_object(gathered, losses)
+            losses = np.concatenate(gathered)
+        finite = losses[np.isfinite(losses)]
+        self.logger.log("train_losses", float(finite.mean()) if finite.size else math.nan, self.current_epoch)
+
+        for term, value in self._reduce_term_means(self._train_terms).items():
+            self.logger.log(f"train_loss_{term}", value, self.current_epoch)
+        # gradients are identical on all ranks after DDP's all-reduce: no reduction needed for the norms
+        gmean, gmax = finite_mean_max(self._epoch_grad_norms)
+        self.logger.log("grad_norm_mean", gmean, self.current_epoch)
+        self.logger.log("grad_norm_max", gmax, self.current_epoch)
+        self.logger.log("skipped_steps", self._epoch_skipped, self.current_epoch)
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self._val_terms = []
+
+    def validation_step(self, batch: dict) -> dict:
+        out = super().validation_step(self._split_topo_targets(batch))
+        self.loss.extras = {}
+        self._val_terms.append(self.loss.last_terms)
+        return out
+
+    def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        super().on_validation_epoch_end(val_outputs)  # logs all-gathered val_losses, mean/ema fg Dice
+        for term, value in self._reduce_term_means(self._val_terms).items():
+            self.logger.log(f"val_loss_{term}", value, self.current_epoch)
+        metric_key = "val_losses" if self.topo_config["plateau_metric"] == "val_loss" else "ema_fg_dice"
+        metric = float(self.logger.get_value(metric_key, step=-1))  # identical on every rank
+        lr_before = self.optimizer.param_groups[0]["lr"]
+        if self.lr_scheduler.step_metric(self.current_epoch, metric):
+            self.print_to_log_file(
+                f"ReduceLROnPlateau: no improvement of {self.topo_config['plateau_metric']} for more than "
+                f"{self.topo_config['plateau_patience']} epochs; lr {lr_before:.4g} -> "
+                f"{self.optimizer.param_groups[0]['lr']:.4g} from the next epoch"
+            )
+
+    def on_epoch_end(self) -> None:
+        epoch = self.current_epoch
+
+        def fmt(prefix: str) -> str:
+            return ", ".join(f"{t} {self.logger.get_value(f'{prefix}_loss_{t}', epoch):.4f}" for t in self.active_terms)
+
+        self.print_to_log_file(f"lr {self.logger.get_value('lrs', epoch):.4g}")
+        self.print_to_log_file(f"train terms: {fmt('train')}")
+        self.print_to_log_file(f"val terms: {fmt('val')}")
+        gmean, gmax = self.logger.get_value("grad_norm_mean", epoch), self.logger.get_value("grad_norm_max", epoch)
+        self.print_to_log_file(
+            f"grad norm (pre-clip, clip at {self.grad_clip_norm:g}): mean {gmean:.4g}, max {gmax:.4g}; "
+            f"skipped steps {self.logger.get_value('skipped_steps', epoch)}"
+        )
+        if not self.lr_scheduler.in_warmup(epoch):
+            plateau = self.lr_scheduler.plateau
+            self.print_to_log_file(
+                f"plateau ({self.topo_config['plateau_metric']}): best {plateau.best:.4g}, "
+                f"epochs without improvement {plateau.num_bad_epochs}/{plateau.patience}"
+            )
+        super().on_epoch_end()
+        if self.local_rank == 0:
+            self.write_diagnostics()
+
+    def write_diagnostics(self) -> None:
+        """Write ``progress_topo.json`` and ``progress_topo.png`` into the fold folder (rank 0)."""
+        log = self.logger.local_logger.my_fantastic_logging
+        try:
+            write_progress_json(log, self.output_folder)
+            plot_progress_topo(log, join(self.output_folder, PROGRESS_PNG))
+        except Exception as exc:  # a plotting problem must not end a long training
+            self.print_to_log_file(f"WARNING: could not write {PROGRESS_PNG}: {type(exc).__name__}: {exc}")
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.local_rank == 0:
+            save_config(
+                self.topo_config,
+                Path(self.output_folder) / CONFIG_FILE,
+                extra={"trainer": type(self).__name__, "config_file": self.topo_config_path},
+            )
+
+    # ------------------------------------------------------------------ checkpoints
+    def _topo_state(self) -> dict[str, Any]:
+        return {
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "config": dict(self.topo_config),
+            "consecutive_skips": self.consecutive_skips,
+            "total_skipped_steps": self.total_skipped_steps,
+        }
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint plus ``topo_state`` (scheduler and warmup state); written atomically."""
+        if self.local_rank != 0:
+            return
+        if self.disable_checkpointing:
+            self.print_to_log_file("No checkpoint written, checkpointing is disabled")
+            return
+        mod = self.network.module if self.is_ddp else self.network
+        if isinstance(mod, OptimizedModule):
+            mod = mod._orig_mod
+        checkpoint = {
+            "network_weights": mod.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
+            "logging": self.logger.get_checkpoint(),
+            "_best_ema": self._best_ema,
+            "current_epoch": self.current_epoch + 1,
+            "init_args": self.my_init_kwargs,
+            "trainer_name": self.__class__.__name__,
+            "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
+            "topo_state": self._topo_state(),
+        }
+        tmp = f"{filename}.tmp"
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint: str | dict) -> None:
+        """nnU-Net's loading, then the scheduler/warmup state (``--c`` continues the same LR trajectory)."""
+        if not isinstance(filename_or_checkpoint, (str, os.PathLike)):
+            raise TypeError(f"{type(self).__name__}.load_checkpoint expects a checkpoint file name")
+        super().load_checkpoint(str(filename_or_checkpoint))
+        checkpoint = torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        state = checkpoint.get("topo_state")
+        if state is None:
+            self.print_to_log_file(
+                f"WARNING: {filename_or_checkpoint} has no TopoWarmup scheduler state (written by "
+                f"{checkpoint.get('trainer_name')}); warmup/plateau restart from epoch {self.current_epoch}"
+            )
+        else:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+            self.consecutive_skips = int(state.get("consecutive_skips", 0))
+            self.total_skipped_steps = int(state.get("total_skipped_steps", 0))
+        self._register_log_keys()

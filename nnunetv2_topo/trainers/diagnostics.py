@@ -1,0 +1,187 @@
+"""What a person looks at when asking "why is it not learning?": per-epoch statistics and ``progress_topo.png``.
+
+The trainer logs these keys with nnU-Net's own logger (one value per epoch):
+
+* ``train_loss_<term>`` / ``val_loss_<term>`` for every loss term with a positive weight,
+* ``grad_norm_mean`` / ``grad_norm_max``: total gradient norm before clipping (finite steps),
+* ``skipped_steps``: steps skipped because the loss or gradient norm was not finite,
+
+next to nnU-Net's ``train_losses``, ``val_losses``, ``lrs``, ``mean_fg_dice`` and ``ema_fg_dice``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PROGRESS_JSON",
+    "PROGRESS_PNG",
+    "TOPO_LOG_KEYS",
+    "finite_mean_max",
+    "load_progress",
+    "plot_progress_topo",
+    "term_names_in",
+    "write_progress_json",
+]
+
+PROGRESS_PNG = "progress_topo.png"
+PROGRESS_JSON = "progress_topo.json"
+TOPO_LOG_KEYS = ("grad_norm_mean", "grad_norm_max", "skipped_steps")
+
+
+def finite_mean_max(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and max of the finite values (``nan, nan`` when there are none)."""
+    finite = [float(v) for v in values if math.isfinite(float(v))]
+    if not finite:
+        return math.nan, math.nan
+    return sum(finite) / len(finite), max(finite)
+
+
+def term_names_in(log: Mapping[str, Sequence[Any]]) -> list[str]:
+    """Loss terms that have a ``train_loss_<term>`` entry in the log, in a stable order."""
+    return sorted(k[len("train_loss_") :] for k in log if k.startswith("train_loss_"))
+
+
+def _as_float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _jsonable_log(log: Mapping[str, Sequence[Any]]) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for key, values in log.items():
+        items = []
+        for v in values:
+            if isinstance(v, (list, tuple)):
+                items.append([_as_float(i) for i in v])
+            else:
+                f = _as_float(v)
+                items.append(f if math.isfinite(f) else None)
+        out[key] = items
+    return out
+
+
+def write_progress_json(log: Mapping[str, Sequence[Any]], output_folder: str | os.PathLike) -> Path:
+    """Dump the logger's lists to ``progress_topo.json`` (atomic), for ``nnunetv2_topo plot``."""
+    path = Path(output_folder) / PROGRESS_JSON
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable_log(log)))
+    os.replace(tmp, path)
+    return path
+
+
+def load_progress(fold_dir: str | os.PathLike) -> tuple[dict[str, list], Path]:
+    """The training log of a fold folder: ``progress_topo.json`` if present, else the newest checkpoint's log.
+
+    Raises ``FileNotFoundError`` naming the folder when neither exists.
+    """
+    folder = Path(fold_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder (expected an nnU-Net fold_X output folder)")
+    progress = folder / PROGRESS_JSON
+    if progress.is_file():
+        return json.loads(progress.read_text()), progress
+    candidates = [folder / n for n in ("checkpoint_latest.pth", "checkpoint_final.pth", "checkpoint_best.pth")]
+    candidates = [c for c in candidates if c.is_file()]
+    if not candidates:
+        raise FileNotFoundError(
+            f"{folder} has neither {PROGRESS_JSON} nor a checkpoint_{{latest,final,best}}.pth to read the log from"
+        )
+    import torch
+
+    best: tuple[int, dict, Path] | None = None
+    for c in candidates:
+        ckpt = torch.load(c, map_location="cpu", weights_only=False, mmap=True)
+        epoch = int(ckpt.get("current_epoch", 0))
+        if best is None or epoch > best[0]:
+            best = (epoch, ckpt["logging"], c)
+    assert best is not None
+    return _jsonable_log(best[1]), best[2]
+
+
+def _series(log: Mapping[str, Sequence[Any]], key: str, n: int) -> list[float]:
+    values = list(log.get(key, []))[:n]
+    return [_as_float(v) if v is not None else math.nan for v in values]
+
+
+def plot_progress_topo(log: Mapping[str, Sequence[Any]], output_file: str | os.PathLike) -> Path:
+    """Draw ``progress_topo.png``: per-term losses (train solid, val dashed), LR (log axis), gradient norm (log
+    axis, with skipped steps), pseudo Dice. Written atomically; returns the path."""
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    n = len(log.get("train_losses", []))
+    for key in ("val_losses", "lrs"):
+        n = min(n, len(log.get(key, [])))
+    epochs = list(range(n))
+    fig, axes = plt.subplots(2, 2, figsize=(16, 10), constrained_layout=True)
+    ax_loss, ax_lr, ax_grad, ax_dice = axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]
+
+    terms = term_names_in(log)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    ax_loss.plot(epochs, _series(log, "train_losses", n), color="black", lw=2.5, label="total train")
+    ax_loss.plot(epochs, _series(log, "val_losses", n), color="black", lw=2.5, ls="--", label="total val")
+    for i, term in enumerate(terms):
+        c = colors[i % len(colors)]
+        ax_loss.plot(epochs, _series(log, f"train_loss_{term}", n), color=c, lw=1.5, label=f"{term} train")
+        if f"val_loss_{term}" in log:
+            ax_loss.plot(epochs, _series(log, f"val_loss_{term}", n), color=c, lw=1.5, ls="--", label=f"{term} val")
+    if not terms:
+        ax_loss.text(0.5, 0.5, "no per-term losses in this log", transform=ax_loss.transAxes, ha="center")
+    ax_loss.set_title("loss per term (solid: train, dashed: validation)")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend(fontsize=8, ncol=2)
+
+    lrs = _series(log, "lrs", n)
+    ax_lr.plot(epochs, lrs, color="tab:blue", lw=2, marker="." if n < 50 else None)
+    if any(v > 0 for v in lrs if math.isfinite(v)):
+        ax_lr.set_yscale("log")
+    ax_lr.set_title("learning rate (log axis)")
+    ax_lr.set_xlabel("epoch")
+
+    if "grad_norm_mean" in log:
+        gmean, gmax = _series(log, "grad_norm_mean", n), _series(log, "grad_norm_max", n)
+        ax_grad.plot(epochs, gmean, color="tab:green", lw=2, label="mean (pre-clip)")
+        ax_grad.plot(epochs, gmax, color="tab:red", lw=1.5, label="max (pre-clip)")
+        if any(v > 0 for v in gmean + gmax if math.isfinite(v)):
+            ax_grad.set_yscale("log")
+        skipped = _series(log, "skipped_steps", n)
+        if any(v > 0 for v in skipped if math.isfinite(v)):
+            ax_skip = ax_grad.twinx()
+            ax_skip.bar(epochs, skipped, color="tab:orange", alpha=0.4, label="skipped steps")
+            ax_skip.set_ylabel("skipped steps (non-finite)")
+            ax_skip.legend(loc="upper right", fontsize=8)
+        ax_grad.legend(loc="upper left", fontsize=8)
+    else:
+        ax_grad.text(0.5, 0.5, "no gradient-norm statistics in this log", transform=ax_grad.transAxes, ha="center")
+    ax_grad.set_title("total gradient norm before clipping (log axis)")
+    ax_grad.set_xlabel("epoch")
+
+    ax_dice.plot(epochs, _series(log, "mean_fg_dice", n), color="tab:green", ls=":", lw=1.5, label="pseudo Dice")
+    ax_dice.plot(epochs, _series(log, "ema_fg_dice", n), color="tab:green", lw=2.5, label="pseudo Dice (EMA)")
+    ax_dice.set_ylim(0, 1)
+    ax_dice.set_title("validation pseudo Dice (foreground)")
+    ax_dice.set_xlabel("epoch")
+    ax_dice.legend(fontsize=8)
+
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_lr, ax_grad, ax_dice):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    out = Path(output_file)
+    tmp = out.with_name(out.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
