@@ -40,7 +40,7 @@ class Inputs:
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
-    from nnunetv2_topo.synth.layout import SynthError, read_ids_csv
+    from nnunetv2_topo.synth.ids import SynthError, read_ids_csv
 
     try:
         return [(r.id, r.scroll_id) for r in read_ids_csv(path)]

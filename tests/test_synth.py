@@ -13,7 +13,8 @@ from conftest import KAGGLE_CASES, KAGGLE_SHAPE, KAGGLE_TEST_CASES
 from nnunetv2_topo.cli.main import main as cli_main
 from nnunetv2_topo.synth import ScrollStyle, make_case, synthesize_case
 from nnunetv2_topo.synth.generator import BORDER
-from nnunetv2_topo.synth.layout import SynthError, plan_rows, read_ids_csv, scroll_counts, write_kaggle_dataset
+from nnunetv2_topo.synth.ids import SynthError, read_ids_csv
+from nnunetv2_topo.synth.layout import plan_rows, scroll_counts, write_kaggle_dataset
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
