@@ -1,0 +1,6 @@
+def evaluate_folders(*a, **k):
+    raise NotImplementedError
+
+
+class EvaluationError(ValueError):
+    pass
