@@ -1,0 +1,157 @@
+"""TopoWarmup configuration: defaults, precedence, YAML parsing and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nnunetv2_topo.trainers import config as C
+from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
+from nnunetv2_topo.trainers.variants import (
+    nnUNetTrainerTopoWarmup_250epochs,
+    nnUNetTrainerTopoWarmup_AdamW,
+    nnUNetTrainerTopoWarmup_DiceFocal,
+    nnUNetTrainerTopoWarmup_SkelRecall,
+)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_the_issue_values() -> None:
+    cfg = C.resolve_config()
+    assert cfg["initial_lr"] == 1e-2 and cfg["weight_decay"] == 3e-5 and cfg["optimizer"] == "sgd"
+    assert cfg["warmup_epochs"] == 10 and cfg["plateau_metric"] == "val_loss"
+    assert (cfg["plateau_factor"], cfg["plateau_patience"], cfg["plateau_min_lr"]) == (0.5, 8, 1e-6)
+    assert cfg["grad_clip_norm"] == 2.0 and cfg["grad_norm_log_every"] == 50 and cfg["max_consecutive_skips"] == 20
+    assert cfg["loss_weights"] == {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
+
+
+def test_variant_defaults_merge_along_the_class_hierarchy() -> None:
+    assert nnUNetTrainerTopoWarmup.merged_topo_defaults() == {}
+    assert nnUNetTrainerTopoWarmup_250epochs.merged_topo_defaults() == {"num_epochs": 250}
+    assert nnUNetTrainerTopoWarmup_AdamW.merged_topo_defaults() == {
+        "optimizer": "adamw",
+        "initial_lr": 1e-4,
+        "weight_decay": 1e-5,
+    }
+    cfg = C.resolve_config(None, nnUNetTrainerTopoWarmup_SkelRecall.merged_topo_defaults())
+    assert cfg["loss_weights"] == {"ce": 1.0, "dice": 1.0, "skeleton_recall": 1.0}
+    cfg = C.resolve_config(None, nnUNetTrainerTopoWarmup_DiceFocal.merged_topo_defaults())
+    assert cfg["loss_weights"] == {"dice": 0.5, "focal": 0.5}
+
+
+def test_yaml_overrides_variant_and_replaces_loss_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(
+        tmp_path,
+        "num_epochs: 7\ninitial_lr: 1e-3\nloss_weights: {ce: 1, dice: 1, cldice: 0}\nboundary_band: [2, 4]\n",
+    )
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(path))
+    cfg, source = C.config_from_environment({"num_epochs": 250, "optimizer": "adamw"})
+    assert source == str(path)
+    assert cfg["num_epochs"] == 7  # YAML beats the variant
+    assert cfg["optimizer"] == "adamw"  # the variant beats the default
+    assert cfg["initial_lr"] == pytest.approx(1e-3)  # YAML 1.1 reads 1e-3 as a string: accepted as a number
+    assert cfg["loss_weights"] == {"ce": 1.0, "dice": 1.0}  # replaced as a whole, zero weights dropped
+    assert cfg["boundary_band"] == (2.0, 4.0)
+
+
+def test_empty_yaml_and_unset_variable_give_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(C.CONFIG_ENV_VAR, raising=False)
+    assert C.config_from_environment() == (C.resolve_config(), None)
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "")))
+    assert C.config_from_environment()[0] == C.resolve_config()
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "match"),
+    [
+        ("lr: 0.01\n", r"unknown key 'lr'"),
+        ("inital_lr: 0.01\n", r"did you mean 'initial_lr'"),
+        ("num_epochs: ten\n", r"'num_epochs' = 'ten' is invalid: must be an integer"),
+        ("num_epochs: 2.5\n", r"'num_epochs' = 2.5 is invalid: must be an integer"),
+        ("num_epochs: 0\n", r"'num_epochs' = 0 is invalid: must be >= 1"),
+        ("initial_lr: true\n", r"'initial_lr' = True is invalid: must be a number, not a boolean"),
+        ("initial_lr: -0.1\n", r"'initial_lr' = -0.1 is invalid: must be > 0"),
+        ("initial_lr: .nan\n", r"must be finite"),
+        ("weight_decay: -1e-5\n", r"'weight_decay' = '-1e-5' is invalid: must be >= 0"),
+        ("warmup_epochs: -1\n", r"'warmup_epochs' = -1 is invalid: must be >= 0"),
+        ("optimizer: adam\n", r"'optimizer' = 'adam' is invalid: must be one of sgd, adamw"),
+        ("plateau_metric: dice\n", r"must be one of val_loss, ema_fg_dice"),
+        ("plateau_factor: 0\n", r"'plateau_factor' = 0 is invalid: must lie in \(0, 1\)"),
+        ("plateau_factor: 1\n", r"'plateau_factor' = 1 is invalid: must lie in \(0, 1\)"),
+        ("plateau_factor: 1.5\n", r"must lie in \(0, 1\)"),
+        ("plateau_patience: -2\n", r"'plateau_patience' = -2 is invalid: must be >= 0"),
+        ("plateau_min_lr: -1.0\n", r"'plateau_min_lr' = -1.0 is invalid: must be >= 0"),
+        ("grad_clip_norm: 0\n", r"'grad_clip_norm' = 0 is invalid: must be > 0"),
+        ("grad_norm_log_every: 0\n", r"must be >= 1"),
+        ("max_consecutive_skips: 0\n", r"must be >= 1"),
+        ("loss_weights: {dice: -0.5, ce: 1}\n", r"weight of 'dice' is negative"),
+        ("loss_weights: {dice: 0, ce: 0}\n", r"all weights are 0"),
+        ("loss_weights: {}\n", r"all weights are 0"),
+        ("loss_weights: {dice: 1, tversky: 1}\n", r"unknown loss term 'tversky'"),
+        ("loss_weights: {dice: lots}\n", r"weight of 'dice' must be a number"),
+        ("loss_weights: [dice, ce]\n", r"must be a mapping term -> weight"),
+        ("focal_alpha: 1.5\n", r"'focal_alpha' = 1.5 is invalid: must lie in \[0, 1\]"),
+        ("focal_gamma: -1.0\n", r"must be >= 0"),
+        ("cldice_iterations: 0\n", r"must be >= 1"),
+        ("skeleton_tube: 1.5\n", r"must be an integer"),
+        ("boundary_band: [5, 3]\n", r"must satisfy 0 <= inner < outer"),
+        ("boundary_band: 3\n", r"must be a pair"),
+    ],
+)
+def test_bad_values_fail_with_key_value_and_valid_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yaml_text: str, match: str
+) -> None:
+    path = _write(tmp_path, yaml_text)
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(path))
+    with pytest.raises(C.TopoConfigError, match=match) as info:
+        C.config_from_environment()
+    message = str(info.value)
+    assert str(path) in message
+    assert "Valid keys: initial_lr, weight_decay, num_epochs" in message
+    assert all(k in message for k in C.KEYS)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "match"),
+    [
+        ("- 1\n- 2\n", r"the top level must be a mapping"),
+        ("num_epochs: [1\n", r"not valid YAML"),
+    ],
+)
+def test_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yaml_text: str, match: str) -> None:
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, yaml_text)))
+    with pytest.raises(C.TopoConfigError, match=match):
+        C.config_from_environment()
+
+
+def test_missing_file_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "nope.yaml"
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(missing))
+    with pytest.raises(C.TopoConfigError, match=rf"nnUNet_topo_config={missing}: no such file"):
+        C.config_from_environment()
+
+
+def test_bad_variant_defaults_name_the_variant() -> None:
+    with pytest.raises(C.TopoConfigError, match=r"MyVariant.topo_defaults: unknown key 'epochs'"):
+        C.resolve_config(None, {"epochs": 3}, variant_name="MyVariant.topo_defaults")
+
+
+def test_save_and_format_config(tmp_path: Path) -> None:
+    cfg = C.resolve_config({"boundary_band": [1, 2]})
+    out = tmp_path / "fold_0" / "topo_config.json"
+    C.save_config(cfg, out, extra={"trainer": "X"})
+    saved = json.loads(out.read_text())
+    assert saved["trainer"] == "X"
+    assert saved["config"]["boundary_band"] == [1.0, 2.0]
+    assert saved["config"]["loss_weights"]["focal"] == 0.4
+    assert not list(out.parent.glob("*.tmp"))
+    text = C.format_config(cfg)
+    assert text.count("\n") == len(C.KEYS) - 1
+    assert "plateau_factor" in text and "0.5" in text
