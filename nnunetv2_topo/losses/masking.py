@@ -43,6 +43,11 @@ def check_target(target: Tensor, logits: Tensor, name: str = "target") -> Tensor
     return target
 
 
+def working_dtype(logits: Tensor) -> torch.dtype:
+    """fp32 for half-precision logits (autocast), otherwise the logits' own dtype (float64 stays float64)."""
+    return torch.promote_types(logits.dtype, torch.float32)
+
+
 def check_map(value: Tensor, logits: Tensor, name: str) -> Tensor:
     """A per-voxel target map (skeleton, band) must be ``(B, 1, *spatial)`` exactly: no broadcasting across the
     batch (the defect of the public skeleton-recall trainer). Returned as fp32 on the logits' device."""
@@ -51,7 +56,7 @@ def check_map(value: Tensor, logits: Tensor, name: str) -> Tensor:
     expected = (logits.shape[0], 1, *logits.shape[2:])
     if tuple(value.shape) != expected:
         raise ValueError(f"{name} must have shape (B, 1, *spatial) = {expected}, got {tuple(value.shape)}")
-    return value.to(device=logits.device, dtype=torch.float32)
+    return value.to(device=logits.device, dtype=working_dtype(logits))
 
 
 class FgParts:
@@ -60,6 +65,7 @@ class FgParts:
     ``logit``: foreground logit ``l1 − l0``, 0 at ignore voxels. ``target``: 0/1 foreground (ignore → 0).
     ``valid``: bool, False at ignore voxels. ``labels``: the original label tensor. ``logits``: the fp32
     2-channel logits (for nnU-Net's Dice and CE). ``prob``/``prob_masked`` are computed on first use.
+    "fp32" means at least fp32: half-precision logits are promoted, float64 stays float64.
     """
 
     def __init__(self, logits: Tensor, target: Tensor, ignore_label: int | None) -> None:
@@ -67,12 +73,12 @@ class FgParts:
         target = check_target(target, logits)
         self.ignore_label = ignore_label
         self.labels = target
-        self.logits = logits.float()
+        self.logits = logits.to(working_dtype(logits))
         if ignore_label is None:
             self.valid = torch.ones_like(target, dtype=torch.bool)
         else:
             self.valid = target != ignore_label
-        self.target = (target == FOREGROUND_LABEL).float()
+        self.target = (target == FOREGROUND_LABEL).to(self.logits.dtype)
         raw = self.logits[:, 1:2] - self.logits[:, 0:1]
         self.logit = torch.where(self.valid, raw, torch.zeros((), dtype=raw.dtype, device=raw.device))
 
@@ -83,7 +89,7 @@ class FgParts:
 
     @cached_property
     def valid_f(self) -> Tensor:
-        return self.valid.float()
+        return self.valid.to(self.logits.dtype)
 
     @cached_property
     def prob(self) -> Tensor:

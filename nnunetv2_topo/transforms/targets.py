@@ -108,11 +108,11 @@ def signed_distance(labels: np.ndarray, ignore_label: int | None = 2, max_distan
     out = np.full(fg.shape, np.inf, dtype=np.float32)
     if fg.any():
         d_out = _truncated_squared_distance(fg, radius)
-        near = ~fg & (d_out <= radius**2)
+        near = ~fg & (d_out <= max_distance**2)
         out[near] = np.sqrt(d_out[near])
     if (~fg).any():
         d_in = _truncated_squared_distance(~fg, radius)
-        near = fg & (d_in <= radius**2)
+        near = fg & (d_in <= max_distance**2)
         out[near] = -np.sqrt(d_in[near])
     out[fg & np.isinf(out)] = -np.inf
     return out
