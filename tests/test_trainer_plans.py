@@ -1,0 +1,82 @@
+"""make_reduced_plans: a small plans file over the same preprocessed data, and its bad inputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from trainer_fixtures import TINY_CONFIGURATION, TINY_PLANS
+
+from nnunetv2_topo.plans import make_reduced_plans
+
+
+@pytest.fixture
+def dataset_dir(tmp_path: Path) -> Path:
+    plans = copy.deepcopy(TINY_PLANS)
+    cfg = copy.deepcopy(TINY_CONFIGURATION)
+    arch = cfg["architecture"]["arch_kwargs"]
+    arch.update(
+        n_stages=4,
+        features_per_stage=[32, 64, 128, 256],
+        kernel_sizes=[[3, 3, 3]] * 4,
+        strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+        n_conv_per_stage=[2] * 4,
+        n_conv_per_stage_decoder=[2] * 3,
+    )
+    cfg["patch_size"] = [32, 40, 40]
+    plans["plans_name"] = "nnUNetPlans"
+    plans["configurations"] = {"3d_fullres": cfg, "2d": {"inherits_from": "3d_fullres"}}
+    folder = tmp_path / "Dataset999_X"
+    folder.mkdir()
+    (folder / "nnUNetPlans.json").write_text(json.dumps(plans))
+    return folder
+
+
+def test_reduced_plans_are_loadable_and_small(dataset_dir: Path) -> None:
+    out = make_reduced_plans(dataset_dir)
+    assert out == dataset_dir / "nnUNetPlans_tiny.json"
+    plans = json.loads(out.read_text())
+    assert plans["plans_name"] == "nnUNetPlans_tiny"
+    assert list(plans["configurations"]) == ["3d_fullres"]
+    cm = PlansManager(plans).get_configuration("3d_fullres")
+    assert cm.patch_size == [32, 32, 32] and cm.batch_size == 2
+    assert cm.data_identifier == "nnUNetPlans_3d_fullres"  # same preprocessed data as the source plans
+    kw = cm.network_arch_init_kwargs
+    assert kw["n_stages"] == 3 and kw["features_per_stage"] == [4, 8, 16]
+    assert len(kw["strides"]) == len(kw["kernel_sizes"]) == len(kw["n_conv_per_stage"]) == 3
+    assert len(kw["n_conv_per_stage_decoder"]) == 2
+    assert len(cm.pool_op_kernel_sizes) == 3
+    # the source plans are untouched
+    assert json.loads((dataset_dir / "nnUNetPlans.json").read_text())["plans_name"] == "nnUNetPlans"
+
+
+def test_custom_sizes(dataset_dir: Path) -> None:
+    out = make_reduced_plans(dataset_dir, name="p2", features=(2, 4), patch=(16, 24, 8), batch=1)
+    cm = PlansManager(json.loads(out.read_text())).get_configuration("3d_fullres")
+    assert cm.patch_size == [16, 24, 8] and cm.batch_size == 1
+    assert cm.network_arch_init_kwargs["n_stages"] == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"patch": (30, 32, 32)}, ValueError, r"size 30 on axis 0 must be a positive multiple of 4"),
+        ({"patch": (32, 32)}, ValueError, r"patch needs 3 sizes"),
+        ({"features": (4, 8, 16, 32, 64)}, ValueError, r"stages must lie in \[2, 4\]"),
+        ({"features": (4,)}, ValueError, r"stages must lie in \[2, 4\]"),
+        ({"features": (4, 8, 16), "stages": 2}, ValueError, r"features needs 2 positive channel counts"),
+        ({"features": (4, 0, 16)}, ValueError, r"features needs 3 positive"),
+        ({"batch": 0}, ValueError, r"batch must be >= 1"),
+        ({"configuration": "3d_lowres"}, ValueError, r"no configuration '3d_lowres'; available: 3d_fullres, 2d"),
+        ({"configuration": "2d"}, ValueError, r"inherits from another one"),
+        ({"name": "nnUNetPlans"}, ValueError, r"name must differ from source"),
+        ({"source": "nnUNetResEncUNetMPlans"}, FileNotFoundError, r"run nnUNetv2_plan_and_preprocess"),
+    ],
+)
+def test_bad_inputs(dataset_dir: Path, kwargs: dict, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        make_reduced_plans(dataset_dir, **kwargs)
+    assert not (dataset_dir / "nnUNetPlans_tiny.json").exists()
