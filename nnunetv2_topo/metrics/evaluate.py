@@ -1,6 +1,132 @@
-def evaluate_folders(*a, **k):
-    raise NotImplementedError
+"""Score a folder of predictions against a folder of ground truths (pairs by case id, TIFF and NIfTI)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+
+from nnunetv2_topo.io import VolumeError, case_id, is_volume_file, read_volume
+from nnunetv2_topo.metrics.engine import make_engine_pool
+from nnunetv2_topo.metrics.leaderboard import MetricInputError, PendingScore, start_score
+
+MEAN_KEYS = ("score", "topo", "surface_dice", "voi_score")
 
 
 class EvaluationError(ValueError):
-    pass
+    """The folders cannot be evaluated (missing pairs, empty folder, unreadable or mismatched volumes)."""
+
+
+def _list_volumes(folder: Path, role: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise EvaluationError(f"{role} folder {folder} does not exist or is not a directory")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or not is_volume_file(path):
+            continue
+        cid = case_id(path)
+        if cid in found:
+            raise EvaluationError(
+                f"{role} folder {folder} holds two files for case '{cid}': {found[cid].name} and {path.name}; keep one"
+            )
+        found[cid] = path
+    if not found:
+        raise EvaluationError(f"{role} folder {folder} holds no volumes (.tif, .tiff, .nii, .nii.gz)")
+    return found
+
+
+def _preview(ids: Iterable[str], limit: int = 10) -> str:
+    ids = sorted(ids)
+    text = ", ".join(ids[:limit])
+    return text + (f" … (+{len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def pair_files(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
+    """``[(case_id, pred_path, gt_path)]`` sorted by id; raises :class:`EvaluationError` on any missing pair."""
+    preds = _list_volumes(Path(pred_dir), "prediction")
+    gts = _list_volumes(Path(gt_dir), "ground-truth")
+    no_pred = set(gts) - set(preds)
+    no_gt = set(preds) - set(gts)
+    if no_pred or no_gt:
+        parts = []
+        if no_pred:
+            parts.append(f"{len(no_pred)} case(s) without a prediction in {pred_dir}: {_preview(no_pred)}")
+        if no_gt:
+            parts.append(f"{len(no_gt)} prediction(s) without ground truth in {gt_dir}: {_preview(no_gt)}")
+        raise EvaluationError("unpaired files: " + "; ".join(parts) + " (files pair by the name before the first '.')")
+    return [(cid, preds[cid], gts[cid]) for cid in sorted(gts)]
+
+
+def _start_case(cid: str, pred_path: Path, gt_path: Path, executor: cf.Executor | None) -> PendingScore:
+    try:
+        pred = read_volume(pred_path)
+        gt = read_volume(gt_path)
+    except VolumeError as exc:
+        raise EvaluationError(f"case '{cid}': {exc}") from exc
+    try:
+        return start_score(pred, gt, executor)
+    except MetricInputError as exc:
+        raise EvaluationError(f"case '{cid}' ({pred_path.name} vs {gt_path.name}): {exc}") from exc
+
+
+def _finish(cid: str, pending: PendingScore) -> dict:
+    try:
+        return pending.result()
+    except BrokenProcessPool as exc:
+        raise RuntimeError(
+            f"case '{cid}': a Betti-matching worker died (most likely out of memory: one 160³ tile needs ~4.6 GB); "
+            "run with fewer processes (-np)"
+        ) from exc
+
+
+def mean_scores(cases: dict[str, dict]) -> dict[str, float]:
+    """Plain mean over cases of score, topo, surface_dice and voi_score."""
+    if not cases:
+        return {k: float("nan") for k in MEAN_KEYS}
+    return {k: float(np.mean([c[k] for c in cases.values()])) for k in MEAN_KEYS}
+
+
+def evaluate_folders(
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    num_processes: int = 1,
+    progress: bool = True,
+) -> dict:
+    """Score every case; returns ``{"cases": {id: leaderboard_score(...)}, "mean": {score, topo, surface_dice,
+    voi_score}}``.
+
+    ``num_processes`` Betti-matching worker processes take the tiles of all cases (the costly part) while this
+    process reads volumes and computes SurfaceDice and VOI; ``0`` runs everything here, serially.
+    Raises :class:`EvaluationError` on pairing problems, unreadable, non-3-D or mismatched volumes.
+    """
+    if num_processes < 0:
+        raise ValueError(f"num_processes must be >= 0, got {num_processes}")
+    pairs = pair_files(pred_dir, gt_dir)
+    from tqdm import tqdm
+
+    results: dict[str, dict] = {}
+    executor = make_engine_pool(num_processes) if num_processes > 0 else None
+    bar = tqdm(total=len(pairs), desc="evaluate", unit="case", disable=not progress)
+    pending: deque[tuple[str, PendingScore]] = deque()
+    try:
+        for cid, pred_path, gt_path in pairs:
+            pending.append((cid, _start_case(cid, pred_path, gt_path, executor)))
+            # keep a bounded number of cases in flight so volumes are not all read ahead
+            while len(pending) > max(1, num_processes):
+                done_id, done = pending.popleft()
+                results[done_id] = _finish(done_id, done)
+                bar.update(1)
+        while pending:
+            done_id, done = pending.popleft()
+            results[done_id] = _finish(done_id, done)
+            bar.update(1)
+    finally:
+        bar.close()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+    return {"cases": results, "mean": mean_scores(results)}
