@@ -1,0 +1,135 @@
+"""Write a Kaggle ``submission.zip``: one ``<id>.tif`` per id of test.csv, uint8 0/1, shaped like its test image.
+
+Every check runs before anything is written; the zip is written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, case_id, is_volume_file, read_volume
+
+
+class SubmissionError(ValueError):
+    """The submission cannot be written as asked; the message names the id/file and the fix."""
+
+
+def read_test_ids(csv_path: str | os.PathLike) -> list[str]:
+    """The ``id`` column of test.csv, in order."""
+    path = Path(csv_path)
+    if not path.is_file():
+        raise SubmissionError(f"{path}: no such CSV file")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "id" not in reader.fieldnames:
+            raise SubmissionError(f"{path}: no 'id' column (header: {reader.fieldnames}); expected e.g. 'id,scroll_id'")
+        ids = [row["id"].strip() for row in reader if row.get("id") and row["id"].strip()]
+    if not ids:
+        raise SubmissionError(f"{path}: no ids listed")
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise SubmissionError(f"{path}: duplicate id(s) {', '.join(dupes)}")
+    return ids
+
+
+def _index(folder: Path, role: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise SubmissionError(f"{role} folder {folder} does not exist")
+    out: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and is_volume_file(p):
+            if case_id(p) in out:
+                raise SubmissionError(f"{role} folder {folder} holds two files for id {case_id(p)}; keep one")
+            out[case_id(p)] = p
+    return out
+
+
+def _image_shape(path: Path) -> tuple[int, ...]:
+    if path.name.lower().endswith(TIFF_SUFFIXES):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return tuple(tif.series[0].shape)
+        except Exception as exc:  # corrupt file: report through read_volume's wording
+            raise SubmissionError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
+    return read_volume(path).shape
+
+
+def _binary(volume: np.ndarray, cid: str, path: Path, binarize: bool) -> np.ndarray:
+    if binarize:
+        from nnunetv2_topo.postprocessing import binarize as to_mask
+
+        return to_mask(volume).astype(np.uint8)
+    values = np.unique(volume)
+    if not np.isin(values, (0, 1)).all():
+        shown = ", ".join(str(v) for v in values[:6]) + (" …" if values.size > 6 else "")
+        raise SubmissionError(
+            f"id {cid}: {path.name} is not binary (values {shown}); pass --binarize to map non-zero "
+            "(floats: > 0.5) to 1, or post-process it first"
+        )
+    return volume.astype(np.uint8)
+
+
+def write_submission(
+    pred_dir: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    csv_path: str | os.PathLike,
+    out_zip: str | os.PathLike,
+    binarize: bool = False,
+) -> Path:
+    """Check every prediction against test.csv and the test images, then write ``out_zip``; returns its path.
+
+    Refuses (:class:`SubmissionError`) on a missing id, an extra prediction, a shape that differs from the test
+    image, or non-binary values (unless ``binarize``).
+    """
+    ids = read_test_ids(csv_path)
+    preds = _index(Path(pred_dir), "prediction")
+    images = _index(Path(images_dir), "test image")
+    missing = [i for i in ids if i not in preds]
+    if missing:
+        raise SubmissionError(f"no prediction in {pred_dir} for {len(missing)} test id(s): {', '.join(missing[:10])}")
+    extra = sorted(set(preds) - set(ids))
+    if extra:
+        raise SubmissionError(
+            f"{len(extra)} prediction(s) in {pred_dir} are not in {csv_path}: {', '.join(extra[:10])}; "
+            "remove them or use the right test.csv"
+        )
+    no_image = [i for i in ids if i not in images]
+    if no_image:
+        raise SubmissionError(f"no test image in {images_dir} for id(s): {', '.join(no_image[:10])}")
+    volumes: dict[str, np.ndarray] = {}
+    for cid in ids:
+        try:
+            volume = read_volume(preds[cid])
+        except VolumeError as exc:
+            raise SubmissionError(f"id {cid}: {exc}") from exc
+        want = _image_shape(images[cid])
+        if volume.shape != want:
+            raise SubmissionError(
+                f"id {cid}: prediction {preds[cid].name} has shape {volume.shape}, the test image "
+                f"{images[cid].name} has {want}"
+            )
+        volumes[cid] = _binary(volume, cid, preds[cid], binarize)
+    import tifffile
+
+    out = Path(out_zip)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for cid in ids:
+                buf = io.BytesIO()
+                tifffile.imwrite(buf, volumes[cid], compression="lzw", photometric="minisblack")
+                zf.writestr(f"{cid}.tif", buf.getvalue())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
