@@ -30,6 +30,7 @@ class FocalTerm(LossTerm):
         t = parts.target
         signed = parts.logit * (2.0 * t - 1.0)  # logit of p_t
         log_pt = F.logsigmoid(signed)
-        modulation = torch.exp(self.gamma * F.logsigmoid(-signed))  # (1 - p_t)^gamma
-        alpha_t = t * self.alpha + (1.0 - t) * (1.0 - self.alpha)
-        return parts.per_sample_mean(-alpha_t * modulation * log_pt)
+        loss = log_pt * ((1.0 - 2.0 * self.alpha) * t + (self.alpha - 1.0))  # -alpha_t * log(p_t)
+        if self.gamma != 0.0:
+            loss = loss * torch.exp(self.gamma * (log_pt - signed))  # (1 - p_t)^gamma, log(1 - p_t) = log_pt - z
+        return parts.per_sample_mean(loss)
