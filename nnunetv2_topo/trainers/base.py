@@ -442,6 +442,70 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
                 extra={"trainer": type(self).__name__, "config_file": self.topo_config_path},
             )
 
+    # ------------------------------------------------------------------ final validation
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        """nnU-Net's validation (predictions + Dice ``summary.json``), then the competition metric on the raw and
+        post-processed predictions into ``validation/summary_topo.json`` (rank 0)."""
+        super().perform_actual_validation(save_probabilities)
+        if self.local_rank != 0:
+            return
+        try:
+            self.score_validation_topo()
+        except Exception as exc:  # the Dice validation above stands; say clearly why the extra score is missing
+            self.print_to_log_file(
+                f"WARNING: competition-metric scoring of the validation failed: {type(exc).__name__}: {exc}",
+                also_print_to_console=True,
+            )
+
+    def score_validation_topo(self) -> dict[str, Any]:
+        """Score ``validation/`` with the leaderboard metric, raw and post-processed; write summary_topo.json."""
+        import json
+        import tempfile
+        from dataclasses import asdict
+
+        from nnunetv2.configuration import default_num_processes
+
+        from nnunetv2_topo.io import case_id, is_volume_file, read_volume, write_tiff
+        from nnunetv2_topo.metrics import evaluate_folders
+        from nnunetv2_topo.postprocessing import PostprocessConfig, postprocess_volume
+
+        val_dir = Path(self.output_folder) / "validation"
+        gt_dir = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
+        preds = sorted(p for p in val_dir.iterdir() if p.is_file() and is_volume_file(p))
+        if not preds:
+            raise FileNotFoundError(f"no predicted volumes in {val_dir}")
+        pp_config = PostprocessConfig()
+        pp_dir = val_dir / "postprocessed"
+        pp_dir.mkdir(exist_ok=True)
+        for pred in preds:
+            write_tiff(pp_dir / f"{case_id(pred)}.tif", postprocess_volume(read_volume(pred), pp_config))
+        gts = {case_id(p): p for p in gt_dir.iterdir() if p.is_file() and is_volume_file(p)}
+        missing = [case_id(p) for p in preds if case_id(p) not in gts]
+        if missing:
+            raise FileNotFoundError(f"no ground truth in {gt_dir} for {missing}")
+        num_processes = default_num_processes if len(preds) > 1 else 0
+        with tempfile.TemporaryDirectory(dir=val_dir) as tmp:
+            gt_subset = Path(tmp)  # only the validation cases' ground truth (the folder holds every case)
+            for pred in preds:
+                src = gts[case_id(pred)]
+                (gt_subset / src.name).symlink_to(src.resolve())
+            raw = evaluate_folders(val_dir, gt_subset, num_processes=num_processes, progress=False)
+            post = evaluate_folders(pp_dir, gt_subset, num_processes=num_processes, progress=False)
+        summary = {"raw": raw, "postprocessed": post, "postprocess_config": asdict(pp_config)}
+        out = val_dir / "summary_topo.json"
+        tmp_out = out.with_name(out.name + ".tmp")
+        tmp_out.write_text(json.dumps(summary, indent=2, default=float))
+        os.replace(tmp_out, out)
+        for kind, result in (("raw", raw), ("postprocessed", post)):
+            for key, value in result["mean"].items():
+                self.logger.log_summary(f"final_val/topo_{kind}_{key}", value)
+        self.print_to_log_file(
+            f"Validation competition score (mean over {len(preds)} cases): raw {raw['mean']['score']:.4f}, "
+            f"post-processed {post['mean']['score']:.4f} (details: {out})",
+            also_print_to_console=True,
+        )
+        return summary
+
     # ------------------------------------------------------------------ checkpoints
     def _topo_state(self) -> dict[str, Any]:
         return {
