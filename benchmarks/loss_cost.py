@@ -4,7 +4,8 @@ For an nnU-Net 3d_fullres PlainConvUNet (deep supervision on) it times forward+b
   - the network alone (trivial loss), and a full training step with nnU-Net's default loss (DC_and_CE + DS),
   - nnU-Net's default loss alone, every term alone, and the full compound (all seven terms) on fixed logits,
   - a full training step with the compound,
-and reports time and memory relative to the network's forward+backward. Memory: on GPU the peak allocated
+and reports time and memory relative to the network's forward+backward. Time: wall-clock on GPU; on CPU the
+process's CPU seconds with one torch thread (robust on a shared machine). Memory: on GPU the peak allocated
 (``torch.cuda.max_memory_allocated``) above the tensors alive before the call; on CPU the bytes autograd saves for
 backward (the activation memory; CPU peak allocation is not observable from torch). It also times the CPU target
 transforms (skeleton, band) per 128³ patch in one worker thread.
@@ -126,18 +127,26 @@ class SavedBytes:
         self._ctx.__exit__(*exc)
 
 
+def clock(device: torch.device) -> float:
+    """GPU: wall-clock after a synchronize. CPU: this process's CPU seconds (robust to other jobs on a shared
+    machine; run with one torch thread so that no thread spins idle)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        return time.perf_counter()
+    return time.process_time()
+
+
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    t0 = clock(device)
+    fn()
+    return clock(device) - t0
+
+
 def measure(fn: Callable[[], None], device: torch.device, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``fn`` and its memory (GPU: peak allocated above the start; CPU: autograd-saved bytes)."""
+    """Median time of ``fn`` (see :func:`clock`) and its memory (GPU: peak allocated above the start; CPU:
+    autograd-saved bytes)."""
     fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
+    times = [timed(fn, device) for _ in range(repeats)]
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -149,7 +158,20 @@ def measure(fn: Callable[[], None], device: torch.device, repeats: int) -> tuple
         with SavedBytes() as saved:
             fn()
         mem = saved.bytes
-    return statistics.median(times), float(mem)
+    return (statistics.median(times) if times else float("nan")), float(mem)
+
+
+def measure_pair(a: Callable[[], None], b: Callable[[], None], device: torch.device, repeats: int):
+    """Like :func:`measure` for two functions run alternately (a, b, a, b, ...), so that drifting machine load
+    affects both alike; returns ``((time_a, mem_a), (time_b, mem_b))``."""
+    a()
+    b()
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(repeats):
+        for i, fn in enumerate((a, b)):
+            times[i].append(timed(fn, device))
+    mems = [measure(fn, device, 0)[1] for fn in (a, b)]
+    return (statistics.median(times[0]), mems[0]), (statistics.median(times[1]), mems[1])
 
 
 def autocast(device: torch.device):
@@ -201,8 +223,7 @@ def run(device: torch.device, patch: int, batch: int, repeats: int) -> dict:
         fn = fn.to(device)
         t, m = measure(loss_only(fn, extra), device, repeats)
         results[label] = {"time_s": t, "mem_bytes": m}
-    t_def, m_def = measure(step(default), device, repeats)
-    t_cmp, m_cmp = measure(step(compound, dict(maps)), device, repeats)
+    (t_def, m_def), (t_cmp, m_cmp) = measure_pair(step(default), step(compound, dict(maps)), device, repeats)
     results["train step, nnU-Net default loss"] = {"time_s": t_def, "mem_bytes": m_def}
     results["train step, compound"] = {"time_s": t_cmp, "mem_bytes": m_cmp}
     return results
@@ -217,9 +238,9 @@ def time_transforms(patch: int, repeats: int) -> dict[str, float]:
         for name, fn in (("skeleton", compute_skeleton), ("band", compute_band)):
             times = []
             for lab in labels:
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 fn(lab, 2)
-                times.append(time.perf_counter() - t0)
+                times.append(time.process_time() - t0)
             out[f"{name} ({tag})"] = statistics.median(times)
     return out
 
@@ -232,6 +253,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default 3 CPU, 10 GPU)")
     parser.add_argument("--transform-patch", type=int, default=128, help="patch edge for the transform timing")
     parser.add_argument("--quick", action="store_true", help="patch 48³ on CPU, 2 repeats, transform patch 96")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU runs; default 1, see clock)")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = parser.parse_args()
 
@@ -240,6 +262,8 @@ def main() -> int:
     else:
         device = torch.device(args.device)
     gpu = device.type == "cuda"
+    if not gpu:
+        torch.set_num_threads(args.threads)
     patch = args.patch or (128 if gpu else (48 if args.quick else 64))
     repeats = args.repeats or (10 if gpu else (2 if args.quick else 3))
     t_patch = 96 if args.quick else args.transform_patch
@@ -254,6 +278,7 @@ def main() -> int:
     results = run(device, patch, args.batch, repeats)
     net_t, net_m = results["network fwd+bwd"]["time_s"], results["network fwd+bwd"]["mem_bytes"]
     mem_label = "peak alloc MB" if gpu else "saved MB"
+    print(f"# time: {'wall-clock' if gpu else 'CPU seconds of this process'}, median of {repeats}")
     print(f"{'':40s} {'time ms':>9s} {'× net':>7s} {mem_label:>13s} {'× net':>7s}")
     for label, r in results.items():
         print(
@@ -268,7 +293,7 @@ def main() -> int:
     )
     torch.set_num_threads(1)
     transforms = time_transforms(t_patch, repeats=3)
-    print(f"# CPU target transforms, {t_patch}³ patch, 1 thread (target <= 150 ms each)")
+    print(f"# CPU target transforms, {t_patch}³ patch, 1 thread, CPU ms per sample (target <= 150 ms each)")
     for label, t in transforms.items():
         print(f"{label:40s} {1000 * t:9.1f} ms")
     if args.json:

@@ -29,13 +29,19 @@ class _NeighbourhoodExtremum(torch.autograd.Function):
         for a in reversed(range(len(size))):
             pad += [lo[a], lo[a]]
         xp = F.pad(x, pad, value=float("inf") if take_min else float("-inf"))
-        best = _window(xp, lo, offsets[0], size).clone()
-        arg = torch.zeros(x.shape, dtype=torch.uint8, device=x.device)
-        for k, offset in enumerate(offsets[1:], start=1):
-            v = _window(xp, lo, offset, size)
-            better = v < best if take_min else v > best
-            arg.masked_fill_(better, k)
-            torch.where(better, v, best, out=best)
+        line = _line_axis(offsets)
+        if line is not None:
+            # a 1-D window (-1, 0, +1) along one axis: one fused reduction over an unfolded view
+            best, index = (xp.unfold(2 + line, 3, 1).min if take_min else xp.unfold(2 + line, 3, 1).max)(-1)
+            arg = index.to(torch.uint8)
+        else:
+            best = _window(xp, lo, offsets[0], size).clone()
+            arg = torch.zeros(x.shape, dtype=torch.uint8, device=x.device)
+            for k, offset in enumerate(offsets[1:], start=1):
+                v = _window(xp, lo, offset, size)
+                better = v < best if take_min else v > best
+                arg.masked_fill_(better, k)
+                torch.where(better, v, best, out=best)
         ctx.save_for_backward(arg)
         ctx.meta = (offsets, lo, size, tuple(xp.shape))
         return best
@@ -52,6 +58,14 @@ class _NeighbourhoodExtremum(torch.autograd.Function):
         return _window(gp, lo, (0,) * len(size), size), None, None
 
 
+def _line_axis(offsets: tuple[tuple[int, ...], ...]) -> int | None:
+    """The axis when ``offsets`` are exactly (-1, 0, +1) along one axis (the unfold order), else None."""
+    for a in range(len(offsets[0])):
+        if offsets == tuple(tuple(s if b == a else 0 for b in range(len(offsets[0]))) for s in (-1, 0, 1)):
+            return a
+    return None
+
+
 def _cross_offsets(nd: int) -> tuple[tuple[int, ...], ...]:
     offsets = [(0,) * nd]
     for a in range(nd):
@@ -63,7 +77,7 @@ def _cross_offsets(nd: int) -> tuple[tuple[int, ...], ...]:
 
 
 def _line_offsets(nd: int, axis: int) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(s if a == axis else 0 for a in range(nd)) for s in (0, -1, 1))
+    return tuple(tuple(s if a == axis else 0 for a in range(nd)) for s in (-1, 0, 1))
 
 
 def _pool(x: Tensor, kernel: tuple[int, ...]) -> Tensor:
