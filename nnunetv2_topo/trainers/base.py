@@ -85,10 +85,12 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's signature)
     ) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.topo_config, self.topo_config_path = config_from_environment(
+        # configuration first: a bad file fails before nnU-Net creates output folders and log files
+        topo_config, topo_config_path = config_from_environment(
             self.merged_topo_defaults(), variant_name=f"{type(self).__name__}.topo_defaults"
         )
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.topo_config, self.topo_config_path = topo_config, topo_config_path
         cfg = self.topo_config
         self.initial_lr = cfg["initial_lr"]
         self.weight_decay = cfg["weight_decay"]
@@ -305,27 +307,31 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         self.loss.extras = {}
         self._train_terms.append(self.loss.last_terms)
 
-        grad_norm = math.nan
-        stepped = False
-        # identical decision on every rank: either all ranks run backward (DDP all-reduce) or none does
-        if self._all_ranks(bool(torch.isfinite(loss.detach()).all())):
-            if self.grad_scaler is not None:
-                self.grad_scaler.scale(loss).backward()
-                self.grad_scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm))
-                self.grad_scaler.step(self.optimizer)  # skips the update itself when gradients are not finite
-                self.grad_scaler.update()
-                stepped = math.isfinite(grad_norm)
-            else:
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm))
-                # after DDP's all-reduce the gradients, hence their norm, are identical on every rank
-                if math.isfinite(grad_norm):
-                    self.optimizer.step()
-                    stepped = True
-        loss_value = float(loss.detach().float().cpu())
+        # backward always runs (no device sync before it; under DDP every rank joins the gradient all-reduce),
+        # then the update is skipped on every rank alike if the loss or the gradient norm is not finite
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)  # clip the true gradient, not the scaled one
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm))
+            loss_value = float(loss.detach().float().cpu())
+            stepped = self._update_allowed(loss_value, grad_norm)
+            if stepped:
+                self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()  # lowers the scale after an overflow, as in nnU-Net
+        else:
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip_norm))
+            loss_value = float(loss.detach().float().cpu())
+            stepped = self._update_allowed(loss_value, grad_norm)
+            if stepped:
+                self.optimizer.step()
         self._after_step(loss_value, grad_norm, stepped)
         return {"loss": np.array(loss_value if stepped else math.nan)}
+
+    def _update_allowed(self, loss_value: float, grad_norm: float) -> bool:
+        """Both finite on every rank. DDP has all-reduced the gradients, so the norm is the same everywhere; the
+        loss is not, hence one tiny all-reduce (made by every rank, every step)."""
+        return self._all_ranks(math.isfinite(loss_value)) and math.isfinite(grad_norm)
 
     def _after_step(self, loss_value: float, grad_norm: float, stepped: bool) -> None:
         iteration = len(self._train_terms) - 1
