@@ -31,7 +31,7 @@ class PostprocessConfig:
     threshold: float = 0.5
     min_component_size: int = 64
     plug_holes: bool = True
-    closing_radius: int = 1
+    closing_radius: int = 0
     fill_holes: bool = False
 
     def __post_init__(self) -> None:
