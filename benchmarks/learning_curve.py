@@ -1,0 +1,227 @@
+"""Learning curves on the synthetic dataset, equal iteration budget: the seed's original setting vs
+``nnUNetTrainerTopoWarmup`` vs nnU-Net's ``nnUNetTrainer``.
+
+* ``seed-original``: the TopoWarmup base trainer configured as the seed first ran (AdamW 5e-3, weight decay 1e-5,
+  no warmup, clip 1.0, plateau patience 5 / factor 0.3, the seed's five loss terms),
+* ``topowarmup``: ``nnUNetTrainerTopoWarmup`` with its defaults (SGD 1e-2, warmup, plateau, clip 2.0),
+* ``nnunet``: ``nnUNetTrainer`` (SGD 1e-2, poly schedule, CE + Dice), the same epochs and iterations
+  (through ``nnUNetTrainer``'s own attributes: a tiny subclass file in a temporary ``nnUNet_extTrainer`` folder).
+
+It runs the real commands (synth -> convert -> plan/preprocess -> optional reduced plans -> ``nnUNetv2_train``),
+plots validation pseudo Dice (EMA) and the LR per epoch for the three into ``learning_curve.png``, and prints the
+final pseudo Dice, nnU-Net's validation Dice and the competition score (raw) of each::
+
+    python benchmarks/learning_curve.py --quick           # CPU: 6 cases of 32x40x36, tiny network (minutes)
+    python benchmarks/learning_curve.py --cases 40 --shape 128 128 128 --epochs 100 --iterations 250 --device cuda \
+        --plans nnUNetPlans
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+PLANS_TINY = "nnUNetPlans_tiny"
+
+SEED_ORIGINAL = {
+    "optimizer": "adamw",
+    "initial_lr": 5e-3,
+    "weight_decay": 1e-5,
+    "warmup_epochs": 0,
+    "grad_clip_norm": 1.0,
+    "plateau_patience": 5,
+    "plateau_factor": 0.3,
+}
+
+BASELINE_MODULE = '''
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+
+class nnUNetTrainer_bench(nnUNetTrainer):
+    """nnUNetTrainer with the benchmark's epoch/iteration budget."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=None):
+        import torch
+        super().__init__(plans, configuration, fold, dataset_json, device or torch.device("cuda"))
+        self.num_epochs = {epochs}
+        self.num_iterations_per_epoch = {iterations}
+        self.num_val_iterations_per_epoch = {val_iterations}
+'''
+
+
+def _run(cmd: list, env: dict, log: Path) -> float:
+    t0 = time.time()
+    with open(log, "w") as f:
+        proc = subprocess.run([str(c) for c in cmd], env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed; see {log}:\n{log.read_text()[-3000:]}")
+    return time.time() - t0
+
+
+def _prepare(args: argparse.Namespace, work: Path, env: dict) -> Path:
+    from nnunetv2_topo.plans import make_reduced_plans
+
+    kaggle = work / "kaggle"
+    if not kaggle.exists():
+        _run(
+            [BIN / "nnunetv2_topo", "synth", "--out", kaggle, "--cases", args.cases, "--shape", *args.shape]
+            + ["--test-cases", "1", "--seed", args.seed, "--quiet"],
+            env,
+            work / "synth.log",
+        )
+    pre = Path(env["nnUNet_preprocessed"]) / "Dataset001_Vesuvius"
+    if not (pre / "nnUNetPlans.json").exists():
+        _run(
+            [BIN / "nnUNetv2_convert_vesuvius", "--input", kaggle, "--dataset-id", "1", "--quiet"], env, work / "c.log"
+        )
+        plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
+        _run(
+            [BIN / "nnUNetv2_plan_and_preprocess", "-d", "1", "-c", "3d_fullres", "-np", "1"], plan_env, work / "p.log"
+        )
+    if args.plans == PLANS_TINY:
+        make_reduced_plans(pre, name=PLANS_TINY, features=(8, 16, 32), patch=(32, 32, 32), batch=2)
+    return pre
+
+
+def _fold(env: dict, trainer: str, plans: str) -> Path:
+    return Path(env["nnUNet_results"]) / "Dataset001_Vesuvius" / f"{trainer}__{plans}__3d_fullres" / "fold_0"
+
+
+def _score(fold: Path, pre: Path) -> float:
+    """Mean competition score (raw) of the fold's validation predictions."""
+    import tempfile
+
+    from nnunetv2_topo.io import case_id, is_volume_file
+    from nnunetv2_topo.metrics import evaluate_folders
+
+    summary = fold / "validation" / "summary_topo.json"
+    if summary.exists():
+        return float(json.loads(summary.read_text())["raw"]["mean"]["score"])
+    preds = [p for p in (fold / "validation").iterdir() if p.is_file() and is_volume_file(p)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for p in preds:
+            gt = next((pre / "gt_segmentations").glob(f"{case_id(p)}.*"))
+            (Path(tmp) / gt.name).symlink_to(gt.resolve())
+        return float(evaluate_folders(fold / "validation", tmp, num_processes=0, progress=False)["mean"]["score"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="benchmarks/out/learning_curve", help="work folder (reused if present)")
+    parser.add_argument("--cases", type=int, default=8)
+    parser.add_argument("--shape", type=int, nargs=3, default=[48, 48, 48])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--iterations", type=int, default=10, help="training iterations per epoch")
+    parser.add_argument("--val-iterations", type=int, default=2)
+    parser.add_argument("--plans", default=PLANS_TINY, help=f"plans identifier ({PLANS_TINY} = reduced, CPU)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="6 cases of 32x40x36, 10 epochs x 6 iterations")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.cases, args.shape, args.epochs, args.iterations, args.val_iterations = 6, [32, 40, 36], 10, 6, 1
+
+    from nnunetv2_topo.trainer_discovery import trainer_folder
+
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    ext = work / "ext_baseline"
+    ext.mkdir(exist_ok=True)
+    (ext / "bench_baseline.py").write_text(
+        BASELINE_MODULE.format(epochs=args.epochs, iterations=args.iterations, val_iterations=args.val_iterations)
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet")}
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (work / name).mkdir(exist_ok=True)
+        env[name] = str(work / name)
+    env.update(
+        nnUNet_extTrainer=os.pathsep.join([str(trainer_folder()), str(ext)]),
+        nnUNet_compile="false",
+        nnUNet_n_proc_DA="0" if args.device == "cpu" else env.get("nnUNet_n_proc_DA", "8"),
+        nnUNet_def_n_proc="1" if args.device == "cpu" else "4",
+    )
+    pre = _prepare(args, work, env)
+    budget = {
+        "num_epochs": args.epochs,
+        "num_iterations_per_epoch": args.iterations,
+        "num_val_iterations_per_epoch": args.val_iterations,
+    }
+    warmup = {"warmup_epochs": min(10, max(1, args.epochs // 5))}  # the default 10 scaled down for short budgets
+    settings = {
+        "seed-original": ("nnUNetTrainerTopoWarmup", {**budget, **SEED_ORIGINAL}),
+        "topowarmup": ("nnUNetTrainerTopoWarmup", {**budget, **warmup}),
+        "nnunet": ("nnUNetTrainer_bench", None),
+    }
+    import torch
+
+    results = {}
+    for label, (trainer, config) in settings.items():
+        run_env = dict(env)
+        if config is not None:
+            cfg = work / f"{label}.yaml"
+            cfg.write_text(json.dumps(config))  # JSON is valid YAML
+            run_env["nnUNet_topo_config"] = str(cfg)
+        # two settings share a trainer name: keep each one's output under its label
+        results_dir = work / "nnUNet_results" / label
+        results_dir.mkdir(parents=True, exist_ok=True)
+        run_env["nnUNet_results"] = str(results_dir)
+        fold = _fold(run_env, trainer, args.plans)
+        if fold.exists():
+            shutil.rmtree(fold)
+        cmd = [BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-p", args.plans, "-tr", trainer, "-device", args.device]
+        print(f"training {label} ({trainer}) ...", flush=True)
+        seconds = _run(cmd, run_env, work / f"{label}.log")
+        log = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+        dice = json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
+        results[label] = {
+            "trainer": trainer,
+            "seconds": seconds,
+            "ema_fg_dice": [float(v) for v in log["ema_fg_dice"]],
+            "mean_fg_dice": [float(v) for v in log["mean_fg_dice"]],
+            "lrs": [float(v) for v in log["lrs"]],
+            "train_losses": [float(v) for v in log["train_losses"]],
+            "final_validation_dice": float(dice),
+            "competition_score_raw": _score(fold, pre),
+        }
+
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_d, ax_lr) = plt.subplots(1, 2, figsize=(13, 4.5), constrained_layout=True)
+    for label, r in results.items():
+        ax_d.plot(r["ema_fg_dice"], lw=2, label=f"{label} (EMA)")
+        ax_d.plot(r["mean_fg_dice"], lw=1, ls=":", color=ax_d.lines[-1].get_color())
+        ax_lr.plot(r["lrs"], lw=2, label=label)
+    ax_d.set(title="validation pseudo Dice (dotted: per epoch)", xlabel="epoch", ylim=(0, 1))
+    ax_lr.set(title="learning rate", xlabel="epoch", yscale="log")
+    ax_d.legend()
+    ax_lr.legend()
+    png = work / "learning_curve.png"
+    fig.savefig(png, dpi=90)
+    (work / "learning_curve.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+
+    print(
+        f"\n{args.cases} cases {'x'.join(map(str, args.shape))}, plans {args.plans}, {args.epochs} epochs x "
+        f"{args.iterations} iterations (batch 2), device {args.device}"
+    )
+    print(f"{'setting':15s} {'final EMA pseudo Dice':>22s} {'val Dice':>9s} {'score (raw)':>12s} {'time s':>8s}")
+    for label, r in results.items():
+        print(
+            f"{label:15s} {r['ema_fg_dice'][-1]:22.4f} {r['final_validation_dice']:9.4f} "
+            f"{r['competition_score_raw']:12.4f} {r['seconds']:8.0f}"
+        )
+    print(f"curves: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""Per-iteration time and peak memory of every TopoWarmup variant vs nnU-Net's ``nnUNetTrainer``, side by side.
+
+All trainers are built in one process on the same synthetic plans and batches and their steps are timed
+interleaved (round robin), so load on the machine hits all alike; the step is ``trainer.train_step(batch)``
+(forward, loss, backward, clip, optimizer step). The
+topology targets (skeleton, band) are computed on the CPU by the data-augmentation transform in real training;
+that cost is reported separately as ``targets ms/sample`` (it runs in the DA workers, in parallel to the step).
+
+    python benchmarks/step_time.py --quick                    # CPU, tiny network, patch 32³ (a few minutes)
+    python benchmarks/step_time.py --device cuda --patch 128  # GPU, nnU-Net's default 3d_fullres network
+
+Target on GPU: the default TopoWarmup step <= 1.15x nnUNetTrainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRAINERS = [
+    "nnUNetTrainer",
+    "nnUNetTrainerTopoWarmup",
+    "nnUNetTrainerTopoWarmup_DiceFocal",
+    "nnUNetTrainerTopoWarmup_SkelRecall",
+    "nnUNetTrainerTopoWarmup_clDice",
+    "nnUNetTrainerTopoWarmup_AdamW",
+]
+
+
+def _plans(patch: int, network: str, batch: int) -> dict:
+    """nnU-Net-style plans for a cubic patch: 'default' = nnU-Net's 3d_fullres PlainConvUNet (32 -> 320 features,
+    stages until the bottleneck is 4³), 'tiny' = 3 stages of 4, 8, 16 features."""
+    if network == "tiny":
+        features = [4, 8, 16]
+    else:
+        features, size = [32], patch
+        while size // 2 >= 4 and len(features) < 6:
+            size //= 2
+            features.append(min(320, features[-1] * 2))
+    n = len(features)
+    strides = [[1, 1, 1]] + [[2, 2, 2]] * (n - 1)
+    if patch % 2 ** (n - 1):
+        raise SystemExit(f"--patch {patch} must be a multiple of {2 ** (n - 1)} for {n} stages")
+    configuration = {
+        "data_identifier": "bench",
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": batch,
+        "patch_size": [patch] * 3,
+        "median_image_size_in_voxels": [patch] * 3,
+        "spacing": [1.0, 1.0, 1.0],
+        "normalization_schemes": ["CTNormalization"],
+        "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {
+                "n_stages": n,
+                "features_per_stage": features,
+                "conv_op": "torch.nn.modules.conv.Conv3d",
+                "kernel_sizes": [[3, 3, 3]] * n,
+                "strides": strides,
+                "n_conv_per_stage": [2] * n,
+                "n_conv_per_stage_decoder": [2] * (n - 1),
+                "conv_bias": True,
+                "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+                "dropout_op": None,
+                "dropout_op_kwargs": None,
+                "nonlin": "torch.nn.LeakyReLU",
+                "nonlin_kwargs": {"inplace": True},
+            },
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+        },
+        "batch_dice": False,
+    }
+    return {
+        "dataset_name": "Dataset998_Bench",
+        "plans_name": "benchPlans",
+        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+        "original_median_shape_after_transp": [patch] * 3,
+        "image_reader_writer": "Tiff3DIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": configuration},
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {
+            "0": {"max": 255.0, "mean": 100.0, "median": 100.0, "min": 0.0, "percentile_00_5": 1.0,
+                  "percentile_99_5": 250.0, "std": 40.0}
+        },
+    }  # fmt: skip
+
+
+DATASET_JSON = {
+    "channel_names": {"0": "CT"},
+    "labels": {"background": 0, "surface": 1, "ignore": 2},
+    "numTraining": 1,
+    "file_ending": ".tif",
+    "overwrite_image_reader_writer": "Tiff3DIO",
+}
+
+
+def _batches(trainer, patch: int, batch: int, n: int, seed: int = 0):
+    """``n`` batches of sheet-like labels (0/1/2) with the trainer's own target transforms applied (as the data
+    loader would deliver them); returns (batches, target ms per sample)."""
+    import numpy as np
+    import torch
+    from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+
+    rng = np.random.default_rng(seed)
+    scales = trainer._get_deep_supervision_scales()
+    topo = trainer._topo_targets_transform() if hasattr(trainer, "_topo_targets_transform") else None
+    ds = DownsampleSegForDSTransform(ds_scales=scales) if scales is not None else None
+    out, target_times = [], []
+    zz = np.arange(patch)[:, None, None]
+    yy, xx = np.meshgrid(np.arange(patch), np.arange(patch), indexing="ij")
+    for _ in range(n):
+        segs, images = [], []
+        for _ in range(batch):
+            surface = patch / 3 + 3 * np.sin(yy / 9 + rng.uniform(0, 6)) + 2 * np.cos(xx / 7)
+            lab = (np.abs(zz - surface[None]) < 2).astype(np.int16)
+            lab[:, :, -3:] = 2
+            img = lab.astype(np.float32) + 0.7 * rng.standard_normal(lab.shape).astype(np.float32)
+            seg = torch.from_numpy(lab[None])
+            if topo is not None:
+                t0 = time.perf_counter()
+                seg = topo(segmentation=seg)["segmentation"]
+                target_times.append(time.perf_counter() - t0)
+            segs.append(seg)
+            images.append(torch.from_numpy(img[None]))
+        if ds is not None:
+            target = [torch.stack(t) for t in zip(*[ds(segmentation=s)["segmentation"] for s in segs])]
+        else:
+            target = torch.stack(segs)
+        out.append({"data": torch.stack(images), "target": target, "keys": []})
+    return out, 1000 * statistics.mean(target_times) if target_times else 0.0
+
+
+def _rss_mib(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak_rss() -> None:
+    import contextlib
+
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset VmHWM (peak RSS) to the current RSS
+
+
+def _build(name: str, args: argparse.Namespace, tmp: Path):
+    import contextlib
+    import io
+
+    import torch
+
+    if name == "nnUNetTrainer":
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer as cls
+    else:
+        import nnunetv2_topo.trainers as trainers
+
+        cls = getattr(trainers, name)
+    plans = copy.deepcopy(_plans(args.patch, args.network, args.batch))
+    plans["continue_training"] = False
+    with contextlib.redirect_stdout(io.StringIO()):
+        trainer = cls(plans, "3d_fullres", 0, copy.deepcopy(DATASET_JSON), torch.device(args.device))
+        trainer.initialize()
+        trainer.on_train_epoch_start()
+    return trainer
+
+
+def run_all(args: argparse.Namespace) -> list[dict]:
+    """Build every trainer in this process, then time their steps interleaved (round robin), so load changes
+    on the machine affect all of them alike. Memory: peak during the step above the memory before it."""
+    import contextlib
+    import io
+
+    import torch
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        (tmp / "pre" / "Dataset998_Bench" / "bench").mkdir(parents=True)
+        (tmp / "pre" / "Dataset998_Bench" / "bench" / "x.b2nd").touch()
+        (tmp / "results").mkdir()
+        os.environ.update(
+            {"nnUNet_results": str(tmp / "results"), "nnUNet_preprocessed": str(tmp / "pre"), "nnUNet_compile": "false"}
+        )
+        os.environ.pop("nnUNet_topo_config", None)
+        trainers = {name: _build(name, args, tmp) for name in args.trainers}
+        batches = {}
+        target_ms = {}
+        for name, trainer in trainers.items():
+            batches[name], target_ms[name] = _batches(trainer, args.patch, args.batch, 2)
+        times: dict[str, list[float]] = {n: [] for n in trainers}
+        peaks: dict[str, list[float]] = {n: [] for n in trainers}
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        with contextlib.redirect_stdout(io.StringIO()):
+            for i in range(args.warmup + args.iterations):
+                for name, trainer in trainers.items():
+                    sync()
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats()
+                        before = torch.cuda.memory_allocated() / 2**20
+                    else:
+                        _reset_peak_rss()
+                        before = _rss_mib("VmRSS")
+                    t0 = time.perf_counter()
+                    trainer.train_step(batches[name][i % 2])
+                    sync()
+                    dt = time.perf_counter() - t0
+                    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mib("VmHWM")) - before
+                    if i >= args.warmup:
+                        times[name].append(dt)
+                        peaks[name].append(peak)
+        return [
+            {
+                "trainer": n,
+                "step_ms": 1000 * statistics.median(times[n]),
+                "peak_mib": max(peaks[n]),
+                "target_ms": target_ms[n],
+            }
+            for n in trainers
+        ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--patch", type=int, default=None, help="cubic patch size (default: 32 on CPU, 128 on GPU)")
+    parser.add_argument("--network", choices=["tiny", "default"], default=None, help="default: tiny on CPU")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=None, help="timed steps (default: 5 CPU, 30 GPU)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--trainers", nargs="+", default=TRAINERS)
+    parser.add_argument("--quick", action="store_true", help="CPU smoke: patch 32, tiny network, 3 steps")
+    parser.add_argument("--json", help="also write the table as JSON here")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    gpu = args.device == "cuda"
+    args.patch = args.patch or (128 if gpu else 32)
+    args.network = args.network or ("default" if gpu else "tiny")
+    args.iterations = args.iterations or (30 if gpu else 5)
+    if args.quick:
+        args.patch, args.network, args.iterations, args.warmup = 32, "tiny", 3, 1
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    rows = run_all(args)
+    base = next((r for r in rows if r["trainer"] == "nnUNetTrainer"), rows[0])
+    print(
+        f"\nstep time, {args.device}, patch {args.patch}³, batch {args.batch}, network {args.network}, "
+        f"median of {args.iterations} interleaved steps"
+    )
+    print(f"{'trainer':38s} {'step ms':>9s} {'x base':>7s} {'peak MiB':>9s} {'x base':>7s} {'targets ms/sample':>18s}")
+    for r in rows:
+        r["time_ratio"] = r["step_ms"] / base["step_ms"]
+        r["memory_ratio"] = r["peak_mib"] / base["peak_mib"]
+        print(
+            f"{r['trainer']:38s} {r['step_ms']:9.1f} {r['time_ratio']:7.2f} {r['peak_mib']:9.0f} "
+            f"{r['memory_ratio']:7.2f} {r['target_ms']:18.1f}"
+        )
+    print("peak = memory above the resident model during one step (CUDA: allocated; CPU: RSS, coarse)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
