@@ -24,12 +24,31 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def cases_64() -> list:
-    """Ten 64^3 cases from different seeds and scrolls, for statistics."""
+    """Ten 64^3 cases from different seeds and scrolls, for statistics, seen with the sheets stacked along axis 0."""
     scrolls = ["34117", "35360", "26010", "26002", "44430"]
     return [
-        synthesize_case((64, 64, 64), np.random.default_rng(s), ScrollStyle.for_scroll(scrolls[s % 5]))
+        synthesize_case((64, 64, 64), np.random.default_rng(s), ScrollStyle.for_scroll(scrolls[s % 5])).moved_to(0)
         for s in range(10)
     ]
+
+
+def test_sheets_run_along_z_and_cross_every_z_slice() -> None:
+    shape = (40, 48, 44)
+    case = synthesize_case(shape, np.random.default_rng(3))
+    assert case.sheet_axis == 1 and case.image.shape == shape == case.label.shape
+    # the default is the axis-0 stack moved to axis 1: same draws, same voxels
+    stacked = synthesize_case((48, 40, 44), np.random.default_rng(3), sheet_axis=0)
+    np.testing.assert_array_equal(stacked.moved_to(1).label, case.label)
+    # every annotated sheet is cut by (nearly) every inner z-slice, as thin curves rather than filled areas
+    inner = slice(BORDER, shape[0] - BORDER)
+    for k in case.annotated:
+        in_slice = (case.sheets[inner] == k).any(axis=(1, 2))
+        assert in_slice.mean() >= 0.8
+    fg = case.label[inner] == 1
+    assert fg.any(axis=(1, 2)).all()
+    assert fg.sum(axis=1).max() <= 4 * 5  # along y a column crosses a few 2-5 voxel sheets, never a slab
+    with pytest.raises(ValueError, match="sheet_axis"):
+        synthesize_case(shape, np.random.default_rng(0), sheet_axis=3)
 
 
 def test_kaggle_layout_files_and_csvs(kaggle_dir: Path) -> None:

@@ -1,7 +1,10 @@
 """Synthetic scroll-CT volumes with Vesuvius-style labels.
 
-A case is a stack of wavy papyrus sheets ``z = f(y, x)`` running roughly along axis 0, 2-5 voxels thick, with
-varying spacing. Some neighbouring pairs touch or nearly touch (the merge case that topology metrics punish), some
+A case is a stack of wavy papyrus sheets, 2-5 voxels thick, with varying spacing. As in the scroll CT, where the
+papyrus wraps around the scroll's axis (z), the sheets run along z by default: ``y = f(z, x)`` (stacked along
+axis 1), so every z-slice cuts them as thin curves, which is what the per-z-slice medial-surface skeleton
+expects. ``sheet_axis`` chooses the stacking axis; the generator builds the stack along its first axis and
+moves it there. Some neighbouring pairs touch or nearly touch (the merge case that topology metrics punish), some
 sheets have holes or end in frayed edges inside the volume. The image is CT-like: bright fibrous sheets with soft
 (partial-volume) edges over a darker, noisy background, with a slow intensity drift, faint patches of papyrus and
 bright debris, so that a threshold alone does not segment it. Labels follow the real data: 1 = annotated sheet,
@@ -57,9 +60,20 @@ class SynthCase:
 
     image: np.ndarray  # uint8 (Z, Y, X)
     label: np.ndarray  # uint8 (Z, Y, X), values {0, 1, 2}
-    sheets: np.ndarray  # uint8 (Z, Y, X): 0 = no sheet, k = voxels of sheet k (1-based, counted from z = 0 up)
+    sheets: np.ndarray  # uint8 (Z, Y, X): 0 = no sheet, k = voxels of sheet k (1-based, counted along sheet_axis)
     annotated: list[int] = field(default_factory=list)  # 1-based ids of annotated sheets
     touching: list[tuple[int, int]] = field(default_factory=list)  # sheet pairs made to touch (gap 0 somewhere)
+    sheet_axis: int = 0  # the axis along which the sheets are stacked
+
+    def moved_to(self, sheet_axis: int) -> SynthCase:
+        """The same case with its stacking axis moved from ``self.sheet_axis`` to ``sheet_axis``."""
+
+        def move(a: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(np.moveaxis(a, self.sheet_axis, sheet_axis))
+
+        return SynthCase(
+            move(self.image), move(self.label), move(self.sheets), self.annotated, self.touching, sheet_axis
+        )
 
 
 def smooth_field(shape: tuple[int, int], rng: np.random.Generator, cells: float) -> np.ndarray:
@@ -115,12 +129,27 @@ def synthesize_case(
     shape: tuple[int, int, int],
     rng: np.random.Generator,
     scroll_style: ScrollStyle | None = None,
+    sheet_axis: int = 1,
 ) -> SynthCase:
-    """Make one case of ``shape`` (Z, Y, X); see the module docstring for what it holds."""
-    style = scroll_style or ScrollStyle()
-    Z, Y, X = (int(s) for s in shape)
-    if min(Z, Y, X) < 2 * BORDER + 4:
+    """Make one case of ``shape`` (Z, Y, X) with sheets stacked along ``sheet_axis`` (default 1: sheets run along
+    z and cross every z-slice); see the module docstring for what it holds."""
+    if sheet_axis not in (0, 1, 2):
+        raise ValueError(f"sheet_axis must be 0, 1 or 2, got {sheet_axis!r}")
+    shape = tuple(int(s) for s in shape)
+    if min(shape) < 2 * BORDER + 4:
         raise ValueError(f"shape {shape} too small: every axis needs at least {2 * BORDER + 4} voxels")
+    if sheet_axis != 0:
+        stacked = (shape[sheet_axis],) + tuple(s for a, s in enumerate(shape) if a != sheet_axis)
+        return _synthesize_stacked(stacked, rng, scroll_style).moved_to(sheet_axis)
+    return _synthesize_stacked(shape, rng, scroll_style)
+
+
+def _synthesize_stacked(
+    shape: tuple[int, int, int], rng: np.random.Generator, scroll_style: ScrollStyle | None
+) -> SynthCase:
+    """The generator proper: sheets ``z = f(y, x)`` stacked along axis 0."""
+    style = scroll_style or ScrollStyle()
+    Z, Y, X = shape
     plane = (Y, X)
     lateral = max(Y, X)
 
@@ -246,7 +275,8 @@ def make_case(
     shape: tuple[int, int, int],
     rng: np.random.Generator,
     scroll_style: ScrollStyle | None = None,
+    sheet_axis: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic (image, label) pair, both uint8 of ``shape``; labels 0 / 1 / 2 (ignore)."""
-    case = synthesize_case(shape, rng, scroll_style)
+    case = synthesize_case(shape, rng, scroll_style, sheet_axis)
     return case.image, case.label
