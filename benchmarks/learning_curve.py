@@ -40,6 +40,12 @@ SEED_ORIGINAL = {
     "plateau_factor": 0.3,
 }
 
+CPU_LAUNCHER = (
+    "import sys, torch; torch.set_num_threads(int(sys.argv[1])); "
+    "from nnunetv2.run.run_training import run_training; "
+    "run_training('1', '3d_fullres', 0, sys.argv[3], sys.argv[2], device=torch.device('cpu'))"
+)
+
 BASELINE_MODULE = '''
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -123,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plans", default=PLANS_TINY, help=f"plans identifier ({PLANS_TINY} = reduced, CPU)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="6 cases of 32x40x36, 10 epochs x 6 iterations")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per CPU training (default: 1)")
+    parser.add_argument("--quick", action="store_true", help="6 cases of 32x40x36, 8 epochs x 6 iterations")
     args = parser.parse_args(argv)
     if args.quick:
-        args.cases, args.shape, args.epochs, args.iterations, args.val_iterations = 6, [32, 40, 36], 10, 6, 1
+        args.cases, args.shape, args.epochs, args.iterations, args.val_iterations = 6, [32, 40, 36], 8, 6, 1
 
     from nnunetv2_topo.trainer_discovery import trainer_folder
 
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     env.update(
         nnUNet_extTrainer=os.pathsep.join([str(trainer_folder()), str(ext)]),
         nnUNet_compile="false",
+        OMP_WAIT_POLICY="PASSIVE",  # no OpenMP spin-waiting (many times slower on a shared CPU)
         nnUNet_n_proc_DA="0" if args.device == "cpu" else env.get("nnUNet_n_proc_DA", "8"),
         nnUNet_def_n_proc="1" if args.device == "cpu" else "4",
     )
@@ -175,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         fold = _fold(run_env, trainer, args.plans)
         if fold.exists():
             shutil.rmtree(fold)
-        cmd = [BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-p", args.plans, "-tr", trainer, "-device", args.device]
+        if args.device == "cpu":
+            # nnUNetv2_train -device cpu sets torch's threads to the core count, which oversubscribes a shared
+            # machine; run nnU-Net's own run_training with --threads instead (the same code path otherwise)
+            cmd = [sys.executable, "-c", CPU_LAUNCHER, args.threads, args.plans, trainer]
+        else:
+            cmd = [BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-p", args.plans, "-tr", trainer, "-device", "cuda"]
         print(f"training {label} ({trainer}) ...", flush=True)
         seconds = _run(cmd, run_env, work / f"{label}.log")
         log = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]

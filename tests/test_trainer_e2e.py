@@ -47,7 +47,9 @@ def nnunet_data(kaggle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> S
         nnUNet_compile="false",
         nnUNet_n_proc_DA="0",
         nnUNet_def_n_proc="1",
-        OMP_NUM_THREADS="1",
+        # nnUNetv2_train -device cpu uses as many torch threads as cores; with OpenMP's default spin-waiting
+        # that is many times slower whenever another process shares the cores
+        OMP_WAIT_POLICY="PASSIVE",
     )
     _run([BIN / "nnUNetv2_convert_vesuvius", "--input", kaggle_dir, "--dataset-id", "1", "--quiet"], env)
     # nnUNet_n_proc_DA=0 (single-threaded augmentation for training) breaks the planner's set_num_threads
