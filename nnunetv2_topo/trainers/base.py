@@ -305,7 +305,6 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             del data
             loss = self.loss(output, target)
         self.loss.extras = {}
-        self._train_terms.append(self.loss.last_terms)
 
         # backward always runs (no device sync before it; under DDP every rank joins the gradient all-reduce),
         # then the update is skipped on every rank alike if the loss or the gradient norm is not finite
@@ -325,6 +324,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             stepped = self._update_allowed(loss_value, grad_norm)
             if stepped:
                 self.optimizer.step()
+        self._train_terms.append(self.loss.last_terms)  # read after the update: no extra sync before backward
         self._after_step(loss_value, grad_norm, stepped)
         return {"loss": np.array(loss_value if stepped else math.nan)}
 
@@ -350,9 +350,12 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         self.consecutive_skips += 1
         self._epoch_skipped += 1
         self.total_skipped_steps += 1
+        amp_note = ""
+        if self.grad_scaler is not None and math.isfinite(loss_value):
+            amp_note = f"; AMP grad scale now {self.grad_scaler.get_scale():g} (a few early overflows are normal)"
         self.print_to_log_file(
             f"WARNING: iteration {global_iteration}: step skipped, loss {loss_value}, grad norm {grad_norm} "
-            f"(non-finite; {self.consecutive_skips} in a row, {self.total_skipped_steps} in total)"
+            f"(non-finite; {self.consecutive_skips} in a row, {self.total_skipped_steps} in total{amp_note})"
         )
         if self.consecutive_skips >= self.max_consecutive_skips:
             terms = ", ".join(f"{k} {v:.4g}" for k, v in self.loss.last_terms.items())
