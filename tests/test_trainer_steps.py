@@ -227,3 +227,18 @@ def test_binary_dataset_required(tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(trainer_fixtures.DATASET_JSON, "labels", {"background": 0, "a": 1, "b": 2})
     with pytest.raises(RuntimeError, match="needs a binary dataset"):
         make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup)
+
+
+def test_amp_overflow_skips_the_step_and_lowers_the_scale(tmp_path, monkeypatch) -> None:
+    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, CE_ONLY)
+    trainer.grad_scaler = torch.GradScaler("cpu", init_scale=2.0**14)
+    _start_epoch(trainer)
+    handle = next(trainer.network.parameters()).register_hook(lambda g: g * float("inf"))
+    before = parameters_snapshot(trainer)
+    trainer.train_step(synthetic_batch(0))
+    handle.remove()
+    assert all(torch.equal(a, b) for a, b in zip(before, parameters_snapshot(trainer)))
+    assert trainer.grad_scaler.get_scale() == 2.0**13  # GradScaler.update() still ran
+    assert trainer.consecutive_skips == 1
+    trainer.train_step(synthetic_batch(1))  # the next finite step goes through
+    assert trainer.consecutive_skips == 0
