@@ -5,7 +5,7 @@
   no warmup, clip 1.0, plateau patience 5 / factor 0.3, the seed's five loss terms),
 * ``topowarmup``: ``nnUNetTrainerTopoWarmup`` with its defaults (SGD 1e-2, warmup, plateau, clip 2.0),
 * ``nnunet``: ``nnUNetTrainer`` (SGD 1e-2, poly schedule, CE + Dice), the same epochs and iterations
-  (through ``nnUNetTrainer``'s own attributes: a tiny subclass file in a temporary ``nnUNet_extTrainer`` folder).
+  (``nnUNetTrainer_TopoBudget``: nnU-Net's trainer unchanged but for the budget keys of the same config file).
 
 It runs the real commands (synth -> convert -> plan/preprocess -> optional reduced plans -> ``nnUNetv2_train``),
 plots validation pseudo Dice (EMA) and the LR per epoch for the three into ``learning_curve.png``, and prints the
@@ -45,21 +45,6 @@ CPU_LAUNCHER = (
     "from nnunetv2.run.run_training import run_training; "
     "run_training('1', '3d_fullres', 0, sys.argv[3], sys.argv[2], device=torch.device('cpu'))"
 )
-
-BASELINE_MODULE = '''
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-
-class nnUNetTrainer_bench(nnUNetTrainer):
-    """nnUNetTrainer with the benchmark's epoch/iteration budget."""
-
-    def __init__(self, plans, configuration, fold, dataset_json, device=None):
-        import torch
-        super().__init__(plans, configuration, fold, dataset_json, device or torch.device("cuda"))
-        self.num_epochs = {epochs}
-        self.num_iterations_per_epoch = {iterations}
-        self.num_val_iterations_per_epoch = {val_iterations}
-'''
 
 
 def _run(cmd: list, env: dict, log: Path) -> float:
@@ -139,17 +124,12 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    ext = work / "ext_baseline"
-    ext.mkdir(exist_ok=True)
-    (ext / "bench_baseline.py").write_text(
-        BASELINE_MODULE.format(epochs=args.epochs, iterations=args.iterations, val_iterations=args.val_iterations)
-    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet")}
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (work / name).mkdir(exist_ok=True)
         env[name] = str(work / name)
     env.update(
-        nnUNet_extTrainer=os.pathsep.join([str(trainer_folder()), str(ext)]),
+        nnUNet_extTrainer=str(trainer_folder()),
         nnUNet_compile="false",
         OMP_WAIT_POLICY="PASSIVE",  # no OpenMP spin-waiting (many times slower on a shared CPU)
         nnUNet_n_proc_DA="0" if args.device == "cpu" else env.get("nnUNet_n_proc_DA", "8"),
@@ -165,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {
         "seed-original": ("nnUNetTrainerTopoWarmup", {**budget, **SEED_ORIGINAL}),
         "topowarmup": ("nnUNetTrainerTopoWarmup", {**budget, **warmup}),
-        "nnunet": ("nnUNetTrainer_bench", None),
+        "nnunet": ("nnUNetTrainer_TopoBudget", budget),
     }
     import torch
 

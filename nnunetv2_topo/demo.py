@@ -90,6 +90,7 @@ class Demo:
             nnUNet_extTrainer=str(trainer_folder()),
             nnUNet_topo_config=str(self.work / "demo_config.yaml"),
             nnUNet_compile="false",
+            OMP_WAIT_POLICY="PASSIVE",  # OpenMP spin-waiting makes CPU training many times slower on a busy machine
             nnUNet_n_proc_DA=str(max(self.opts.num_processes - 1, 0)),
             nnUNet_def_n_proc=str(self.opts.num_processes),
             PYTHONUNBUFFERED="1",

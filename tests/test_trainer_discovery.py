@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 import nnunetv2_topo
@@ -26,6 +27,7 @@ from nnunetv2_topo.trainer_discovery import (
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_NAMES = {
     "nnUNetTrainerTopoWarmup",
+    "nnUNetTrainer_TopoBudget",
     "nnUNetTrainerTopoWarmup_DiceFocal",
     "nnUNetTrainerTopoWarmup_SkelRecall",
     "nnUNetTrainerTopoWarmup_clDice",
@@ -56,6 +58,7 @@ def test_nnunet_resolves_the_package_class(name: str, monkeypatch: pytest.Monkey
     cls = recursive_find_trainer_class_by_name(name)
     assert cls is getattr(trainers, name)
     assert cls.__module__.startswith("nnunetv2_topo.trainers")
+    assert issubclass(cls, nnUNetTrainer)
     assert pickle.loads(pickle.dumps(cls)) is cls
     assert "nnunetv2_topo_trainers" not in sys.modules  # nnU-Net cleaned up its top-level import
 

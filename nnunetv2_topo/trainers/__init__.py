@@ -5,7 +5,10 @@ nnU-Net finds them by name through ``nnUNet_extTrainer`` (see :mod:`nnunetv2_top
 
 from nnunetv2_topo.trainers import variants as _variants
 from nnunetv2_topo.trainers.base import nnUNetTrainerTopoWarmup
+from nnunetv2_topo.trainers.baseline import nnUNetTrainer_TopoBudget
 
-__all__ = ["nnUNetTrainerTopoWarmup"] + [n for n in _variants.__all__ if n.startswith("nnUNetTrainer")]
+__all__ = ["nnUNetTrainerTopoWarmup", "nnUNetTrainer_TopoBudget"] + [
+    n for n in _variants.__all__ if n.startswith("nnUNetTrainer")
+]
 
-globals().update({_name: getattr(_variants, _name) for _name in __all__[1:]})
+globals().update({_name: getattr(_variants, _name) for _name in __all__[2:]})
