@@ -87,6 +87,17 @@ def test_missing_pairs_are_listed(folders, capsys) -> None:
     assert "102" in err and "999" in err and "without a prediction" in err and "without ground truth" in err
 
 
+def test_only_predicted_skips_extra_ground_truth_but_not_missing_ground_truth(folders, capsys) -> None:
+    pred, gt = folders
+    (pred / "102.tif").unlink()
+    result = evaluate_folders(pred, gt, num_processes=0, progress=False, only_predicted=True)
+    assert list(result["cases"]) == ["101", "103", "104"]
+    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--only-predicted", "-np", "0", "--quiet"]) == 0
+    write_tiff(pred / "999.tif", _pred(0))  # a prediction without ground truth is still refused
+    err = _run_error(["--pred", str(pred), "--gt", str(gt), "--only-predicted"], capsys)
+    assert "999" in err and "without ground truth" in err and "102" not in err
+
+
 def test_shape_mismatch(folders, capsys) -> None:
     pred, gt = folders
     write_tiff(pred / "103.tif", np.zeros((16, 18, 21), np.uint8))

@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Betti-matching worker processes (default: CPU cores, capped by free memory at ~4.6 GB each; "
         "0 = everything in this process)",
     )
+    parser.add_argument(
+        "--only-predicted",
+        action="store_true",
+        help="skip ground truth without a prediction instead of refusing (e.g. nnU-Net's gt_segmentations, which "
+        "holds every case, against one fold's validation predictions)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-case table")
 
 
@@ -85,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None and args.json.is_dir():
         raise CLIError(f"--json {args.json} is a directory; give a file name such as scores.json")
     try:
-        result = evaluate_folders(args.pred, args.gt, num_processes=processes, progress=not args.quiet)
+        result = evaluate_folders(
+            args.pred, args.gt, num_processes=processes, progress=not args.quiet, only_predicted=args.only_predicted
+        )
     except EvaluationError as exc:
         raise CLIError(str(exc)) from exc
     if not args.quiet:

@@ -46,10 +46,18 @@ def _preview(ids: Iterable[str], limit: int = 10) -> str:
     return text + (f" … (+{len(ids) - limit} more)" if len(ids) > limit else "")
 
 
-def pair_files(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
-    """``[(case_id, pred_path, gt_path)]`` sorted by id; raises :class:`EvaluationError` on any missing pair."""
+def pair_files(
+    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, only_predicted: bool = False
+) -> list[tuple[str, Path, Path]]:
+    """``[(case_id, pred_path, gt_path)]`` sorted by id; raises :class:`EvaluationError` on any missing pair.
+
+    ``only_predicted``: ground truth without a prediction is skipped instead of refused (a folder holding every
+    case, such as nnU-Net's ``gt_segmentations``, scored against one fold's predictions).
+    """
     preds = _list_volumes(Path(pred_dir), "prediction")
     gts = _list_volumes(Path(gt_dir), "ground-truth")
+    if only_predicted:
+        gts = {cid: path for cid, path in gts.items() if cid in preds}
     no_pred = set(gts) - set(preds)
     no_gt = set(preds) - set(gts)
     if no_pred or no_gt:
@@ -96,17 +104,19 @@ def evaluate_folders(
     gt_dir: str | os.PathLike,
     num_processes: int = 1,
     progress: bool = True,
+    only_predicted: bool = False,
 ) -> dict:
     """Score every case; returns ``{"cases": {id: leaderboard_score(...)}, "mean": {score, topo, surface_dice,
     voi_score}}``.
 
     ``num_processes`` Betti-matching worker processes take the tiles of all cases (the costly part) while this
     process reads volumes and computes SurfaceDice and VOI; ``0`` runs everything here, serially.
+    ``only_predicted`` skips ground truth that has no prediction (see :func:`pair_files`).
     Raises :class:`EvaluationError` on pairing problems, unreadable, non-3-D or mismatched volumes.
     """
     if num_processes < 0:
         raise ValueError(f"num_processes must be >= 0, got {num_processes}")
-    pairs = pair_files(pred_dir, gt_dir)
+    pairs = pair_files(pred_dir, gt_dir, only_predicted)
     from tqdm import tqdm
 
     results: dict[str, dict] = {}

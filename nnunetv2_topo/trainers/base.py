@@ -469,7 +469,6 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     def score_validation_topo(self) -> dict[str, Any]:
         """Score ``validation/`` with the leaderboard metric, raw and post-processed; write summary_topo.json."""
         import json
-        import tempfile
         from dataclasses import asdict
 
         from nnunetv2.configuration import default_num_processes
@@ -488,18 +487,10 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         pp_dir.mkdir(exist_ok=True)
         for pred in preds:
             write_tiff(pp_dir / f"{case_id(pred)}.tif", postprocess_volume(read_volume(pred), pp_config))
-        gts = {case_id(p): p for p in gt_dir.iterdir() if p.is_file() and is_volume_file(p)}
-        missing = [case_id(p) for p in preds if case_id(p) not in gts]
-        if missing:
-            raise FileNotFoundError(f"no ground truth in {gt_dir} for {missing}")
         num_processes = default_num_processes if len(preds) > 1 else 0
-        with tempfile.TemporaryDirectory(dir=val_dir) as tmp:
-            gt_subset = Path(tmp)  # only the validation cases' ground truth (the folder holds every case)
-            for pred in preds:
-                src = gts[case_id(pred)]
-                (gt_subset / src.name).symlink_to(src.resolve())
-            raw = evaluate_folders(val_dir, gt_subset, num_processes=num_processes, progress=False)
-            post = evaluate_folders(pp_dir, gt_subset, num_processes=num_processes, progress=False)
+        # gt_segmentations holds every training case: score only this fold's predictions
+        raw = evaluate_folders(val_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
+        post = evaluate_folders(pp_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
         summary = {"raw": raw, "postprocessed": post, "postprocess_config": asdict(pp_config)}
         out = val_dir / "summary_topo.json"
         tmp_out = out.with_name(out.name + ".tmp")
