@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed
 # downloading a newer multi-GB build when nnunetv2's requirements are resolved.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# nnU-Net trains on the CPU with one OpenMP thread per core; spin-waiting threads make that many times slower
+# whenever anything else runs on the machine (tests spawn several processes).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test lint demo benchmarks clean
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# GPU benchmarks in one prepared run (<= 5 minutes on one H100/H200-class card):
+#   1. step time and peak memory at patch 128^3, batch 2, AMP, nnU-Net's default network, for nnUNetTrainer and
+#      every TopoWarmup variant (benchmarks/step_time.py);
+#   2. the loss-cost table at patch 128^3, batch 2, AMP (benchmarks/loss_cost.py).
+# Usage: bash benchmarks/gpu.sh [OUT_DIR]   (needs the package installed: `make install` or `pip install -e .`)
+# Record the card, date and numbers in benchmarks/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-${OUT:-benchmarks/out/gpu}}
+mkdir -p "$OUT"
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+export PYTHONUNBUFFERED=1 nnUNet_compile=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
+date -u | tee -a "$OUT/card.txt"
+timeout 170 "$PY" benchmarks/step_time.py --device cuda --patch 128 --iterations 20 --json "$OUT/step_time.json" \
+    2>&1 | tee "$OUT/step_time.txt"
+timeout 110 "$PY" benchmarks/loss_cost.py --device cuda --patch 128 --repeats 10 --json "$OUT/loss_cost.json" \
+    2>&1 | tee "$OUT/loss_cost.txt"
