@@ -119,6 +119,13 @@ def plot_progress_topo(log: Mapping[str, Sequence[Any]], output_file: str | os.P
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
 
+    # nnU-Net's own progress plot sets seaborn's font_scale=2.5 for the whole process; draw with plain sizes
+    sizes = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "legend.fontsize": 10}
+    with plt.rc_context({**sizes, "xtick.labelsize": 10, "ytick.labelsize": 10}):
+        return _draw_progress_topo(plt, log, output_file)
+
+
+def _draw_progress_topo(plt: Any, log: Mapping[str, Sequence[Any]], output_file: str | os.PathLike) -> Path:
     n = len(log.get("train_losses", []))
     for key in ("val_losses", "lrs"):
         n = min(n, len(log.get(key, [])))
@@ -140,7 +147,7 @@ def plot_progress_topo(log: Mapping[str, Sequence[Any]], output_file: str | os.P
     ax_loss.set_title("loss per term (solid: train, dashed: validation)")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
-    ax_loss.legend(fontsize=8, ncol=2)
+    ax_loss.legend(fontsize=10, ncol=2)
 
     lrs = _series(log, "lrs", n)
     ax_lr.plot(epochs, lrs, color="tab:blue", lw=2, marker="." if n < 50 else None)
@@ -160,8 +167,8 @@ def plot_progress_topo(log: Mapping[str, Sequence[Any]], output_file: str | os.P
             ax_skip = ax_grad.twinx()
             ax_skip.bar(epochs, skipped, color="tab:orange", alpha=0.4, label="skipped steps")
             ax_skip.set_ylabel("skipped steps (non-finite)")
-            ax_skip.legend(loc="upper right", fontsize=8)
-        ax_grad.legend(loc="upper left", fontsize=8)
+            ax_skip.legend(loc="upper right", fontsize=10)
+        ax_grad.legend(loc="upper left", fontsize=10)
     else:
         ax_grad.text(0.5, 0.5, "no gradient-norm statistics in this log", transform=ax_grad.transAxes, ha="center")
     ax_grad.set_title("total gradient norm before clipping (log axis)")
@@ -172,7 +179,7 @@ def plot_progress_topo(log: Mapping[str, Sequence[Any]], output_file: str | os.P
     ax_dice.set_ylim(0, 1)
     ax_dice.set_title("validation pseudo Dice (foreground)")
     ax_dice.set_xlabel("epoch")
-    ax_dice.legend(fontsize=8)
+    ax_dice.legend(fontsize=10)
 
     from matplotlib.ticker import MaxNLocator
 
