@@ -35,10 +35,10 @@ class DemoOptions:
     shape: tuple[int, int, int] = (64, 64, 64)
     seed: int = 0
     dataset_id: int = 990
-    epochs: int = 8
-    iterations: int = 12
-    val_iterations: int = 3
-    warmup_epochs: int = 2
+    epochs: int = 25
+    iterations: int = 25
+    val_iterations: int = 4
+    warmup_epochs: int = 5
     baseline: bool = True
     device: str = "auto"
     num_processes: int = 2
@@ -159,7 +159,8 @@ class Demo:
         self.run_command(
             "convert",
             [self.script("nnUNetv2_convert_vesuvius"), "--input", self.kaggle, "--dataset-id", self.opts.dataset_id,
-             "--name", "VesuviusDemo", "--overwrite", "-np", self.opts.num_processes],
+             "--name", "VesuviusDemo", "--overwrite", "-np", self.opts.num_processes,
+             "--folds", min(5, self.opts.cases)],
         )  # fmt: skip
 
     def plan_and_preprocess(self) -> None:
@@ -280,6 +281,16 @@ class Demo:
                 f"{name:44s} {'MEAN':>10s} {m['score']:7.4f} {m['topo']:7.4f} "
                 f"{m['surface_dice']:7.4f} {m['voi_score']:7.4f}"
             )
+        print("\nSide by side (mean over the test cases; same data, plans and iteration budget)")
+        header = f"{'trainer':28s} {'train s':>8s} {'raw score':>10s} {'post-processed':>15s}"
+        print(header)
+        print("-" * len(header))
+        seconds = {st.name: st.seconds for st in self.stages}
+        for trainer in (TOPO_TRAINER, BASELINE_TRAINER):
+            if trainer in scores:
+                raw = scores[trainer]["mean"]["score"]
+                post = scores[f"{trainer}_postprocessed"]["mean"]["score"]
+                print(f"{trainer:28s} {seconds.get(f'train {trainer}', 0.0):8.1f} {raw:10.4f} {post:15.4f}")
         print("\nTime per stage")
         for st in self.stages:
             print(f"  {st.name:50s} {st.seconds:8.1f} s")

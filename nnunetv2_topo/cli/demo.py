@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shape", type=int, nargs=3, default=(64, 64, 64), metavar=("Z", "Y", "X"), help="volume shape"
     )
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs per trainer (default: 8)")
-    parser.add_argument("--iterations", type=int, default=12, help="training iterations per epoch (default: 12)")
+    parser.add_argument("--epochs", type=int, default=25, help="training epochs per trainer (default: 25)")
+    parser.add_argument("--iterations", type=int, default=25, help="training iterations per epoch (default: 25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
     parser.add_argument("--dataset-id", type=int, default=990, help="nnU-Net dataset id (default: 990)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         dataset_id=args.dataset_id,
         epochs=args.epochs,
         iterations=args.iterations,
-        warmup_epochs=max(1, min(2, args.epochs - 1)),
+        warmup_epochs=max(1, min(5, args.epochs // 5)),
         baseline=not args.no_baseline,
         device=args.device,
         num_processes=args.num_processes,

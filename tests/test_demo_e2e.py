@@ -1,0 +1,81 @@
+"""``nnunetv2_topo demo`` end to end on a tiny budget: every real nnUNetv2_* command, both trainers, a valid
+submission and the score table."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from nnunetv2_topo.cli.main import main
+from nnunetv2_topo.demo import BASELINE_TRAINER, MARKER, TOPO_TRAINER
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    work = tmp_path_factory.mktemp("demo") / "work"
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(
+            ["demo", "--work", str(work), "--cases", "4", "--test-cases", "2", "--shape", "32", "32", "32",
+             "--epochs", "2", "--iterations", "2", "--device", "cpu", "--dataset-id", "993", "-np", "2"]
+        )  # fmt: skip
+    assert rc == 0, out.getvalue()[-4000:]
+    return work, out.getvalue()
+
+
+def test_demo_writes_a_valid_submission(demo_run: tuple[Path, str]) -> None:
+    work, _ = demo_run
+    test_ids = [line.split(",")[0] for line in (work / "kaggle" / "test.csv").read_text().splitlines()[1:]]
+    assert len(test_ids) == 2
+    with zipfile.ZipFile(work / "submission.zip") as zf:
+        assert sorted(zf.namelist()) == sorted(f"{i}.tif" for i in test_ids)
+        for cid in test_ids:
+            with zf.open(f"{cid}.tif") as f:
+                vol = tifffile.imread(f)
+            image = tifffile.imread(work / "kaggle" / "test_images" / f"{cid}.tif")
+            assert vol.dtype == np.uint8 and vol.shape == image.shape
+            assert set(np.unique(vol)) <= {0, 1}
+
+
+def test_demo_trains_both_trainers_on_the_same_budget_and_scores_them(demo_run: tuple[Path, str]) -> None:
+    work, out = demo_run
+    for trainer in (TOPO_TRAINER, BASELINE_TRAINER):
+        for variant in (trainer, f"{trainer}_postprocessed"):
+            scores = json.loads((work / "predictions" / f"{variant}_scores.json").read_text())
+            assert len(scores["cases"]) == 2
+            assert 0.0 <= scores["mean"]["score"] <= 1.0
+        fold = (
+            work / "nnUNet_results" / "Dataset993_VesuviusDemo" / f"{trainer}__nnUNetPlans_demo__3d_fullres" / "fold_0"
+        )
+        assert (fold / "checkpoint_final.pth").exists()
+        log = next(fold.glob("training_log_*.txt")).read_text()
+        assert "Epoch 1" in log and "Epoch 2" not in log  # --epochs 2 reached both trainers
+    assert (
+        fold.parent.parent / f"{TOPO_TRAINER}__nnUNetPlans_demo__3d_fullres" / "fold_0" / "progress_topo.png"
+    ).exists()
+    assert "Side by side" in out and "Time per stage" in out and "MEAN" in out
+    assert (work / MARKER).exists() and (work / "logs" / "plan_and_preprocess.log").exists()
+
+
+def test_demo_rerun_replaces_its_folder(demo_run: tuple[Path, str], capsys: pytest.CaptureFixture) -> None:
+    work, _ = demo_run
+    stale = work / "stale.txt"
+    stale.write_text("from an earlier run")
+    # an invalid option fails before anything runs: the folder is untouched
+    assert main(["demo", "--work", str(work), "--epochs", "0"]) == 2
+    assert stale.exists()
+    from nnunetv2_topo.demo import Demo, DemoOptions
+
+    demo = Demo(DemoOptions(work=work, device="cpu"))
+    demo.prepare_work_folder()
+    assert not stale.exists() and (work / MARKER).exists() and list(work.iterdir())
