@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from nnunetv2_topo.plans import standalone_plans
+
 TRAINERS = [
     "nnUNetTrainer",
     "nnUNetTrainerTopoWarmup",
@@ -45,62 +47,11 @@ def _plans(patch: int, network: str, batch: int) -> dict:
             size //= 2
             features.append(min(320, features[-1] * 2))
     n = len(features)
-    strides = [[1, 1, 1]] + [[2, 2, 2]] * (n - 1)
     if patch % 2 ** (n - 1):
         raise SystemExit(f"--patch {patch} must be a multiple of {2 ** (n - 1)} for {n} stages")
-    configuration = {
-        "data_identifier": "bench",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": batch,
-        "patch_size": [patch] * 3,
-        "median_image_size_in_voxels": [patch] * 3,
-        "spacing": [1.0, 1.0, 1.0],
-        "normalization_schemes": ["CTNormalization"],
-        "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": {
-            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {
-                "n_stages": n,
-                "features_per_stage": features,
-                "conv_op": "torch.nn.modules.conv.Conv3d",
-                "kernel_sizes": [[3, 3, 3]] * n,
-                "strides": strides,
-                "n_conv_per_stage": [2] * n,
-                "n_conv_per_stage_decoder": [2] * (n - 1),
-                "conv_bias": True,
-                "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-                "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-                "dropout_op": None,
-                "dropout_op_kwargs": None,
-                "nonlin": "torch.nn.LeakyReLU",
-                "nonlin_kwargs": {"inplace": True},
-            },
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-        },
-        "batch_dice": False,
-    }
-    return {
-        "dataset_name": "Dataset998_Bench",
-        "plans_name": "benchPlans",
-        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-        "original_median_shape_after_transp": [patch] * 3,
-        "image_reader_writer": "Tiff3DIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {"3d_fullres": configuration},
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {
-            "0": {"max": 255.0, "mean": 100.0, "median": 100.0, "min": 0.0, "percentile_00_5": 1.0,
-                  "percentile_99_5": 250.0, "std": 40.0}
-        },
-    }  # fmt: skip
+    return standalone_plans(
+        [patch] * 3, features, batch, dataset_name="Dataset998_Bench", plans_name="benchPlans", data_identifier="bench"
+    )
 
 
 DATASET_JSON = {

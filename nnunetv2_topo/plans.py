@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["make_reduced_plans"]
+__all__ = ["make_reduced_plans", "standalone_plans"]
 
 
 def _fail(plans_file: Path, message: str) -> ValueError:
@@ -96,3 +96,78 @@ def make_reduced_plans(
     tmp.write_text(json.dumps(plans, indent=2))
     os.replace(tmp, out)
     return out
+
+
+def standalone_plans(
+    patch: Sequence[int],
+    features: Sequence[int] = (4, 8, 16),
+    batch: int = 2,
+    dataset_name: str = "Dataset999_Standalone",
+    plans_name: str = "nnUNetPlans_standalone",
+    data_identifier: str = "nnUNetPlans_3d_fullres",
+    median_shape: Sequence[int] | None = None,
+) -> dict:
+    """A complete in-memory nnU-Net plans dict (one ``3d_fullres`` configuration: a PlainConvUNet with one stage
+    per entry of ``features``, stride 2 after the first, CT normalisation, spacing 1) for building trainers
+    without running the planner: unit tests and step-time benchmarks. ``patch`` must be divisible by
+    ``2 ** (len(features) - 1)``."""
+    features = [int(f) for f in features]
+    patch = [int(p) for p in patch]
+    n = len(features)
+    if n < 2 or any(f < 1 for f in features):
+        raise ValueError(f"features needs at least 2 positive channel counts, got {features}")
+    if any(p < 1 or p % 2 ** (n - 1) for p in patch):
+        raise ValueError(f"patch {patch} must be a positive multiple of {2 ** (n - 1)} on every axis for {n} stages")
+    shape = [int(s) for s in (median_shape or patch)]
+    configuration = {
+        "data_identifier": data_identifier,
+        "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": int(batch),
+        "patch_size": patch,
+        "median_image_size_in_voxels": [float(s) for s in shape],
+        "spacing": [1.0, 1.0, 1.0],
+        "normalization_schemes": ["CTNormalization"],
+        "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape",
+        "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": {
+            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "arch_kwargs": {
+                "n_stages": n,
+                "features_per_stage": features,
+                "conv_op": "torch.nn.modules.conv.Conv3d",
+                "kernel_sizes": [[3, 3, 3]] * n,
+                "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1),
+                "n_conv_per_stage": [2] * n,
+                "n_conv_per_stage_decoder": [2] * (n - 1),
+                "conv_bias": True,
+                "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+                "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+                "dropout_op": None,
+                "dropout_op_kwargs": None,
+                "nonlin": "torch.nn.LeakyReLU",
+                "nonlin_kwargs": {"inplace": True},
+            },
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+        },
+        "batch_dice": False,
+    }
+    intensity = {"max": 255.0, "mean": 100.0, "median": 100.0, "min": 0.0, "percentile_00_5": 1.0,
+                 "percentile_99_5": 250.0, "std": 40.0}  # fmt: skip
+    return {
+        "dataset_name": dataset_name,
+        "plans_name": plans_name,
+        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+        "original_median_shape_after_transp": shape,
+        "image_reader_writer": "Tiff3DIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": configuration},
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": intensity},
+    }

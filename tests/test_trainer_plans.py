@@ -80,3 +80,19 @@ def test_bad_inputs(dataset_dir: Path, kwargs: dict, exc: type, match: str) -> N
     with pytest.raises(exc, match=match):
         make_reduced_plans(dataset_dir, **kwargs)
     assert not (dataset_dir / "nnUNetPlans_tiny.json").exists()
+
+
+def test_standalone_plans_build_a_working_configuration_and_refuse_bad_sizes() -> None:
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_topo.plans import standalone_plans
+
+    plans = standalone_plans((32, 16, 24), features=(4, 8, 16, 32), batch=3, median_shape=(40, 40, 40))
+    cm = PlansManager(plans).get_configuration("3d_fullres")
+    assert cm.patch_size == [32, 16, 24] and cm.batch_size == 3
+    assert cm.network_arch_init_kwargs["features_per_stage"] == [4, 8, 16, 32]
+    assert plans["original_median_shape_after_transp"] == [40, 40, 40]
+    with pytest.raises(ValueError, match=r"multiple of 8 on every axis for 4 stages"):
+        standalone_plans((32, 12, 24), features=(4, 8, 16, 32))
+    with pytest.raises(ValueError, match="at least 2 positive channel counts"):
+        standalone_plans((16, 16, 16), features=(4,))

@@ -10,62 +10,15 @@ import pytest
 import torch
 import yaml
 
+from nnunetv2_topo.plans import standalone_plans
+
 PATCH = (16, 16, 16)
 
-TINY_CONFIGURATION = {
-    "data_identifier": "nnUNetPlans_3d_fullres",
-    "preprocessor_name": "DefaultPreprocessor",
-    "batch_size": 2,
-    "patch_size": list(PATCH),
-    "median_image_size_in_voxels": [32.0, 40.0, 36.0],
-    "spacing": [1.0, 1.0, 1.0],
-    "normalization_schemes": ["CTNormalization"],
-    "use_mask_for_norm": [False],
-    "resampling_fn_data": "resample_data_or_seg_to_shape",
-    "resampling_fn_seg": "resample_data_or_seg_to_shape",
-    "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-    "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-    "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-    "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-    "architecture": {
-        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-        "arch_kwargs": {
-            "n_stages": 3,
-            "features_per_stage": [4, 8, 16],
-            "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[3, 3, 3]] * 3,
-            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]],
-            "n_conv_per_stage": [2, 2, 2],
-            "n_conv_per_stage_decoder": [2, 2],
-            "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
-            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None,
-            "dropout_op_kwargs": None,
-            "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True},
-        },
-        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-    },
-    "batch_dice": False,
-}
-
-TINY_PLANS = {
-    "dataset_name": "Dataset999_TrainerUnit",
-    "plans_name": "nnUNetPlans_tiny",
-    "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-    "original_median_shape_after_transp": [32, 40, 36],
-    "image_reader_writer": "Tiff3DIO",
-    "transpose_forward": [0, 1, 2],
-    "transpose_backward": [0, 1, 2],
-    "configurations": {"3d_fullres": TINY_CONFIGURATION},
-    "experiment_planner_used": "ExperimentPlanner",
-    "label_manager": "LabelManager",
-    "foreground_intensity_properties_per_channel": {
-        "0": {"max": 255.0, "mean": 109.0, "median": 100.0, "min": 0.0, "percentile_00_5": 26.0,
-              "percentile_99_5": 234.0, "std": 44.8}
-    },
-}  # fmt: skip
+TINY_PLANS = standalone_plans(
+    PATCH, features=(4, 8, 16), dataset_name="Dataset999_TrainerUnit", plans_name="nnUNetPlans_tiny",
+    median_shape=(32, 40, 36),
+)  # fmt: skip
+TINY_CONFIGURATION = TINY_PLANS["configurations"]["3d_fullres"]
 
 DATASET_JSON = {
     "channel_names": {"0": "CT"},
