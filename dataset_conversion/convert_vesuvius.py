@@ -40,11 +40,11 @@ class Inputs:
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
-    from nnunetv2_topo.synth.ids import SynthError, read_ids_csv
+    from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
 
     try:
         return [(r.id, r.scroll_id) for r in read_ids_csv(path)]
-    except SynthError as exc:
+    except KaggleCSVError as exc:
         raise ConversionError(str(exc)) from None
 
 

@@ -5,7 +5,6 @@ Every check runs before anything is written; the zip is written to a temporary n
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import zipfile
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, case_id, is_volume_file, read_volume
+from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
 
 
 class SubmissionError(ValueError):
@@ -21,20 +21,13 @@ class SubmissionError(ValueError):
 
 
 def read_test_ids(csv_path: str | os.PathLike) -> list[str]:
-    """The ``id`` column of test.csv, in order."""
-    path = Path(csv_path)
-    if not path.is_file():
-        raise SubmissionError(f"{path}: no such CSV file")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or "id" not in reader.fieldnames:
-            raise SubmissionError(f"{path}: no 'id' column (header: {reader.fieldnames}); expected e.g. 'id,scroll_id'")
-        ids = [row["id"].strip() for row in reader if row.get("id") and row["id"].strip()]
+    """The ``id`` column of test.csv, in order (checked for the column, empty and duplicate ids)."""
+    try:
+        ids = [row.id for row in read_ids_csv(csv_path, columns=("id",))]
+    except KaggleCSVError as exc:
+        raise SubmissionError(str(exc)) from None
     if not ids:
-        raise SubmissionError(f"{path}: no ids listed")
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise SubmissionError(f"{path}: duplicate id(s) {', '.join(dupes)}")
+        raise SubmissionError(f"{csv_path}: no ids listed")
     return ids
 
 

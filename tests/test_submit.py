@@ -80,13 +80,16 @@ def test_bad_csv(setup, tmp_path) -> None:
     pred, images, _, out = setup
     bad = tmp_path / "bad.csv"
     bad.write_text("name\n11\n")
-    with pytest.raises(SubmissionError, match="no 'id' column"):
+    with pytest.raises(SubmissionError, match=r"bad.csv: missing column\(s\) id"):
         write_submission(pred, images, bad, out)
     bad.write_text("id\n11\n11\n")
     with pytest.raises(SubmissionError, match="duplicate id"):
         write_submission(pred, images, bad, out)
     with pytest.raises(SubmissionError, match="no such CSV"):
         write_submission(pred, images, tmp_path / "none.csv", out)
+    bad.write_text("id,scroll_id\n")
+    with pytest.raises(SubmissionError, match="no ids listed"):
+        write_submission(pred, images, bad, out)
 
 
 def test_missing_test_image(setup) -> None:

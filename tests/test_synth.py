@@ -11,10 +11,10 @@ import tifffile
 from conftest import KAGGLE_CASES, KAGGLE_SHAPE, KAGGLE_TEST_CASES
 
 from nnunetv2_topo.cli.main import main as cli_main
+from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
 from nnunetv2_topo.synth import ScrollStyle, make_case, synthesize_case
 from nnunetv2_topo.synth.generator import BORDER
-from nnunetv2_topo.synth.ids import SynthError, read_ids_csv
-from nnunetv2_topo.synth.layout import plan_rows, scroll_counts, write_kaggle_dataset
+from nnunetv2_topo.synth.layout import SynthError, plan_rows, scroll_counts, write_kaggle_dataset
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -192,19 +192,19 @@ def test_ids_from_real_csv_reuses_first_rows(real_train_csv: Path) -> None:
 def test_ids_from_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("id,scroll\n1,2\n")
-    with pytest.raises(SynthError, match=r"missing column\(s\) scroll_id"):
+    with pytest.raises(KaggleCSVError, match=r"missing column\(s\) scroll_id"):
         read_ids_csv(bad)
     dup = tmp_path / "dup.csv"
     dup.write_text("id,scroll_id\n1,2\n1,3\n")
-    with pytest.raises(SynthError, match="line 3: duplicate id 1"):
+    with pytest.raises(KaggleCSVError, match="line 3: duplicate id 1"):
         read_ids_csv(dup)
     empty = tmp_path / "empty.csv"
     empty.write_text("id,scroll_id\n,2\n")
-    with pytest.raises(SynthError, match="line 2: empty id"):
+    with pytest.raises(KaggleCSVError, match="line 2: empty id"):
         read_ids_csv(empty)
     with pytest.raises(SynthError, match="has 2 rows but --cases 5"):
         plan_rows(5, 0, 0, ids_from=_two_rows(tmp_path))
-    with pytest.raises(SynthError, match="no such CSV"):
+    with pytest.raises(KaggleCSVError, match="no such CSV"):
         read_ids_csv(tmp_path / "nope.csv")
 
 

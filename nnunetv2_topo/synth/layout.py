@@ -21,8 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.io import write_tiff
+from nnunetv2_topo.kaggle_csv import KaggleCSVError, Row, read_ids_csv, write_ids_csv
 from nnunetv2_topo.synth.generator import ScrollStyle, synthesize_case
-from nnunetv2_topo.synth.ids import Row, SynthError, read_ids_csv, write_ids_csv
+
+
+class SynthError(ValueError):
+    """Bad synthesis request (output folder, ids CSV, sizes); the message names what and the fix."""
+
 
 REAL_SCROLL_COUNTS: dict[str, int] = {
     "34117": 382,
@@ -59,7 +64,10 @@ def plan_rows(
         raise SynthError(f"--test-cases must be >= 0, got {test_cases}")
     rng = np.random.default_rng([int(seed), 7])
     if ids_from is not None:
-        source = read_ids_csv(ids_from)
+        try:
+            source = read_ids_csv(ids_from)
+        except KaggleCSVError as exc:
+            raise SynthError(str(exc)) from None
         if len(source) < cases:
             raise SynthError(
                 f"{ids_from}: has {len(source)} rows but --cases {cases} were asked; use --cases {len(source)} or less"

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class SynthError(ValueError):
-    """Bad synthesis request (output folder, ids CSV, sizes); the message names what and the fix."""
+class KaggleCSVError(ValueError):
+    """A CSV that is not a usable Kaggle ids file; the message names the file, the line and the fix."""
 
 
 @dataclass(frozen=True)
@@ -22,30 +22,33 @@ class Row:
     scroll_id: str
 
 
-def read_ids_csv(path: str | os.PathLike) -> list[Row]:
-    """Rows of a Kaggle-style ``id,scroll_id`` CSV, checked for the columns, empty and duplicate ids."""
+def read_ids_csv(path: str | os.PathLike, columns: Sequence[str] = ("id", "scroll_id")) -> list[Row]:
+    """Rows of a Kaggle-style ``id,scroll_id`` CSV, checked for the required ``columns``, empty and duplicate ids
+    (``columns=("id",)`` for a file whose scroll ids are not needed: ``scroll_id`` is then ``""`` where absent)."""
     path = Path(path)
     if not path.is_file():
-        raise SynthError(f"{path}: no such CSV file; pass a Kaggle train.csv with columns id,scroll_id")
+        raise KaggleCSVError(f"{path}: no such CSV file; pass a Kaggle train.csv with columns id,scroll_id")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in ("id", "scroll_id") if c not in fields]
+        missing = [c for c in columns if c not in fields]
         if missing:
-            raise SynthError(
+            raise KaggleCSVError(
                 f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(fields) or 'none'}); "
-                "the first line must be the header 'id,scroll_id'"
+                f"the first line must be a header naming {','.join(columns)} (e.g. 'id,scroll_id')"
             )
         rows: list[Row] = []
         seen: set[str] = set()
         for lineno, rec in enumerate(reader, start=2):
             rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
-            if not rec["id"] or not rec["scroll_id"]:
-                raise SynthError(f"{path}, line {lineno}: empty id or scroll_id; fill it in or delete the line")
+            if any(not rec.get(c) for c in columns):
+                raise KaggleCSVError(
+                    f"{path}, line {lineno}: empty {' or '.join(columns)}; fill it in or delete the line"
+                )
             if rec["id"] in seen:
-                raise SynthError(f"{path}, line {lineno}: duplicate id {rec['id']}; ids must be unique")
+                raise KaggleCSVError(f"{path}, line {lineno}: duplicate id {rec['id']}; ids must be unique")
             seen.add(rec["id"])
-            rows.append(Row(rec["id"], rec["scroll_id"]))
+            rows.append(Row(rec["id"], rec.get("scroll_id", "")))
     return rows
 
 
