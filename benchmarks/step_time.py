@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nnunetv2_topo.plans import standalone_plans
+from nnunetv2_topo.plans import standalone_plans, vesuvius_dataset_json
 
 TRAINERS = [
     "nnUNetTrainer",
@@ -54,13 +54,7 @@ def _plans(patch: int, network: str, batch: int) -> dict:
     )
 
 
-DATASET_JSON = {
-    "channel_names": {"0": "CT"},
-    "labels": {"background": 0, "surface": 1, "ignore": 2},
-    "numTraining": 1,
-    "file_ending": ".tif",
-    "overwrite_image_reader_writer": "Tiff3DIO",
-}
+DATASET_JSON = vesuvius_dataset_json(1)
 
 
 def _batches(trainer, patch: int, batch: int, n: int, seed: int = 0):

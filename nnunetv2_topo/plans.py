@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["make_reduced_plans", "standalone_plans"]
+__all__ = ["make_reduced_plans", "standalone_plans", "vesuvius_dataset_json"]
 
 
 def _fail(plans_file: Path, message: str) -> ValueError:
@@ -170,4 +170,16 @@ def standalone_plans(
         "experiment_planner_used": "ExperimentPlanner",
         "label_manager": "LabelManager",
         "foreground_intensity_properties_per_channel": {"0": intensity},
+    }
+
+
+def vesuvius_dataset_json(num_training: int) -> dict:
+    """The ``dataset.json`` content of a converted Vesuvius dataset (as ``nnUNetv2_convert_vesuvius`` writes it),
+    for trainers built in memory next to :func:`standalone_plans`."""
+    return {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "surface": 1, "ignore": 2},
+        "numTraining": int(num_training),
+        "file_ending": ".tif",
+        "overwrite_image_reader_writer": "Tiff3DIO",
     }

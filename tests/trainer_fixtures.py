@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from nnunetv2_topo.plans import standalone_plans
+from nnunetv2_topo.plans import standalone_plans, vesuvius_dataset_json
 
 PATCH = (16, 16, 16)
 
@@ -20,13 +20,7 @@ TINY_PLANS = standalone_plans(
 )  # fmt: skip
 TINY_CONFIGURATION = TINY_PLANS["configurations"]["3d_fullres"]
 
-DATASET_JSON = {
-    "channel_names": {"0": "CT"},
-    "labels": {"background": 0, "surface": 1, "ignore": 2},
-    "numTraining": 4,
-    "file_ending": ".tif",
-    "overwrite_image_reader_writer": "Tiff3DIO",
-}
+DATASET_JSON = vesuvius_dataset_json(4)
 
 
 def make_trainer(
