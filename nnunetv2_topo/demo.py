@@ -13,9 +13,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 MARKER = ".nnunetv2_topo_demo"
 TOPO_TRAINER = "nnUNetTrainerTopoWarmup"
@@ -135,12 +138,14 @@ class Demo:
         if rc != 0:
             raise DemoError(f"stage '{stage}' failed (exit {rc}) running: {printable}\n  full log: {log_path}")
 
-    def stage(self, name: str, fn) -> None:  # noqa: ANN001 - a zero-argument callable
+    def stage(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` as one numbered, timed stage; returns its result."""
         print(f"\n==> [{len(self.stages) + 1}] {name}", flush=True)
         t0 = time.perf_counter()
-        fn()
+        result = fn(*args)
         self.stages.append(StageResult(name, time.perf_counter() - t0))
         print(f"    done in {self.stages[-1].seconds:.1f} s", flush=True)
+        return result
 
     def script(self, name: str) -> str:
         path = self.opts.bin_dir / name
@@ -248,20 +253,15 @@ class Demo:
         trainers = [TOPO_TRAINER] + ([BASELINE_TRAINER] if self.opts.baseline else [])
         scores: dict[str, dict] = {}
         for trainer in trainers:
-            self.stage(f"train {trainer}", lambda t=trainer: self.train(t))
-            self.stage(f"predict with {trainer}", lambda t=trainer: self.predict(t))
-            self.stage(f"post-process {trainer}", lambda t=trainer: self.postprocess(t))
-            for variant in (trainer, f"{trainer}_postprocessed"):
-                self.stage(
-                    f"evaluate {variant}",
-                    lambda v=variant: scores.__setitem__(v, self.evaluate(self.work / "predictions" / v)),
-                )
-        submission: list[Path] = []
-        self.stage(
-            "write submission.zip",
-            lambda: submission.append(self.submit(self.work / "predictions" / f"{TOPO_TRAINER}_postprocessed")),
+            self.stage(f"train {trainer}", self.train, trainer)
+            raw = self.stage(f"predict with {trainer}", self.predict, trainer)
+            post = self.stage(f"post-process {trainer}", self.postprocess, trainer)
+            for pred in (raw, post):
+                scores[pred.name] = self.stage(f"evaluate {pred.name}", self.evaluate, pred)
+        submission = self.stage(
+            "write submission.zip", self.submit, self.work / "predictions" / f"{TOPO_TRAINER}_postprocessed"
         )
-        self.report(scores, submission[0], time.perf_counter() - t_start)
+        self.report(scores, submission, time.perf_counter() - t_start)
         return 0
 
     def report(self, scores: dict[str, dict], submission: Path, total: float) -> None:
