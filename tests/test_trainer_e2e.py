@@ -84,9 +84,11 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
     trainer = "nnUNetTrainerTopoWarmup"
     config = {**SHORT, "num_iterations_per_epoch": 6, "num_val_iterations_per_epoch": 2, "num_epochs": 5}
     config.update(warmup_epochs=2, initial_lr=0.01)
-    _train(nnunet_data, trainer, config)
+    first = _train(nnunet_data, trainer, config)
     fold = _fold(nnunet_data, trainer)
     ckpt = _final(fold)
+    # the final validation reads nnU-Net's gt_segmentations copy, which now has the raw labels' spacing sidecars
+    assert "no spacing file found" not in first.stdout + first.stderr
     log = ckpt["logging"]
     assert log["lrs"] == pytest.approx([0.005, 0.01, 0.01, 0.01, 0.01])
     assert ckpt["topo_state"]["lr_scheduler"]["num_plateau_steps"] == 3  # epochs 2, 3, 4, after validation

@@ -455,6 +455,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         """nnU-Net's validation (predictions + Dice ``summary.json``), then the competition metric on the raw and
         post-processed predictions into ``validation/summary_topo.json`` (rank 0)."""
+        if self.local_rank == 0:
+            self.copy_gt_spacing_sidecars()
         super().perform_actual_validation(save_probabilities)
         if self.local_rank != 0:
             return
@@ -465,6 +467,33 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
                 f"WARNING: competition-metric scoring of the validation failed: {type(exc).__name__}: {exc}",
                 also_print_to_console=True,
             )
+
+    def copy_gt_spacing_sidecars(self) -> int:
+        """Give nnU-Net's ``gt_segmentations/`` copy the Tiff3DIO spacing sidecars of the raw labels.
+
+        nnU-Net copies only the label TIFFs there, so its validation read them with a "no spacing file found"
+        warning per case. Copies ``$nnUNet_raw/<dataset>/labelsTr/<case>.json`` beside each TIFF lacking one;
+        returns how many were copied (0 for other file types or when the raw dataset is not reachable)."""
+        import shutil
+
+        from nnunetv2.paths import nnUNet_raw
+
+        if self.dataset_json.get("file_ending") not in (".tif", ".tiff") or not nnUNet_raw:
+            return 0
+        raw_labels = Path(nnUNet_raw) / self.plans_manager.dataset_name / "labelsTr"
+        gt_dir = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
+        if not raw_labels.is_dir() or not gt_dir.is_dir():
+            return 0
+        copied = 0
+        for seg in gt_dir.glob(f"*{self.dataset_json['file_ending']}"):
+            sidecar = seg.with_name(seg.name[: -len(self.dataset_json["file_ending"])] + ".json")
+            source = raw_labels / sidecar.name
+            if not sidecar.exists() and source.is_file():
+                tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, sidecar)
+                copied += 1
+        return copied
 
     def score_validation_topo(self) -> dict[str, Any]:
         """Score ``validation/`` with the leaderboard metric, raw and post-processed; write summary_topo.json."""
