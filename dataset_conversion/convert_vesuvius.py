@@ -22,10 +22,10 @@ from pathlib import Path
 
 from dataset_conversion.splits import DEFAULT_SEED, SPLIT_MODES, SplitError, describe_splits, make_splits, save_splits
 from dataset_conversion.validation import VERIFY_MODES, CaseResult, ConversionError, check_case, find_tiff, nbytes
+from nnunetv2_topo import LABELS
 
 PROG = "nnUNetv2_convert_vesuvius"
 SPACING = {"spacing": [1.0, 1.0, 1.0]}
-LABELS = {"background": 0, "surface": 1, "ignore": 2}
 LINK_FALLBACK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EACCES}
 
 

@@ -15,6 +15,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from nnunetv2_topo import LABELS
+
 __all__ = ["make_reduced_plans", "standalone_plans", "vesuvius_dataset_json"]
 
 
@@ -178,7 +180,7 @@ def vesuvius_dataset_json(num_training: int) -> dict:
     for trainers built in memory next to :func:`standalone_plans`."""
     return {
         "channel_names": {"0": "CT"},
-        "labels": {"background": 0, "surface": 1, "ignore": 2},
+        "labels": dict(LABELS),
         "numTraining": int(num_training),
         "file_ending": ".tif",
         "overwrite_image_reader_writer": "Tiff3DIO",
