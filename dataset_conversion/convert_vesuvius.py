@@ -23,6 +23,7 @@ from pathlib import Path
 from dataset_conversion.splits import DEFAULT_SEED, SPLIT_MODES, SplitError, describe_splits, make_splits, save_splits
 from dataset_conversion.validation import VERIFY_MODES, CaseResult, ConversionError, check_case, find_tiff, nbytes
 from nnunetv2_topo import LABELS
+from nnunetv2_topo.io import staged_directory
 
 PROG = "nnUNetv2_convert_vesuvius"
 SPACING = {"spacing": [1.0, 1.0, 1.0]}
@@ -185,6 +186,63 @@ class Summary:
     splits_files: list[Path]
 
 
+def _check_options(dataset_id: int, name: str, mode: str, split: str, verify: str, num_processes: int) -> None:
+    if not 1 <= dataset_id <= 999:
+        raise ConversionError(f"--dataset-id must be between 1 and 999 (nnU-Net uses 3 digits), got {dataset_id}")
+    if not name or any(c in name for c in "/\\ \t") or name.startswith("."):
+        raise ConversionError(f"--name {name!r} is not a valid folder name; use letters, digits, '-' or '_'")
+    if mode not in ("link", "copy"):
+        raise ConversionError(f"--mode must be link or copy, got {mode!r}")
+    if split not in SPLIT_MODES:
+        raise ConversionError(f"--split must be one of {', '.join(SPLIT_MODES)}, got {split!r}")
+    if verify not in VERIFY_MODES:
+        raise ConversionError(f"--verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
+    if num_processes < 1:
+        raise ConversionError(f"-np must be >= 1, got {num_processes}")
+
+
+def _place_cases(
+    inputs: Inputs,
+    staging: Path,
+    input_dir: str | os.PathLike,
+    mode: str,
+    full: bool,
+    num_processes: int,
+    progress: bool,
+) -> list[CaseResult]:
+    """Check every case and place it in ``staging``; any problem aborts with all of them listed."""
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (staging / sub).mkdir()
+    tasks = [("train", c, str(i), str(lb), str(staging), full, mode) for c, (i, lb) in inputs.train.items()]
+    tasks += [("test", c, str(i), None, str(staging), full, mode) for c, i in inputs.test.items()]
+    results = _run_tasks(tasks, num_processes, progress)
+    problems = [p for r in sorted(results, key=lambda r: r.case) for p in r.problems]
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ConversionError(f"{len(problems)} problem(s) in {input_dir}; nothing was written:\n  {shown}{more}")
+    return results
+
+
+def _write_dataset_json(staging: Path, dataset_name: str, num_training: int) -> None:
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    generate_dataset_json(
+        str(staging),
+        channel_names={"0": "CT"},
+        labels=LABELS,
+        num_training_cases=num_training,
+        file_ending=".tif",
+        dataset_name=dataset_name,
+        description="Vesuvius Challenge surface detection: papyrus recto surfaces in scroll CT; "
+        "label 2 = unlabeled (ignored in training)",
+        reference="https://www.kaggle.com/competitions/vesuvius-challenge-surface-detection",
+        overwrite_image_reader_writer="Tiff3DIO",
+        license="Vesuvius Challenge competition data terms (see reference)",
+        converted_by=PROG,
+    )
+
+
 def convert(
     input_dir: str | os.PathLike,
     dataset_id: int,
@@ -200,19 +258,7 @@ def convert(
 ) -> Summary:
     """Convert a Kaggle Vesuvius folder into ``$nnUNet_raw/Dataset{id:03d}_{name}``; see the module docstring."""
     t0 = time.perf_counter()
-    if not 1 <= dataset_id <= 999:
-        raise ConversionError(f"--dataset-id must be between 1 and 999 (nnU-Net uses 3 digits), got {dataset_id}")
-    if not name or any(c in name for c in "/\\ \t") or name.startswith("."):
-        raise ConversionError(f"--name {name!r} is not a valid folder name; use letters, digits, '-' or '_'")
-    if mode not in ("link", "copy"):
-        raise ConversionError(f"--mode must be link or copy, got {mode!r}")
-    if split not in SPLIT_MODES:
-        raise ConversionError(f"--split must be one of {', '.join(SPLIT_MODES)}, got {split!r}")
-    if verify not in VERIFY_MODES:
-        raise ConversionError(f"--verify must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
-    if num_processes < 1:
-        raise ConversionError(f"-np must be >= 1, got {num_processes}")
-
+    _check_options(dataset_id, name, mode, split, verify, num_processes)
     raw = _env_folder("nnUNet_raw", required=True)
     target = _check_target(raw, dataset_id, name, overwrite)
     inputs = scan_input(Path(input_dir))
@@ -223,52 +269,11 @@ def convert(
         except SplitError as exc:
             raise ConversionError(str(exc)) from None
 
-    raw.mkdir(parents=True, exist_ok=True)
-    tmp = raw / f".{target.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        for sub in ("imagesTr", "labelsTr", "imagesTs"):
-            (tmp / sub).mkdir(parents=True)
-        full = verify == "full"
-        tasks = [("train", c, str(i), str(lb), str(tmp), full, mode) for c, (i, lb) in inputs.train.items()]
-        tasks += [("test", c, str(i), None, str(tmp), full, mode) for c, i in inputs.test.items()]
-        results = _run_tasks(tasks, num_processes, progress)
-        problems = [p for r in sorted(results, key=lambda r: r.case) for p in r.problems]
-        if problems:
-            shown = "\n  ".join(problems[:20])
-            more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-            raise ConversionError(f"{len(problems)} problem(s) in {input_dir}; nothing was written:\n  {shown}{more}")
-
-        from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
-
-        generate_dataset_json(
-            str(tmp),
-            channel_names={"0": "CT"},
-            labels=LABELS,
-            num_training_cases=len(inputs.train),
-            file_ending=".tif",
-            dataset_name=target.name,
-            description="Vesuvius Challenge surface detection: papyrus recto surfaces in scroll CT; "
-            "label 2 = unlabeled (ignored in training)",
-            reference="https://www.kaggle.com/competitions/vesuvius-challenge-surface-detection",
-            overwrite_image_reader_writer="Tiff3DIO",
-            license="Vesuvius Challenge competition data terms (see reference)",
-            converted_by=PROG,
-        )
+    with staged_directory(target) as staging:
+        results = _place_cases(inputs, staging, input_dir, mode, verify == "full", num_processes, progress)
+        _write_dataset_json(staging, target.name, len(inputs.train))
         if splits is not None:  # nnU-Net's planner copies this to nnUNet_preprocessed if none is there
-            save_splits(tmp / "splits_final.json", splits)
-
-        old = None
-        if target.exists():
-            old = raw / f".{target.name}.old-{os.getpid()}"
-            os.rename(target, old)
-        os.rename(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            save_splits(staging / "splits_final.json", splits)
 
     split_files = [target / "splits_final.json"] if splits is not None else []
     pre = _env_folder("nnUNet_preprocessed", required=False)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_topo.io import atomic_write_text
+
 SPLIT_MODES = ("stratified", "by-scroll", "none")
 DEFAULT_SEED = 12345  # nnU-Net's own split seed
 
@@ -99,10 +101,4 @@ def save_splits(path: str | os.PathLike, splits: Sequence[Mapping[str, Sequence[
     """Write ``splits_final.json`` atomically (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps([{"train": list(s["train"]), "val": list(s["val"])} for s in splits], indent=1))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, json.dumps([{"train": list(s["train"]), "val": list(s["val"])} for s in splits], indent=1))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo import IGNORE_LABEL
-from nnunetv2_topo.io import VolumeError, read_volume
+from nnunetv2_topo.io import VolumeError, read_volume, tiff_header
 
 VALID_LABELS = (0, 1, IGNORE_LABEL)
 VERIFY_MODES = ("full", "header")
@@ -38,20 +38,6 @@ def find_tiff(folder: Path, case: str) -> Path | None:
     return None
 
 
-def volume_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a TIFF without decoding its pixels."""
-    import tifffile
-
-    if not path.is_file():
-        raise VolumeError(f"{path}: no such file")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            return tuple(series.shape), np.dtype(series.dtype)
-    except Exception as exc:  # tifffile raises many types on corrupt files
-        raise VolumeError(f"{path}: unreadable TIFF ({type(exc).__name__}: {exc})") from exc
-
-
 def _fix(case: str, csv_name: str) -> str:
     return f"replace the file or remove id {case} from {csv_name}"
 
@@ -66,7 +52,7 @@ def check_volume(
             shape, dtype = data.shape, data.dtype
         else:
             data = None
-            shape, dtype = volume_header(path)
+            shape, dtype = tiff_header(path)
     except VolumeError as exc:
         problems.append(f"{exc}; {_fix(case, csv_name)}")
         return None

@@ -58,3 +58,53 @@ def test_case_id_and_volume_file_detection():
     assert case_id("case_7.nii.gz") == "case_7"
     assert is_volume_file("a.TIF") and is_volume_file("a.nii.gz")
     assert not is_volume_file("a.json") and not is_volume_file(".hidden.tif")
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    from nnunetv2_topo.io import atomic_path, atomic_write_text
+
+    target = tmp_path / "out.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+
+
+def test_staged_directory_swaps_whole_folder_or_nothing(tmp_path):
+    from nnunetv2_topo.io import staged_directory
+
+    target = tmp_path / "data"
+    with staged_directory(target) as stage:
+        (stage / "a.txt").write_text("1")
+    assert (target / "a.txt").read_text() == "1"
+    with pytest.raises(ValueError), staged_directory(target) as stage:
+        (stage / "b.txt").write_text("2")
+        raise ValueError("stop")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    with staged_directory(target) as stage:
+        (stage / "c.txt").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]  # replaced as a whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no hidden leftovers
+
+
+def test_index_volumes_and_tiff_header(tmp_path):
+    from nnunetv2_topo.io import index_volumes, tiff_header, volume_shape
+
+    write_tiff(tmp_path / "a.tif", np.zeros((3, 4, 5), np.uint8))
+    (tmp_path / "a.npz").write_bytes(b"")  # not a volume file: ignored
+    (tmp_path / "notes.txt").write_text("x")
+    assert index_volumes(tmp_path, "prediction") == {"a": tmp_path / "a.tif"}
+    assert tiff_header(tmp_path / "a.tif") == ((3, 4, 5), np.dtype(np.uint8))
+    assert volume_shape(tmp_path / "a.tif") == (3, 4, 5)
+    write_tiff(tmp_path / "a.tiff", np.zeros((3, 4, 5), np.uint8))
+    with pytest.raises(VolumeError, match=r"prediction folder .* two files for case 'a'"):
+        index_volumes(tmp_path, "prediction")
+    with pytest.raises(VolumeError, match="does not exist"):
+        index_volumes(tmp_path / "missing", "ground-truth")
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    with pytest.raises(VolumeError, match="bad.tif: unreadable TIFF"):
+        tiff_header(tmp_path / "bad.tif")

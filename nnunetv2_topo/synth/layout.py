@@ -14,13 +14,12 @@ The folder is built in a hidden sibling and renamed into place when complete.
 from __future__ import annotations
 
 import os
-import shutil
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_topo.io import write_tiff
+from nnunetv2_topo.io import staged_directory, write_tiff
 from nnunetv2_topo.kaggle_csv import KaggleCSVError, Row, read_ids_csv, write_ids_csv
 from nnunetv2_topo.synth.generator import ScrollStyle, synthesize_case
 
@@ -126,13 +125,9 @@ def write_kaggle_dataset(
     _prepare_target(out, overwrite)
     train, test = plan_rows(cases, test_cases, seed, ids_from)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with staged_directory(out) as tmp:
         for sub in ("train_images", "train_labels", "test_images", "test_labels"):
-            (tmp / sub).mkdir(parents=True)
+            (tmp / sub).mkdir()
         write_ids_csv(tmp / "train.csv", train)
         write_ids_csv(tmp / "test.csv", test)
         tasks = [(str(tmp), "train", r, shape, seed, i) for i, r in enumerate(train)]
@@ -149,14 +144,4 @@ def write_kaggle_dataset(
                 _write_case(t)
                 bar.update()
         bar.close()
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return train, test
