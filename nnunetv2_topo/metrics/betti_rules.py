@@ -289,7 +289,8 @@ def relative_reduction(f, levels, zero, bit, n0, n1, n2, max_steps, max_stored):
     in ``zero[s]`` for every square with ``g = 1`` whose relative boundary reduces to zero.
 
     Returns the number of steps (entries of earlier columns added to a working column), or -1 once ``max_steps``
-    steps or ``max_stored`` stored column entries are exceeded (``zero`` is then incomplete).
+    steps are exceeded or the stored columns or the working column hold more than ``max_stored`` entries (``zero``
+    is then incomplete).
     """
     n = n0 * n1 * n2
     s0 = n1 * n2
@@ -367,7 +368,7 @@ def relative_reduction(f, levels, zero, bit, n0, n1, n2, max_steps, max_stored):
                     for q in range(start + 1, stop):
                         heap, size = _push(heap, size, pool[q])
                     steps += stop - start - 1
-                if steps > max_steps:
+                if steps > max_steps or size > max_stored:
                     return -1
     return steps
 
