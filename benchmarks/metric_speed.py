@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+ENGINE = "betti-matching-3d"  # this script measures the engine path; benchmarks/metric_rules.py the default (rules)
 COMPETITION_ANCHOR_S = 78.0  # the competition's own code on one 320³ volume on this 2-core machine (reference doc)
 
 
@@ -58,7 +59,9 @@ def _measure(kind: str, data: str, workers: int, queue) -> None:
         from nnunetv2_topo.metrics.evaluate import evaluate_folders
 
         t0, c0 = time.perf_counter(), time.process_time()
-        out = evaluate_folders(Path(data) / "pred", Path(data) / "gt", num_processes=workers, progress=False)
+        out = evaluate_folders(
+            Path(data) / "pred", Path(data) / "gt", num_processes=workers, progress=False, engine=ENGINE
+        )
         result = out["mean"]
     else:
         d = np.load(data)
@@ -66,9 +69,9 @@ def _measure(kind: str, data: str, workers: int, queue) -> None:
         pool = engine.make_engine_pool(workers) if workers > 0 and kind in ("topo", "total") else None
         t0, c0 = time.perf_counter(), time.process_time()
         if kind == "total":
-            result = leaderboard.start_score(d["pred"], d["gt"], pool).result()
+            result = leaderboard.start_score(d["pred"], d["gt"], pool, engine=ENGINE).result()
         elif kind == "topo":
-            result = topo_counts(pred, gt, pool).tolist()
+            result = topo_counts(pred, gt, pool, engine=ENGINE).tolist()
         elif kind == "surface_dice":
             result = surface_dice(pred, gt)
         elif kind == "voi":

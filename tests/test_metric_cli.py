@@ -70,7 +70,8 @@ def test_cli_prints_table_and_writes_json(folders, tmp_path, capsys) -> None:
     text = capsys.readouterr().out
     assert "101" in text and "mean" in text
     data = json.loads(out.read_text())
-    assert set(data) == {"cases", "mean"}
+    assert set(data) == {"cases", "mean", "fallback_tiles"}
+    assert data["fallback_tiles"] == {"total": 0, "cases": {"101": 0, "102": 0, "103": 0, "104": 0}}
     assert data["cases"]["102"]["counts"]["0"] == leaderboard_score(_pred(1), _gt(1), workers=0)["counts"]["0"]
 
 

@@ -15,15 +15,21 @@ giving the same numbers as the competition's own code (label 2 in the ground tru
 
 Files pair by case id, the name before the first '.' (1407735.tif <-> 1407735.nii.gz); TIFF and NIfTI.
 Prints one row per case and the mean; --json writes
-  {"cases": {id: {score, topo, surface_dice, voi_score, voi_split, voi_merge, counts}}, "mean": {...}}.
+  {"cases": {id: {score, topo, surface_dice, voi_score, voi_split, voi_merge, counts}}, "mean": {...},
+   "fallback_tiles": {"total": n, "cases": {id: n}}}.
 
-Speed: the Betti-matching engine costs ~6 s per 160^3 tile (8 tiles per 320^3 volume) and ~4.6 GB of memory;
--np P runs P engine workers in parallel (P x that memory). Tiles where the prediction is empty or equals the
-ground truth need no engine.
+Speed: the Betti matching of each 160^3 tile (8 per 320^3 volume) is computed by the engine's own rules for
+binary tiles (--engine auto, the default: ~1 s and ~0.2 GB per sheet-like tile; -np P tiles in parallel threads).
+A tile whose tunnel reduction goes past a work bound falls back to the Betti-Matching-3D engine (~6-11 s and
+~4.6 GB per tile, in worker processes capped by free memory); the output says how many did. --engine
+betti-matching-3d uses the engine for every tile. Tiles where the prediction is empty or equals the ground truth
+need neither.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from nnunetv2_topo.metrics.topo_score import ENGINES
+
     parser.add_argument("--pred", required=True, type=Path, help="folder of predicted volumes")
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label volumes (2 = ignore)")
     parser.add_argument("--json", type=Path, default=None, help="write all scores to this JSON file")
@@ -32,8 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-processes",
         type=int,
         default=None,
-        help="Betti-matching worker processes (default: CPU cores, capped by free memory at ~4.6 GB each; "
-        "0 = everything in this process)",
+        help="tiles matched in parallel (default: CPU cores; with --engine betti-matching-3d also capped by free "
+        "memory at ~4.6 GB per worker process; 0 = everything in this thread)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="how tiles are matched: auto = the exact rules, the Betti-Matching-3D engine for tiles past their work "
+        "bound (default); rules = the rules without a bound; betti-matching-3d = the engine for every tile",
     )
     parser.add_argument(
         "--only-predicted",
@@ -44,10 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-case table")
 
 
-def _default_processes() -> int:
-    from nnunetv2_topo.metrics.engine import auto_workers
+def _default_processes(engine: str) -> int:
+    from nnunetv2_topo.metrics.engine import auto_workers, cpu_cores
 
-    return auto_workers(n_tasks=8, tile_voxels=160**3)
+    if engine == "betti-matching-3d":
+        return auto_workers(n_tasks=8, tile_voxels=160**3)
+    return max(1, min(8, cpu_cores()))
 
 
 def format_table(result: dict) -> str:
@@ -85,14 +100,19 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.metrics import EvaluationError, evaluate_folders
 
-    processes = _default_processes() if args.num_processes is None else args.num_processes
+    processes = _default_processes(args.engine) if args.num_processes is None else args.num_processes
     if processes < 0:
         raise CLIError(f"-np must be 0 or more, got {processes}")
     if args.json is not None and args.json.is_dir():
         raise CLIError(f"--json {args.json} is a directory; give a file name such as scores.json")
     try:
         result = evaluate_folders(
-            args.pred, args.gt, num_processes=processes, progress=not args.quiet, only_predicted=args.only_predicted
+            args.pred,
+            args.gt,
+            num_processes=processes,
+            progress=not args.quiet,
+            only_predicted=args.only_predicted,
+            engine=args.engine,
         )
     except EvaluationError as exc:
         raise CLIError(str(exc)) from exc
@@ -100,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(result))
     else:
         print(f"mean score {result['mean']['score']:.4f} over {len(result['cases'])} case(s)")
+    if args.engine == "auto":
+        print(f"{result['fallback_tiles']['total']} tile(s) fell back to the Betti-Matching-3D engine")
     if args.json is not None:
         write_json(args.json, result)
         print(f"wrote {args.json}")

@@ -8,6 +8,9 @@ The engine allocates ~1.1 kB per voxel (~4.6 GB for a 160³ tile) in many short-
 malloc settings most of its time is spent in page faults. Worker processes therefore start with
 ``GLIBC_TUNABLES`` that back the heap with transparent huge pages and keep freed memory for reuse
 (:data:`ENGINE_MALLOC_TUNABLES`); after each tile the worker hands its memory back with ``malloc_trim``.
+
+Workers are spawned (whatever the caller's start method) all at once when the pool is made, with the caller's
+``__main__`` hidden from them: a plain script without ``if __name__ == "__main__":`` is not re-run in every worker.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import importlib.machinery
 import importlib.util
 import multiprocessing
 import os
+import sys
 import threading
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -119,6 +124,30 @@ def _worker_init() -> None:
 _ENV_LOCK = threading.Lock()
 
 
+@contextlib.contextmanager
+def _spawn_environment() -> Iterator[None]:
+    """While workers start: the engine's malloc tunables in the environment, and a bare ``__main__`` module.
+
+    A spawned process re-imports the parent's ``__main__`` (by path or module name) before it runs anything; for a
+    script without a ``__main__`` guard that re-runs the script, whose metric call then fails in every worker. With
+    a module that has neither ``__file__`` nor ``__spec__`` in its place, multiprocessing passes no main module on.
+    """
+    with _ENV_LOCK:
+        old_env = os.environ.get("GLIBC_TUNABLES")
+        old_main = sys.modules.get("__main__")
+        os.environ["GLIBC_TUNABLES"] = ENGINE_MALLOC_TUNABLES
+        sys.modules["__main__"] = ModuleType("__main__")
+        try:
+            yield
+        finally:
+            if old_main is not None:
+                sys.modules["__main__"] = old_main
+            if old_env is None:
+                del os.environ["GLIBC_TUNABLES"]
+            else:
+                os.environ["GLIBC_TUNABLES"] = old_env
+
+
 def make_engine_pool(workers: int, initializer=None, initargs: tuple = ()) -> cf.ProcessPoolExecutor:
     """A pool of ``workers`` fresh (spawned) processes started with :data:`ENGINE_MALLOC_TUNABLES`."""
     if workers < 1:
@@ -130,17 +159,12 @@ def make_engine_pool(workers: int, initializer=None, initargs: tuple = ()) -> cf
         initializer=_pool_initializer,
         initargs=(initializer, initargs),
     )
-    # Spawned workers start at the first submit and inherit the environment of that moment.
-    with _ENV_LOCK:
-        old = os.environ.get("GLIBC_TUNABLES")
-        os.environ["GLIBC_TUNABLES"] = ENGINE_MALLOC_TUNABLES
-        try:
-            pool.submit(int, 0).result()
-        finally:
-            if old is None:
-                del os.environ["GLIBC_TUNABLES"]
-            else:
-                os.environ["GLIBC_TUNABLES"] = old
+    # Spawned workers start at a submit that finds no idle worker, with the environment of that moment: start them
+    # all now (each submit below starts one, synchronously), inside the prepared environment.
+    with _spawn_environment():
+        started = [pool.submit(int, 0) for _ in range(workers)]
+    for future in started:
+        future.result()
     return pool
 
 
@@ -162,10 +186,14 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def auto_workers(n_tasks: int, tile_voxels: int) -> int:
     """Parallel engine workers for ``n_tasks`` tiles: CPU cores, capped by the memory one tile needs."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = max(1, min(cpus, n_tasks))
+    workers = max(1, min(cpu_cores(), n_tasks))
     avail = available_memory_bytes()
     if avail is not None and tile_voxels > 0:
         workers = max(1, min(workers, int(avail * 0.8) // (ENGINE_BYTES_PER_VOXEL * tile_voxels)))

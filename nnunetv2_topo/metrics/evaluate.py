@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.io import VolumeError, case_id, is_volume_file, read_volume
-from nnunetv2_topo.metrics.engine import make_engine_pool
+from nnunetv2_topo.metrics.engine import auto_workers, make_engine_pool
 from nnunetv2_topo.metrics.leaderboard import MetricInputError, PendingScore, start_score
+from nnunetv2_topo.metrics.topo_score import check_engine
 
 MEAN_KEYS = ("score", "topo", "surface_dice", "voi_score")
 
@@ -70,21 +71,49 @@ def pair_files(
     return [(cid, preds[cid], gts[cid]) for cid in sorted(gts)]
 
 
-def _start_case(cid: str, pred_path: Path, gt_path: Path, executor: cf.Executor | None) -> PendingScore:
+class LazyEnginePool:
+    """An engine pool of ``workers`` processes, started on the first call (the first tile the rules hand back)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool: cf.ProcessPoolExecutor | None = None
+
+    def __call__(self) -> cf.ProcessPoolExecutor | None:
+        if self.pool is None and self.workers > 0:
+            self.pool = make_engine_pool(self.workers)
+        return self.pool
+
+    def shutdown(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _start_case(
+    cid: str,
+    pred_path: Path,
+    gt_path: Path,
+    executor: cf.Executor | None,
+    engine: str = "auto",
+    rules_executor: cf.Executor | None = None,
+    engine_executor=None,
+) -> PendingScore:
     try:
         pred = read_volume(pred_path)
         gt = read_volume(gt_path)
     except VolumeError as exc:
         raise EvaluationError(f"case '{cid}': {exc}") from exc
     try:
-        return start_score(pred, gt, executor)
+        return start_score(pred, gt, executor, engine, rules_executor, engine_executor)
     except MetricInputError as exc:
         raise EvaluationError(f"case '{cid}' ({pred_path.name} vs {gt_path.name}): {exc}") from exc
 
 
-def _finish(cid: str, pending: PendingScore) -> dict:
+def _finish(cid: str, pending: PendingScore, fallback: dict[str, int]) -> dict:
     try:
-        return pending.result()
+        result = pending.result()
+        fallback[cid] = int(pending.fallback_tiles or 0)
+        return result
     except BrokenProcessPool as exc:
         raise RuntimeError(
             f"case '{cid}': a Betti-matching worker died (most likely out of memory: one 160³ tile needs ~4.6 GB); "
@@ -105,38 +134,49 @@ def evaluate_folders(
     num_processes: int = 1,
     progress: bool = True,
     only_predicted: bool = False,
+    engine: str = "auto",
 ) -> dict:
     """Score every case; returns ``{"cases": {id: leaderboard_score(...)}, "mean": {score, topo, surface_dice,
-    voi_score}}``.
+    voi_score}, "fallback_tiles": {"total": n, "cases": {id: n}}}`` (tiles the rules handed to the engine).
 
-    ``num_processes`` Betti-matching worker processes take the tiles of all cases (the costly part) while this
-    process reads volumes and computes SurfaceDice and VOI; ``0`` runs everything here, serially.
+    ``num_processes`` parallel tile workers take the tiles of all cases (the costly part) while this thread reads
+    volumes and computes SurfaceDice and VOI: threads for the rules (``engine="auto"`` or ``"rules"``), with an
+    engine pool for tiles past the rules' bound started only when one is (capped by memory at ~4.6 GB per 160³
+    tile); processes for ``engine="betti-matching-3d"``. ``0`` runs everything here, serially.
     ``only_predicted`` skips ground truth that has no prediction (see :func:`pair_files`).
     Raises :class:`EvaluationError` on pairing problems, unreadable, non-3-D or mismatched volumes.
     """
     if num_processes < 0:
         raise ValueError(f"num_processes must be >= 0, got {num_processes}")
+    check_engine(engine)
     pairs = pair_files(pred_dir, gt_dir, only_predicted)
     from tqdm import tqdm
 
+    from nnunetv2_topo.metrics.rule_threads import shared_threads
+
     results: dict[str, dict] = {}
-    executor = make_engine_pool(num_processes) if num_processes > 0 else None
+    fallback: dict[str, int] = {}
+    executor = make_engine_pool(num_processes) if num_processes > 0 and engine == "betti-matching-3d" else None
+    rules_executor = shared_threads(num_processes) if num_processes > 0 and engine != "betti-matching-3d" else None
+    fallback_pool = LazyEnginePool(min(num_processes, auto_workers(num_processes, 160**3)))
     bar = tqdm(total=len(pairs), desc="evaluate", unit="case", disable=not progress)
     pending: deque[tuple[str, PendingScore]] = deque()
     try:
         for cid, pred_path, gt_path in pairs:
-            pending.append((cid, _start_case(cid, pred_path, gt_path, executor)))
+            pending.append((cid, _start_case(cid, pred_path, gt_path, executor, engine, rules_executor, fallback_pool)))
             # keep a bounded number of cases in flight so volumes are not all read ahead
             while len(pending) > max(1, num_processes):
                 done_id, done = pending.popleft()
-                results[done_id] = _finish(done_id, done)
+                results[done_id] = _finish(done_id, done, fallback)
                 bar.update(1)
         while pending:
             done_id, done = pending.popleft()
-            results[done_id] = _finish(done_id, done)
+            results[done_id] = _finish(done_id, done, fallback)
             bar.update(1)
     finally:
         bar.close()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-    return {"cases": results, "mean": mean_scores(results)}
+        fallback_pool.shutdown()
+    fallback_tiles = {"total": sum(fallback.values()), "cases": dict(sorted(fallback.items()))}
+    return {"cases": results, "mean": mean_scores(results), "fallback_tiles": fallback_tiles}

@@ -7,14 +7,19 @@ foreground is ``x != 0`` (NaN counts as 0).
 from __future__ import annotations
 
 import concurrent.futures as cf
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from nnunetv2_topo import IGNORE_LABEL
 from nnunetv2_topo.metrics.engine import auto_workers, shared_pool
+from nnunetv2_topo.metrics.rule_threads import auto_threads, shared_threads
 from nnunetv2_topo.metrics.surface_dice import surface_dice
 from nnunetv2_topo.metrics.topo_score import (
+    TileJob,
+    check_engine,
+    collect_tile_counts,
     shortcut_counts,
     submit_topo_counts,
     tile_slices,
@@ -24,6 +29,12 @@ from nnunetv2_topo.metrics.voi import voi, voi_score
 
 WEIGHTS = {"topo": 0.30, "surface_dice": 0.35, "voi_score": 0.35}
 SURFACE_TOLERANCE = 2.0
+
+
+def combine_score(topo: float, surface_dice: float, voi_score: float) -> float:
+    """The leaderboard score from its three parts: the weighted sum (:data:`WEIGHTS`), clipped to [0, 1]."""
+    score = WEIGHTS["topo"] * topo + WEIGHTS["surface_dice"] * surface_dice + WEIGHTS["voi_score"] * voi_score
+    return float(min(1.0, max(0.0, score)))
 
 
 class MetricInputError(ValueError):
@@ -53,20 +64,22 @@ def binarize_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 @dataclass
 class PendingScore:
-    """A score whose engine tiles may still be running; :meth:`result` waits for them."""
+    """A score whose tiles may still be running; :meth:`result` waits for them (and hands tiles the rules gave
+    back to the engine, in ``engine_executor()`` or here; :attr:`fallback_tiles` then says how many)."""
 
-    tiles: list[cf.Future]
+    tiles: list[TileJob]
     surface_dice: float
     voi_split: float
     voi_merge: float
+    engine_executor: Callable[[], cf.Executor | None] | None = None
+    fallback_tiles: int | None = None
 
     def result(self) -> dict:
-        counts = np.sum([f.result() for f in self.tiles], axis=0).astype(np.int64)
+        counts, self.fallback_tiles = collect_tile_counts(self.tiles, self.engine_executor)
         topo = topo_score_from_counts(counts)
         voi_s = voi_score(self.voi_split, self.voi_merge)
-        score = WEIGHTS["topo"] * topo + WEIGHTS["surface_dice"] * self.surface_dice + WEIGHTS["voi_score"] * voi_s
         return {
-            "score": float(min(1.0, max(0.0, score))),
+            "score": combine_score(topo, self.surface_dice, voi_s),
             "topo": float(topo),
             "surface_dice": float(self.surface_dice),
             "voi_score": float(voi_s),
@@ -76,37 +89,59 @@ class PendingScore:
         }
 
 
-def start_score(pred: np.ndarray, gt: np.ndarray, executor: cf.Executor | None = None) -> PendingScore:
-    """Submit the engine tiles to ``executor`` (or run them here if ``None``), then compute SurfaceDice and VOI
-    while they run."""
+def start_score(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    executor: cf.Executor | None = None,
+    engine: str = "auto",
+    rules_executor: cf.Executor | None = None,
+    engine_executor: Callable[[], cf.Executor | None] | None = None,
+) -> PendingScore:
+    """Start the tiles, then compute SurfaceDice and VOI while they run.
+
+    Rules tiles run in ``rules_executor`` (threads) or here; engine tiles (``engine="betti-matching-3d"``) in
+    ``executor`` (an engine pool) or here. Tiles past the rules' bound go to ``engine_executor()`` when given, else
+    to ``executor``.
+    """
+    check_engine(engine)
     pred_fg, gt_fg = binarize_pair(pred, gt)
-    tiles = submit_topo_counts(pred_fg, gt_fg, executor)
+    tiles = submit_topo_counts(pred_fg, gt_fg, executor, engine=engine, rules_executor=rules_executor)
     sd = surface_dice(pred_fg, gt_fg, SURFACE_TOLERANCE)
     split, merge = voi(pred_fg, gt_fg)
-    return PendingScore(tiles, sd, split, merge)
+    if engine_executor is None:
+        engine_executor = lambda: executor  # noqa: E731
+    return PendingScore(tiles, sd, split, merge, engine_executor)
 
 
 def engine_tiles_needed(pred_fg: np.ndarray, gt_fg: np.ndarray) -> int:
-    """How many of the 8 tiles need the engine (no shortcut applies)."""
+    """How many of the 8 tiles need a matching (no shortcut applies)."""
     return sum(shortcut_counts(pred_fg[s], gt_fg[s]) is None for s in tile_slices(pred_fg.shape))
 
 
-def leaderboard_score(pred: np.ndarray, gt: np.ndarray, workers: int | None = None) -> dict:
+def leaderboard_score(pred: np.ndarray, gt: np.ndarray, workers: int | None = None, engine: str = "auto") -> dict:
     """Score one volume exactly like the competition.
 
     Returns ``score`` (clipped to [0, 1]), ``topo``, ``surface_dice``, ``voi_score``, ``voi_split``,
     ``voi_merge`` and ``counts`` (``{"0": [m, p, g], "1": …, "2": …}`` summed over the 8 tiles).
 
-    ``workers``: processes for the Betti-matching tiles. ``None`` = as many as cores, tiles and free memory allow
-    (a 160³ tile needs ~4.6 GB in the engine); ``0`` = serially in this process.
+    ``workers``: parallel tiles. ``None`` = as many as cores and tiles allow (rules tiles run in threads of this
+    process; engine tiles in worker processes, also capped by free memory: a 160³ tile needs ~4.6 GB in the
+    engine); ``0`` = serially in this process. ``engine``: ``"auto"`` (default: the rules, the engine past their
+    bound), ``"rules"`` or ``"betti-matching-3d"`` (see :data:`~nnunetv2_topo.metrics.topo_score.ENGINES`).
     """
-    executor = None
-    if workers is None or workers > 0:
-        pred_fg, gt_fg = binarize_pair(pred, gt)
-        needed = engine_tiles_needed(pred_fg, gt_fg)
-        if needed:
-            tile_voxels = int(np.prod([s.stop - s.start for s in tile_slices(pred_fg.shape)[0]]))
-            n = auto_workers(needed, tile_voxels) if workers is None else workers
-            executor = shared_pool(n)
-        return start_score(pred_fg, gt_fg, executor).result()
-    return start_score(pred, gt, None).result()
+    check_engine(engine)
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be None or >= 0, got {workers}")
+    if workers == 0:
+        return start_score(pred, gt, None, engine).result()
+    pred_fg, gt_fg = binarize_pair(pred, gt)
+    needed = engine_tiles_needed(pred_fg, gt_fg)
+    tile_voxels = int(np.prod([s.stop - s.start for s in tile_slices(pred_fg.shape)[0]]))
+
+    def engine_pool(tasks: int = 8) -> cf.Executor:
+        return shared_pool(auto_workers(tasks, tile_voxels) if workers is None else workers)
+
+    if engine == "betti-matching-3d":
+        return start_score(pred_fg, gt_fg, engine_pool(needed) if needed else None, engine).result()
+    threads = shared_threads(auto_threads(needed) if workers is None else workers) if needed > 1 else None
+    return start_score(pred_fg, gt_fg, None, engine, threads, engine_pool).result()

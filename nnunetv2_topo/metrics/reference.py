@@ -11,7 +11,7 @@ import numpy as np
 from scipy import ndimage, sparse
 
 from nnunetv2_topo.metrics.engine import engine_counts
-from nnunetv2_topo.metrics.leaderboard import WEIGHTS, binarize_pair
+from nnunetv2_topo.metrics.leaderboard import binarize_pair, combine_score
 from nnunetv2_topo.metrics.surface_dice import SURFEL_AREA
 from nnunetv2_topo.metrics.topo_score import tile_slices, topo_score_from_counts
 from nnunetv2_topo.metrics.voi import voi_score
@@ -83,9 +83,8 @@ def leaderboard_score_reference(pred: np.ndarray, gt: np.ndarray) -> dict:
     sd = surface_dice_reference(p, g)
     split, merge = voi_reference(p, g)
     v = voi_score(split, merge)
-    score = WEIGHTS["topo"] * topo + WEIGHTS["surface_dice"] * sd + WEIGHTS["voi_score"] * v
     return {
-        "score": float(min(1.0, max(0.0, score))),
+        "score": combine_score(topo, sd, v),
         "topo": topo,
         "surface_dice": sd,
         "voi_score": v,

@@ -1,7 +1,7 @@
 """TopoScore: Betti matching per 2×2×2 tile, F1 per homology dimension, weighted mean.
 
-Per tile the counts come from the Betti-matching engine (:mod:`nnunetv2_topo.metrics.engine`) unless a shortcut
-that provably gives the engine's numbers applies:
+Per tile the counts ``[[m_k, p_k, g_k] for k]`` are exactly the Betti-Matching-3D engine's. Where a shortcut that
+provably gives the engine's numbers applies, no matching is computed:
 
 * both tiles empty: no finite pairs at all;
 * identical tiles: every pair is matched, ``m_k = p_k = g_k`` = the tile's finite pairs;
@@ -11,20 +11,43 @@ The finite pairs of a binary tile are ``(b0 - 1, b1, b2)`` of its foreground (no
 binary volume's sublevel filtration adds the whole foreground at value 0 and everything else at value 1, where the
 box becomes contractible, so every foreground class except the oldest component dies at 1 and the
 zero-persistence pairs at value 1 are not reported. All three shortcuts are checked against the engine in
-``tests/test_metric_topo.py``. Any other tile goes to the engine: matchings can depend on its tie-breaking.
+``tests/test_metric_topo.py``. Any other tile is matched by the engine's own rules for binary tiles
+(:mod:`nnunetv2_topo.metrics.betti_rules`, ``engine="rules"``; ``p_k``/``g_k`` are the finite pairs above) or by the
+engine itself (``engine="betti-matching-3d"``). The default ``engine="auto"`` runs the rules with a bound on the m_1
+reduction's work and hands a tile past that bound to the engine, so every count stays the engine's.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import cc3d
 import numpy as np
 
-from nnunetv2_topo.metrics.engine import submit_tile
+from nnunetv2_topo.metrics.engine import engine_counts, submit_tile
 
 TOPO_WEIGHTS = (0.34, 0.33, 0.33)
+
+ENGINES = ("auto", "rules", "betti-matching-3d")
+"""``auto``: the rules, past their bound the engine; ``rules``: the rules without a bound; ``betti-matching-3d``:
+the engine on every tile that no shortcut answers."""
+
+RULES_MAX_STEPS_PER_VOXEL = 32
+"""Bound on the m_1 reductions' work (steps per tile voxel) under ``engine="auto"``: an iid 50 % noise 160³ tile,
+the hardest family measured, needs 14.5 (~12 s); past 32 (~25 s at 160³) the engine takes the tile
+(benchmarks/metric_rules.py)."""
+
+RULES_MAX_STORED_PER_VOXEL = 8
+"""Bound on the reduced columns kept (int32 entries per tile voxel: 128 MB at 160³) under ``engine="auto"``."""
+
+
+def check_engine(engine: str) -> str:
+    """``engine`` if it is one of :data:`ENGINES`, else a ``ValueError`` naming the choices."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    return engine
 
 
 def tile_slices(shape: Sequence[int]) -> list[tuple[slice, slice, slice]]:
@@ -98,35 +121,129 @@ def shortcut_counts(pred: np.ndarray, gt: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def submit_topo_counts(
-    pred: np.ndarray, gt: np.ndarray, executor: cf.Executor | None = None, use_shortcuts: bool = True
-) -> list[cf.Future]:
-    """Start the 8 tiles' counts; each future gives a ``(3, 3)`` array ``[[m, p, g] for k in 0, 1, 2]``.
+def rules_tile_counts(pred: np.ndarray, gt: np.ndarray, bounded: bool = True) -> np.ndarray | None:
+    """A tile's counts by the rules, or ``None`` when ``bounded`` and the m_1 reduction went past its bound."""
+    from nnunetv2_topo.metrics.betti_rules import rules_matched
 
-    Engine tiles run in ``executor`` (a pool from :func:`~nnunetv2_topo.metrics.engine.make_engine_pool`) or
-    here, serially, when it is ``None``. Shortcut tiles are answered at once.
+    voxels = int(pred.size)
+    big = np.iinfo(np.int64).max // 4
+    max_steps = RULES_MAX_STEPS_PER_VOXEL * voxels if bounded else big
+    max_stored = RULES_MAX_STORED_PER_VOXEL * voxels if bounded else big
+    matched, _ = rules_matched(pred, gt, max_steps, max_stored)
+    if matched is None:
+        return None
+    return np.stack([matched, finite_pairs(pred), finite_pairs(gt)], axis=1)
+
+
+def tile_counts(pred_tile: np.ndarray, gt_tile: np.ndarray, engine: str = "auto") -> np.ndarray:
+    """The ``(3, 3)`` int64 ``[[m, p, g] for k in 0, 1, 2]`` of one tile, computed in this process: a shortcut where
+    one applies, else the rules (``auto``: past their bound the engine; ``rules``: unbounded) or the engine."""
+    check_engine(engine)
+    pred = np.ascontiguousarray(pred_tile, dtype=bool)
+    gt = np.ascontiguousarray(gt_tile, dtype=bool)
+    if pred.shape != gt.shape or pred.ndim != 3:
+        raise ValueError(f"tile_counts needs two 3-D tiles of equal shape, got {pred.shape} and {gt.shape}")
+    if 0 in pred.shape:
+        return np.zeros((3, 3), dtype=np.int64)
+    counts = shortcut_counts(pred, gt)
+    if counts is not None:
+        return counts
+    if engine != "betti-matching-3d":
+        counts = rules_tile_counts(pred, gt, bounded=engine == "auto")
+    return engine_counts(pred, gt) if counts is None else counts
+
+
+@dataclass
+class TileJob:
+    """One tile on its way: ``future`` gives its counts, or ``None`` when the rules handed it to the engine."""
+
+    pred: np.ndarray
+    gt: np.ndarray
+    future: cf.Future
+    source: str  # "shortcut", "rules" or "engine"
+
+
+def _done(counts: np.ndarray) -> cf.Future:
+    future: cf.Future = cf.Future()
+    future.set_result(counts)
+    return future
+
+
+def _run_here(fn, *args) -> cf.Future:
+    future: cf.Future = cf.Future()
+    try:
+        future.set_result(fn(*args))
+    except BaseException as exc:  # delivered through the future like an executor would
+        future.set_exception(exc)
+    return future
+
+
+def submit_topo_counts(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    executor: cf.Executor | None = None,
+    use_shortcuts: bool = True,
+    engine: str = "auto",
+    rules_executor: cf.Executor | None = None,
+) -> list[TileJob]:
+    """Start the 8 tiles; collect them with :func:`collect_tile_counts`.
+
+    Rules tiles run in ``rules_executor`` (threads: the compiled rules release the GIL) or here, serially, when it
+    is ``None``. Engine tiles (``engine="betti-matching-3d"``) run in ``executor`` (a pool from
+    :func:`~nnunetv2_topo.metrics.engine.make_engine_pool`) or here. Shortcut tiles are answered at once.
     """
-    futures = []
+    check_engine(engine)
+    jobs = []
     for sl in tile_slices(pred.shape):
-        p, g = pred[sl], gt[sl]
+        p, g = np.ascontiguousarray(pred[sl]), np.ascontiguousarray(gt[sl])
         counts = shortcut_counts(p, g) if use_shortcuts else None
         if counts is None and 0 in p.shape:
             counts = np.zeros((3, 3), dtype=np.int64)
-        if counts is None:
-            futures.append(submit_tile(executor, np.ascontiguousarray(p), np.ascontiguousarray(g)))
+        if counts is not None:
+            jobs.append(TileJob(p, g, _done(counts), "shortcut"))
+        elif engine == "betti-matching-3d":
+            jobs.append(TileJob(p, g, submit_tile(executor, p, g), "engine"))
         else:
-            done: cf.Future = cf.Future()
-            done.set_result(counts)
-            futures.append(done)
-    return futures
+            bounded = engine == "auto"
+            if rules_executor is None:
+                future = _run_here(rules_tile_counts, p, g, bounded)
+            else:
+                future = rules_executor.submit(rules_tile_counts, p, g, bounded)
+            jobs.append(TileJob(p, g, future, "rules"))
+    return jobs
+
+
+def collect_tile_counts(
+    jobs: Sequence[TileJob], engine_executor: Callable[[], cf.Executor | None] | None = None
+) -> tuple[np.ndarray, int]:
+    """``(counts summed over the tiles, tiles that fell back to the engine)``.
+
+    Tiles the rules handed back go to the engine, all at once, in ``engine_executor()`` (called only when a tile
+    falls back, so a pool is started only then) or here when that is ``None``.
+    """
+    results = [job.future.result() for job in jobs]
+    fallback = [i for i, r in enumerate(results) if r is None]
+    if fallback:
+        executor = engine_executor() if engine_executor is not None else None
+        futures = {i: submit_tile(executor, jobs[i].pred, jobs[i].gt) for i in fallback}
+        for i, future in futures.items():
+            results[i] = future.result()
+            jobs[i].source = "engine"
+    return np.sum(results, axis=0).astype(np.int64), len(fallback)
 
 
 def topo_counts(
-    pred: np.ndarray, gt: np.ndarray, executor: cf.Executor | None = None, use_shortcuts: bool = True
+    pred: np.ndarray,
+    gt: np.ndarray,
+    executor: cf.Executor | None = None,
+    use_shortcuts: bool = True,
+    engine: str = "auto",
+    rules_executor: cf.Executor | None = None,
 ) -> np.ndarray:
-    """Counts summed over the 8 tiles: ``(3, 3)`` int64, row k = ``[m_k, p_k, g_k]``."""
-    futures = submit_topo_counts(pred, gt, executor, use_shortcuts)
-    return np.sum([f.result() for f in futures], axis=0).astype(np.int64)
+    """Counts summed over the 8 tiles: ``(3, 3)`` int64, row k = ``[m_k, p_k, g_k]``; fallback tiles run in
+    ``executor`` (or here)."""
+    jobs = submit_topo_counts(pred, gt, executor, use_shortcuts, engine, rules_executor)
+    return collect_tile_counts(jobs, lambda: executor)[0]
 
 
 def topo_score_from_counts(counts: np.ndarray, weights: Sequence[float] = TOPO_WEIGHTS) -> float:
@@ -141,6 +258,6 @@ def topo_score_from_counts(counts: np.ndarray, weights: Sequence[float] = TOPO_W
     return 1.0 if weight == 0 else total / weight
 
 
-def topo_score(pred: np.ndarray, gt: np.ndarray, executor: cf.Executor | None = None) -> float:
+def topo_score(pred: np.ndarray, gt: np.ndarray, executor: cf.Executor | None = None, engine: str = "auto") -> float:
     """TopoScore of two binary masks (already with the ignore region removed)."""
-    return topo_score_from_counts(topo_counts(pred, gt, executor))
+    return topo_score_from_counts(topo_counts(pred, gt, executor, engine=engine))
