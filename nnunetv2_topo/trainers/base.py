@@ -27,7 +27,7 @@ from torch import distributed as dist
 from torch._dynamo import OptimizedModule
 
 from nnunetv2_topo.scheduling import WarmupPlateauScheduler
-from nnunetv2_topo.trainers.config import LOSS_PARAM_KEYS, config_from_environment, format_config, save_config
+from nnunetv2_topo.trainers.config import KEYS, LOSS_PARAM_KEYS, PLATEAU_MODES, format_config, save_config, to_jsonable
 from nnunetv2_topo.trainers.diagnostics import (
     PROGRESS_PNG,
     TOPO_LOG_KEYS,
@@ -35,6 +35,7 @@ from nnunetv2_topo.trainers.diagnostics import (
     plot_progress_topo,
     write_progress_json,
 )
+from nnunetv2_topo.trainers.run_config import fold_folder, run_config
 
 __all__ = ["TOPO_TARGET_ORDER", "TopoLossCall", "nnUNetTrainerTopoWarmup"]
 
@@ -42,6 +43,9 @@ TOPO_TARGET_ORDER = ("skeleton", "band")
 """Order of the extra target channels appended by ``TopoTargetsTransform``."""
 
 CONFIG_FILE = "topo_config.json"
+
+PLATEAU_LOG_KEYS = {"val_loss": "val_losses", "val_loss_ema": "val_loss_ema", "ema_fg_dice": "ema_fg_dice"}
+"""The logger key each ``plateau_metric`` reads (one value per epoch, identical on every DDP rank)."""
 
 
 class TopoLossCall(nn.Module):
@@ -77,6 +81,10 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     topo_defaults: ClassVar[dict[str, Any]] = {}
     """Hyperparameters of this variant (merged along the class hierarchy; the YAML config overrides them)."""
 
+    topo_fixed_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys of ``topo_defaults`` the variant's name promises (``num_epochs`` of ``_250epochs``): a config file may
+    repeat their value but not change it."""
+
     def __init__(
         self,
         plans: dict,
@@ -86,11 +94,18 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's signature)
     ) -> None:
         # configuration first: a bad file fails before nnU-Net creates output folders and log files
-        topo_config, topo_config_path = config_from_environment(
-            self.merged_topo_defaults(), variant_name=f"{type(self).__name__}.topo_defaults"
+        name = type(self).__name__
+        run = run_config(
+            fold_folder(plans, configuration, fold, name),
+            resume=bool(plans.get("continue_training")),
+            variant_defaults=self.merged_topo_defaults(),
+            variant_name=f"{name}.topo_defaults",
+            fixed_keys=self.topo_fixed_keys,
         )
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.topo_config, self.topo_config_path = topo_config, topo_config_path
+        self.topo_config, self.topo_config_path = run.config, run.source
+        self.config_history = run.history
+        self._deferred_config_error = run.deferred_error
         cfg = self.topo_config
         self.initial_lr = cfg["initial_lr"]
         self.weight_decay = cfg["weight_decay"]
@@ -118,11 +133,17 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         self._register_log_keys()
 
         origin = f"from {self.topo_config_path}" if self.topo_config_path else "set nnUNet_topo_config to override"
+        if run.notes and not self.topo_config_path:
+            origin = "the saved configuration"
         self.print_to_log_file(
-            f"{type(self).__name__} configuration ({origin}):\n" + format_config(cfg),
+            f"{name} configuration ({origin}):\n" + format_config(cfg),
             also_print_to_console=True,
             add_timestamp=False,
         )
+        for note in run.notes:
+            self.print_to_log_file(f"Configuration: {note}", also_print_to_console=True)
+        for warning in run.warnings:
+            self.print_to_log_file(f"WARNING (configuration): {warning}", also_print_to_console=True)
 
     # ------------------------------------------------------------------ configuration
     @classmethod
@@ -135,7 +156,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
 
     def _log_keys(self) -> list[str]:
         keys = [f"{split}_loss_{t}" for t in self.active_terms for split in ("train", "val")]
-        return keys + list(TOPO_LOG_KEYS)
+        return keys + list(TOPO_LOG_KEYS) + ["val_loss_ema"]
 
     def _register_log_keys(self) -> None:
         """Add this trainer's keys to nnU-Net's local logger (padding with NaN up to the current epoch, so a resumed
@@ -159,10 +180,11 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             optimizer,
             base_lr=self.initial_lr,
             warmup_epochs=cfg["warmup_epochs"],
-            mode="min" if cfg["plateau_metric"] == "val_loss" else "max",
+            mode=PLATEAU_MODES[cfg["plateau_metric"]],
             factor=cfg["plateau_factor"],
             patience=cfg["plateau_patience"],
             min_lr=cfg["plateau_min_lr"],
+            cooldown=cfg["plateau_cooldown"],
         )
         return optimizer, scheduler
 
@@ -196,8 +218,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         signature = inspect.signature(TopologyLoss)
         for key in LOSS_PARAM_KEYS:
             if self.topo_config[key] is None and key in signature.parameters:
-                default = signature.parameters[key].default
-                self.topo_config[key] = list(default) if isinstance(default, tuple) else default
+                # in the form the configuration parser gives (a resumed run compares with it)
+                self.topo_config[key] = KEYS[key].validate(signature.parameters[key].default)
         return TopoLossCall(loss)
 
     # ------------------------------------------------------------------ data: extra target channels
@@ -399,8 +421,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         super().on_validation_epoch_end(val_outputs)  # logs all-gathered val_losses, mean/ema fg Dice
         for term, value in self._reduce_term_means(self._val_terms).items():
             self.logger.log(f"val_loss_{term}", value, self.current_epoch)
-        metric_key = "val_losses" if self.topo_config["plateau_metric"] == "val_loss" else "ema_fg_dice"
-        metric = float(self.logger.get_value(metric_key, step=-1))  # identical on every rank
+        self.logger.log("val_loss_ema", self._val_loss_ema(), self.current_epoch)
+        metric = float(self.logger.get_value(PLATEAU_LOG_KEYS[self.topo_config["plateau_metric"]], step=-1))
         lr_before = self.optimizer.param_groups[0]["lr"]
         if self.lr_scheduler.step_metric(self.current_epoch, metric):
             self.print_to_log_file(
@@ -409,8 +431,28 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
                 f"{self.optimizer.param_groups[0]['lr']:.4g} from the next epoch"
             )
 
+    def _val_loss_ema(self) -> float:
+        """EMA of the per-epoch validation loss (``plateau_ema_smoothing``); starts at the first finite value and
+        is identical on every rank (``val_losses`` is all-gathered). Resumes from the logged values."""
+        s = self.topo_config["plateau_ema_smoothing"]
+        value = float(self.logger.get_value("val_losses", step=-1))
+        previous = self.logger.get_value("val_loss_ema", step=None)[: self.current_epoch]
+        last = float(previous[-1]) if previous else math.nan
+        if not math.isfinite(last):
+            return value
+        return s * last + (1 - s) * value if math.isfinite(value) else last
+
+    def _pad_topo_log(self) -> None:
+        """One value per epoch for every key of this trainer, also for a term dropped on resume (nnU-Net plots
+        progress.png up to its shortest list: a list that stopped growing would freeze it)."""
+        store = self.logger.local_logger.my_fantastic_logging
+        for key, values in store.items():
+            if key.startswith(("train_loss_", "val_loss_")) or key in TOPO_LOG_KEYS:
+                values.extend([math.nan] * (self.current_epoch + 1 - len(values)))
+
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch
+        self._pad_topo_log()
 
         def fmt(prefix: str) -> str:
             return ", ".join(f"{t} {self.logger.get_value(f'{prefix}_loss_{t}', epoch):.4f}" for t in self.active_terms)
@@ -442,14 +484,45 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         except Exception as exc:  # a plotting problem must not end a long training
             self.print_to_log_file(f"WARNING: could not write {PROGRESS_PNG}: {type(exc).__name__}: {exc}")
 
+    def _seed(self, offset: int = 0) -> None:
+        """Seed python, numpy and torch with ``seed + offset`` (no-op when ``seed`` is null)."""
+        if self.topo_config["seed"] is None:
+            return
+        import random
+
+        seed = int(self.topo_config["seed"]) + offset
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def initialize(self) -> None:
+        self._seed()  # weight initialisation (DDP then broadcasts rank 0's weights)
+        super().initialize()
+
     def on_train_start(self) -> None:
+        if self._deferred_config_error is not None:
+            raise self._deferred_config_error
+        if not self.was_initialized:
+            self.initialize()
+        # patch sampling and augmentation (nnU-Net's data loader draws from numpy's global generator): a resumed
+        # run does not replay epoch 0's batches, and DDP ranks draw different patches
+        self._seed(1 + self.current_epoch + 100_003 * self.local_rank)
         super().on_train_start()
         if self.local_rank == 0:
-            save_config(
-                self.topo_config,
-                Path(self.output_folder) / CONFIG_FILE,
-                extra={"trainer": type(self).__name__, "config_file": self.topo_config_path},
-            )
+            self.save_topo_config()
+
+    def save_topo_config(self) -> None:
+        """``topo_config.json``: the configuration in use and every configuration the run used (``history``, each
+        with the epoch it took effect)."""
+        save_config(
+            self.topo_config,
+            Path(self.output_folder) / CONFIG_FILE,
+            extra={
+                "trainer": type(self).__name__,
+                "config_file": self.topo_config_path,
+                "history": [{**h, "config": to_jsonable(h["config"])} for h in self.config_history],
+            },
+        )
 
     # ------------------------------------------------------------------ final validation
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
@@ -540,6 +613,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         return {
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "config": dict(self.topo_config),
+            "config_history": list(self.config_history),
             "consecutive_skips": self.consecutive_skips,
             "total_skipped_steps": self.total_skipped_steps,
         }
