@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks in one prepared run (<= 5 minutes on one H100/H200-class card):
 #   1. step time and peak memory at patch 128^3, batch 2, AMP, nnU-Net's default network, for nnUNetTrainer and
-#      every TopoWarmup variant (benchmarks/step_time.py);
+#      every TopoWarmup variant, and the per-step cost of the weight EMA (ema_decay) (benchmarks/step_time.py);
 #   2. the loss-cost table at patch 128^3, batch 2, AMP (benchmarks/loss_cost.py).
 # Usage: bash benchmarks/gpu.sh [OUT_DIR]   (needs the package installed: `make install` or `pip install -e .`)
 # Record the card, date and numbers in benchmarks/RESULTS.md.

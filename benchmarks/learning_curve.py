@@ -12,6 +12,9 @@ plots validation pseudo Dice (EMA) and the LR per epoch for the three into ``lea
 final pseudo Dice, nnU-Net's validation Dice and the competition score (raw) of each::
 
     python benchmarks/learning_curve.py --quick           # CPU: 6 cases of 32x40x36, tiny network (minutes)
+    # plateau signals and weight EMA, two seeds each (number of LR cuts and final score per run):
+    python benchmarks/learning_curve.py --quick --settings val_loss val_loss_ema val_loss+ema val_loss_ema+ema \
+        --seeds 0 1
     python benchmarks/learning_curve.py --cases 40 --shape 128 128 128 --epochs 100 --iterations 250 --device cuda \
         --plans nnUNetPlans
 """
@@ -39,6 +42,9 @@ SEED_ORIGINAL = {
     "plateau_patience": 5,
     "plateau_factor": 0.3,
 }
+
+PLATEAU_SETTINGS = ("val_loss", "val_loss_ema")
+"""Plateau signals compared by ``--settings`` (TopoWarmup defaults otherwise; patience epochs // 10)."""
 
 CPU_LAUNCHER = (
     "import sys, torch; torch.set_num_threads(int(sys.argv[1])); "
@@ -116,6 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per CPU training (default: 1)")
     parser.add_argument("--quick", action="store_true", help="6 cases of 32x40x36, 8 epochs x 6 iterations")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["seed-original", "topowarmup", "nnunet"],
+        help="settings to run: seed-original, topowarmup, nnunet, or a plateau signal of TopoWarmup "
+        f"({', '.join(PLATEAU_SETTINGS)}) with '+ema' for weight EMA 0.999 (default: the first three)",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (the 'seed' key); each "
+                        "setting runs once per seed (default: unseeded, once)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.cases, args.shape, args.epochs, args.iterations, args.val_iterations = 6, [32, 40, 36], 8, 6, 1
@@ -142,11 +157,24 @@ def main(argv: list[str] | None = None) -> int:
         "num_val_iterations_per_epoch": args.val_iterations,
     }
     warmup = {"warmup_epochs": min(10, max(1, args.epochs // 5))}  # the default 10 scaled down for short budgets
-    settings = {
+    known = {
         "seed-original": ("nnUNetTrainerTopoWarmup", {**budget, **SEED_ORIGINAL}),
         "topowarmup": ("nnUNetTrainerTopoWarmup", {**budget, **warmup}),
         "nnunet": ("nnUNetTrainer_TopoBudget", budget),
     }
+    for metric in PLATEAU_SETTINGS:
+        signal = {**budget, **warmup, "plateau_metric": metric, "plateau_patience": max(1, args.epochs // 10)}
+        known[metric] = ("nnUNetTrainerTopoWarmup", signal)
+        known[f"{metric}+ema"] = ("nnUNetTrainerTopoWarmup", {**signal, "ema_decay": 0.999})
+    unknown = [s for s in args.settings if s not in known]
+    if unknown:
+        raise SystemExit(f"unknown --settings {unknown}; choose from {', '.join(known)}")
+    settings = {}
+    for label in args.settings:
+        for seed in args.seeds or [None]:
+            trainer, config = known[label]
+            name = label if seed is None else f"{label}@seed{seed}"
+            settings[name] = (trainer, config if seed is None else {**config, "seed": seed})
     import torch
 
     results = {}
@@ -181,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             "lrs": [float(v) for v in log["lrs"]],
             "train_losses": [float(v) for v in log["train_losses"]],
             "final_validation_dice": float(dice),
+            "lr_cuts": sum(b < a for a, b in zip(log["lrs"], log["lrs"][1:])),  # warmup only rises
             "competition_score_raw": _score(fold, pre),
         }
 
@@ -206,11 +235,14 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{args.cases} cases {'x'.join(map(str, args.shape))}, plans {args.plans}, {args.epochs} epochs x "
         f"{args.iterations} iterations (batch 2), device {args.device}"
     )
-    print(f"{'setting':15s} {'final EMA pseudo Dice':>22s} {'val Dice':>9s} {'score (raw)':>12s} {'time s':>8s}")
+    print(
+        f"{'setting':26s} {'final EMA pseudo Dice':>22s} {'val Dice':>9s} {'score (raw)':>12s} {'LR cuts':>8s} "
+        f"{'time s':>8s}"
+    )
     for label, r in results.items():
         print(
-            f"{label:15s} {r['ema_fg_dice'][-1]:22.4f} {r['final_validation_dice']:9.4f} "
-            f"{r['competition_score_raw']:12.4f} {r['seconds']:8.0f}"
+            f"{label:26s} {r['ema_fg_dice'][-1]:22.4f} {r['final_validation_dice']:9.4f} "
+            f"{r['competition_score_raw']:12.4f} {r['lr_cuts']:8d} {r['seconds']:8.0f}"
         )
     print(f"curves: {png}")
     return 0

@@ -184,6 +184,33 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         ]
 
 
+def ema_update_ms(args: argparse.Namespace, repeats: int = 20) -> float:
+    """Median time of one weight-EMA update (``WeightEMA.update``, what ``ema_decay > 0`` adds to every step) on
+    the same network, device and plans."""
+    import torch
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_topo.trainers.weight_ema import WeightEMA
+
+    cm = PlansManager(_plans(args.patch, args.network, args.batch)).get_configuration("3d_fullres")
+    net = get_network_from_plans(
+        cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import, 1, 2,
+        deep_supervision=True,
+    ).to(args.device)  # fmt: skip
+    ema = WeightEMA(net, 0.999)
+    times = []
+    for _ in range(repeats + 2):
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        ema.update(net)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times[2:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -223,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['memory_ratio']:7.2f} {r['target_ms']:18.1f}"
         )
     print("peak = memory above the resident model during one step (CUDA: allocated; CPU: RSS, coarse)")
+    ema_ms = ema_update_ms(args)
+    print(f"weight EMA (ema_decay > 0): +{ema_ms:.2f} ms per step ({ema_ms / base['step_ms']:.3f}x the base step)")
+    rows.append({"trainer": "weight EMA update", "step_ms": ema_ms, "time_ratio": ema_ms / base["step_ms"]})
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     return 0

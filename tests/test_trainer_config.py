@@ -82,7 +82,16 @@ def test_empty_yaml_and_unset_variable_give_defaults(tmp_path: Path, monkeypatch
         ("weight_decay: -1e-5\n", r"'weight_decay' = '-1e-5' is invalid: must be >= 0"),
         ("warmup_epochs: -1\n", r"'warmup_epochs' = -1 is invalid: must be >= 0"),
         ("optimizer: adam\n", r"'optimizer' = 'adam' is invalid: must be one of sgd, adamw"),
-        ("plateau_metric: dice\n", r"must be one of val_loss, ema_fg_dice"),
+        ("plateau_metric: dice\n", r"must be one of val_loss, val_loss_ema, ema_fg_dice"),
+        ("plateau_ema_smoothing: 1.0\n", r"'plateau_ema_smoothing' = 1.0 is invalid: must lie in \[0, 1\)"),
+        ("plateau_cooldown: -1\n", r"'plateau_cooldown' = -1 is invalid: must be >= 0"),
+        ("ema_decay: 1\n", r"'ema_decay' = 1 is invalid: must lie in \[0, 1\)"),
+        ("ema_decay: -0.5\n", r"must lie in \[0, 1\)"),
+        ("seed: -3\n", r"'seed' = -3 is invalid: must be >= 0"),
+        ("seed: 1.5\n", r"'seed' = 1.5 is invalid: must be an integer"),
+        ("final_score_workers: 0\n", r"'final_score_workers' = 0 is invalid: must be >= 1"),
+        ("allow_config_change: yes please\n", r"'allow_config_change' = 'yes please' is invalid: must be true or"),
+        ("num_epochs: 5\nnum_epochs: 7\n", r"key 'num_epochs' is given twice \(lines 1 and 2\); keep one"),
         ("plateau_factor: 0\n", r"'plateau_factor' = 0 is invalid: must lie in \(0, 1\)"),
         ("plateau_factor: 1\n", r"'plateau_factor' = 1 is invalid: must lie in \(0, 1\)"),
         ("plateau_factor: 1.5\n", r"must lie in \(0, 1\)"),
@@ -116,6 +125,103 @@ def test_bad_values_fail_with_key_value_and_valid_keys(
     assert str(path) in message
     assert "Valid keys: initial_lr, weight_decay, num_epochs" in message
     assert all(k in message for k in C.KEYS)
+
+
+def test_null_turns_optional_keys_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        C.CONFIG_ENV_VAR, str(_write(tmp_path, "seed: null\nfinal_score_workers: 2\nema_decay: 0.999\n"))
+    )
+    cfg = C.config_from_environment()[0]
+    assert (cfg["seed"], cfg["final_score_workers"], cfg["ema_decay"]) == (None, 2, 0.999)
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "initial_lr: null\n")))
+    with pytest.raises(C.TopoConfigError, match=r"'initial_lr' = None is invalid"):
+        C.config_from_environment()
+
+
+def test_empty_variable_is_an_error_not_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("", "  "):
+        monkeypatch.setenv(C.CONFIG_ENV_VAR, value)
+        with pytest.raises(C.TopoConfigError, match=r"nnUNet_topo_config is set but empty.*unset nnUNet_topo_config"):
+            C.config_from_environment()
+
+
+def test_epoch_variant_refuses_another_epoch_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cls = nnUNetTrainerTopoWarmup_250epochs
+    kwargs = {"variant_name": "nnUNetTrainerTopoWarmup_250epochs.topo_defaults", "fixed_keys": cls.topo_fixed_keys}
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "num_epochs: 1000\n")))
+    with pytest.raises(C.TopoConfigError) as info:
+        C.config_from_environment(cls.merged_topo_defaults(), **kwargs)
+    assert "'num_epochs' = 1000 contradicts the trainer: nnUNetTrainerTopoWarmup_250epochs has num_epochs = 250" in (
+        str(info.value)
+    )
+    assert "train nnUNetTrainerTopoWarmup with num_epochs: 1000" in str(info.value)
+    # repeating the promised value is fine, and so is a file without the key
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "num_epochs: 250\ninitial_lr: 0.001\n")))
+    assert C.config_from_environment(cls.merged_topo_defaults(), **kwargs)[0]["num_epochs"] == 250
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"plateau_min_lr": 0.01}, r"plateau_min_lr = 0.01 is not below initial_lr = 0.01, so the plateau"),
+        ({"plateau_min_lr": 0.1, "initial_lr": 0.05}, r"plateau_min_lr = 0.1 is not below initial_lr = 0.05"),
+        ({"warmup_epochs": 12, "num_epochs": 10}, r"warmup_epochs = 12 > num_epochs = 10: the LR would never reach"),
+    ],
+)
+def test_inconsistent_keys_are_errors(overrides: dict, match: str) -> None:
+    with pytest.raises(C.TopoConfigError, match=match):
+        C.check_consistency(C.resolve_config(overrides), "f.yaml")
+
+
+def test_settings_without_effect_are_warnings() -> None:
+    cfg = C.resolve_config(
+        {"warmup_epochs": 5, "num_epochs": 5, "loss_weights": {"ce": 1, "dice": 1}, "focal_alpha": 0.3}
+    )
+    warnings = C.check_consistency(cfg, "f.yaml")
+    assert warnings[0] == (
+        "warmup_epochs = num_epochs = 5: training ends with the warmup, the plateau scheduler never acts"
+    )
+    assert warnings[1].startswith("focal_alpha = 0.3 has no effect: the 'focal' term has weight 0")
+    assert len(warnings) == 2
+    assert C.check_consistency(C.resolve_config(), "f.yaml") == []
+
+
+SAVED = C.resolve_config({"loss_weights": {"ce": 1, "cldice": 1}, "num_epochs": 300, "initial_lr": 1e-3,
+                          "warmup_epochs": 0})  # fmt: skip
+
+
+def test_resume_without_a_file_continues_the_saved_configuration() -> None:
+    cfg, changes, notes, warnings = C.resume_config(SAVED, None, None)
+    assert cfg == SAVED and changes == {} and notes == [] and warnings == []
+
+
+def test_resume_compares_only_the_keys_the_file_sets() -> None:
+    # a default that differs from the saved value (initial_lr) is no change when the file does not set it
+    cfg, changes, notes, _ = C.resume_config(SAVED, {"num_epochs": 500, "warmup_epochs": 0}, "f.yaml")
+    assert changes == {"num_epochs": (300, 500)}
+    assert notes == ["num_epochs raised 300 -> 500 (training continues to the new end)"]
+    assert cfg["initial_lr"] == 1e-3 and cfg["loss_weights"] == {"ce": 1.0, "cldice": 1.0} and cfg["num_epochs"] == 500
+
+
+def test_resume_refuses_changes_and_lists_each() -> None:
+    file = {"num_epochs": 1000, "initial_lr": 0.01, "warmup_epochs": 10, "loss_weights": {"ce": 1, "cldice": 1}}
+    with pytest.raises(C.TopoConfigError) as info:
+        C.resume_config(SAVED, file, "job.yaml")
+    message = str(info.value)
+    assert message.startswith("job.yaml: --c would change the configuration this run was trained with: ")
+    assert "initial_lr: 0.001 -> 0.01; warmup_epochs: 0 -> 10." in message
+    assert "loss_weights:" not in message and "num_epochs:" not in message  # unchanged / allowed
+    assert "allow_config_change: true" in message
+    # lowering num_epochs is a change like any other
+    with pytest.raises(C.TopoConfigError, match=r"num_epochs: 300 -> 200"):
+        C.resume_config(SAVED, {"num_epochs": 200}, "job.yaml")
+
+
+def test_resume_with_permission_warns() -> None:
+    cfg, changes, _, warnings = C.resume_config(SAVED, {"initial_lr": 0.002, "allow_config_change": True}, "job.yaml")
+    assert cfg["initial_lr"] == 0.002 and changes == {"initial_lr": (1e-3, 0.002)}
+    assert warnings == ["configuration changed on resume (allow_config_change: true): initial_lr: 0.001 -> 0.002"]
+    assert "allow_config_change" not in cfg
 
 
 @pytest.mark.parametrize(

@@ -27,11 +27,14 @@ def make_trainer(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     trainer_cls: type,
-    config: dict | None = None,
+    config: dict | Path | None = None,
     fold: int = 0,
+    resume: bool = False,
+    initialize: bool = True,
 ):
     """An initialized trainer on the CPU with the tiny plans; ``config`` is written to a YAML file and passed with
-    ``nnUNet_topo_config``. Results go to ``tmp_path/results``."""
+    ``nnUNet_topo_config`` (a ``Path`` is passed as it is, existing or not). Results go to ``tmp_path/results``.
+    ``resume`` builds it as ``nnUNetv2_train --c`` does (``plans["continue_training"] = True``)."""
     results = tmp_path / "results"
     preprocessed = tmp_path / "preprocessed"
     data_folder = preprocessed / TINY_PLANS["dataset_name"] / TINY_CONFIGURATION["data_identifier"]
@@ -43,18 +46,61 @@ def make_trainer(
     monkeypatch.setenv("nnUNet_compile", "false")
     if config is None:
         monkeypatch.delenv("nnUNet_topo_config", raising=False)
+    elif isinstance(config, Path):
+        monkeypatch.setenv("nnUNet_topo_config", str(config))
     else:
         cfg_file = tmp_path / f"config_{len(list(tmp_path.glob('config_*.yaml')))}.yaml"
         cfg_file.write_text(yaml.safe_dump(config))
         monkeypatch.setenv("nnUNet_topo_config", str(cfg_file))
     plans = copy.deepcopy(TINY_PLANS)
-    plans["continue_training"] = False
+    plans["continue_training"] = resume
     trainer = trainer_cls(plans, "3d_fullres", fold, copy.deepcopy(DATASET_JSON), torch.device("cpu"))
-    trainer.initialize()
+    if initialize:
+        trainer.initialize()
     return trainer
 
 
-def synthetic_batch(seed: int = 0, batch: int = 2, data_scale: float = 1.0) -> dict:
+def fold_dir(tmp_path: Path, trainer_name: str = "nnUNetTrainerTopoWarmup", fold: int = 0) -> Path:
+    """The output folder of ``make_trainer(tmp_path, ...)``."""
+    return (
+        tmp_path
+        / "results"
+        / TINY_PLANS["dataset_name"]
+        / f"{trainer_name}__nnUNetPlans_tiny__3d_fullres"
+        / (f"fold_{fold}")
+    )
+
+
+def log_text(folder: Path) -> str:
+    return "".join(p.read_text() for p in sorted(folder.glob("training_log_*.txt")))
+
+
+def with_synthetic_data(
+    trainer_cls: type, val_batches: tuple[tuple[int, float], ...] = ((100, 0.5),), noise: float = 0.5
+) -> type:
+    """``trainer_cls`` whose data loaders yield :func:`synthetic_batch` (training: a new seed per batch with Gaussian
+    ``noise`` on a signal of 2; validation: the fixed ``(seed, noise)`` batches in turn), so nnU-Net's own
+    ``run_training`` loop runs without a preprocessed dataset. For loss weights without extra target channels
+    (e.g. ce, dice)."""
+
+    def get_dataloaders(self):
+        import itertools
+
+        train = (synthetic_batch(seed, noise=noise) for seed in itertools.count())
+        val = (synthetic_batch(seed, noise=n) for seed, n in itertools.cycle(val_batches))
+        return train, val
+
+    return type(trainer_cls.__name__, (trainer_cls,), {"get_dataloaders": get_dataloaders, "__module__": __name__})
+
+
+def prepare_loop(tmp_path: Path) -> None:
+    """Files nnU-Net's ``on_train_start`` copies into the results folder."""
+    base = tmp_path / "preprocessed" / TINY_PLANS["dataset_name"]
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "dataset_fingerprint.json").write_text("{}")
+
+
+def synthetic_batch(seed: int = 0, batch: int = 2, data_scale: float = 1.0, noise: float = 0.5) -> dict:
     """A batch like nnU-Net's data loader returns for the tiny plans: ``data`` (B, 1, 16, 16, 16) and the
     deep-supervision ``target`` list [(B, 1, 16³), (B, 1, 8³)] with labels 0/1/2 (a sheet plus an ignore slab)."""
     g = torch.Generator().manual_seed(seed)
@@ -63,7 +109,7 @@ def synthetic_batch(seed: int = 0, batch: int = 2, data_scale: float = 1.0) -> d
         z = 4 + int(torch.randint(0, 8, (1,), generator=g))
         labels[b, 0, z : z + 2] = 1
         labels[b, 0, :, :, -2:] = 2
-    data = (labels == 1).float() * 2.0 + 0.5 * torch.randn(labels.shape, generator=g)
+    data = (labels == 1).float() * 2.0 + noise * torch.randn(labels.shape, generator=g)
     data = data * data_scale
     low = labels[:, :, ::2, ::2, ::2].clone()
     return {"data": data, "target": [labels, low], "keys": [f"case{i}" for i in range(batch)]}

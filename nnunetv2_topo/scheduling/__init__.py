@@ -39,6 +39,7 @@ class WarmupPlateauScheduler:
         patience: epochs without improvement tolerated before reducing.
         min_lr: lower bound of the LR.
         threshold: relative improvement needed to count as better (torch's default, ``threshold_mode="rel"``).
+        cooldown: epochs after a reduction during which bad epochs are not counted.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class WarmupPlateauScheduler:
         patience: int = 8,
         min_lr: float = 1e-6,
         threshold: float = 1e-4,
+        cooldown: int = 0,
     ) -> None:
         if base_lr <= 0:
             raise ValueError(f"base_lr must be > 0, got {base_lr}")
@@ -64,7 +66,13 @@ class WarmupPlateauScheduler:
         self.base_lr = float(base_lr)
         self.warmup_epochs = int(warmup_epochs)
         self.plateau = ReduceLROnPlateau(
-            optimizer, mode=mode, factor=factor, patience=patience, min_lr=min_lr, threshold=threshold
+            optimizer,
+            mode=mode,
+            factor=factor,
+            patience=patience,
+            min_lr=min_lr,
+            threshold=threshold,
+            cooldown=cooldown,
         )
         self.last_started_epoch: int | None = None
         self.num_plateau_steps = 0

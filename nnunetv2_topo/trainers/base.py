@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,10 +25,9 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 from torch import distributed as dist
-from torch._dynamo import OptimizedModule
 
 from nnunetv2_topo.scheduling import WarmupPlateauScheduler
-from nnunetv2_topo.trainers.config import LOSS_PARAM_KEYS, config_from_environment, format_config, save_config
+from nnunetv2_topo.trainers.config import KEYS, LOSS_PARAM_KEYS, PLATEAU_MODES, format_config, save_config, to_jsonable
 from nnunetv2_topo.trainers.diagnostics import (
     PROGRESS_PNG,
     TOPO_LOG_KEYS,
@@ -35,6 +35,8 @@ from nnunetv2_topo.trainers.diagnostics import (
     plot_progress_topo,
     write_progress_json,
 )
+from nnunetv2_topo.trainers.run_config import fold_folder, run_config
+from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
 
 __all__ = ["TOPO_TARGET_ORDER", "TopoLossCall", "nnUNetTrainerTopoWarmup"]
 
@@ -42,6 +44,9 @@ TOPO_TARGET_ORDER = ("skeleton", "band")
 """Order of the extra target channels appended by ``TopoTargetsTransform``."""
 
 CONFIG_FILE = "topo_config.json"
+
+PLATEAU_LOG_KEYS = {"val_loss": "val_losses", "val_loss_ema": "val_loss_ema", "ema_fg_dice": "ema_fg_dice"}
+"""The logger key each ``plateau_metric`` reads (one value per epoch, identical on every DDP rank)."""
 
 
 class TopoLossCall(nn.Module):
@@ -77,6 +82,10 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     topo_defaults: ClassVar[dict[str, Any]] = {}
     """Hyperparameters of this variant (merged along the class hierarchy; the YAML config overrides them)."""
 
+    topo_fixed_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys of ``topo_defaults`` the variant's name promises (``num_epochs`` of ``_250epochs``): a config file may
+    repeat their value but not change it."""
+
     def __init__(
         self,
         plans: dict,
@@ -86,11 +95,18 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's signature)
     ) -> None:
         # configuration first: a bad file fails before nnU-Net creates output folders and log files
-        topo_config, topo_config_path = config_from_environment(
-            self.merged_topo_defaults(), variant_name=f"{type(self).__name__}.topo_defaults"
+        name = type(self).__name__
+        run = run_config(
+            fold_folder(plans, configuration, fold, name),
+            resume=bool(plans.get("continue_training")),
+            variant_defaults=self.merged_topo_defaults(),
+            variant_name=f"{name}.topo_defaults",
+            fixed_keys=self.topo_fixed_keys,
         )
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.topo_config, self.topo_config_path = topo_config, topo_config_path
+        self.topo_config, self.topo_config_path = run.config, run.source
+        self.config_history = run.history
+        self._deferred_config_error = run.deferred_error
         cfg = self.topo_config
         self.initial_lr = cfg["initial_lr"]
         self.weight_decay = cfg["weight_decay"]
@@ -111,6 +127,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
 
         self.consecutive_skips = 0
         self.total_skipped_steps = 0
+        self.weight_ema: WeightEMA | None = None  # -> initialize
+        self._ema_context: Any = None
         self._epoch_grad_norms: list[float] = []
         self._epoch_skipped = 0
         self._train_terms: list[dict[str, float]] = []
@@ -118,11 +136,17 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         self._register_log_keys()
 
         origin = f"from {self.topo_config_path}" if self.topo_config_path else "set nnUNet_topo_config to override"
+        if run.notes and not self.topo_config_path:
+            origin = "the saved configuration"
         self.print_to_log_file(
-            f"{type(self).__name__} configuration ({origin}):\n" + format_config(cfg),
+            f"{name} configuration ({origin}):\n" + format_config(cfg),
             also_print_to_console=True,
             add_timestamp=False,
         )
+        for note in run.notes:
+            self.print_to_log_file(f"Configuration: {note}", also_print_to_console=True)
+        for warning in run.warnings:
+            self.print_to_log_file(f"WARNING (configuration): {warning}", also_print_to_console=True)
 
     # ------------------------------------------------------------------ configuration
     @classmethod
@@ -135,7 +159,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
 
     def _log_keys(self) -> list[str]:
         keys = [f"{split}_loss_{t}" for t in self.active_terms for split in ("train", "val")]
-        return keys + list(TOPO_LOG_KEYS)
+        return keys + list(TOPO_LOG_KEYS) + ["val_loss_ema"]
 
     def _register_log_keys(self) -> None:
         """Add this trainer's keys to nnU-Net's local logger (padding with NaN up to the current epoch, so a resumed
@@ -159,10 +183,11 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             optimizer,
             base_lr=self.initial_lr,
             warmup_epochs=cfg["warmup_epochs"],
-            mode="min" if cfg["plateau_metric"] == "val_loss" else "max",
+            mode=PLATEAU_MODES[cfg["plateau_metric"]],
             factor=cfg["plateau_factor"],
             patience=cfg["plateau_patience"],
             min_lr=cfg["plateau_min_lr"],
+            cooldown=cfg["plateau_cooldown"],
         )
         return optimizer, scheduler
 
@@ -196,8 +221,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         signature = inspect.signature(TopologyLoss)
         for key in LOSS_PARAM_KEYS:
             if self.topo_config[key] is None and key in signature.parameters:
-                default = signature.parameters[key].default
-                self.topo_config[key] = list(default) if isinstance(default, tuple) else default
+                # in the form the configuration parser gives (a resumed run compares with it)
+                self.topo_config[key] = KEYS[key].validate(signature.parameters[key].default)
         return TopoLossCall(loss)
 
     # ------------------------------------------------------------------ data: extra target channels
@@ -324,6 +349,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             stepped = self._update_allowed(loss_value, grad_norm)
             if stepped:
                 self.optimizer.step()
+        if stepped and self.weight_ema is not None:
+            self.weight_ema.update(unwrap_network(self.network))
         self._train_terms.append(self.loss.last_terms)  # read after the update: no extra sync before backward
         self._after_step(loss_value, grad_norm, stepped)
         return {"loss": np.array(loss_value if stepped else math.nan)}
@@ -388,6 +415,9 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._val_terms = []
+        if self.weight_ema is not None:  # validate the averaged weights (restored in on_validation_epoch_end)
+            self._ema_context = self.weight_ema.applied_to(unwrap_network(self.network))
+            self._ema_context.__enter__()
 
     def validation_step(self, batch: dict) -> dict:
         out = super().validation_step(self._split_topo_targets(batch))
@@ -396,11 +426,14 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         return out
 
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
+        if self._ema_context is not None:
+            self._ema_context.__exit__(None, None, None)
+            self._ema_context = None
         super().on_validation_epoch_end(val_outputs)  # logs all-gathered val_losses, mean/ema fg Dice
         for term, value in self._reduce_term_means(self._val_terms).items():
             self.logger.log(f"val_loss_{term}", value, self.current_epoch)
-        metric_key = "val_losses" if self.topo_config["plateau_metric"] == "val_loss" else "ema_fg_dice"
-        metric = float(self.logger.get_value(metric_key, step=-1))  # identical on every rank
+        self.logger.log("val_loss_ema", self._val_loss_ema(), self.current_epoch)
+        metric = float(self.logger.get_value(PLATEAU_LOG_KEYS[self.topo_config["plateau_metric"]], step=-1))
         lr_before = self.optimizer.param_groups[0]["lr"]
         if self.lr_scheduler.step_metric(self.current_epoch, metric):
             self.print_to_log_file(
@@ -409,8 +442,28 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
                 f"{self.optimizer.param_groups[0]['lr']:.4g} from the next epoch"
             )
 
+    def _val_loss_ema(self) -> float:
+        """EMA of the per-epoch validation loss (``plateau_ema_smoothing``); starts at the first finite value and
+        is identical on every rank (``val_losses`` is all-gathered). Resumes from the logged values."""
+        s = self.topo_config["plateau_ema_smoothing"]
+        value = float(self.logger.get_value("val_losses", step=-1))
+        previous = self.logger.get_value("val_loss_ema", step=None)[: self.current_epoch]
+        last = float(previous[-1]) if previous else math.nan
+        if not math.isfinite(last):
+            return value
+        return s * last + (1 - s) * value if math.isfinite(value) else last
+
+    def _pad_topo_log(self) -> None:
+        """One value per epoch for every key of this trainer, also for a term dropped on resume (nnU-Net plots
+        progress.png up to its shortest list: a list that stopped growing would freeze it)."""
+        store = self.logger.local_logger.my_fantastic_logging
+        for key, values in store.items():
+            if key.startswith(("train_loss_", "val_loss_")) or key in TOPO_LOG_KEYS:
+                values.extend([math.nan] * (self.current_epoch + 1 - len(values)))
+
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch
+        self._pad_topo_log()
 
         def fmt(prefix: str) -> str:
             return ", ".join(f"{t} {self.logger.get_value(f'{prefix}_loss_{t}', epoch):.4f}" for t in self.active_terms)
@@ -442,14 +495,47 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         except Exception as exc:  # a plotting problem must not end a long training
             self.print_to_log_file(f"WARNING: could not write {PROGRESS_PNG}: {type(exc).__name__}: {exc}")
 
+    def _seed(self, offset: int = 0) -> None:
+        """Seed python, numpy and torch with ``seed + offset`` (no-op when ``seed`` is null)."""
+        if self.topo_config["seed"] is None:
+            return
+        import random
+
+        seed = int(self.topo_config["seed"]) + offset
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def initialize(self) -> None:
+        self._seed()  # weight initialisation (DDP then broadcasts rank 0's weights)
+        super().initialize()
+        decay = self.topo_config["ema_decay"]
+        self.weight_ema = WeightEMA(unwrap_network(self.network), decay) if decay > 0 else None
+
     def on_train_start(self) -> None:
+        if self._deferred_config_error is not None:
+            raise self._deferred_config_error
+        if not self.was_initialized:
+            self.initialize()
+        # patch sampling and augmentation (nnU-Net's data loader draws from numpy's global generator): a resumed
+        # run does not replay epoch 0's batches, and DDP ranks draw different patches
+        self._seed(1 + self.current_epoch + 100_003 * self.local_rank)
         super().on_train_start()
         if self.local_rank == 0:
-            save_config(
-                self.topo_config,
-                Path(self.output_folder) / CONFIG_FILE,
-                extra={"trainer": type(self).__name__, "config_file": self.topo_config_path},
-            )
+            self.save_topo_config()
+
+    def save_topo_config(self) -> None:
+        """``topo_config.json``: the configuration in use and every configuration the run used (``history``, each
+        with the epoch it took effect)."""
+        save_config(
+            self.topo_config,
+            Path(self.output_folder) / CONFIG_FILE,
+            extra={
+                "trainer": type(self).__name__,
+                "config_file": self.topo_config_path,
+                "history": [{**h, "config": to_jsonable(h["config"])} for h in self.config_history],
+            },
+        )
 
     # ------------------------------------------------------------------ final validation
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
@@ -457,16 +543,35 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         post-processed predictions into ``validation/summary_topo.json`` (rank 0)."""
         if self.local_rank == 0:
             self.copy_gt_spacing_sidecars()
-        super().perform_actual_validation(save_probabilities)
+        if self.weight_ema is not None:
+            self.print_to_log_file(
+                f"Validating the EMA weights (ema_decay {self.weight_ema.decay}, {self.weight_ema.num_updates} updates)"
+            )
+            with self.weight_ema.applied_to(unwrap_network(self.network)):
+                super().perform_actual_validation(save_probabilities)
+        else:
+            super().perform_actual_validation(save_probabilities)
         if self.local_rank != 0:
             return
         try:
             self.score_validation_topo()
         except Exception as exc:  # the Dice validation above stands; say clearly why the extra score is missing
-            self.print_to_log_file(
-                f"WARNING: competition-metric scoring of the validation failed: {type(exc).__name__}: {exc}",
-                also_print_to_console=True,
-            )
+            self.report_scoring_failure(exc)
+
+    def report_scoring_failure(self, exc: BaseException) -> str:
+        """Log why ``summary_topo.json`` is missing and the command that scores the folder afterwards."""
+        val_dir = Path(self.output_folder) / "validation"
+        gt_dir = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
+        cause = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (BrokenProcessPool, MemoryError)) or "worker died" in str(exc):
+            cause += " (most likely out of memory: lower final_score_workers in nnUNet_topo_config)"
+        message = (
+            f"WARNING: competition-metric scoring of the validation failed, so {val_dir / 'summary_topo.json'} is "
+            f"missing: {cause}. The predictions are kept; score them afterwards with:\n  nnunetv2_topo evaluate "
+            f"--pred {val_dir} --gt {gt_dir} --only-predicted --json {val_dir / 'summary_topo_raw.json'}"
+        )
+        self.print_to_log_file(message, also_print_to_console=True)
+        return message
 
     def copy_gt_spacing_sidecars(self) -> int:
         """Give nnU-Net's ``gt_segmentations/`` copy the Tiff3DIO spacing sidecars of the raw labels.
@@ -495,12 +600,28 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
                 copied += 1
         return copied
 
+    def final_score_workers(self, num_cases: int, largest_voxels: int) -> int:
+        """Betti-matching workers for the final scoring: the CLI's rule (cores, and free memory for one tile of
+        the largest volume each: ``metrics.engine.auto_workers``), at most ``final_score_workers``; 0 (serial,
+        in this process) for a single case."""
+        from nnunetv2_topo.metrics.engine import auto_workers
+
+        if num_cases <= 1:
+            return 0
+        tile_voxels = math.ceil(largest_voxels / 8)  # the metric cuts every axis in two
+        workers = auto_workers(8 * num_cases, tile_voxels)
+        if self.topo_config["final_score_workers"] is not None:
+            workers = min(workers, int(self.topo_config["final_score_workers"]))
+        self.print_to_log_file(
+            f"Competition scoring of {num_cases} cases with {workers} Betti-matching workers (cores, free memory "
+            f"for tiles of {tile_voxels} voxels, final_score_workers={self.topo_config['final_score_workers']})"
+        )
+        return workers
+
     def score_validation_topo(self) -> dict[str, Any]:
         """Score ``validation/`` with the leaderboard metric, raw and post-processed; write summary_topo.json."""
         import json
         from dataclasses import asdict
-
-        from nnunetv2.configuration import default_num_processes
 
         from nnunetv2_topo.io import case_id, is_volume_file, read_volume, write_tiff
         from nnunetv2_topo.metrics import evaluate_folders
@@ -514,9 +635,12 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         pp_config = PostprocessConfig()
         pp_dir = val_dir / "postprocessed"
         pp_dir.mkdir(exist_ok=True)
+        largest = 0
         for pred in preds:
-            write_tiff(pp_dir / f"{case_id(pred)}.tif", postprocess_volume(read_volume(pred), pp_config))
-        num_processes = default_num_processes if len(preds) > 1 else 0
+            volume = read_volume(pred)
+            largest = max(largest, volume.size)
+            write_tiff(pp_dir / f"{case_id(pred)}.tif", postprocess_volume(volume, pp_config))
+        num_processes = self.final_score_workers(len(preds), largest)
         # gt_segmentations holds every training case: score only this fold's predictions
         raw = evaluate_folders(val_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
         post = evaluate_folders(pp_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
@@ -540,6 +664,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         return {
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "config": dict(self.topo_config),
+            "config_history": list(self.config_history),
+            "weight_ema": self.weight_ema.state_dict() if self.weight_ema is not None else None,
             "consecutive_skips": self.consecutive_skips,
             "total_skipped_steps": self.total_skipped_steps,
         }
@@ -551,11 +677,13 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         if self.disable_checkpointing:
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
-        mod = self.network.module if self.is_ddp else self.network
-        if isinstance(mod, OptimizedModule):
-            mod = mod._orig_mod
+        mod = unwrap_network(self.network)
+        extra: dict[str, Any] = {}
+        weights = mod.state_dict()
+        if self.weight_ema is not None:  # nnUNetv2_predict loads network_weights: the averaged weights
+            extra["raw_network_weights"], weights = weights, self.weight_ema.weights()
         checkpoint = {
-            "network_weights": mod.state_dict(),
+            "network_weights": weights,
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
             "logging": self.logger.get_checkpoint(),
@@ -565,10 +693,25 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             "trainer_name": self.__class__.__name__,
             "inference_allowed_mirroring_axes": self.inference_allowed_mirroring_axes,
             "topo_state": self._topo_state(),
+            **extra,
         }
         tmp = f"{filename}.tmp"
         torch.save(checkpoint, tmp)
         os.replace(tmp, filename)
+
+    def _load_weight_ema(self, checkpoint: dict, state: dict) -> None:
+        """nnU-Net loaded ``network_weights`` (the averaged ones when EMA was on): put the raw weights back into the
+        network and restore the average."""
+        raw = checkpoint.get("raw_network_weights")
+        if raw is not None:
+            unwrap_network(self.network).load_state_dict(raw)
+        if self.weight_ema is None:
+            return
+        if state.get("weight_ema") is not None:
+            self.weight_ema.load_state_dict(state["weight_ema"])
+        else:
+            self.weight_ema = WeightEMA(unwrap_network(self.network), self.weight_ema.decay)
+            self.print_to_log_file("ema_decay is on but the checkpoint has no EMA state: the average starts here")
 
     def load_checkpoint(self, filename_or_checkpoint: str | dict) -> None:
         """nnU-Net's loading, then the scheduler/warmup state (``--c`` continues the same LR trajectory)."""
@@ -586,4 +729,5 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
             self.consecutive_skips = int(state.get("consecutive_skips", 0))
             self.total_skipped_steps = int(state.get("total_skipped_steps", 0))
+        self._load_weight_ema(checkpoint, state or {})
         self._register_log_keys()

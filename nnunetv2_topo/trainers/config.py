@@ -12,21 +12,31 @@ import difflib
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 __all__ = [
     "CONFIG_ENV_VAR",
     "KEYS",
     "SEED_LOSS_WEIGHTS",
+    "DIRECTIVE_KEYS",
+    "PLATEAU_METRICS",
+    "PLATEAU_MODES",
     "TopoConfigError",
+    "check_consistency",
     "config_from_environment",
+    "config_path_from_environment",
     "format_config",
     "load_yaml_config",
     "resolve_config",
+    "resume_config",
     "save_config",
+    "split_directives",
+    "to_jsonable",
 ]
 
 CONFIG_ENV_VAR = "nnUNet_topo_config"
@@ -39,6 +49,29 @@ SEED_LOSS_WEIGHTS: dict[str, float] = {
     "connectivity": 0.05,
 }
 """The seed's five terms with its original weights."""
+
+
+PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice")
+"""Signals the plateau scheduler can follow (see the ``plateau_metric`` key)."""
+
+PLATEAU_MODES: dict[str, str] = {"val_loss": "min", "val_loss_ema": "min", "ema_fg_dice": "max"}
+
+NULLABLE_KEYS: frozenset[str] = frozenset({"seed", "final_score_workers"})
+"""Keys whose ``null`` means "off" (besides the loss term parameters, whose ``null`` means the loss API default)."""
+
+DIRECTIVE_KEYS: dict[str, str] = {
+    "allow_config_change": "true: a resumed run (--c) may change keys of its saved configuration (logged as a warning)",
+}
+"""Keys of a config file that steer how it is applied; they are not hyperparameters and are not saved."""
+
+TERM_PARAMETERS: dict[str, str] = {
+    "focal_alpha": "focal",
+    "focal_gamma": "focal",
+    "cldice_iterations": "cldice",
+    "skeleton_tube": "skeleton_recall",
+    "boundary_band": "boundary",
+}
+"""The loss term each term parameter belongs to."""
 
 
 class TopoConfigError(ValueError):
@@ -98,6 +131,11 @@ def _open_unit(v: float) -> None:
 def _closed_unit(v: float) -> None:
     if not 0.0 <= v <= 1.0:
         raise ValueError("must lie in [0, 1]")
+
+
+def _half_open_unit(v: float) -> None:
+    if not 0.0 <= v < 1.0:
+        raise ValueError("must lie in [0, 1)")
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
@@ -176,12 +214,22 @@ KEYS: dict[str, Key] = {
         "int >= 0", 10, "linear warmup lr = initial_lr*(epoch+1)/warmup_epochs; 0 = none", _integer, _non_negative
     ),
     "plateau_metric": Key(
-        "val_loss | ema_fg_dice",
+        " | ".join(PLATEAU_METRICS),
         "val_loss",
-        "metric of ReduceLROnPlateau (val_loss: mode min; ema_fg_dice: mode max)",
-        _choice("val_loss", "ema_fg_dice"),
+        "metric of ReduceLROnPlateau (val_loss, val_loss_ema: mode min; ema_fg_dice: mode max)",
+        _choice(*PLATEAU_METRICS),
+    ),
+    "plateau_ema_smoothing": Key(
+        "float in [0, 1)",
+        0.9,
+        "val_loss_ema = s * previous + (1 - s) * val_loss of the epoch (0 = no smoothing)",
+        _number,
+        _half_open_unit,
     ),
     "plateau_patience": Key("int >= 0", 8, "epochs without improvement before a reduction", _integer, _non_negative),
+    "plateau_cooldown": Key(
+        "int >= 0", 0, "epochs after a reduction before bad epochs count again", _integer, _non_negative
+    ),
     "plateau_factor": Key("float in (0, 1)", 0.5, "LR multiplier on a plateau", _number, _open_unit),
     "plateau_min_lr": Key("float >= 0", 1e-6, "lower bound of the LR", _number, _non_negative),
     "grad_clip_norm": Key(
@@ -192,6 +240,28 @@ KEYS: dict[str, Key] = {
     ),
     "max_consecutive_skips": Key(
         "int >= 1", 20, "stop with an error after this many consecutive non-finite steps", _integer, _at_least_one
+    ),
+    "ema_decay": Key(
+        "float in [0, 1)",
+        0.0,
+        "EMA of the weights, updated every step (e.g. 0.999); validated and saved as network_weights; 0 = off",
+        _number,
+        _half_open_unit,
+    ),
+    "seed": Key(
+        "int >= 0 | null",
+        None,
+        "seeds torch, numpy and random (weight init, patch sampling, augmentation without DA workers); null = unseeded",
+        _integer,
+        _non_negative,
+    ),
+    "final_score_workers": Key(
+        "int >= 1 | null",
+        None,
+        "at most this many Betti-matching workers for the final competition scoring (also capped by cores and "
+        "free memory); null = the cap alone",
+        _integer,
+        _at_least_one,
     ),
     "loss_weights": Key(
         "mapping term -> float >= 0",
@@ -214,7 +284,7 @@ KEYS: dict[str, Key] = {
     ),
 }
 
-LOSS_PARAM_KEYS: tuple[str, ...] = ("focal_alpha", "focal_gamma", "cldice_iterations", "skeleton_tube", "boundary_band")
+LOSS_PARAM_KEYS: tuple[str, ...] = tuple(TERM_PARAMETERS)
 """Keys passed through to ``TopologyLoss`` (under the same names)."""
 
 
@@ -226,43 +296,73 @@ def _fail(source: str, message: str) -> TopoConfigError:
     return TopoConfigError(f"{source}: {message}. {_valid_keys_text()}.")
 
 
+def _validated(name: Any, value: Any, source: str) -> Any:
+    """The parsed value of one key (raises :class:`TopoConfigError` naming ``source``, the key and the value)."""
+    if name not in KEYS:
+        close = difflib.get_close_matches(str(name), list(KEYS) + list(DIRECTIVE_KEYS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _fail(source, f"unknown key {name!r}{hint}")
+    if value is None and (KEYS[name].default is LOSS_DEFAULT or name in NULLABLE_KEYS):
+        return None
+    try:
+        return KEYS[name].validate(value)
+    except ValueError as exc:
+        raise _fail(source, f"key {name!r} = {value!r} is invalid: {exc} (expected {KEYS[name].type_name})") from None
+
+
 def resolve_config(
     overrides: Mapping[str, Any] | None = None,
     variant_defaults: Mapping[str, Any] | None = None,
     source: str = "config",
     variant_name: str = "trainer variant",
+    fixed_keys: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Merge the defaults of :data:`KEYS`, then ``variant_defaults``, then ``overrides`` (the YAML); validate.
 
-    Returns the effective configuration. Raises :class:`TopoConfigError` naming the source, the key and the value.
+    ``fixed_keys``: keys the variant's name promises (``num_epochs`` of ``_250epochs``); ``overrides`` may repeat
+    their value but not change it. Returns the effective configuration. Raises :class:`TopoConfigError` naming the
+    source, the key and the value.
     """
     effective: dict[str, Any] = {name: key.default for name, key in KEYS.items()}
     for layer_source, layer in ((variant_name, variant_defaults or {}), (source, overrides or {})):
         if not isinstance(layer, Mapping):
             raise _fail(layer_source, f"the top level must be a mapping of key: value, got {type(layer).__name__}")
         for name, value in layer.items():
-            if name not in KEYS:
-                close = difflib.get_close_matches(str(name), list(KEYS), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise _fail(layer_source, f"unknown key {name!r}{hint}")
-            if value is None and KEYS[name].default is LOSS_DEFAULT:
-                effective[name] = None
-                continue
-            try:
-                effective[name] = KEYS[name].validate(value)
-            except ValueError as exc:
-                raise _fail(
-                    layer_source,
-                    f"key {name!r} = {value!r} is invalid: {exc} (expected {KEYS[name].type_name})",
-                ) from None
+            effective[name] = _validated(name, value, layer_source)
+    for name in fixed_keys:
+        promised = _validated(name, (variant_defaults or {})[name], variant_name)
+        if name in (overrides or {}) and effective[name] != promised:
+            trainer = variant_name.split(".")[0]
+            raise _fail(
+                source,
+                f"key {name!r} = {effective[name]!r} contradicts the trainer: {trainer} has {name} = {promised} in "
+                f"its name. Remove {name} from the file, or train nnUNetTrainerTopoWarmup with {name}: "
+                f"{effective[name]} (its output folder then does not claim {promised})",
+            )
     effective["loss_weights"] = dict(effective["loss_weights"])
     return effective
 
 
-def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML config file (an empty file is an empty mapping)."""
-    import yaml
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last one)."""
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config file (an empty file is an empty mapping; a key given twice is an error)."""
     p = Path(path)
     if not p.is_file():
         raise TopoConfigError(
@@ -270,7 +370,7 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
             f"{_valid_keys_text()}."
         )
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         raise TopoConfigError(f"{p}: not valid YAML ({exc}). {_valid_keys_text()}.") from None
     if data is None:
@@ -280,39 +380,153 @@ def load_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     return dict(data)
 
 
+def config_path_from_environment() -> str | None:
+    """The file named by ``nnUNet_topo_config``; ``None`` when unset. Set but empty is an error (a job script
+    that meant to name a file but expanded an empty variable)."""
+    value = os.environ.get(CONFIG_ENV_VAR)
+    if value is None:
+        return None
+    if not value.strip():
+        raise TopoConfigError(
+            f"{CONFIG_ENV_VAR} is set but empty. Name a YAML file (export {CONFIG_ENV_VAR}=/path/config.yaml) or "
+            f"unset it (unset {CONFIG_ENV_VAR}) to use the trainer's defaults."
+        )
+    return value
+
+
+def split_directives(data: Mapping[str, Any], source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(hyperparameters, directives)`` of a config file's mapping; directives are validated here."""
+    params = {k: v for k, v in data.items() if k not in DIRECTIVE_KEYS}
+    directives = {k: v for k, v in data.items() if k in DIRECTIVE_KEYS}
+    for name, value in directives.items():
+        if not isinstance(value, bool):
+            raise _fail(source, f"key {name!r} = {value!r} is invalid: must be true or false")
+    return params, directives
+
+
 def config_from_environment(
-    variant_defaults: Mapping[str, Any] | None = None, variant_name: str = "trainer variant"
+    variant_defaults: Mapping[str, Any] | None = None,
+    variant_name: str = "trainer variant",
+    fixed_keys: Iterable[str] = (),
 ) -> tuple[dict[str, Any], str | None]:
     """Effective configuration from ``variant_defaults`` and the file named by ``nnUNet_topo_config`` (if set).
 
     Returns ``(config, path_or_None)``.
     """
-    path = os.environ.get(CONFIG_ENV_VAR) or None
-    overrides = load_yaml_config(path) if path else {}
-    return resolve_config(
-        overrides, variant_defaults, source=str(path) if path else "config", variant_name=variant_name
-    ), path
+    path = config_path_from_environment()
+    overrides, _ = split_directives(load_yaml_config(path), path) if path else ({}, {})
+    config = resolve_config(
+        overrides,
+        variant_defaults,
+        source=str(path) if path else "config",
+        variant_name=variant_name,
+        fixed_keys=fixed_keys,
+    )
+    return config, path
 
 
-def _jsonable(value: Any) -> Any:
+def check_consistency(config: Mapping[str, Any], source: str) -> list[str]:
+    """Relations between keys of an effective configuration of the TopoWarmup trainer.
+
+    Raises :class:`TopoConfigError` for settings that cannot do what they say; returns warnings (to log) for
+    settings that have no effect.
+    """
+    if config["plateau_min_lr"] >= config["initial_lr"]:
+        raise _fail(
+            source,
+            f"plateau_min_lr = {config['plateau_min_lr']} is not below initial_lr = {config['initial_lr']}, so the "
+            "plateau scheduler can never lower the LR. Set plateau_min_lr < initial_lr",
+        )
+    if config["warmup_epochs"] > config["num_epochs"]:
+        raise _fail(
+            source,
+            f"warmup_epochs = {config['warmup_epochs']} > num_epochs = {config['num_epochs']}: the LR would never "
+            f"reach initial_lr = {config['initial_lr']}. Set warmup_epochs < num_epochs (0 = no warmup)",
+        )
+    warnings = []
+    if config["warmup_epochs"] == config["num_epochs"]:
+        warnings.append(
+            f"warmup_epochs = num_epochs = {config['num_epochs']}: training ends with the warmup, the plateau "
+            "scheduler never acts"
+        )
+    for param, term in TERM_PARAMETERS.items():
+        if config.get(param) is not None and config["loss_weights"].get(term, 0) <= 0:
+            warnings.append(
+                f"{param} = {json.dumps(to_jsonable(config[param]))} has no effect: the {term!r} term has weight 0 "
+                f"(loss_weights = {json.dumps(config['loss_weights'])})"
+            )
+    return warnings
+
+
+def resume_config(
+    saved: Mapping[str, Any],
+    file_data: Mapping[str, Any] | None,
+    source: str | None,
+    variant_defaults: Mapping[str, Any] | None = None,
+    variant_name: str = "trainer variant",
+    fixed_keys: Iterable[str] = (),
+) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]], list[str], list[str]]:
+    """The configuration a resumed run (``--c``) continues with: the saved one, plus what the file sets.
+
+    Only keys the file sets are compared with the saved values (a default changed in a later version of this
+    package is no change). Raising ``num_epochs`` is allowed (a note); any other change is an error listing every
+    changed key (old -> new) unless the file sets ``allow_config_change: true`` (then each is a warning). Keys
+    missing from ``saved`` (added in a later version) take the variant's value.
+
+    Returns ``(config, changes, notes, warnings)``; ``changes`` maps key -> (old, new) for every changed key.
+    """
+    known = {k: v for k, v in saved.items() if k in KEYS}
+    base = resolve_config(known, variant_defaults, source="saved configuration", variant_name=variant_name)
+    if file_data is None:
+        return base, {}, [], []
+    params, directives = split_directives(file_data, source or "config")
+    parsed = {name: _validated(name, value, source or "config") for name, value in params.items()}
+    if "loss_weights" in parsed:
+        parsed["loss_weights"] = dict(parsed["loss_weights"])
+    config = resolve_config(
+        {**known, **params}, variant_defaults, source=source or "config", variant_name=variant_name,
+        fixed_keys=fixed_keys,
+    )  # fmt: skip
+    changes = {k: (base[k], v) for k, v in parsed.items() if to_jsonable(base[k]) != to_jsonable(v)}
+    notes, warnings = [], []
+    epochs = changes.get("num_epochs")
+    if epochs is not None and epochs[1] > epochs[0]:
+        notes.append(f"num_epochs raised {epochs[0]} -> {epochs[1]} (training continues to the new end)")
+    blocking = {k: v for k, v in changes.items() if not (k == "num_epochs" and v[1] > v[0])}
+    if blocking:
+        listing = "; ".join(
+            f"{k}: {json.dumps(to_jsonable(o))} -> {json.dumps(to_jsonable(n))}" for k, (o, n) in blocking.items()
+        )
+        if not directives.get("allow_config_change", False):
+            raise TopoConfigError(
+                f"{source}: --c would change the configuration this run was trained with: {listing}. Resume with "
+                f"the saved configuration (unset {CONFIG_ENV_VAR}, or remove these keys from the file), or add "
+                "'allow_config_change: true' to the file to change them on purpose (only raising num_epochs needs "
+                "no permission)."
+            )
+        warnings.append(f"configuration changed on resume (allow_config_change: true): {listing}")
+    return config, changes, notes, warnings
+
+
+def to_jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     return value
 
 
 def format_config(config: Mapping[str, Any]) -> str:
     """One ``key: value`` line per key, in the order of :data:`KEYS`."""
     width = max(len(k) for k in config)
-    return "\n".join(f"  {k:<{width}} : {json.dumps(_jsonable(v))}" for k, v in config.items())
+    return "\n".join(f"  {k:<{width}} : {json.dumps(to_jsonable(v))}" for k, v in config.items())
 
 
 def save_config(config: Mapping[str, Any], path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> None:
     """Write the effective configuration as JSON (atomically: temp file, then rename)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    payload = {**(dict(extra) if extra else {}), "config": _jsonable(config)}
+    payload = {**(dict(extra) if extra else {}), "config": to_jsonable(config)}
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, p)

@@ -54,6 +54,7 @@ def _epoch_variant(num_epochs: int) -> type[nnUNetTrainerTopoWarmup]:
         (nnUNetTrainerTopoWarmup,),
         {
             "topo_defaults": {"num_epochs": num_epochs},
+            "topo_fixed_keys": ("num_epochs",),
             "__module__": __name__,
             "__qualname__": name,
             "__doc__": f"nnUNetTrainerTopoWarmup with {num_epochs} epochs.",
