@@ -127,9 +127,10 @@ def test_last_terms_are_unweighted_floats_and_required_targets():
     assert all(type(v) is float for v in terms.values())
     assert terms["total"] == pytest.approx(total.item())
     assert terms["total"] == pytest.approx(2 * terms["ce"] + 0.5 * terms["skeleton_recall"] + 0.25 * terms["boundary"])
-    assert loss_fn.required_targets == frozenset({"skeleton", "band"})
-    assert TopologyLoss({"dice": 1, "cldice": 1}).required_targets == frozenset()
-    assert TopologyLoss({"skeleton_recall": 1}).required_targets == frozenset({"skeleton"})
+    assert loss_fn.required_targets == ("skeleton", "band")  # channel order, whatever the weights' order
+    assert loss_fn.target_params == {"skeleton_tube": 0, "boundary_band": (3.0, 5.0)}
+    assert TopologyLoss({"dice": 1, "cldice": 1}).required_targets == ()
+    assert TopologyLoss({"skeleton_recall": 1}, skeleton_tube=2).target_params == {"skeleton_tube": 2}
 
 
 def test_works_without_ignore_label_and_in_2d():
@@ -146,14 +147,14 @@ def test_works_without_ignore_label_and_in_2d():
 @pytest.mark.parametrize(
     "weights, match",
     [
-        ({"dice": 1.0, "clDice": 1.0}, r"unknown loss term\(s\) \['clDice'\]"),
-        ({"dice": -1.0}, "weight of loss term 'dice' must be a finite number >= 0"),
-        ({"focal": math.nan}, "weight of loss term 'focal'"),
-        ({"ce": "1"}, "weight of loss term 'ce'"),
-        ({"ce": True}, "weight of loss term 'ce'"),
-        ({"dice": 0, "ce": 0.0}, "all loss weights are 0"),
+        ({"dice": 1.0, "clDice": 1.0}, r"unknown loss term\(s\) \['clDice'\]; the terms are dice, ce, focal"),
+        ({"dice": -1.0}, "weight of loss term 'dice' = -1.0 is invalid: must be >= 0"),
+        ({"focal": math.nan}, "weight of loss term 'focal' = nan is invalid: must be finite"),
+        ({"ce": "lots"}, "weight of loss term 'ce' = 'lots' is invalid: must be a number"),
+        ({"ce": True}, "weight of loss term 'ce' = True is invalid: must be a number, not a boolean"),
+        ({"dice": 0, "ce": 0.0}, "all loss weights are 0; give at least one of dice, ce,"),
         ({}, "all loss weights are 0"),
-        ([("dice", 1.0)], "weights must be a mapping"),
+        ([("dice", 1.0)], "loss weights must be a mapping term -> weight, not list"),
     ],
 )
 def test_bad_weights(weights, match):
@@ -168,7 +169,9 @@ def test_bad_weights(weights, match):
         ({"focal_gamma": -1}, "focal_gamma"),
         ({"focal_gamma": math.inf}, "focal_gamma"),
         ({"cldice_iterations": -1}, "cldice_iterations"),
+        ({"cldice_iterations": 0}, r"cldice_iterations must be >= 1 \(int >= 1\), got 0"),
         ({"cldice_iterations": 2.5}, "cldice_iterations"),
+        ({"focal_beta": 1.0}, r"unknown loss parameter\(s\) \['focal_beta'\]; the parameters are focal_alpha"),
         ({"skeleton_tube": -1}, "skeleton_tube"),
         ({"boundary_band": (5.0, 3.0)}, "boundary_band"),
         ({"boundary_band": 3.0}, "boundary_band"),

@@ -1,12 +1,23 @@
-"""Common base of the loss terms: a module usable on its own (``term(logits, target)``) whose ``compute`` the
-compound loss calls with shared :class:`~nnunetv2_topo.losses.masking.FgParts` (computed once per scale)."""
+"""Common base of the loss terms and the declaration each term makes of itself.
+
+A term is a module usable on its own (``term(logits, target)``) whose ``compute`` the compound loss calls with
+shared :class:`~nnunetv2_topo.losses.masking.FgParts` (computed once per scale). Its :class:`TermSpec` says what
+the compound loss, the configuration and the target transform need to know; the registry
+(:mod:`nnunetv2_topo.losses.registry`) lists the specs.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from nnunetv2_topo.losses.masking import FgParts
+from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.losses.masking import FgParts, check_map
+from nnunetv2_topo.transforms.topo_targets import TARGETS, compute_batch_target
+from nnunetv2_topo.values import Param
 
 
 class LossTerm(nn.Module):
@@ -16,7 +27,7 @@ class LossTerm(nn.Module):
     disabled, so the term is safe under fp16/bf16 autocast.
     """
 
-    def __init__(self, ignore_label: int | None = 2) -> None:
+    def __init__(self, ignore_label: int | None = IGNORE_LABEL) -> None:
         super().__init__()
         self.ignore_label = ignore_label
 
@@ -27,3 +38,42 @@ class LossTerm(nn.Module):
         with torch.autocast(device_type=logits.device.type, enabled=False):
             parts = FgParts(logits, target, self.ignore_label)
             return self.compute(parts, **maps)
+
+    @staticmethod
+    def target_map(parts: FgParts, name: str, given: Tensor | None, **params: Any) -> Tensor:
+        """The precomputed target ``name`` (B, 1, ...) as fp32, 0 on ignore voxels; computed on the fly on the CPU
+        from the labels when ``given`` is None (correct, slower). ``params``: the target's parameters by key."""
+        if given is None:
+            given = compute_batch_target(parts.labels, name, parts.ignore_label, **params)
+        return check_map(given, parts.logit, name) * parts.valid_f
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """What a loss term declares about itself.
+
+    - ``name``: its key in ``loss_weights`` and in the logs (``train_loss_<name>``).
+    - ``term``: the :class:`LossTerm` class, built as ``term(ignore_label, **{param.arg: value})``.
+    - ``every_scale``: applied at every deep-supervision scale with nnU-Net's scale weights (Dice, CE, focal);
+      False: at full resolution only unless ``TopologyLoss(topology_at_all_scales=True)``.
+    - ``target``: the precomputed target it reads (a name in :data:`nnunetv2_topo.transforms.TARGETS`) or None;
+      the target's parameters are then passed to the term too (for its on-the-fly fallback).
+    - ``params``: its own parameters (configuration key, argument, default, checks).
+    - ``run_options``: ``TopologyLoss`` arguments set by the run rather than the configuration (``batch_dice``).
+    """
+
+    name: str
+    term: type[LossTerm]
+    every_scale: bool = False
+    target: str | None = None
+    params: tuple[Param, ...] = ()
+    run_options: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.target is not None and self.target not in TARGETS:
+            raise ValueError(f"loss term {self.name!r}: unknown target {self.target!r}; known: {list(TARGETS)}")
+
+    @property
+    def all_params(self) -> tuple[Param, ...]:
+        """Its own parameters and those of its target."""
+        return self.params + (TARGETS[self.target].params if self.target else ())

@@ -1,13 +1,14 @@
-"""Boundary loss of the seed: binary cross-entropy weighted by a band around the target boundary."""
+"""Boundary loss of the original five-term recipe: binary cross-entropy weighted by a band around the target
+boundary."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from nnunetv2_topo.losses.base import LossTerm
-from nnunetv2_topo.losses.masking import FgParts, bce_with_logits, check_map
-from nnunetv2_topo.transforms.targets import check_band
-from nnunetv2_topo.transforms.topo_targets import compute_batch_target
+from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.losses.base import LossTerm, TermSpec
+from nnunetv2_topo.losses.masking import FgParts, bce_with_logits
+from nnunetv2_topo.transforms.targets import BOUNDARY_BAND
 
 
 class BoundaryTerm(LossTerm):
@@ -18,14 +19,17 @@ class BoundaryTerm(LossTerm):
     ``band`` (B, 1, ...) comes precomputed from :class:`~nnunetv2_topo.transforms.TopoTargetsTransform`; when it is
     None it is computed on the fly on the CPU from the labels (correct, slower)."""
 
-    def __init__(self, ignore_label: int | None = 2, band: tuple[float, float] = (3.0, 5.0)) -> None:
+    def __init__(
+        self, ignore_label: int | None = IGNORE_LABEL, band: tuple[float, float] = BOUNDARY_BAND.default
+    ) -> None:
         super().__init__(ignore_label)
-        self.band = check_band(band)
+        self.band = BOUNDARY_BAND.checked(band)
 
     def compute(self, parts: FgParts, band: Tensor | None = None, **maps: Tensor) -> Tensor:
-        if band is None:
-            band = compute_batch_target(parts.labels, "band", parts.ignore_label, boundary_band=self.band)
-        w = check_map(band, parts.logit, "band") * parts.valid_f
+        w = self.target_map(parts, "band", band, boundary_band=self.band)
         dims = parts.spatial_dims
         per_sample = (bce_with_logits(parts) * w).sum(dims) / w.sum(dims).clamp_min(1e-6)
         return per_sample.mean()
+
+
+SPEC = TermSpec("boundary", BoundaryTerm, target="band")

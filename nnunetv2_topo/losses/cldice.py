@@ -5,9 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nnunetv2_topo.losses.base import LossTerm
+from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.losses.base import LossTerm, TermSpec
 from nnunetv2_topo.losses.masking import FgParts
 from nnunetv2_topo.losses.morphology import soft_skeleton
+from nnunetv2_topo.values import Param, at_least_one, integer
+
+ITERATIONS = Param("cldice_iterations", "iterations", 3, "int >= 1", "soft-skeleton iterations of clDice", integer,
+                   at_least_one)  # fmt: skip
 
 
 class ClDiceTerm(LossTerm):
@@ -17,13 +22,13 @@ class ClDiceTerm(LossTerm):
     voxels before skeletonisation. The target's skeleton is computed without autograd; the prediction's uses the
     uint8-index min/max filters of :mod:`~nnunetv2_topo.losses.morphology`."""
 
-    def __init__(self, ignore_label: int | None = 2, iterations: int = 3, smooth: float = 1.0) -> None:
+    def __init__(
+        self, ignore_label: int | None = IGNORE_LABEL, iterations: int = ITERATIONS.default, smooth: float = 1.0
+    ) -> None:
         super().__init__(ignore_label)
-        if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
-            raise ValueError(f"cldice_iterations must be an integer >= 0, got {iterations!r}")
         if not smooth > 0:
             raise ValueError(f"cldice smooth must be > 0, got {smooth!r}")
-        self.iterations = int(iterations)
+        self.iterations = ITERATIONS.checked(iterations)
         self.smooth = float(smooth)
 
     def compute(self, parts: FgParts, **maps: Tensor) -> Tensor:
@@ -35,3 +40,6 @@ class ClDiceTerm(LossTerm):
         t_prec = ((skel_p * t).sum(dims) + s) / (skel_p.sum(dims) + s)
         t_sens = ((skel_t * p).sum(dims) + s) / (skel_t.sum(dims) + s)
         return (1.0 - 2.0 * t_prec * t_sens / (t_prec + t_sens)).mean()
+
+
+SPEC = TermSpec("cldice", ClDiceTerm, params=(ITERATIONS,))

@@ -1,9 +1,11 @@
-"""``TopologyLoss``: the weighted sum of the terms, with nnU-Net's deep supervision.
+"""``TopologyLoss``: the weighted sum of the registered terms (:mod:`~nnunetv2_topo.losses.registry`), with
+nnU-Net's deep supervision.
 
-- ``dice``, ``ce`` and ``focal`` are applied at every deep-supervision scale with nnU-Net's scale weights
-  (``1/2^i``, lowest scale 0, normalised to sum 1), exactly like nnU-Net's ``DeepSupervisionWrapper``.
-- ``boundary``, ``cldice``, ``skeleton_recall`` and ``connectivity`` are applied at full resolution only (weight
-  1), by default: that is where their precomputed targets are exact and the soft skeleton is cheapest per
+- Terms declared ``every_scale`` (``dice``, ``ce``, ``focal``) are applied at every deep-supervision scale with
+  nnU-Net's scale weights (``1/2^i``, lowest scale 0, normalised to sum 1), exactly like nnU-Net's
+  ``DeepSupervisionWrapper``.
+- The others (``boundary``, ``cldice``, ``skeleton_recall``, ``connectivity``) are applied at full resolution only
+  (weight 1), by default: that is where their precomputed targets are exact and the soft skeleton is cheapest per
   information. With ``topology_at_all_scales=True`` they are applied at every scale with the scale weights; the
   skeleton/band of a lower scale are then recomputed from that scale's labels on the CPU (a nearest-downsampled
   skeleton is not the skeleton of the downsampled labels), unless given as per-scale lists.
@@ -14,30 +16,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from nnunetv2_topo.losses.boundary import BoundaryTerm
-from nnunetv2_topo.losses.cldice import ClDiceTerm
-from nnunetv2_topo.losses.connectivity import ConnectivityTerm
-from nnunetv2_topo.losses.focal import FocalTerm
+from nnunetv2_topo import IGNORE_LABEL
 from nnunetv2_topo.losses.masking import FgParts, check_logits
-from nnunetv2_topo.losses.overlap import CrossEntropyTerm, DiceTerm
-from nnunetv2_topo.losses.skeleton_recall import SkeletonRecallTerm
-from nnunetv2_topo.transforms.targets import check_band
-
-TERM_NAMES = ("dice", "ce", "focal", "boundary", "cldice", "skeleton_recall", "connectivity")
-"""Weight keys of :class:`TopologyLoss`, in the order the terms are computed and logged."""
-
-SCALE_TERMS = frozenset({"dice", "ce", "focal"})
-"""Terms applied at every deep-supervision scale."""
-
-TOPOLOGY_TERMS = frozenset({"boundary", "cldice", "skeleton_recall", "connectivity"})
-"""Terms applied at full resolution only unless ``topology_at_all_scales``."""
-
-TARGET_OF_TERM = {"skeleton_recall": "skeleton", "boundary": "band"}
-"""Precomputed target each term wants (see ``TopologyLoss.required_targets``)."""
+from nnunetv2_topo.losses.registry import TERMS, check_weights, term_params
+from nnunetv2_topo.transforms.topo_targets import TARGETS
 
 
 def default_ds_weights(n_scales: int) -> tuple[float, ...]:
@@ -52,52 +39,36 @@ def default_ds_weights(n_scales: int) -> tuple[float, ...]:
     return tuple(x / total for x in w)
 
 
-def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Validate term weights: known keys, finite numbers >= 0, not all 0. Missing keys mean 0."""
-    if not isinstance(weights, Mapping):
-        raise ValueError(f"weights must be a mapping term -> weight, got {type(weights).__name__}")
-    unknown = sorted(set(weights) - set(TERM_NAMES))
-    if unknown:
-        raise ValueError(f"unknown loss term(s) {unknown} in weights; valid terms are {list(TERM_NAMES)}")
-    out = {}
-    for name in TERM_NAMES:
-        value = weights.get(name, 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"weight of loss term {name!r} must be a finite number >= 0, got {value!r}")
-        out[name] = float(value)
-    if not any(out.values()):
-        raise ValueError(f"all loss weights are 0; give at least one of {list(TERM_NAMES)} a weight > 0")
-    return out
-
-
 class TopologyLoss(nn.Module):
-    """Weighted sum of Dice, CE, focal, boundary, clDice, skeleton recall and connectivity for 2-channel logits.
+    """Weighted sum of the registered terms (Dice, CE, focal, boundary, clDice, skeleton recall, connectivity) for
+    2-channel logits.
 
     ``loss = TopologyLoss({"dice": 1, "ce": 1, "skeleton_recall": 1})(logits, target, skeleton=None, band=None)``
+
+    - ``weights``: term name -> weight (unlisted = 0); ``**params``: the terms' parameters by configuration key
+      (``focal_alpha=0.3``, ``boundary_band=(2, 4)``; each term declares its own, with default and checks).
 
     - ``logits``: ``(B, 2, Z, Y, X)`` (or 2-D) or a deep-supervision list of them, full resolution first.
     - ``target``: integer labels ``(B, 1, ...)`` (0 background, 1 foreground, ``ignore_label`` unlabeled) or the
       matching list.
-    - ``skeleton`` / ``band``: precomputed full-resolution ``(B, 1, ...)`` targets
-      (:func:`nnunetv2_topo.transforms.split_topo_targets`); None → computed on the fly on the CPU.
+    - ``**maps``: precomputed full-resolution ``(B, 1, ...)`` targets by name (``skeleton``, ``band``:
+      :func:`nnunetv2_topo.transforms.split_topo_targets`) or per-scale lists; missing or None → computed on the
+      fly on the CPU.
 
     Every term is >= 0 with minimum 0 for a perfect prediction (Dice is ``1 − Dice``, so ``dice + ce`` equals
     nnU-Net's default loss + 1). ``last_terms`` holds the unweighted values of the last call (DS terms: their
-    scale-weighted sum) and ``"total"``. ``focal_alpha`` defaults to 0.25 (Lin et al.; the seed used 0.34).
+    scale-weighted sum) and ``"total"``. ``focal_alpha`` defaults to 0.25 (Lin et al.; the original five-term
+    recipe used 0.34).
     """
 
     def __init__(
         self,
         weights: Mapping[str, float],
-        ignore_label: int | None = 2,
+        ignore_label: int | None = IGNORE_LABEL,
         ds_weights: Sequence[float] | None = None,
         topology_at_all_scales: bool = False,
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        cldice_iterations: int = 3,
-        skeleton_tube: int = 0,
-        boundary_band: tuple[float, float] = (3.0, 5.0),
         batch_dice: bool = False,
+        **params: Any,
     ) -> None:
         super().__init__()
         self.weights = check_weights(weights)
@@ -106,20 +77,29 @@ class TopologyLoss(nn.Module):
         self.ignore_label = ignore_label
         self.ds_weights = None if ds_weights is None else self._check_ds_weights(ds_weights)
         self.topology_at_all_scales = bool(topology_at_all_scales)
+        declared = term_params()
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            raise ValueError(f"unknown loss parameter(s) {unknown}; the parameters are {', '.join(declared)}")
+        self.params = {key: param.checked(params.get(key, param.default)) for key, (param, _) in declared.items()}
+        """Every term parameter by key, checked, defaults filled in."""
+        run_options = {"batch_dice": bool(batch_dice)}
         # every term is built (so invalid parameters raise even for unused terms), only weighted ones are run
         self.terms = nn.ModuleDict(
             {
-                "dice": DiceTerm(ignore_label, batch_dice=batch_dice),
-                "ce": CrossEntropyTerm(ignore_label),
-                "focal": FocalTerm(ignore_label, alpha=focal_alpha, gamma=focal_gamma),
-                "boundary": BoundaryTerm(ignore_label, band=check_band(boundary_band)),
-                "cldice": ClDiceTerm(ignore_label, iterations=cldice_iterations),
-                "skeleton_recall": SkeletonRecallTerm(ignore_label, tube=skeleton_tube),
-                "connectivity": ConnectivityTerm(ignore_label),
+                name: spec.term(
+                    ignore_label,
+                    **{p.arg: self.params[p.key] for p in spec.all_params},
+                    **{option: run_options[option] for option in spec.run_options},
+                )
+                for name, spec in TERMS.items()
             }
         )
-        self.active = tuple(n for n in TERM_NAMES if self.weights[n] > 0)
-        self.required_targets = frozenset(TARGET_OF_TERM[n] for n in self.active if n in TARGET_OF_TERM)
+        self.active = tuple(n for n in TERMS if n in self.weights)
+        self.required_targets = tuple(t for t in TARGETS if any(TERMS[n].target == t for n in self.active))
+        """Precomputed targets the weighted terms read, in channel order (:data:`~nnunetv2_topo.transforms.TARGETS`)."""
+        self.target_params = {p.key: self.params[p.key] for t in self.required_targets for p in TARGETS[t].params}
+        """Parameters of :attr:`required_targets` by key (for ``TopoTargetsTransform``)."""
         self._last: dict[str, Tensor] = {}
 
     @staticmethod
@@ -151,8 +131,7 @@ class TopologyLoss(nn.Module):
         self,
         logits: Tensor | Sequence[Tensor],
         target: Tensor | Sequence[Tensor],
-        skeleton: Tensor | Sequence[Tensor] | None = None,
-        band: Tensor | Sequence[Tensor] | None = None,
+        **maps: Tensor | Sequence[Tensor] | None,
     ) -> Tensor:
         is_list = isinstance(logits, (list, tuple))
         if is_list != isinstance(target, (list, tuple)):
@@ -163,37 +142,35 @@ class TopologyLoss(nn.Module):
             raise ValueError(f"got {len(logits_l)} logit scales but {len(target_l)} target scales")
         for i, lg in enumerate(logits_l):
             check_logits(lg, f"logits[{i}]" if is_list else "logits")
+        unknown = sorted(set(maps) - set(TARGETS))
+        if unknown:
+            raise ValueError(f"unknown precomputed target(s) {unknown}; the targets are {', '.join(TARGETS)}")
         n = len(logits_l)
         ds_w = self.ds_weights if self.ds_weights is not None else default_ds_weights(n)
         if len(ds_w) != n:
             raise ValueError(f"ds_weights has {len(ds_w)} entries but the logits have {n} scales")
-        skel_l = self._scale_list("skeleton", skeleton, n)
-        band_l = self._scale_list("band", band, n)
+        maps_l = {name: self._scale_list(name, value, n) for name, value in maps.items()}
 
         device = logits_l[0].device
         terms: dict[str, Tensor] = {}
         with torch.autocast(device_type=device.type, enabled=False):
             for i in range(n):
-                do_scale = [t for t in self.active if t in SCALE_TERMS]
-                do_topo = [t for t in self.active if t in TOPOLOGY_TERMS]
-                scale_w = ds_w[i]
-                if not self.topology_at_all_scales:
-                    do_topo = do_topo if i == 0 else []
-                    topo_w = 1.0
-                else:
-                    topo_w = scale_w
-                if scale_w == 0:
-                    do_scale = []
-                if topo_w == 0:
-                    do_topo = []
-                if not do_scale and not do_topo:
-                    continue
-                parts = FgParts(logits_l[i], target_l[i], self.ignore_label)
-                for name in do_scale + do_topo:
-                    w = scale_w if name in SCALE_TERMS else topo_w
-                    value = self.terms[name].compute(parts, skeleton=skel_l[i], band=band_l[i])
+                parts: FgParts | None = None
+                for name in self.active:
+                    w = self._scale_weight(name, i, ds_w[i])
+                    if w == 0:
+                        continue
+                    parts = parts or FgParts(logits_l[i], target_l[i], self.ignore_label)
+                    value = self.terms[name].compute(parts, **{k: v[i] for k, v in maps_l.items()})
                     terms[name] = terms[name] + w * value if name in terms else w * value
         total = sum(self.weights[name] * value for name, value in terms.items())
         self._last = {name: v.detach() for name, v in terms.items()}
         self._last["total"] = total.detach()
         return total
+
+    def _scale_weight(self, name: str, scale: int, scale_w: float) -> float:
+        """Weight of term ``name`` at deep-supervision ``scale``: the scale weight for terms applied at every scale,
+        else 1 at full resolution and 0 below (or the scale weight with ``topology_at_all_scales``)."""
+        if TERMS[name].every_scale or self.topology_at_all_scales:
+            return scale_w
+        return 1.0 if scale == 0 else 0.0

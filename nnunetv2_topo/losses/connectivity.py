@@ -1,11 +1,12 @@
-"""The seed's "connectivity" term: a dilated mean squared error. It does not measure topology."""
+"""The "connectivity" term of the original five-term recipe: a dilated mean squared error. It does not measure
+topology."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from nnunetv2_topo.losses.base import LossTerm
+from nnunetv2_topo.losses.base import LossTerm, TermSpec
 from nnunetv2_topo.losses.masking import FgParts
 from nnunetv2_topo.losses.morphology import soft_dilate
 
@@ -17,10 +18,14 @@ class ConnectivityTerm(LossTerm):
     What it measures, honestly: the squared error between the *dilated* prediction and the *dilated* target. It
     tolerates one-voxel shifts of a boundary, and its gradient reaches only the largest probability of each
     neighbourhood. It counts no components, holes or tunnels: a prediction with a one-voxel gap through a sheet
-    scores nearly the same as an intact one (the gap disappears under the dilation). The name is the seed's."""
+    scores nearly the same as an intact one (the gap disappears under the dilation). The name is the original
+    recipe's."""
 
     def compute(self, parts: FgParts, **maps: Tensor) -> Tensor:
         dilated_p = soft_dilate(parts.prob_masked)
         with torch.no_grad():
             dilated_t = soft_dilate(parts.target)
         return parts.per_sample_mean((dilated_p - dilated_t) ** 2)
+
+
+SPEC = TermSpec("connectivity", ConnectivityTerm)

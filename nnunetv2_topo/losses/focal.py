@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nnunetv2_topo.losses.base import LossTerm
+from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.losses.base import LossTerm, TermSpec
 from nnunetv2_topo.losses.masking import FgParts
+from nnunetv2_topo.values import Param, closed_unit, non_negative, number
+
+ALPHA = Param("focal_alpha", "alpha", 0.25, "float in [0, 1]", "focal loss alpha (foreground weight)", number,
+              closed_unit)  # fmt: skip
+GAMMA = Param("focal_gamma", "gamma", 2.0, "float >= 0", "focal loss gamma", number, non_negative)
 
 
 class FocalTerm(LossTerm):
@@ -17,14 +21,12 @@ class FocalTerm(LossTerm):
     sample's annotated voxels, averaged over the batch. Computed from log-sigmoids of the logit, so it stays finite
     for any logit and any ``γ >= 0`` (``γ = 0``, ``α = 0.5`` is half the BCE)."""
 
-    def __init__(self, ignore_label: int | None = 2, alpha: float = 0.25, gamma: float = 2.0) -> None:
+    def __init__(
+        self, ignore_label: int | None = IGNORE_LABEL, alpha: float = ALPHA.default, gamma: float = GAMMA.default
+    ) -> None:
         super().__init__(ignore_label)
-        if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-            raise ValueError(f"focal_alpha must be a number in [0, 1], got {alpha!r}")
-        if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0.0):
-            raise ValueError(f"focal_gamma must be a finite number >= 0, got {gamma!r}")
-        self.alpha = float(alpha)
-        self.gamma = float(gamma)
+        self.alpha = ALPHA.checked(alpha)
+        self.gamma = GAMMA.checked(gamma)
 
     def compute(self, parts: FgParts, **maps: Tensor) -> Tensor:
         t = parts.target
@@ -34,3 +36,6 @@ class FocalTerm(LossTerm):
         if self.gamma != 0.0:
             loss = loss * torch.exp(self.gamma * (log_pt - signed))  # (1 - p_t)^gamma, log(1 - p_t) = log_pt - z
         return parts.per_sample_mean(loss)
+
+
+SPEC = TermSpec("focal", FocalTerm, every_scale=True, params=(ALPHA, GAMMA))

@@ -9,7 +9,8 @@ from nnunetv2.training.loss.robust_ce_loss import RobustCrossEntropyLoss
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 from torch import Tensor
 
-from nnunetv2_topo.losses.base import LossTerm
+from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.losses.base import LossTerm, TermSpec
 from nnunetv2_topo.losses.masking import FgParts
 
 
@@ -20,7 +21,9 @@ class DiceTerm(LossTerm):
     all-gather of the batch-Dice statistics (only used with ``batch_dice``; None = when torch.distributed runs).
     """
 
-    def __init__(self, ignore_label: int | None = 2, batch_dice: bool = False, ddp: bool | None = None) -> None:
+    def __init__(
+        self, ignore_label: int | None = IGNORE_LABEL, batch_dice: bool = False, ddp: bool | None = None
+    ) -> None:
         super().__init__(ignore_label)
         if ddp is None:
             ddp = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -39,7 +42,7 @@ class CrossEntropyTerm(LossTerm):
     """nnU-Net's cross-entropy: mean over all annotated voxels of the batch (as ``DC_and_CE_loss``), and 0 instead
     of NaN when the whole batch is ignore (without nnU-Net's host-device synchronisation for that check)."""
 
-    def __init__(self, ignore_label: int | None = 2) -> None:
+    def __init__(self, ignore_label: int | None = IGNORE_LABEL) -> None:
         super().__init__(ignore_label)
         ignore_index = -100 if ignore_label is None else int(ignore_label)
         self.ce = RobustCrossEntropyLoss(ignore_index=ignore_index, reduction="none")
@@ -47,3 +50,7 @@ class CrossEntropyTerm(LossTerm):
     def compute(self, parts: FgParts, **maps: Tensor) -> Tensor:
         per_voxel = self.ce(parts.logits, parts.labels)
         return per_voxel.sum() / parts.valid_count.sum().clamp_min(1.0)
+
+
+DICE = TermSpec("dice", DiceTerm, every_scale=True, run_options=("batch_dice",))
+CE = TermSpec("ce", CrossEntropyTerm, every_scale=True)

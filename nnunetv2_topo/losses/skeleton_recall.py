@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from nnunetv2_topo.losses.base import LossTerm
-from nnunetv2_topo.losses.masking import FgParts, check_map
-from nnunetv2_topo.transforms.topo_targets import compute_batch_target
+from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.losses.base import LossTerm, TermSpec
+from nnunetv2_topo.losses.masking import FgParts
+from nnunetv2_topo.transforms.targets import SKELETON_TUBE
 
 
 class SkeletonRecallTerm(LossTerm):
@@ -18,17 +19,18 @@ class SkeletonRecallTerm(LossTerm):
     skeleton of every z-slice, ignore → background, optional tube); when None it is computed on the fly on the CPU
     (correct, slower: a host-device round trip and ~10-200 ms per 128³ sample inside the training step)."""
 
-    def __init__(self, ignore_label: int | None = 2, tube: int = 0, smooth: float = 1e-5) -> None:
+    def __init__(
+        self, ignore_label: int | None = IGNORE_LABEL, tube: int = SKELETON_TUBE.default, smooth: float = 1e-5
+    ) -> None:
         super().__init__(ignore_label)
-        if isinstance(tube, bool) or int(tube) != tube or tube < 0:
-            raise ValueError(f"skeleton_tube must be an integer >= 0, got {tube!r}")
-        self.tube = int(tube)
+        self.tube = SKELETON_TUBE.checked(tube)
         self.smooth = float(smooth)
 
     def compute(self, parts: FgParts, skeleton: Tensor | None = None, **maps: Tensor) -> Tensor:
-        if skeleton is None:
-            skeleton = compute_batch_target(parts.labels, "skeleton", parts.ignore_label, skeleton_tube=self.tube)
-        skel = check_map(skeleton, parts.logit, "skeleton") * parts.valid_f
+        skel = self.target_map(parts, "skeleton", skeleton, skeleton_tube=self.tube)
         dims = parts.spatial_dims
         recall = ((parts.prob * skel).sum(dims) + self.smooth) / (skel.sum(dims) + self.smooth)
         return (1.0 - recall).mean()
+
+
+SPEC = TermSpec("skeleton_recall", SkeletonRecallTerm, target="skeleton")

@@ -21,7 +21,8 @@ __all__ = ["WarmupPlateauScheduler", "warmup_lr"]
 
 
 def warmup_lr(base_lr: float, epoch: int, warmup_epochs: int) -> float:
-    """The seed's warmup: ``base_lr * (epoch + 1) / warmup_epochs`` for ``epoch < warmup_epochs``, else base_lr."""
+    """The original recipe's warmup: ``base_lr * (epoch + 1) / warmup_epochs`` for ``epoch < warmup_epochs``,
+    else base_lr."""
     if warmup_epochs <= 0 or epoch >= warmup_epochs:
         return base_lr
     return base_lr * (epoch + 1) / warmup_epochs

@@ -8,7 +8,6 @@ Variants (:mod:`nnunetv2_topo.trainers.variants`) only change ``topo_defaults``;
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from concurrent.futures.process import BrokenProcessPool
@@ -27,7 +26,7 @@ from torch import autocast, nn
 from torch import distributed as dist
 
 from nnunetv2_topo.scheduling import WarmupPlateauScheduler
-from nnunetv2_topo.trainers.config import KEYS, LOSS_PARAM_KEYS, PLATEAU_MODES, format_config, save_config, to_jsonable
+from nnunetv2_topo.trainers.config import PLATEAU_MODES, format_config, loss_keys, save_config, to_jsonable
 from nnunetv2_topo.trainers.diagnostics import (
     PROGRESS_PNG,
     TOPO_LOG_KEYS,
@@ -38,10 +37,7 @@ from nnunetv2_topo.trainers.diagnostics import (
 from nnunetv2_topo.trainers.run_config import fold_folder, run_config
 from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
 
-__all__ = ["TOPO_TARGET_ORDER", "TopoLossCall", "nnUNetTrainerTopoWarmup"]
-
-TOPO_TARGET_ORDER = ("skeleton", "band")
-"""Order of the extra target channels appended by ``TopoTargetsTransform``."""
+__all__ = ["TopoLossCall", "nnUNetTrainerTopoWarmup"]
 
 CONFIG_FILE = "topo_config.json"
 
@@ -63,8 +59,13 @@ class TopoLossCall(nn.Module):
 
     @property
     def required_targets(self) -> tuple[str, ...]:
-        required = getattr(self.topology_loss, "required_targets", frozenset())
-        return tuple(n for n in TOPO_TARGET_ORDER if n in required)
+        """The precomputed targets the loss reads, in channel order."""
+        return tuple(getattr(self.topology_loss, "required_targets", ()))
+
+    @property
+    def target_params(self) -> dict[str, Any]:
+        """The parameters of :attr:`required_targets` by configuration key."""
+        return dict(getattr(self.topology_loss, "target_params", {}))
 
     @property
     def last_terms(self) -> dict[str, float]:
@@ -77,7 +78,8 @@ class TopoLossCall(nn.Module):
 
 
 class nnUNetTrainerTopoWarmup(nnUNetTrainer):
-    """nnU-Net trainer with the seed's five-term topology loss and a warmup -> ReduceLROnPlateau schedule."""
+    """nnU-Net trainer with the topology loss (by default the original five-term recipe) and a warmup ->
+    ReduceLROnPlateau schedule."""
 
     topo_defaults: ClassVar[dict[str, Any]] = {}
     """Hyperparameters of this variant (merged along the class hierarchy; the YAML config overrides them)."""
@@ -201,7 +203,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         return list(weights / weights.sum())
 
     def loss_parameters(self) -> dict[str, Any]:
-        """Keyword arguments of ``TopologyLoss`` from the configuration (unset term parameters omitted)."""
+        """Keyword arguments of ``TopologyLoss`` from the configuration (every term parameter it declares)."""
         cfg = self.topo_config
         kwargs: dict[str, Any] = {
             "weights": dict(cfg["loss_weights"]),
@@ -209,21 +211,13 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             "ds_weights": self.deep_supervision_weights(),
             "batch_dice": self.configuration_manager.batch_dice,
         }
-        kwargs.update({k: cfg[k] for k in LOSS_PARAM_KEYS if cfg[k] is not None})
+        kwargs.update({k: cfg[k] for k in loss_keys() if k != "loss_weights"})
         return kwargs
 
     def _build_loss(self) -> TopoLossCall:
         from nnunetv2_topo.losses import TopologyLoss
 
-        kwargs = self.loss_parameters()
-        loss = TopologyLoss(**kwargs)
-        # record the loss API's defaults for unset term parameters in the effective configuration
-        signature = inspect.signature(TopologyLoss)
-        for key in LOSS_PARAM_KEYS:
-            if self.topo_config[key] is None and key in signature.parameters:
-                # in the form the configuration parser gives (a resumed run compares with it)
-                self.topo_config[key] = KEYS[key].validate(signature.parameters[key].default)
-        return TopoLossCall(loss)
+        return TopoLossCall(TopologyLoss(**self.loss_parameters()))
 
     # ------------------------------------------------------------------ data: extra target channels
     def _topo_targets_transform(self) -> Any | None:
@@ -232,11 +226,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             return None
         from nnunetv2_topo.transforms import TopoTargetsTransform
 
-        kwargs: dict[str, Any] = {"ignore_label": self.label_manager.ignore_label}
-        for key in ("skeleton_tube", "boundary_band"):
-            if self.topo_config[key] is not None:
-                kwargs[key] = tuple(self.topo_config[key]) if key == "boundary_band" else self.topo_config[key]
-        return TopoTargetsTransform(targets, **kwargs)
+        return TopoTargetsTransform(targets, self.label_manager.ignore_label, **self.loss.target_params)
 
     def _insert_topo_transform(self, transforms: ComposeTransforms) -> ComposeTransforms:
         extra = self._topo_targets_transform()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -19,10 +18,18 @@ from typing import Any
 
 import yaml
 
+from nnunetv2_topo.values import at_least_one as _at_least_one
+from nnunetv2_topo.values import half_open_unit as _half_open_unit
+from nnunetv2_topo.values import integer as _integer
+from nnunetv2_topo.values import non_negative as _non_negative
+from nnunetv2_topo.values import number as _number
+from nnunetv2_topo.values import open_unit as _open_unit
+from nnunetv2_topo.values import positive as _positive
+
 __all__ = [
     "CONFIG_ENV_VAR",
+    "FIVE_TERM_LOSS_WEIGHTS",
     "KEYS",
-    "SEED_LOSS_WEIGHTS",
     "DIRECTIVE_KEYS",
     "PLATEAU_METRICS",
     "PLATEAU_MODES",
@@ -30,6 +37,7 @@ __all__ = [
     "check_consistency",
     "config_from_environment",
     "config_path_from_environment",
+    "all_keys",
     "format_config",
     "load_yaml_config",
     "resolve_config",
@@ -41,14 +49,14 @@ __all__ = [
 
 CONFIG_ENV_VAR = "nnUNet_topo_config"
 
-SEED_LOSS_WEIGHTS: dict[str, float] = {
+FIVE_TERM_LOSS_WEIGHTS: dict[str, float] = {
     "dice": 0.3,
     "focal": 0.4,
     "boundary": 0.15,
     "cldice": 0.10,
     "connectivity": 0.05,
 }
-"""The seed's five terms with its original weights."""
+"""The original five-term recipe this trainer started from (the default ``loss_weights``)."""
 
 
 PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice")
@@ -57,85 +65,16 @@ PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice")
 PLATEAU_MODES: dict[str, str] = {"val_loss": "min", "val_loss_ema": "min", "ema_fg_dice": "max"}
 
 NULLABLE_KEYS: frozenset[str] = frozenset({"seed", "final_score_workers"})
-"""Keys whose ``null`` means "off" (besides the loss term parameters, whose ``null`` means the loss API default)."""
+"""Keys whose ``null`` means "off" (a loss term parameter's ``null`` means its default)."""
 
 DIRECTIVE_KEYS: dict[str, str] = {
     "allow_config_change": "true: a resumed run (--c) may change keys of its saved configuration (logged as a warning)",
 }
 """Keys of a config file that steer how it is applied; they are not hyperparameters and are not saved."""
 
-TERM_PARAMETERS: dict[str, str] = {
-    "focal_alpha": "focal",
-    "focal_gamma": "focal",
-    "cldice_iterations": "cldice",
-    "skeleton_tube": "skeleton_recall",
-    "boundary_band": "boundary",
-}
-"""The loss term each term parameter belongs to."""
-
 
 class TopoConfigError(ValueError):
     """A bad TopoWarmup configuration (names the source, key, value and the fix)."""
-
-
-def _term_names() -> tuple[str, ...]:
-    from nnunetv2_topo.losses import TERM_NAMES
-
-    return tuple(TERM_NAMES)
-
-
-# --------------------------------------------------------------------------- value checks
-def _number(value: Any) -> float:
-    """A finite real number; numeric strings are accepted because YAML 1.1 reads ``1e-4`` as a string."""
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not a boolean")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ValueError("must be a number") from None
-    if not isinstance(value, (int, float)):
-        raise ValueError(f"must be a number, not {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError("must be finite")
-    return value
-
-
-def _integer(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be an integer, not {type(value).__name__} {value!r}")
-    return int(value)
-
-
-def _positive(v: float) -> None:
-    if v <= 0:
-        raise ValueError("must be > 0")
-
-
-def _non_negative(v: float) -> None:
-    if v < 0:
-        raise ValueError("must be >= 0")
-
-
-def _at_least_one(v: int) -> None:
-    if v < 1:
-        raise ValueError("must be >= 1")
-
-
-def _open_unit(v: float) -> None:
-    if not 0.0 < v < 1.0:
-        raise ValueError("must lie in (0, 1)")
-
-
-def _closed_unit(v: float) -> None:
-    if not 0.0 <= v <= 1.0:
-        raise ValueError("must lie in [0, 1]")
-
-
-def _half_open_unit(v: float) -> None:
-    if not 0.0 <= v < 1.0:
-        raise ValueError("must lie in [0, 1)")
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
@@ -145,35 +84,6 @@ def _choice(*options: str) -> Callable[[Any], str]:
         return value.lower()
 
     return parse
-
-
-def _weights(value: Any) -> dict[str, float]:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"must be a mapping term -> weight, not {type(value).__name__}")
-    names = _term_names()
-    out: dict[str, float] = {}
-    for term, w in value.items():
-        if term not in names:
-            raise ValueError(f"unknown loss term {term!r}; the terms are {', '.join(names)}")
-        try:
-            w = _number(w)
-        except ValueError as exc:
-            raise ValueError(f"weight of {term!r} {exc}") from None
-        if w < 0:
-            raise ValueError(f"weight of {term!r} is negative ({w}); weights must be >= 0")
-        out[term] = w
-    if not any(w > 0 for w in out.values()):
-        raise ValueError("all weights are 0; at least one term needs a positive weight")
-    return {t: w for t, w in out.items() if w > 0}
-
-
-def _band(value: Any) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ValueError("must be a pair [inner, outer] (voxels)")
-    inner, outer = (_number(v) for v in value)
-    if not 0 <= inner < outer:
-        raise ValueError("must satisfy 0 <= inner < outer")
-    return (inner, outer)
 
 
 @dataclass(frozen=True)
@@ -192,9 +102,6 @@ class Key:
             self.check(parsed)
         return parsed
 
-
-LOSS_DEFAULT = None
-"""Default of the term parameters: ``None`` means "the loss API's own default" (resolved by the trainer)."""
 
 KEYS: dict[str, Key] = {
     "initial_lr": Key("float > 0", 1e-2, "base LR (reached at the end of warmup)", _number, _positive),
@@ -263,33 +170,40 @@ KEYS: dict[str, Key] = {
         _integer,
         _at_least_one,
     ),
-    "loss_weights": Key(
-        "mapping term -> float >= 0",
-        SEED_LOSS_WEIGHTS,
-        "weights of dice, ce, focal, boundary, cldice, skeleton_recall, connectivity (unlisted = 0)",
-        _weights,
-    ),
-    "focal_alpha": Key("float in [0, 1]", LOSS_DEFAULT, "focal loss alpha (foreground weight)", _number, _closed_unit),
-    "focal_gamma": Key("float >= 0", LOSS_DEFAULT, "focal loss gamma", _number, _non_negative),
-    "cldice_iterations": Key("int >= 1", LOSS_DEFAULT, "soft-skeleton iterations of clDice", _integer, _at_least_one),
-    "skeleton_tube": Key(
-        "int >= 0",
-        LOSS_DEFAULT,
-        "dilation (voxels) of the skeleton target for skeleton recall",
-        _integer,
-        _non_negative,
-    ),
-    "boundary_band": Key(
-        "[float, float]", LOSS_DEFAULT, "boundary weight 1 within |d| <= inner, linear to 0 at outer", _band
-    ),
 }
+"""The general keys; the loss keys follow them (:func:`loss_keys`), :func:`all_keys` gives both."""
 
-LOSS_PARAM_KEYS: tuple[str, ...] = tuple(TERM_PARAMETERS)
-"""Keys passed through to ``TopologyLoss`` (under the same names)."""
+
+def loss_keys() -> dict[str, Key]:
+    """``loss_weights`` and every parameter the registered loss terms declare (with their defaults and checks)."""
+    from nnunetv2_topo.losses.registry import TERMS, check_weights, term_params
+
+    keys = {
+        "loss_weights": Key(
+            "mapping term -> float >= 0",
+            FIVE_TERM_LOSS_WEIGHTS,
+            f"weights of {', '.join(TERMS)} (unlisted = 0)",
+            check_weights,
+        )
+    }
+    for key, (param, _) in term_params().items():
+        keys[key] = Key(param.type_name, param.default, param.meaning, param.parse, param.check)
+    return keys
+
+
+def all_keys() -> dict[str, Key]:
+    """Every configuration key, in the order of the printed and saved configuration."""
+    return {**KEYS, **loss_keys()}
+
+
+def _loss_param_terms() -> dict[str, tuple[str, ...]]:
+    from nnunetv2_topo.losses.registry import term_params
+
+    return {key: terms for key, (_, terms) in term_params().items()}
 
 
 def _valid_keys_text() -> str:
-    return "Valid keys: " + ", ".join(KEYS)
+    return "Valid keys: " + ", ".join(all_keys())
 
 
 def _fail(source: str, message: str) -> TopoConfigError:
@@ -298,16 +212,19 @@ def _fail(source: str, message: str) -> TopoConfigError:
 
 def _validated(name: Any, value: Any, source: str) -> Any:
     """The parsed value of one key (raises :class:`TopoConfigError` naming ``source``, the key and the value)."""
-    if name not in KEYS:
-        close = difflib.get_close_matches(str(name), list(KEYS) + list(DIRECTIVE_KEYS), n=1)
+    keys = all_keys()
+    if name not in keys:
+        close = difflib.get_close_matches(str(name), list(keys) + list(DIRECTIVE_KEYS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise _fail(source, f"unknown key {name!r}{hint}")
-    if value is None and (KEYS[name].default is LOSS_DEFAULT or name in NULLABLE_KEYS):
+    if value is None and name in NULLABLE_KEYS:
         return None
+    if value is None and name in _loss_param_terms():
+        value = keys[name].default
     try:
-        return KEYS[name].validate(value)
+        return keys[name].validate(value)
     except ValueError as exc:
-        raise _fail(source, f"key {name!r} = {value!r} is invalid: {exc} (expected {KEYS[name].type_name})") from None
+        raise _fail(source, f"key {name!r} = {value!r} is invalid: {exc} (expected {keys[name].type_name})") from None
 
 
 def resolve_config(
@@ -323,7 +240,7 @@ def resolve_config(
     their value but not change it. Returns the effective configuration. Raises :class:`TopoConfigError` naming the
     source, the key and the value.
     """
-    effective: dict[str, Any] = {name: key.default for name, key in KEYS.items()}
+    effective: dict[str, Any] = {name: key.default for name, key in all_keys().items()}
     for layer_source, layer in ((variant_name, variant_defaults or {}), (source, overrides or {})):
         if not isinstance(layer, Mapping):
             raise _fail(layer_source, f"the top level must be a mapping of key: value, got {type(layer).__name__}")
@@ -449,10 +366,15 @@ def check_consistency(config: Mapping[str, Any], source: str) -> list[str]:
             f"warmup_epochs = num_epochs = {config['num_epochs']}: training ends with the warmup, the plateau "
             "scheduler never acts"
         )
-    for param, term in TERM_PARAMETERS.items():
-        if config.get(param) is not None and config["loss_weights"].get(term, 0) <= 0:
+    defaults = loss_keys()
+    for param, terms in _loss_param_terms().items():
+        value = config.get(param)
+        if to_jsonable(value) != to_jsonable(defaults[param].default) and not any(
+            config["loss_weights"].get(term, 0) > 0 for term in terms
+        ):
+            users = " and the ".join(repr(t) for t in terms)
             warnings.append(
-                f"{param} = {json.dumps(to_jsonable(config[param]))} has no effect: the {term!r} term has weight 0 "
+                f"{param} = {json.dumps(to_jsonable(value))} has no effect: the {users} term has weight 0 "
                 f"(loss_weights = {json.dumps(config['loss_weights'])})"
             )
     return warnings
@@ -475,7 +397,7 @@ def resume_config(
 
     Returns ``(config, changes, notes, warnings)``; ``changes`` maps key -> (old, new) for every changed key.
     """
-    known = {k: v for k, v in saved.items() if k in KEYS}
+    known = {k: v for k, v in saved.items() if k in all_keys()}
     base = resolve_config(known, variant_defaults, source="saved configuration", variant_name=variant_name)
     if file_data is None:
         return base, {}, [], []
@@ -517,7 +439,7 @@ def to_jsonable(value: Any) -> Any:
 
 
 def format_config(config: Mapping[str, Any]) -> str:
-    """One ``key: value`` line per key, in the order of :data:`KEYS`."""
+    """One ``key: value`` line per key, in the order of :func:`all_keys`."""
     width = max(len(k) for k in config)
     return "\n".join(f"  {k:<{width}} : {json.dumps(to_jsonable(v))}" for k, v in config.items())
 

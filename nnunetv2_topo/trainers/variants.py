@@ -19,7 +19,7 @@ __all__ = [
 
 
 class nnUNetTrainerTopoWarmup_DiceFocal(nnUNetTrainerTopoWarmup):
-    """The seed's "Update #2": Dice 0.5 + focal 0.5, the three topology terms off."""
+    """The original recipe's "Update #2": Dice 0.5 + focal 0.5, the three topology terms off."""
 
     topo_defaults: ClassVar[dict[str, Any]] = {"loss_weights": {"dice": 0.5, "focal": 0.5}}
 
@@ -37,7 +37,7 @@ class nnUNetTrainerTopoWarmup_clDice(nnUNetTrainerTopoWarmup):
 
 
 class nnUNetTrainerTopoWarmup_AdamW(nnUNetTrainerTopoWarmup):
-    """The seed's optimizer: AdamW, base LR 1e-4, weight decay 1e-5."""
+    """The original recipe's optimizer: AdamW, base LR 1e-4, weight decay 1e-5."""
 
     topo_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adamw", "initial_lr": 1e-4, "weight_decay": 1e-5}
 

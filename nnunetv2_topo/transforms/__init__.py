@@ -4,6 +4,8 @@ from nnunetv2_topo.transforms.targets import compute_band, compute_skeleton, sig
 from nnunetv2_topo.transforms.topo_targets import (
     BAND_SCALE,
     TARGET_ORDER,
+    TARGETS,
+    TargetSpec,
     TopoTargetsTransform,
     compute_batch_target,
     decode_band,
@@ -13,7 +15,9 @@ from nnunetv2_topo.transforms.topo_targets import (
 
 __all__ = [
     "BAND_SCALE",
+    "TARGETS",
     "TARGET_ORDER",
+    "TargetSpec",
     "TopoTargetsTransform",
     "compute_band",
     "compute_batch_target",

@@ -20,16 +20,31 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
+from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.values import Param, band_pair, integer, non_negative
+
 FOREGROUND_LABEL = 1
 
+SKELETON_TUBE = Param(
+    "skeleton_tube", "tube", 0, "int >= 0", "dilation (voxels) of the skeleton target for skeleton recall", integer,
+    non_negative,
+)  # fmt: skip
+"""Parameter of the skeleton target (:func:`compute_skeleton`)."""
 
-def foreground_mask(labels: np.ndarray, ignore_label: int | None = 2) -> np.ndarray:
+BOUNDARY_BAND = Param(
+    "boundary_band", "band", (3.0, 5.0), "[float, float]", "boundary weight 1 within |d| <= inner, linear to 0 at "
+    "outer", band_pair,
+)  # fmt: skip
+"""Parameter of the band target (:func:`compute_band`)."""
+
+
+def foreground_mask(labels: np.ndarray, ignore_label: int | None = IGNORE_LABEL) -> np.ndarray:
     """Boolean foreground: label 1. Ignore, background, padding (-1) and anything else are False."""
     del ignore_label  # label 1 is the only foreground; the argument documents that ignore is excluded
     return np.asarray(labels) == FOREGROUND_LABEL
 
 
-def valid_mask(labels: np.ndarray, ignore_label: int | None = 2) -> np.ndarray:
+def valid_mask(labels: np.ndarray, ignore_label: int | None = IGNORE_LABEL) -> np.ndarray:
     """Boolean mask of annotated voxels (everything but ``ignore_label``)."""
     labels = np.asarray(labels)
     if ignore_label is None:
@@ -47,7 +62,9 @@ def _check_spatial(labels: np.ndarray, name: str) -> np.ndarray:
     return labels
 
 
-def compute_skeleton(labels: np.ndarray, ignore_label: int | None = 2, tube: int = 0) -> np.ndarray:
+def compute_skeleton(
+    labels: np.ndarray, ignore_label: int | None = IGNORE_LABEL, tube: int = SKELETON_TUBE.default
+) -> np.ndarray:
     """Medial-surface target of one sample: the 2-D skeleton of every slice along axis 0, as ``uint8`` 0/1.
 
     ``labels`` is ``(Z, Y, X)`` (each z-slice is skeletonised on its own) or ``(Y, X)``. Label ``ignore_label`` is
@@ -55,8 +72,7 @@ def compute_skeleton(labels: np.ndarray, ignore_label: int | None = 2, tube: int
     cross and keeps only foreground voxels, so the tube never leaves the sheet nor enters the ignore region.
     """
     labels = _check_spatial(labels, "compute_skeleton")
-    if int(tube) != tube or tube < 0:
-        raise ValueError(f"skeleton_tube must be an integer >= 0, got {tube!r}")
+    tube = SKELETON_TUBE.checked(tube)
     fg = foreground_mask(labels, ignore_label)
     fg3 = fg[None] if fg.ndim == 2 else fg
     skel = np.zeros(fg3.shape, dtype=bool)
@@ -95,7 +111,9 @@ def _truncated_squared_distance(features: np.ndarray, radius: int) -> np.ndarray
     return d
 
 
-def signed_distance(labels: np.ndarray, ignore_label: int | None = 2, max_distance: float = 5.0) -> np.ndarray:
+def signed_distance(
+    labels: np.ndarray, ignore_label: int | None = IGNORE_LABEL, max_distance: float = 5.0
+) -> np.ndarray:
     """Signed Euclidean distance ``φ`` of one sample's target (ignore set to background), in voxels:
     ``+`` distance to the nearest foreground voxel outside, ``−`` distance to the nearest background voxel inside.
 
@@ -118,25 +136,14 @@ def signed_distance(labels: np.ndarray, ignore_label: int | None = 2, max_distan
     return out
 
 
-def check_band(band: tuple[float, float]) -> tuple[float, float]:
-    """Validate ``(inner, outer)`` band radii: ``0 <= inner < outer``; returns them as floats."""
-    try:
-        inner, outer = (float(v) for v in band)
-    except (TypeError, ValueError):
-        raise ValueError(f"boundary_band must be two numbers (inner, outer), got {band!r}") from None
-    if not (math.isfinite(inner) and math.isfinite(outer) and 0 <= inner < outer):
-        raise ValueError(f"boundary_band must satisfy 0 <= inner < outer (voxels), got {band!r}")
-    return inner, outer
-
-
 def compute_band(
-    labels: np.ndarray, ignore_label: int | None = 2, band: tuple[float, float] = (3.0, 5.0)
+    labels: np.ndarray, ignore_label: int | None = IGNORE_LABEL, band: tuple[float, float] = BOUNDARY_BAND.default
 ) -> np.ndarray:
     """Boundary-band weight of one sample, ``float32`` in [0, 1]: ``clip((outer − |φ|) / (outer − inner), 0, 1)``
     with ``φ`` the signed distance of the target (:func:`signed_distance`): 1 for ``|φ| <= inner``, linear to 0 at
     ``|φ| = outer``. Zero on ignore voxels and everywhere when the sample has no foreground/background boundary.
     """
-    inner, outer = check_band(band)
+    inner, outer = BOUNDARY_BAND.checked(band)
     phi = signed_distance(labels, ignore_label, outer)
     w = np.clip((outer - np.abs(phi)) / (outer - inner), 0.0, 1.0).astype(np.float32)
     w[~valid_mask(labels, ignore_label)] = 0.0

@@ -12,70 +12,35 @@ skeleton 0/1, band ``round(weight * BAND_SCALE)`` with ``BAND_SCALE = 100`` (wei
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from batchgeneratorsv2.transforms.base.basic_transform import SegOnlyTransform
 
-from nnunetv2_topo.transforms.targets import check_band, compute_band, compute_skeleton
-
-TARGET_ORDER = ("skeleton", "band")
-"""Fixed order of the appended channels (only the requested ones are appended)."""
+from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.transforms.targets import BOUNDARY_BAND, SKELETON_TUBE, compute_band, compute_skeleton
+from nnunetv2_topo.values import Param
 
 BAND_SCALE = 100
 """Band weights are stored in the integer segmentation as ``round(weight * BAND_SCALE)``."""
 
 
-def check_target_names(names: Iterable[str]) -> tuple[str, ...]:
-    """Validate target names and return them in the fixed channel order (skeleton before band)."""
-    if isinstance(names, str):
-        names = [names]
-    names = list(names)
-    unknown = sorted(set(names) - set(TARGET_ORDER))
-    if unknown:
-        raise ValueError(f"unknown topology target(s) {unknown}; valid names are {list(TARGET_ORDER)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"topology targets must not repeat, got {names}")
-    return tuple(n for n in TARGET_ORDER if n in names)
+@dataclass(frozen=True)
+class TargetSpec:
+    """A per-voxel target computed from one sample's labels in the data-augmentation workers.
 
+    ``compute(labels, ignore_label, **{param.arg: value})`` gives the float map of one sample (no batch axis);
+    ``encode`` turns it into the integer channel carried in the segmentation, ``decode`` turns that channel back
+    into float weights (a tensor)."""
 
-class TopoTargetsTransform(SegOnlyTransform):
-    """Append the requested topology targets as channels of one sample's ``segmentation`` ``(C, Z, Y, X)``.
-
-    Computed from channel 0 (the labels) at full resolution: ``"skeleton"`` is the per-z-slice medial surface
-    (:func:`~nnunetv2_topo.transforms.targets.compute_skeleton`), ``"band"`` the boundary-band weight
-    (:func:`~nnunetv2_topo.transforms.targets.compute_band`) encoded as ``round(w * 100)``. Channels are appended
-    in the order skeleton, band. Insert it just before nnU-Net's ``DownsampleSegForDSTransform``.
-    """
-
-    def __init__(
-        self,
-        targets: Iterable[str],
-        ignore_label: int | None = 2,
-        skeleton_tube: int = 0,
-        boundary_band: tuple[float, float] = (3.0, 5.0),
-    ) -> None:
-        super().__init__()
-        self.targets = check_target_names(targets)
-        if not self.targets:
-            raise ValueError("TopoTargetsTransform needs at least one of 'skeleton', 'band'")
-        if int(skeleton_tube) != skeleton_tube or skeleton_tube < 0:
-            raise ValueError(f"skeleton_tube must be an integer >= 0, got {skeleton_tube!r}")
-        self.ignore_label = ignore_label
-        self.skeleton_tube = int(skeleton_tube)
-        self.boundary_band = check_band(boundary_band)
-
-    def _apply_to_segmentation(self, segmentation: torch.Tensor, **params) -> torch.Tensor:
-        labels = segmentation[0].numpy()
-        channels = []
-        for name in self.targets:
-            if name == "skeleton":
-                channels.append(compute_skeleton(labels, self.ignore_label, self.skeleton_tube))
-            else:
-                channels.append(encode_band(compute_band(labels, self.ignore_label, self.boundary_band)))
-        extra = torch.from_numpy(np.stack(channels)).to(segmentation.dtype)
-        return torch.cat((segmentation, extra), dim=0)
+    name: str
+    compute: Callable[..., np.ndarray]
+    params: tuple[Param, ...] = ()
+    encode: Callable[[np.ndarray], np.ndarray] = np.asarray
+    decode: Callable[[torch.Tensor], torch.Tensor] = torch.Tensor.float
 
 
 def encode_band(weight: np.ndarray) -> np.ndarray:
@@ -86,6 +51,69 @@ def encode_band(weight: np.ndarray) -> np.ndarray:
 def decode_band(encoded: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`encode_band` on a tensor: float weights in [0, 1]."""
     return encoded.float().div_(BAND_SCALE).clamp_(0.0, 1.0)
+
+
+TARGETS: dict[str, TargetSpec] = {
+    "skeleton": TargetSpec("skeleton", compute_skeleton, (SKELETON_TUBE,)),
+    "band": TargetSpec("band", compute_band, (BOUNDARY_BAND,), encode_band, decode_band),
+}
+"""The precomputed targets, in the fixed order of the appended channels (only the requested ones are appended).
+A loss term names the one it needs (:class:`nnunetv2_topo.losses.base.TermSpec`)."""
+
+TARGET_ORDER = tuple(TARGETS)
+"""Names of the built-in targets, in channel order."""
+
+
+def check_target_names(names: Iterable[str]) -> tuple[str, ...]:
+    """Validate target names and return them in the fixed channel order (the order of :data:`TARGETS`)."""
+    if isinstance(names, str):
+        names = [names]
+    names = list(names)
+    unknown = sorted(set(names) - set(TARGETS))
+    if unknown:
+        raise ValueError(f"unknown topology target(s) {unknown}; valid names are {list(TARGETS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"topology targets must not repeat, got {names}")
+    return tuple(n for n in TARGETS if n in names)
+
+
+def target_arguments(names: Iterable[str], params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{target: {compute argument: checked value}}`` for ``names`` from ``params`` keyed by parameter key
+    (``skeleton_tube``, ``boundary_band``); a missing parameter takes its default, an unknown key is an error."""
+    names = check_target_names(names)
+    known = {p.key: p for spec in TARGETS.values() for p in spec.params}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"unknown target parameter(s) {unknown}; valid ones are {sorted(known)}")
+    return {name: {p.arg: p.checked(params.get(p.key, p.default)) for p in TARGETS[name].params} for name in names}
+
+
+class TopoTargetsTransform(SegOnlyTransform):
+    """Append the requested topology targets as channels of one sample's ``segmentation`` ``(C, Z, Y, X)``.
+
+    Computed from channel 0 (the labels) at full resolution: ``"skeleton"`` is the per-z-slice medial surface
+    (:func:`~nnunetv2_topo.transforms.targets.compute_skeleton`), ``"band"`` the boundary-band weight
+    (:func:`~nnunetv2_topo.transforms.targets.compute_band`) encoded as ``round(w * 100)``. Channels are appended
+    in the order of :data:`TARGETS`. ``params``: the targets' parameters by key (``skeleton_tube=1``,
+    ``boundary_band=(2, 4)``). Insert it just before nnU-Net's ``DownsampleSegForDSTransform``.
+    """
+
+    def __init__(self, targets: Iterable[str], ignore_label: int | None = IGNORE_LABEL, **params: Any) -> None:
+        super().__init__()
+        self.targets = check_target_names(targets)
+        if not self.targets:
+            raise ValueError(f"TopoTargetsTransform needs at least one of {list(TARGETS)}")
+        self.ignore_label = ignore_label
+        self.arguments = target_arguments(self.targets, params)
+
+    def _apply_to_segmentation(self, segmentation: torch.Tensor, **params) -> torch.Tensor:
+        labels = segmentation[0].numpy()
+        channels = []
+        for name in self.targets:
+            spec = TARGETS[name]
+            channels.append(spec.encode(spec.compute(labels, self.ignore_label, **self.arguments[name])))
+        extra = torch.from_numpy(np.stack(channels)).to(segmentation.dtype)
+        return torch.cat((segmentation, extra), dim=0)
 
 
 def split_topo_targets(
@@ -116,28 +144,23 @@ def split_topo_targets(
     extras: dict[str, torch.Tensor] = {}
     for j, name in enumerate(ordered):
         channel = full[:, first + j : first + j + 1]
-        extras[name] = decode_band(channel) if name == "band" else channel.float()
+        extras[name] = TARGETS[name].decode(channel)
     return (labels if is_list else labels[0]), extras
 
 
 def compute_batch_target(
-    labels: torch.Tensor,
-    name: str,
-    ignore_label: int | None = 2,
-    skeleton_tube: int = 0,
-    boundary_band: tuple[float, float] = (3.0, 5.0),
+    labels: torch.Tensor, name: str, ignore_label: int | None = IGNORE_LABEL, **params: Any
 ) -> torch.Tensor:
-    """On-the-fly fallback: the ``name`` target ("skeleton" or "band") of a batch of labels ``(B, 1, ...)``,
-    computed sample by sample on the CPU and returned as float ``(B, 1, ...)`` on the labels' device.
-    Correct but slow (it synchronises with the GPU and runs in the training step); prefer the transform."""
+    """On-the-fly fallback: the ``name`` target (e.g. "skeleton" or "band") of a batch of labels ``(B, 1, ...)``,
+    computed sample by sample on the CPU and returned as float ``(B, 1, ...)`` on the labels' device; ``params``
+    as for :class:`TopoTargetsTransform`. Correct but slow (it synchronises with the GPU and runs in the training
+    step); prefer the transform."""
     (name,) = check_target_names([name])
+    arguments = target_arguments([name], params)[name]
     if labels.ndim < 3 or labels.shape[1] != 1:
         raise ValueError(f"compute_batch_target: labels must be (B, 1, ...), got {tuple(labels.shape)}")
     host = labels.detach().to("cpu").numpy()
     out = np.empty(host.shape, dtype=np.float32)
     for b in range(host.shape[0]):
-        if name == "skeleton":
-            out[b, 0] = compute_skeleton(host[b, 0], ignore_label, skeleton_tube)
-        else:
-            out[b, 0] = compute_band(host[b, 0], ignore_label, boundary_band)
+        out[b, 0] = TARGETS[name].compute(host[b, 0], ignore_label, **arguments)
     return torch.from_numpy(out).to(labels.device)
