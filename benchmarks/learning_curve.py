@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -135,21 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.cases, args.shape, args.epochs, args.iterations, args.val_iterations = 6, [32, 40, 36], 8, 6, 1
 
-    from nnunetv2_topo.trainer_discovery import trainer_folder
+    from nnunetv2_topo.nnunet_env import NNUNET_FOLDERS, nnunet_env
 
     work = Path(args.work).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet")}
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (work / name).mkdir(exist_ok=True)
-        env[name] = str(work / name)
-    env.update(
-        nnUNet_extTrainer=str(trainer_folder()),
-        nnUNet_compile="false",
-        OMP_WAIT_POLICY="PASSIVE",  # no OpenMP spin-waiting (many times slower on a shared CPU)
-        nnUNet_n_proc_DA="0" if args.device == "cpu" else env.get("nnUNet_n_proc_DA", "8"),
-        nnUNet_def_n_proc="1" if args.device == "cpu" else "4",
-    )
+    for name in NNUNET_FOLDERS:
+        (work / name).mkdir(parents=True, exist_ok=True)
+    cpu = args.device == "cpu"
+    env = nnunet_env(work, data_workers=0 if cpu else 8, processes=1 if cpu else 4)
     pre = _prepare(args, work, env)
     budget = {
         "num_epochs": args.epochs,

@@ -8,7 +8,6 @@ their output streams to the terminal and to ``<work>/logs/<stage>.log``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -83,22 +82,14 @@ class Demo:
         return self.work / "nnUNet_raw" / self.dataset_name
 
     def env(self) -> dict[str, str]:
-        from nnunetv2_topo.trainer_discovery import trainer_folder
+        from nnunetv2_topo.nnunet_env import nnunet_env
 
-        env = dict(os.environ)
-        env.update(
-            nnUNet_raw=str(self.work / "nnUNet_raw"),
-            nnUNet_preprocessed=str(self.work / "nnUNet_preprocessed"),
-            nnUNet_results=str(self.work / "nnUNet_results"),
-            nnUNet_extTrainer=str(trainer_folder()),
-            nnUNet_topo_config=str(self.work / "demo_config.yaml"),
-            nnUNet_compile="false",
-            OMP_WAIT_POLICY="PASSIVE",  # OpenMP spin-waiting makes CPU training many times slower on a busy machine
-            nnUNet_n_proc_DA=str(max(self.opts.num_processes - 1, 0)),
-            nnUNet_def_n_proc=str(self.opts.num_processes),
-            PYTHONUNBUFFERED="1",
+        return nnunet_env(
+            self.work,
+            data_workers=max(self.opts.num_processes - 1, 0),
+            processes=self.opts.num_processes,
+            topo_config=self.work / "demo_config.yaml",
         )
-        return env
 
     # ----------------------------------------------------------------------------------------------- running
     def prepare_work_folder(self) -> None:

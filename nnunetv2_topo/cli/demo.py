@@ -36,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.demo import Demo, DemoError, DemoOptions
+    from nnunetv2_topo.errors import CLIError
 
     for name in ("cases", "test_cases", "epochs", "iterations", "num_processes"):
         if getattr(args, name) < 1:

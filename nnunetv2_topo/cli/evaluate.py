@@ -97,7 +97,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.metrics import EvaluationError, evaluate_folders
 
     processes = _default_processes(args.engine) if args.num_processes is None else args.num_processes

@@ -11,6 +11,10 @@ import argparse
 import importlib
 import sys
 
+from nnunetv2_topo.errors import CLIError
+
+__all__ = ["SUBCOMMANDS", "CLIError", "build_parser", "main"]
+
 # subcommand name -> module under nnunetv2_topo.cli
 SUBCOMMANDS: dict[str, str] = {
     "synth": "synth",
@@ -21,10 +25,6 @@ SUBCOMMANDS: dict[str, str] = {
     "plot": "plot",
     "demo": "demo",
 }
-
-
-class CLIError(Exception):
-    """A user error: printed as one clear line (no traceback) and exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

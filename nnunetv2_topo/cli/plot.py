@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.trainers.diagnostics import PROGRESS_PNG, load_progress, plot_progress_topo
 
     try:

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.synth.layout import SynthError, write_kaggle_dataset
 
     if args.num_processes < 1:

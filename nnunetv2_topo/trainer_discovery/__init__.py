@@ -12,23 +12,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from nnunetv2_topo.cli.main import CLIError
-
-__all__ = [
-    "ENV_VAR",
-    "ExtTrainerNotConfiguredError",
-    "ext_trainer_configured",
-    "ext_trainer_env",
-    "require_ext_trainer",
-    "trainer_folder",
-]
+__all__ = ["ENV_VAR", "ext_trainer_configured", "ext_trainer_env", "trainer_folder"]
 
 ENV_VAR = "nnUNet_extTrainer"
-FIX = f"export {ENV_VAR}=$(nnunetv2_topo trainer-path)"
-
-
-class ExtTrainerNotConfiguredError(CLIError):
-    """``nnUNet_extTrainer`` does not list the folder of the TopoWarmup trainers."""
 
 
 def trainer_folder() -> Path:
@@ -53,23 +39,11 @@ def ext_trainer_configured(environ: Mapping[str, str] | None = None) -> bool:
     return False
 
 
-def require_ext_trainer(environ: Mapping[str, str] | None = None) -> None:
-    """Raise :class:`ExtTrainerNotConfiguredError` with the fix unless ``nnUNet_extTrainer`` lists the folder."""
-    env = os.environ if environ is None else environ
-    if ext_trainer_configured(env):
-        return
-    current = env.get(ENV_VAR)
-    state = f"is {current!r}, which does not list it" if current else "is not set"
-    raise ExtTrainerNotConfiguredError(
-        f"nnU-Net cannot find the TopoWarmup trainers: {ENV_VAR} {state}. "
-        f"Fix: {FIX}  (the folder is {trainer_folder()})"
-    )
-
-
 def ext_trainer_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """A copy of ``environ`` (default ``os.environ``) whose ``nnUNet_extTrainer`` lists :func:`trainer_folder`.
 
-    For launching ``nnUNetv2_train`` / ``nnUNetv2_predict`` as subprocesses.
+    For launching ``nnUNetv2_train`` / ``nnUNetv2_predict`` as subprocesses
+    (:func:`nnunetv2_topo.nnunet_env.nnunet_env`).
     """
     env = dict(os.environ if environ is None else environ)
     if not ext_trainer_configured(env):
