@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nnunetv2_topo import LABELS
+from nnunetv2_topo.io import atomic_write_text
 
 __all__ = ["make_reduced_plans", "standalone_plans", "vesuvius_dataset_json"]
 
@@ -94,9 +95,7 @@ def make_reduced_plans(
     plans["plans_name"] = name
     plans["configurations"] = {configuration: cfg}
     out = folder / f"{name}.json"
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(plans, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(plans, indent=2))
     return out
 
 

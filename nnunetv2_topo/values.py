@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "Checked",
     "Param",
     "at_least_one",
     "band_pair",
@@ -90,8 +91,22 @@ def band_pair(value: Any) -> tuple[float, float]:
     return (inner, outer)
 
 
+class Checked:
+    """Mixin of a setting with ``parse`` and an optional ``check`` (both raise ``ValueError("must ...")``)."""
+
+    parse: Callable[[Any], Any]
+    check: Callable[[Any], None] | None
+
+    def validate(self, value: Any) -> Any:
+        """The parsed, range-checked value."""
+        parsed = self.parse(value)
+        if self.check is not None:
+            self.check(parsed)
+        return parsed
+
+
 @dataclass(frozen=True)
-class Param:
+class Param(Checked):
     """One named setting: its configuration key, constructor argument, default, meaning and checks.
 
     ``parse`` converts (and may reject) a value, ``check`` range-checks the parsed value; both raise
@@ -106,12 +121,6 @@ class Param:
     meaning: str
     parse: Callable[[Any], Any]
     check: Callable[[Any], None] | None = None
-
-    def validate(self, value: Any) -> Any:
-        parsed = self.parse(value)
-        if self.check is not None:
-            self.check(parsed)
-        return parsed
 
     def checked(self, value: Any) -> Any:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 HELP = "score predictions against ground truth with the exact leaderboard metric"
@@ -86,14 +85,10 @@ def format_table(result: dict) -> str:
 
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as JSON via a temporary file and rename (never a half-written file)."""
+    from nnunetv2_topo.io import atomic_write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:

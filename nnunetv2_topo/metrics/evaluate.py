@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_topo.io import VolumeError, case_id, is_volume_file, read_volume
+from nnunetv2_topo.io import VolumeError, index_volumes, read_volume
 from nnunetv2_topo.metrics.engine import auto_workers, make_engine_pool
 from nnunetv2_topo.metrics.leaderboard import MetricInputError, PendingScore, start_score
 from nnunetv2_topo.metrics.topo_score import check_engine
@@ -24,18 +24,10 @@ class EvaluationError(ValueError):
 
 
 def _list_volumes(folder: Path, role: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise EvaluationError(f"{role} folder {folder} does not exist or is not a directory")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or not is_volume_file(path):
-            continue
-        cid = case_id(path)
-        if cid in found:
-            raise EvaluationError(
-                f"{role} folder {folder} holds two files for case '{cid}': {found[cid].name} and {path.name}; keep one"
-            )
-        found[cid] = path
+    try:
+        found = index_volumes(folder, role)
+    except VolumeError as exc:
+        raise EvaluationError(str(exc)) from None
     if not found:
         raise EvaluationError(f"{role} folder {folder} holds no volumes (.tif, .tiff, .nii, .nii.gz)")
     return found

@@ -25,6 +25,7 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 from torch import distributed as dist
 
+from nnunetv2_topo.io import atomic_path, atomic_write_text
 from nnunetv2_topo.scheduling import WarmupPlateauScheduler
 from nnunetv2_topo.trainers.config import PLATEAU_MODES, format_config, loss_keys, save_config, to_jsonable
 from nnunetv2_topo.trainers.diagnostics import (
@@ -584,9 +585,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             sidecar = seg.with_name(seg.name[: -len(self.dataset_json["file_ending"])] + ".json")
             source = raw_labels / sidecar.name
             if not sidecar.exists() and source.is_file():
-                tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-                shutil.copyfile(source, tmp)
-                os.replace(tmp, sidecar)
+                with atomic_path(sidecar) as tmp:
+                    shutil.copyfile(source, tmp)
                 copied += 1
         return copied
 
@@ -613,32 +613,30 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         import json
         from dataclasses import asdict
 
-        from nnunetv2_topo.io import case_id, is_volume_file, read_volume, write_tiff
+        from nnunetv2_topo.io import index_volumes, read_volume, write_tiff
         from nnunetv2_topo.metrics import evaluate_folders
         from nnunetv2_topo.postprocessing import PostprocessConfig, postprocess_volume
 
         val_dir = Path(self.output_folder) / "validation"
         gt_dir = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
-        preds = sorted(p for p in val_dir.iterdir() if p.is_file() and is_volume_file(p))
+        preds = index_volumes(val_dir, "validation")
         if not preds:
             raise FileNotFoundError(f"no predicted volumes in {val_dir}")
         pp_config = PostprocessConfig()
         pp_dir = val_dir / "postprocessed"
         pp_dir.mkdir(exist_ok=True)
         largest = 0
-        for pred in preds:
+        for cid, pred in preds.items():
             volume = read_volume(pred)
             largest = max(largest, volume.size)
-            write_tiff(pp_dir / f"{case_id(pred)}.tif", postprocess_volume(volume, pp_config))
+            write_tiff(pp_dir / f"{cid}.tif", postprocess_volume(volume, pp_config))
         num_processes = self.final_score_workers(len(preds), largest)
         # gt_segmentations holds every training case: score only this fold's predictions
         raw = evaluate_folders(val_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
         post = evaluate_folders(pp_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
         summary = {"raw": raw, "postprocessed": post, "postprocess_config": asdict(pp_config)}
         out = val_dir / "summary_topo.json"
-        tmp_out = out.with_name(out.name + ".tmp")
-        tmp_out.write_text(json.dumps(summary, indent=2, default=float))
-        os.replace(tmp_out, out)
+        atomic_write_text(out, json.dumps(summary, indent=2, default=float))
         for kind, result in (("raw", raw), ("postprocessed", post)):
             for key, value in result["mean"].items():
                 self.logger.log_summary(f"final_val/topo_{kind}_{key}", value)
@@ -685,9 +683,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             "topo_state": self._topo_state(),
             **extra,
         }
-        tmp = f"{filename}.tmp"
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, filename)
+        with atomic_path(filename) as tmp:
+            torch.save(checkpoint, tmp)
 
     def _load_weight_ema(self, checkpoint: dict, state: dict) -> None:
         """nnU-Net loaded ``network_weights`` (the averaged ones when EMA was on): put the raw weights back into the

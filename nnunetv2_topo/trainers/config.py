@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from nnunetv2_topo.io import atomic_write_text
+from nnunetv2_topo.values import Checked
 from nnunetv2_topo.values import at_least_one as _at_least_one
 from nnunetv2_topo.values import half_open_unit as _half_open_unit
 from nnunetv2_topo.values import integer as _integer
@@ -87,7 +89,7 @@ def _choice(*options: str) -> Callable[[Any], str]:
 
 
 @dataclass(frozen=True)
-class Key:
+class Key(Checked):
     """One configuration key: its parser, range check, default and meaning (the docs table is built from it)."""
 
     type_name: str
@@ -95,12 +97,6 @@ class Key:
     meaning: str
     parse: Callable[[Any], Any]
     check: Callable[[Any], None] | None = None
-
-    def validate(self, value: Any) -> Any:
-        parsed = self.parse(value)
-        if self.check is not None:
-            self.check(parsed)
-        return parsed
 
 
 KEYS: dict[str, Key] = {
@@ -449,6 +445,4 @@ def save_config(config: Mapping[str, Any], path: str | os.PathLike, extra: Mappi
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     payload = {**(dict(extra) if extra else {}), "config": to_jsonable(config)}
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, p)
+    atomic_write_text(p, json.dumps(payload, indent=2) + "\n")

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nnunetv2_topo.io import atomic_path, atomic_write_text
+
 __all__ = [
     "PROGRESS_JSON",
     "PROGRESS_PNG",
@@ -71,9 +73,7 @@ def _jsonable_log(log: Mapping[str, Sequence[Any]]) -> dict[str, list]:
 def write_progress_json(log: Mapping[str, Sequence[Any]], output_folder: str | os.PathLike) -> Path:
     """Dump the logger's lists to ``progress_topo.json`` (atomic), for ``nnunetv2_topo plot``."""
     path = Path(output_folder) / PROGRESS_JSON
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable_log(log)))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(_jsonable_log(log)))
     return path
 
 
@@ -187,8 +187,7 @@ def _draw_progress_topo(plt: Any, log: Mapping[str, Sequence[Any]], output_file:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     out = Path(output_file)
-    tmp = out.with_name(out.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
-    os.replace(tmp, out)
     return out
