@@ -258,20 +258,11 @@ class Demo:
     def report(self, scores: dict[str, dict], submission: Path, total: float) -> None:
         print("\n" + "=" * 88)
         print("Per-case competition score (test volumes against the synthetic test labels)")
-        header = f"{'prediction':44s} {'case':>10s} {'score':>7s} {'topo':>7s} {'SD@2':>7s} {'VOI':>7s}"
-        print(header)
-        print("-" * len(header))
+        from nnunetv2_topo.score_table import format_table
+
         for name, result in scores.items():
-            for cid, s in sorted(result["cases"].items()):
-                print(
-                    f"{name:44s} {cid:>10s} {s['score']:7.4f} {s['topo']:7.4f} "
-                    f"{s['surface_dice']:7.4f} {s['voi_score']:7.4f}"
-                )
-            m = result["mean"]
-            print(
-                f"{name:44s} {'MEAN':>10s} {m['score']:7.4f} {m['topo']:7.4f} "
-                f"{m['surface_dice']:7.4f} {m['voi_score']:7.4f}"
-            )
+            print(f"\n{name}")
+            print(format_table(result))
         print("\nSide by side (mean over the test cases; same data, plans and iteration budget)")
         header = f"{'trainer':28s} {'train s':>8s} {'raw score':>10s} {'post-processed':>15s}"
         print(header)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import scipy_band
 from loss_helpers import IGNORE, make_batch
 from scipy import ndimage
 
@@ -63,14 +64,6 @@ def test_focal(example):
     at = np.where(t == 1, alpha, 1 - alpha)
     ref = per_sample(-at * (1 - pt) ** gamma * np.log(pt), m)
     assert FocalTerm(IGNORE, alpha=alpha, gamma=gamma)(logits, labels).item() == pytest.approx(ref, rel=1e-9)
-
-
-def scipy_band(lab):
-    fg = lab == 1
-    phi = np.where(fg, -ndimage.distance_transform_edt(fg), ndimage.distance_transform_edt(~fg))
-    w = np.clip((5.0 - np.abs(phi)) / 2.0, 0, 1)
-    w[lab == IGNORE] = 0
-    return w
 
 
 def test_boundary(example):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+from helpers import scipy_band
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
@@ -102,18 +103,6 @@ def test_skeleton_rejects_batched_input():
 
 
 # ---- band -----------------------------------------------------------------------------------------------------
-
-
-def scipy_band(lab: np.ndarray, inner: float, outer: float) -> np.ndarray:
-    """Independent reference: scipy's exact EDT inside and outside the foreground (ignore → background)."""
-    fg = lab == 1
-    if fg.all() or not fg.any():
-        w = np.zeros(lab.shape)
-    else:
-        phi = np.where(fg, -ndimage.distance_transform_edt(fg), ndimage.distance_transform_edt(~fg))
-        w = np.clip((outer - np.abs(phi)) / (outer - inner), 0, 1)
-    w[lab == 2] = 0
-    return w
 
 
 @pytest.mark.parametrize("band", [(3.0, 5.0), (1.0, 2.5), (0.0, 7.0)])

@@ -6,6 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from nnunetv2_topo.score_table import format_table
+
+__all__ = ["add_arguments", "format_table", "run", "write_json"]
+
 HELP = "score predictions against ground truth with the exact leaderboard metric"
 DESCRIPTION = """\
 Score every prediction against its ground truth with the competition metric
@@ -62,25 +66,6 @@ def _default_processes(engine: str) -> int:
     if engine == "betti-matching-3d":
         return auto_workers(n_tasks=8, tile_voxels=160**3)
     return max(1, min(8, cpu_cores()))
-
-
-def format_table(result: dict) -> str:
-    """The per-case table and the mean as fixed-width text."""
-    cases = result["cases"]
-    width = max([len("case"), len("mean"), *(len(c) for c in cases)])
-    head = f"{'case':<{width}}  {'score':>7}  {'topo':>7}  {'SD':>7}  {'VOI':>7}  {'split':>7}  {'merge':>7}"
-    lines = [head, "-" * len(head)]
-    for cid, r in cases.items():
-        lines.append(
-            f"{cid:<{width}}  {r['score']:7.4f}  {r['topo']:7.4f}  {r['surface_dice']:7.4f}  {r['voi_score']:7.4f}"
-            f"  {r['voi_split']:7.3f}  {r['voi_merge']:7.3f}"
-        )
-    m = result["mean"]
-    lines.append("-" * len(head))
-    lines.append(
-        f"{'mean':<{width}}  {m['score']:7.4f}  {m['topo']:7.4f}  {m['surface_dice']:7.4f}  {m['voi_score']:7.4f}"
-    )
-    return "\n".join(lines)
 
 
 def write_json(path: Path, data: dict) -> None:
