@@ -68,7 +68,7 @@ def test_closing_never_merges_sheets_two_or_more_apart(gap: int, radius: int) ->
     import cc3d
 
     m = _sheet(z=4, thick=2) | _sheet(z=6 + gap, thick=2)
-    out = separated_closing(m, radius)
+    out = separated_closing(m, (radius, radius))
     assert cc3d.connected_components(out, connectivity=26, return_N=True)[1] == 2
     np.testing.assert_array_equal(out, m)  # flat sheets have nothing to close
 
@@ -76,7 +76,7 @@ def test_closing_never_merges_sheets_two_or_more_apart(gap: int, radius: int) ->
 def test_closing_fills_a_gap_inside_one_sheet() -> None:
     m = _sheet(thick=3)
     m[6:9, 10, 1:] = False  # a 1-voxel slit, the halves still joined at x = 0
-    out = separated_closing(m, 2)
+    out = separated_closing(m, (2, 2))
     assert out[6:9, 10, 1:].sum() > m[6:9, 10, 1:].sum()
     assert not (out & ~_sheet(thick=3)).any()  # nothing outside the original sheet
 
@@ -88,13 +88,13 @@ def test_fill_cavities() -> None:
     assert fill_cavities(m)[4, 4, 4]
 
 
-def test_pipeline_defaults_return_uint8_binary() -> None:
+def test_pipeline_return_uint8_binary() -> None:
     rng = np.random.default_rng(0)
     prob = rng.random((16, 20, 20)).astype(np.float32) * 0.4
     prob[_sheet()] = 0.9
     prob[6, 10, 10] = 0.1  # pinhole
     prob[1, 1, 1] = 0.99  # dust
-    out = postprocess_volume(prob)
+    out = postprocess_volume(prob, PostprocessConfig(threshold=0.5, min_component_size=64, plug_method="both"))
     assert out.dtype == np.uint8 and set(np.unique(out)) <= {0, 1}
     np.testing.assert_array_equal(out.astype(bool), _sheet())
 
@@ -104,8 +104,8 @@ def test_pipeline_defaults_return_uint8_binary() -> None:
     [
         ({"min_component_size": -1}, "min_component_size"),
         ({"min_component_size": 2.5}, "min_component_size"),
-        ({"closing_radius": -1}, "closing_radius"),
-        ({"closing_radius": 11}, "closing_radius"),
+        ({"closing_radius": (-1, 0)}, "closing_radius"),
+        ({"closing_radius": (0, 11)}, "closing_radius"),
         ({"threshold": float("nan")}, "threshold"),
     ],
 )

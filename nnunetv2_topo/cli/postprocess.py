@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             min_component_size=args.min_size,
             plug_holes=not args.no_plug_holes,
-            closing_radius=args.closing_radius,
+            closing_radius=(args.closing_radius, args.closing_radius),
             fill_holes=args.fill_holes,
         )
     except ValueError as exc:
