@@ -37,11 +37,11 @@ class FusionSpec:
     def __post_init__(self) -> None:
         if self.mode not in FUSION_MODES:
             raise ValueError(f"mode must be one of {', '.join(FUSION_MODES)}, got {self.mode!r}")
-        if isinstance(self.inputs, (str, bytes)) or not all(isinstance(i, str) for i in self.inputs):
+        if not isinstance(self.inputs, (list, tuple)) or not all(isinstance(i, str) for i in self.inputs):
             raise ValueError(f"inputs must be a list of paths (strings), got {self.inputs!r}")
         object.__setattr__(self, "inputs", tuple(self.inputs))
         if self.weights is not None:
-            if isinstance(self.weights, (str, bytes)) or not all(
+            if not isinstance(self.weights, (list, tuple)) or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.weights
             ):
                 raise ValueError(f"weights must be null or a list of numbers, got {self.weights!r}")
@@ -108,7 +108,7 @@ def parse_postprocess_dict(d: Any, source: str = "postprocess file") -> Postproc
         )
     try:
         spec = FusionSpec(
-            mode=fusion.get("mode", "logit"), weights=fusion.get("weights"), inputs=tuple(fusion.get("inputs", ()))
+            mode=fusion.get("mode", "logit"), weights=fusion.get("weights"), inputs=fusion.get("inputs", ())
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: key 'fusion': {exc}") from None
