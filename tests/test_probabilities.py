@@ -101,9 +101,21 @@ def test_index_prefers_npz_and_ignores_pkl_json(tmp_path) -> None:
         index_cases(tmp_path)
 
 
-def test_evaluate_ignores_npz_and_pkl() -> None:
+def test_evaluate_ignores_npz_and_pkl(tmp_path) -> None:
+    from nnunetv2_topo.metrics.evaluate import pair_files
+
     assert is_volume_file("c1.tif") and is_volume_file("c1.nii.gz")
     assert not is_volume_file("c1.npz") and not is_volume_file("c1.pkl") and not is_volume_file("c1.json")
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir()
+    gt.mkdir()
+    write_tiff(gt / "c1.tif", np.zeros(SHAPE, np.uint8))
+    write_tiff(pred / "c1.tif", np.zeros(SHAPE, np.uint8))  # what nnUNetv2_predict --save_probabilities writes
+    _npz(pred / "c1.npz", _p())
+    (pred / "c1.pkl").write_bytes(b"")
+    (pred / "c1.json").write_text("{}")
+    pairs = pair_files(pred, gt)
+    assert len(pairs) == 1 and Path(pairs[0][1]).name == "c1.tif"  # the binary .tif, no duplicate case
 
 
 def test_model_folder_pools_fold_validation(tmp_path) -> None:

@@ -52,13 +52,13 @@ class PostprocessConfig:
     fill_holes: fill enclosed cavities.
     """
 
-    threshold: float = 0.5
+    threshold: float = 0.3
     hysteresis_high: float | None = None
-    min_component_size: int = 64
-    plug_holes: bool = True
+    min_component_size: int = 500
+    plug_holes: bool = False
     plug_method: str = "lut"
     closing_radius: tuple[int, int] = (0, 0)
-    patch_holes: int = 0
+    patch_holes: int = 25
     fill_holes: bool = False
 
     def __post_init__(self) -> None:
