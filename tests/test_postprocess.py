@@ -94,7 +94,9 @@ def test_pipeline_return_uint8_binary() -> None:
     prob[_sheet()] = 0.9
     prob[6, 10, 10] = 0.1  # pinhole
     prob[1, 1, 1] = 0.99  # dust
-    out = postprocess_volume(prob, PostprocessConfig(threshold=0.5, min_component_size=64, plug_method="both"))
+    out = postprocess_volume(
+        prob, PostprocessConfig(threshold=0.5, min_component_size=64, plug_holes=True, plug_method="both")
+    )
     assert out.dtype == np.uint8 and set(np.unique(out)) <= {0, 1}
     np.testing.assert_array_equal(out.astype(bool), _sheet())
 

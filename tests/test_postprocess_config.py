@@ -23,7 +23,7 @@ from nnunetv2_topo.postprocessing import (
         ({"threshold": -0.1}, "threshold"),
         ({"threshold": float("nan")}, "threshold"),
         ({"threshold": "0.5"}, "threshold"),
-        ({"hysteresis_high": 0.4}, "hysteresis_high must lie between threshold"),
+        ({"threshold": 0.5, "hysteresis_high": 0.4}, "hysteresis_high must lie between threshold"),
         ({"hysteresis_high": 1.0}, "hysteresis_high"),
         ({"hysteresis_high": True}, "hysteresis_high"),
         ({"min_component_size": -1}, "min_component_size"),

@@ -144,7 +144,7 @@ def test_cli_submit_from_probabilities(setup, probs, capsys) -> None:
     assert main([*base, "--input", m1, "--input", m2, "--fusion", "prob", "--threshold", "0.5"]) == 0
     vol = _zip_volume(out, "11.tif")  # mean 0.55 on the unsure part: kept
     assert vol.dtype == np.uint8 and vol.shape == SHAPE and vol[3:5].all() and vol.sum() == vol[3:5].size
-    args = [*base, "--input", m1, "--input", m2, "--weights", "1", "3", "--overwrite"]
+    args = [*base, "--input", m1, "--input", m2, "--weights", "1", "3", "--threshold", "0.5", "--overwrite"]
     assert main(args) == 0  # logit mean (2.197 + 3 * -1.386) / 4 < 0: the unsure part goes
     vol = _zip_volume(out, "12.tif")
     assert not vol[3:5, :, :6].any() and vol[3:5, :, 6:].all()
