@@ -195,6 +195,16 @@ def test_patch_keeps_euler_number() -> None:
         _no_join(m, out)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_fill_cavities_matches_reference_on_one_component(seed: int) -> None:
+    m = _blobs(seed, level=0.4) > 0.5  # dense: one big component with cavities
+    labels = cc3d.connected_components(m, connectivity=26)
+    m = labels == np.bincount(labels.ravel())[1:].argmax() + 1
+    want = ndimage.binary_fill_holes(m, structure=FULL)  # background 26-connected to the border stays
+    assert (want & ~m).any()
+    np.testing.assert_array_equal(fill_cavities(m), want)
+
+
 def test_fill_cavities_never_joins_nested_components() -> None:
     m = np.zeros((13, 13, 13), bool)
     m[1:12, 1:12, 1:12] = True

@@ -10,7 +10,6 @@ import itertools
 
 import cc3d
 import numpy as np
-from scipy import ndimage
 
 _OFFSETS_26 = [o for o in itertools.product((-1, 0, 1), repeat=3) if o != (0, 0, 0)]
 
@@ -90,5 +89,18 @@ def fill_cavities(mask: np.ndarray) -> np.ndarray:
 
     A cavity enclosed by two different components together is left open (filling it would join them).
     """
-    filled = ndimage.binary_fill_holes(mask, structure=np.ones((3, 3, 3), bool))
-    return add_without_joining(mask, filled)
+    background = cc3d.connected_components(np.ascontiguousarray(~mask), connectivity=26)
+    faces = [
+        background[0],
+        background[-1],
+        background[:, 0],
+        background[:, -1],
+        background[:, :, 0],
+        background[:, :, -1],
+    ]
+    reaches_border = np.zeros(int(background.max()) + 1, bool)
+    for face in faces:
+        reaches_border[np.unique(face)] = True
+    cavity = ~reaches_border
+    cavity[0] = False  # label 0 = the foreground itself
+    return add_without_joining(mask, cavity[background])

@@ -56,8 +56,11 @@ def _sheet_patch(comp: np.ndarray, max_hole: int) -> np.ndarray | None:
     w_rows, w_cols = ok_rows / d_rows, ok_cols / d_cols
     estimate = (w_rows * rows + w_cols * cols) / np.maximum(w_rows + w_cols, 1e-12)
     patch = np.zeros_like(c)
+    boxes = ndimage.find_objects(hole_labels)
     for h in wanted:
-        us, vs = np.nonzero(hole_labels == h)
+        bu, bv = boxes[h - 1]
+        us, vs = np.nonzero(hole_labels[bu, bv] == h)
+        us, vs = us + bu.start, vs + bv.start
         start = np.rint(estimate[us, vs] - (thickness - 1) / 2).astype(int)
         zs = (start[:, None] + np.arange(thickness)[None, :]).ravel()
         uu, vv = np.repeat(us, thickness), np.repeat(vs, thickness)
