@@ -185,6 +185,20 @@ def test_patch_holes_follows_a_sloped_sheet() -> None:
     assert not off.any()  # every patched voxel lies within one voxel of the true sheet
 
 
+def test_patch_rejected_when_the_euler_number_drops(monkeypatch) -> None:
+    from nnunetv2_topo.postprocessing import height_map
+
+    full = np.zeros((12, 20, 20), bool)
+    full[5:7] = True
+    holed = full.copy()
+    holed[:, 6:9, 6:9] = False
+    # pretend every patch adds a tunnel: the Euler number falls with each voxel added
+    monkeypatch.setattr(height_map, "euler_number", lambda image, connectivity: -int(image.sum()))
+    np.testing.assert_array_equal(patch_holes(holed, 100), holed)
+    monkeypatch.setattr(height_map, "euler_number", lambda image, connectivity: int(image.sum()))
+    np.testing.assert_array_equal(patch_holes(holed, 100), full)
+
+
 def test_patch_keeps_euler_number() -> None:
     from skimage.measure import euler_number
 
@@ -197,12 +211,57 @@ def test_patch_keeps_euler_number() -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_fill_cavities_matches_reference_on_one_component(seed: int) -> None:
-    m = _blobs(seed, level=0.4) > 0.5  # dense: one big component with cavities
-    labels = cc3d.connected_components(m, connectivity=26)
-    m = labels == np.bincount(labels.ravel())[1:].argmax() + 1
+    m = _largest(_blobs(seed, level=0.4) > 0.5)  # dense: one big component with cavities
     want = ndimage.binary_fill_holes(m, structure=FULL)  # background 26-connected to the border stays
     assert (want & ~m).any()
     np.testing.assert_array_equal(fill_cavities(m), want)
+
+
+def _largest(m: np.ndarray) -> np.ndarray:
+    labels = cc3d.connected_components(m, connectivity=26)
+    return labels == np.bincount(labels.ravel())[1:].argmax() + 1
+
+
+@pytest.mark.parametrize("radius", [(1, 1), (2, 1), (0, 2)])
+@pytest.mark.parametrize("seed", range(2))
+def test_closing_matches_reference_on_one_component(seed: int, radius) -> None:
+    m = _largest(_blobs(seed) > 0.5)
+    rz, ryx = radius
+    pad = ((rz, rz), (ryx, ryx), (ryx, ryx))
+    closed = ndimage.binary_closing(np.pad(m, pad), ellipsoid(rz, ryx))
+    want = m | closed[rz : rz + m.shape[0], ryx : ryx + m.shape[1], ryx : ryx + m.shape[2]]
+    assert (want & ~m).any()
+    np.testing.assert_array_equal(separated_closing(m, radius), want)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lut_leaves_no_leaky_neighbourhood_in_one_component(seed: int) -> None:
+    m = _largest(_blobs(seed) > 0.5)
+    out = plug_holes_lut(m)
+    codes = sum(
+        np.pad(out, 1)[a : a + 25, b : b + 25, c : c + 25].astype(int) << i
+        for i, (a, b, c) in enumerate(itertools.product((0, 1), repeat=3))
+    )
+    assert (out & ~m).any() and not WATERTIGHT_LUT[codes].any()
+
+
+def test_axis_plug_matches_a_loop_reference() -> None:
+    m = _sheets(0, (10, 10, 10))
+    want = m.copy()
+    for z, y, x in itertools.product(range(10), repeat=3):
+        if m[z, y, x]:
+            continue
+        enclosed = 0
+        for axis in range(3):
+            lo, hi = [z, y, x], [z, y, x]
+            lo[axis] -= 1
+            hi[axis] += 1
+            if min(lo) >= 0 and max(hi) < 10 and m[tuple(lo)] and m[tuple(hi)]:
+                enclosed += 1
+        want[z, y, x] = enclosed >= 2
+    assert (want & ~m).any()
+    # the plain rule, through the join guard
+    np.testing.assert_array_equal(plug_pinholes(m), add_without_joining(m, want))
 
 
 def test_fill_cavities_never_joins_nested_components() -> None:
