@@ -1,6 +1,8 @@
 """Write a Kaggle ``submission.zip``: one ``<id>.tif`` per id of test.csv, uint8 0/1, shaped like its test image.
 
-Every check runs before anything is written; the zip is written to a temporary name and renamed.
+Two routes: binary predictions (:func:`write_submission`) or probability maps of one or several models, fused and
+post-processed (:func:`write_submission_from_probabilities`). Ids and files are checked before anything is
+written; the zip is written to a temporary name, one volume at a time, and renamed only when every volume passed.
 """
 
 from __future__ import annotations
@@ -8,12 +10,17 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, case_id, is_volume_file, read_volume
 from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
+
+if TYPE_CHECKING:
+    from nnunetv2_topo.postprocessing import FusionSpec, PostprocessConfig
 
 
 class SubmissionError(ValueError):
@@ -70,6 +77,52 @@ def _binary(volume: np.ndarray, cid: str, path: Path, binarize: bool) -> np.ndar
     return volume.astype(np.uint8)
 
 
+def _check_ids(ids: list[str], available: dict, where: str, csv_path) -> None:
+    missing = [i for i in ids if i not in available]
+    if missing:
+        raise SubmissionError(f"no prediction in {where} for {len(missing)} test id(s): {', '.join(missing[:10])}")
+    extra = sorted(set(available) - set(ids))
+    if extra:
+        raise SubmissionError(
+            f"{len(extra)} prediction(s) in {where} are not in {csv_path}: {', '.join(extra[:10])}; "
+            "remove them or use the right test.csv"
+        )
+
+
+def _check_shape(cid: str, volume: np.ndarray, source: Path, image: Path) -> None:
+    want = _image_shape(image)
+    if volume.shape != want:
+        raise SubmissionError(
+            f"id {cid}: prediction {source.name} has shape {volume.shape}, the test image {image.name} has {want}"
+        )
+
+
+def _write_zip(ids: list[str], produce: Callable[[str], np.ndarray], out_zip: str | os.PathLike) -> Path:
+    """Write ``<id>.tif`` for every id, each made by ``produce(id)``, into a temporary zip renamed at the end.
+
+    A failure on any id removes the temporary file: nothing half-written is left.
+    """
+    import tifffile
+    from tqdm import tqdm
+
+    out = Path(out_zip)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for cid in tqdm(ids, desc="submission", unit="case", disable=len(ids) < 2):
+                volume = produce(cid)
+                buf = io.BytesIO()
+                tifffile.imwrite(buf, volume, compression="lzw", photometric="minisblack")
+                zf.writestr(f"{cid}.tif", buf.getvalue())
+                del volume, buf
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
 def write_submission(
     pred_dir: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -77,52 +130,68 @@ def write_submission(
     out_zip: str | os.PathLike,
     binarize: bool = False,
 ) -> Path:
-    """Check every prediction against test.csv and the test images, then write ``out_zip``; returns its path.
+    """Check every binary prediction against test.csv and the test images, then write ``out_zip``; returns its path.
 
     Refuses (:class:`SubmissionError`) on a missing id, an extra prediction, a shape that differs from the test
-    image, or non-binary values (unless ``binarize``).
+    image, or non-binary values (unless ``binarize``). Ids and files are checked before anything is written;
+    shapes and values as each volume is read (a failure leaves no zip behind).
     """
     ids = read_test_ids(csv_path)
     preds = _index(Path(pred_dir), "prediction")
     images = _index(Path(images_dir), "test image")
-    missing = [i for i in ids if i not in preds]
-    if missing:
-        raise SubmissionError(f"no prediction in {pred_dir} for {len(missing)} test id(s): {', '.join(missing[:10])}")
-    extra = sorted(set(preds) - set(ids))
-    if extra:
-        raise SubmissionError(
-            f"{len(extra)} prediction(s) in {pred_dir} are not in {csv_path}: {', '.join(extra[:10])}; "
-            "remove them or use the right test.csv"
-        )
-    no_image = [i for i in ids if i not in images]
-    if no_image:
-        raise SubmissionError(f"no test image in {images_dir} for id(s): {', '.join(no_image[:10])}")
-    volumes: dict[str, np.ndarray] = {}
-    for cid in ids:
+    _check_ids(ids, preds, str(pred_dir), csv_path)
+    _check_images(ids, images, images_dir)
+
+    def produce(cid: str) -> np.ndarray:
         try:
             volume = read_volume(preds[cid])
         except VolumeError as exc:
             raise SubmissionError(f"id {cid}: {exc}") from exc
-        want = _image_shape(images[cid])
-        if volume.shape != want:
-            raise SubmissionError(
-                f"id {cid}: prediction {preds[cid].name} has shape {volume.shape}, the test image "
-                f"{images[cid].name} has {want}"
-            )
-        volumes[cid] = _binary(volume, cid, preds[cid], binarize)
-    import tifffile
+        _check_shape(cid, volume, preds[cid], images[cid])
+        return _binary(volume, cid, preds[cid], binarize)
 
-    out = Path(out_zip)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
+    return _write_zip(ids, produce, out_zip)
+
+
+def _check_images(ids: list[str], images: dict[str, Path], images_dir) -> None:
+    no_image = [i for i in ids if i not in images]
+    if no_image:
+        raise SubmissionError(f"no test image in {images_dir} for id(s): {', '.join(no_image[:10])}")
+
+
+def write_submission_from_probabilities(
+    inputs: Sequence[str | os.PathLike],
+    images_dir: str | os.PathLike,
+    csv_path: str | os.PathLike,
+    out_zip: str | os.PathLike,
+    steps: PostprocessConfig | None = None,
+    fusion: FusionSpec | None = None,
+) -> Path:
+    """Fuse the inputs' probabilities per test id, post-process with ``steps``, check and write ``out_zip``.
+
+    ``inputs``: one folder (or nnU-Net model folder) per model, paired by case id (see
+    :func:`nnunetv2_topo.inference.paired_cases`); ``fusion``: mode and weights (default: equal-weight logit).
+    """
+    from nnunetv2_topo.inference import ProbabilityError, fused_probability, paired_cases
+    from nnunetv2_topo.postprocessing import FusionSpec, PostprocessConfig, postprocess_volume
+
+    steps = steps if steps is not None else PostprocessConfig()
+    fusion = fusion if fusion is not None else FusionSpec()
+    ids = read_test_ids(csv_path)
     try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for cid in ids:
-                buf = io.BytesIO()
-                tifffile.imwrite(buf, volumes[cid], compression="lzw", photometric="minisblack")
-                zf.writestr(f"{cid}.tif", buf.getvalue())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+        cases = paired_cases(inputs)
+    except ProbabilityError as exc:
+        raise SubmissionError(str(exc)) from exc
+    _check_ids(ids, cases, ", ".join(str(p) for p in inputs), csv_path)
+    images = _index(Path(images_dir), "test image")
+    _check_images(ids, images, images_dir)
+
+    def produce(cid: str) -> np.ndarray:
+        try:
+            probability = fused_probability(cases[cid], fusion.weights, fusion.mode)
+        except ProbabilityError as exc:
+            raise SubmissionError(f"id {cid}: {exc}") from exc
+        _check_shape(cid, probability, cases[cid][0], images[cid])
+        return postprocess_volume(probability, steps)
+
+    return _write_zip(ids, produce, out_zip)

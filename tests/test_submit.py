@@ -109,3 +109,100 @@ def test_cli_submit(setup, capsys) -> None:
     (pred / "11.tif").unlink()
     assert main([*args, "--overwrite"]) == 2
     assert "no prediction" in capsys.readouterr().err
+
+
+def _npz(path: Path, p1: np.ndarray) -> None:
+    np.savez_compressed(path, probabilities=np.stack([1 - p1, p1]).astype(np.float32))
+
+
+@pytest.fixture
+def probs(setup, tmp_path: Path):
+    """Two models' probabilities for the test ids, as nnUNetv2_predict --save_probabilities writes them."""
+    folders = []
+    for name, unsure in (("m1", 0.9), ("m2", 0.2)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for cid in ("11", "12"):
+            p = np.full(SHAPE, 0.05, np.float32)
+            p[3:5] = 0.9
+            p[3:5, :, :6] = unsure
+            _npz(folder / f"{cid}.npz", p)
+            write_tiff(folder / f"{cid}.tif", np.zeros(SHAPE, np.uint8))
+        folders.append(folder)
+    return folders
+
+
+def _zip_volume(out: Path, name: str) -> np.ndarray:
+    with zipfile.ZipFile(out) as zf:
+        return tifffile.imread(io.BytesIO(zf.read(name)))
+
+
+def test_cli_submit_from_probabilities(setup, probs, capsys) -> None:
+    _, images, csv, out = setup
+    base = ["submit", "--images", str(images), "--csv", str(csv), "--out", str(out), "--min-size", "0"]
+    m1, m2 = (str(p) for p in probs)
+    assert main([*base, "--input", m1, "--input", m2, "--fusion", "prob", "--threshold", "0.5"]) == 0
+    vol = _zip_volume(out, "11.tif")  # mean 0.55 on the unsure part: kept
+    assert vol.dtype == np.uint8 and vol.shape == SHAPE and vol[3:5].all() and vol.sum() == vol[3:5].size
+    args = [*base, "--input", m1, "--input", m2, "--weights", "1", "3", "--threshold", "0.5", "--overwrite"]
+    assert main(args) == 0  # logit mean (2.197 + 3 * -1.386) / 4 < 0: the unsure part goes
+    vol = _zip_volume(out, "12.tif")
+    assert not vol[3:5, :, :6].any() and vol[3:5, :, 6:].all()
+
+
+def test_submit_from_probabilities_config(setup, probs, tmp_path, capsys) -> None:
+    from nnunetv2_topo.postprocessing import FusionSpec, PostprocessConfig, PostprocessFile, save_postprocess_file
+
+    _, images, csv, out = setup
+    cfg = tmp_path / "postprocess.json"
+    steps = PostprocessConfig(threshold=0.6, min_component_size=0)
+    save_postprocess_file(cfg, PostprocessFile(FusionSpec("prob", None, ("a", "b")), steps, {"score": 0.6}))
+    base = ["submit", "--images", str(images), "--csv", str(csv), "--out", str(out), "--config", str(cfg)]
+    assert main([*base, "--input", str(probs[0]), "--input", str(probs[1])]) == 0
+    assert not _zip_volume(out, "11.tif")[3:5, :, :6].any()  # 0.55 < 0.6
+    assert main([*base, "--input", str(probs[0]), "--overwrite"]) == 2
+    assert "tuned on 2 input(s)" in capsys.readouterr().err
+    assert main([*base, "--input", str(probs[0]), "--input", str(probs[1]), "--threshold", "0.5", "--overwrite"]) == 0
+    assert "--threshold 0.5 overrides steps.threshold = 0.6" in capsys.readouterr().out
+    assert _zip_volume(out, "11.tif")[3:5].all()
+
+
+def test_submit_probability_errors_write_nothing(setup, probs, capsys) -> None:
+    pred, images, csv, out = setup
+    base = ["submit", "--images", str(images), "--csv", str(csv), "--out", str(out)]
+    _npz(probs[1] / "12.npz", np.full((8, 10, 11), 0.5, np.float32))
+    assert main([*base, "--input", str(probs[0]), "--input", str(probs[1])]) == 2
+    err = capsys.readouterr().err
+    assert "id 12: " in err and "12.npz: shape (8, 10, 11) differs from the first map's (8, 10, 12)" in err
+    assert not out.exists() and not list(out.parent.glob(".*partial"))  # 11 was done: nothing kept
+    assert main([*base, "--input", str(probs[1])]) == 2
+    assert "id 12: prediction 12.npz has shape (8, 10, 11), the test image 12.tif has (8, 10, 12)" in (
+        capsys.readouterr().err
+    )
+    (probs[1] / "12.npz").unlink()
+    (probs[1] / "12.tif").unlink()
+    assert main([*base, "--input", str(probs[0]), "--input", str(probs[1])]) == 2
+    assert "lacks case(s) 12" in capsys.readouterr().err
+    write_tiff(probs[1] / "99.tif", np.zeros(SHAPE, np.uint8))
+    assert main([*base, "--input", str(probs[1])]) == 2
+    assert "for 1 test id(s): 12" in capsys.readouterr().err
+    _npz(probs[1] / "12.npz", np.full(SHAPE, 0.5, np.float32))
+    assert main([*base, "--input", str(probs[1])]) == 2
+    assert "1 prediction(s) in " in capsys.readouterr().err  # 99 is no test id
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        ([], "give either --pred"),
+        (["--pred", "P", "--input", "P"], "give either --pred"),
+        (["--pred", "P", "--threshold", "0.3"], "--threshold apply to --input probability maps"),
+        (["--pred", "P", "--config", "c.json"], "--config apply to --input"),
+        (["--input", "P", "--binarize"], "--binarize applies to --pred"),
+    ],
+)
+def test_submit_route_errors(setup, capsys, flags, match) -> None:
+    pred, images, csv, out = setup
+    flags = [str(pred) if f == "P" else f for f in flags]
+    assert main(["submit", "--images", str(images), "--csv", str(csv), "--out", str(out), *flags]) == 2
+    assert match in capsys.readouterr().err

@@ -1,45 +1,185 @@
-"""``nnunetv2_topo postprocess``: topology clean-up of a folder of predictions."""
+"""``nnunetv2_topo postprocess``: from probability maps (one or several models) to clean binary segmentations.
+
+The option helpers here (:func:`add_probability_arguments`, :func:`resolve_options`) are shared with ``submit``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-HELP = "clean up predictions: threshold, remove dust, plug pinholes, component-safe closing"
+HELP = "fuse probability maps and clean them up: threshold/hysteresis, dust, holes, closing"
 DESCRIPTION = """\
-Clean up binary predictions or probability maps (TIFF/NIfTI) and write one LZW TIFF <id>.tif per input,
-uint8 0/1. Steps, in this order (measured effect on synthetic predictions: benchmarks/postprocess_ablation.py):
-  threshold            float inputs: foreground where value > T (integer inputs: value != 0)
-  remove components    26-connected components smaller than --min-size voxels (dust: TopoScore H0, VOI split)
-  plug 1-voxel holes   background voxels enclosed along two axes (pinholes in a sheet: TopoScore H1)
-  closing              ball closing of radius --closing-radius that never joins two components
-  fill holes           optional: fill enclosed 3-D cavities (TopoScore H2)
+Read one case file per id from each --input (nnU-Net <case>.npz from nnUNetv2_predict --save_probabilities or
+nnUNetv2_train --npz; float TIFF/NIfTI probability maps; or binary segmentations), fuse the inputs (one --input
+per model; a model folder pools its fold_*/validation/*.npz), run the post-processing steps and write one LZW
+TIFF <id>.tif per case, uint8 0/1. When a case has both <case>.npz and <case>.tif (nnU-Net writes both), the
+.npz is used. Steps, in this fixed order (STEP_ORDER):
+  threshold     p > --threshold; with --hysteresis-high H: components of p > threshold that reach p > H
+  remove dust   26-connected components smaller than --min-size voxels
+  plug holes    1-voxel holes: 2x2x2 watertight lookup table (lut), axis test (axis) or both
+  patch holes   height-map patches for holes up to --patch-holes pixels
+  closing       ellipsoid closing with radii --closing-radius Z,YX that never joins two components
+  fill holes    fill enclosed cavities
+--config postprocess.json (written by nnunetv2_topo tune) supplies the fusion and the steps; a step flag given
+on the command line overrides the file's value (and says so).
 """
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.postprocessing import PostprocessConfig
+def _closing_radius(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected Z,YX or R (integers), got {text!r}") from None
+    if len(values) == 1:
+        return (values[0], values[0])
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected Z,YX or R (integers), got {text!r}")
+    return (values[0], values[1])
+
+
+def _hysteresis_high(text: str) -> float | str:
+    if text.lower() in ("off", "none"):
+        return "off"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+
+
+# CLI flag -> (PostprocessConfig field, argparse destination)
+STEP_FLAGS = {
+    "--threshold": ("threshold", "threshold"),
+    "--hysteresis-high": ("hysteresis_high", "hysteresis_high"),
+    "--min-size": ("min_component_size", "min_size"),
+    "--plug-holes": ("plug_holes", "plug_holes"),
+    "--plug-method": ("plug_method", "plug_method"),
+    "--patch-holes": ("patch_holes", "patch_holes"),
+    "--closing-radius": ("closing_radius", "closing_radius"),
+    "--fill-holes": ("fill_holes", "fill_holes"),
+}
+
+
+def add_probability_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
+    """--input (repeatable), --config, --weights, --fusion and one flag per post-processing step."""
+    from nnunetv2_topo.inference import FUSION_MODES
+    from nnunetv2_topo.postprocessing import PLUG_METHODS, PostprocessConfig
 
     d = PostprocessConfig()
-    parser.add_argument("--input", required=True, type=Path, help="folder of predictions or probability maps")
-    parser.add_argument("--output", required=True, type=Path, help="folder for the cleaned <id>.tif volumes")
     parser.add_argument(
-        "--threshold", type=float, default=d.threshold, help=f"for float inputs (default {d.threshold})"
+        "--input",
+        action="append",
+        type=Path,
+        required=input_required,
+        metavar="PATH",
+        help="folder of <case>.npz / probability maps / segmentations, or an nnU-Net model folder "
+        "(fold_*/validation/*.npz pooled); give once per model to fuse several",
     )
+    parser.add_argument("--config", type=Path, help="postprocess.json from nnunetv2_topo tune (fusion and steps)")
     parser.add_argument(
-        "--min-size",
-        type=int,
-        default=d.min_component_size,
-        help=f"smallest kept component, voxels (default {d.min_component_size}; 0 = off)",
+        "--weights", type=float, nargs="+", metavar="W", help="fusion weights, the i-th for the i-th --input"
     )
-    parser.add_argument("--no-plug-holes", action="store_true", help="do not plug 1-voxel holes")
-    parser.add_argument(
+    parser.add_argument("--fusion", choices=FUSION_MODES, help="fuse binary logits (default) or probabilities")
+    g = parser.add_argument_group("post-processing steps (defaults: PostprocessConfig, or the --config file)")
+    g.add_argument("--threshold", type=float, help=f"foreground where p > T (default {d.threshold})")
+    g.add_argument(
+        "--hysteresis-high",
+        type=_hysteresis_high,
+        metavar="H|off",
+        help=f"keep only components reaching p > H (default {d.hysteresis_high or 'off'})",
+    )
+    g.add_argument(
+        "--min-size", type=int, help=f"smallest kept component, voxels (default {d.min_component_size}; 0 = off)"
+    )
+    g.add_argument(
+        "--plug-holes",
+        action=argparse.BooleanOptionalAction,
+        help=f"plug 1-voxel holes (default {'on' if d.plug_holes else 'off'})",
+    )
+    g.add_argument("--plug-method", choices=PLUG_METHODS, help=f"how to plug (default {d.plug_method})")
+    g.add_argument(
+        "--patch-holes", type=int, metavar="N", help=f"height-map patch holes up to N pixels (default {d.patch_holes})"
+    )
+    g.add_argument(
         "--closing-radius",
-        type=int,
-        default=d.closing_radius,
-        help=f"component-safe closing radius (default {d.closing_radius}; 0 = off)",
+        type=_closing_radius,
+        metavar="Z,YX",
+        help="component-safe closing radii, or one R for both (default {},{}; 0,0 = off)".format(*d.closing_radius),
     )
-    parser.add_argument("--fill-holes", action="store_true", help="also fill enclosed 3-D cavities")
+    g.add_argument(
+        "--fill-holes",
+        action=argparse.BooleanOptionalAction,
+        help=f"fill enclosed cavities (default {'on' if d.fill_holes else 'off'})",
+    )
+
+
+def resolve_options(args: argparse.Namespace):
+    """``(inputs, FusionSpec, PostprocessConfig, notes)`` from --config and the flags; CLIError on a conflict.
+
+    ``notes`` are lines saying which command-line flags overrode which file values.
+    """
+    import dataclasses
+
+    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.postprocessing import FusionSpec, PostprocessConfig, load_postprocess_file
+
+    inputs = list(args.input or [])
+    notes: list[str] = []
+    if args.config is not None:
+        try:
+            pf = load_postprocess_file(args.config)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from exc
+        if pf.fusion.inputs and len(pf.fusion.inputs) != len(inputs):
+            raise CLIError(
+                f"{args.config} was tuned on {len(pf.fusion.inputs)} input(s) ({', '.join(pf.fusion.inputs)}); "
+                f"give --input {len(pf.fusion.inputs)} time(s), in that order (got {len(inputs)})"
+            )
+        fusion, steps, source = pf.fusion, pf.steps, str(args.config)
+    else:
+        fusion, steps, source = FusionSpec(), PostprocessConfig(), None
+    changes = {}
+    for flag, (field, dest) in STEP_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        value = None if value == "off" else value
+        if source is not None and value != getattr(steps, field):
+            notes.append(
+                f"{flag} {_show(value)} overrides steps.{field} = {_show(getattr(steps, field))} from {source}"
+            )
+        changes[field] = value
+    mode = fusion.mode
+    if args.fusion is not None:
+        if source is not None and args.fusion != fusion.mode:
+            notes.append(f"--fusion {args.fusion} overrides fusion.mode = {fusion.mode} from {source}")
+        mode = args.fusion
+    weights = fusion.weights
+    if args.weights is not None:
+        if source is not None and tuple(args.weights) != weights:
+            notes.append(f"--weights {_show(args.weights)} overrides fusion.weights = {_show(weights)} from {source}")
+        weights = tuple(args.weights)
+    if weights is not None and len(weights) != len(inputs):
+        raise CLIError(f"{len(weights)} weight(s) for {len(inputs)} --input(s); give one weight per --input, in order")
+    try:
+        steps = dataclasses.replace(steps, **changes)
+        fusion = FusionSpec(mode=mode, weights=weights, inputs=tuple(str(p) for p in inputs))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    return inputs, fusion, steps, notes
+
+
+def _show(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return "off" if value is None else str(value)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_probability_arguments(parser)
+    parser.add_argument("--output", required=True, type=Path, help="folder for the cleaned <id>.tif volumes")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
 
 
@@ -47,41 +187,30 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.io import VolumeError, case_id, is_volume_file, read_volume, write_tiff
-    from nnunetv2_topo.postprocessing import PostprocessConfig, postprocess_volume
+    from nnunetv2_topo.inference import ProbabilityError, fused_probability, paired_cases
+    from nnunetv2_topo.io import write_tiff
+    from nnunetv2_topo.postprocessing import postprocess_volume
 
+    inputs, fusion, steps, notes = resolve_options(args)
+    for note in notes:
+        print(note)
+    out_dir: Path = args.output
+    if any(os.path.realpath(out_dir) == os.path.realpath(p) for p in inputs):
+        raise CLIError("--output must differ from every --input (inputs would be overwritten)")
     try:
-        config = PostprocessConfig(
-            threshold=args.threshold,
-            min_component_size=args.min_size,
-            plug_holes=not args.no_plug_holes,
-            closing_radius=args.closing_radius,
-            fill_holes=args.fill_holes,
-        )
-    except ValueError as exc:
+        cases = paired_cases(inputs)
+    except ProbabilityError as exc:
         raise CLIError(str(exc)) from exc
-    if not args.input.is_dir():
-        raise CLIError(f"--input {args.input} is not a folder")
-    files = sorted(p for p in args.input.iterdir() if p.is_file() and is_volume_file(p))
-    if not files:
-        raise CLIError(f"--input {args.input} holds no volumes (.tif, .tiff, .nii, .nii.gz)")
-    ids = [case_id(p) for p in files]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
-    if dupes:
-        raise CLIError(f"--input {args.input} holds several files for case(s) {', '.join(dupes)}; keep one each")
-    if args.output.resolve() == args.input.resolve():
-        raise CLIError("--output must differ from --input (inputs would be overwritten)")
-    args.output.mkdir(parents=True, exist_ok=True)
-    existing = [i for i in ids if (args.output / f"{i}.tif").exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    existing = [cid for cid in cases if (out_dir / f"{cid}.tif").exists()]
     if existing and not args.overwrite:
-        raise CLIError(
-            f"{len(existing)} output file(s) exist in {args.output} (e.g. {existing[0]}.tif); add --overwrite"
-        )
-    for path, cid in tqdm(list(zip(files, ids, strict=True)), desc="postprocess", unit="case"):
+        raise CLIError(f"{len(existing)} output file(s) exist in {out_dir} (e.g. {existing[0]}.tif); add --overwrite")
+    for cid, paths in tqdm(cases.items(), desc="postprocess", unit="case"):
         try:
-            volume = read_volume(path)
-        except VolumeError as exc:
+            probability = fused_probability(paths, fusion.weights, fusion.mode)
+        except ProbabilityError as exc:
             raise CLIError(str(exc)) from exc
-        write_tiff(args.output / f"{cid}.tif", postprocess_volume(volume, config))
-    print(f"wrote {len(files)} volume(s) to {args.output}")
+        write_tiff(out_dir / f"{cid}.tif", postprocess_volume(probability, steps))
+        del probability
+    print(f"wrote {len(cases)} volume(s) to {out_dir} ({len(inputs)} input(s), {fusion.mode} fusion; {steps})")
     return 0

@@ -1,21 +1,43 @@
 """Topology clean-up of sheet predictions: ``postprocess_volume(volume, PostprocessConfig())``."""
 
-from nnunetv2_topo.postprocessing.steps import (
-    PostprocessConfig,
+from nnunetv2_topo.postprocessing.closing import ellipsoid, separated_closing
+from nnunetv2_topo.postprocessing.components import (
+    add_without_joining,
     binarize,
     fill_cavities,
-    plug_pinholes,
-    postprocess_volume,
+    hysteresis,
     remove_small_components,
-    separated_closing,
 )
+from nnunetv2_topo.postprocessing.config_file import (
+    POSTPROCESS_FILE_VERSION,
+    FusionSpec,
+    PostprocessFile,
+    load_postprocess_file,
+    save_postprocess_file,
+)
+from nnunetv2_topo.postprocessing.height_map import patch_holes
+from nnunetv2_topo.postprocessing.plugging import WATERTIGHT_LUT, plug_holes_lut, plug_pinholes
+from nnunetv2_topo.postprocessing.steps import PLUG_METHODS, STEP_ORDER, PostprocessConfig, postprocess_volume
 
 __all__ = [
+    "PLUG_METHODS",
+    "POSTPROCESS_FILE_VERSION",
+    "STEP_ORDER",
+    "WATERTIGHT_LUT",
+    "FusionSpec",
     "PostprocessConfig",
+    "PostprocessFile",
+    "add_without_joining",
     "binarize",
+    "ellipsoid",
     "fill_cavities",
+    "hysteresis",
+    "load_postprocess_file",
+    "patch_holes",
+    "plug_holes_lut",
     "plug_pinholes",
     "postprocess_volume",
     "remove_small_components",
+    "save_postprocess_file",
     "separated_closing",
 ]

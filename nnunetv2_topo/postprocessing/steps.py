@@ -1,130 +1,134 @@
-"""The post-processing steps, each a pure function on a boolean mask, and the pipeline that chains them.
+"""The post-processing pipeline: ``postprocess_volume(volume, PostprocessConfig())`` runs the steps in ``STEP_ORDER``.
 
-Order: threshold -> remove components smaller than ``min_component_size`` (26-connectivity) -> plug 1-voxel holes
--> binary closing of each component on its own (never merges two components) -> optional cavity filling.
-Defaults were chosen with ``benchmarks/postprocess_ablation.py`` (see .notes/metric_readme.md).
+Each step is a pure function on a boolean mask (modules ``components``, ``plugging``, ``height_map``, ``closing``);
+none joins two 26-separated components. The order is fixed (the Vesuvius 1st place's order, with hysteresis as
+the threshold step):
+
+1. ``threshold``     ``p > threshold``; with ``hysteresis_high``: components of ``p > threshold`` holding a voxel
+                     ``> hysteresis_high``. Integer/bool inputs: ``!= 0``.
+2. ``remove_dust``   drop 26-connected components smaller than ``min_component_size``.
+3. ``plug_holes``    1-voxel holes: the 2×2×2 watertight lookup table (``lut``), the axis test (``axis``) or both.
+4. ``patch_holes``   height-map patches for holes up to ``patch_holes`` pixels per hole.
+5. ``closing``       anisotropic closing with radii ``closing_radius`` = (z, yx) that never joins components.
+6. ``fill_holes``    fill enclosed cavities.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-import cc3d
 import numpy as np
-from scipy import ndimage
+
+from nnunetv2_topo.postprocessing.closing import separated_closing
+from nnunetv2_topo.postprocessing.components import binarize, fill_cavities, hysteresis, remove_small_components
+from nnunetv2_topo.postprocessing.height_map import patch_holes
+from nnunetv2_topo.postprocessing.plugging import plug_holes_lut, plug_pinholes
+
+STEP_ORDER: tuple[str, ...] = ("threshold", "remove_dust", "plug_holes", "patch_holes", "closing", "fill_holes")
+PLUG_METHODS = ("lut", "axis", "both")
+MAX_CLOSING_RADIUS = 10
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Post-processing options (defaults = the measured best on synthetic predictions).
+    """Post-processing options; the defaults are the measured best on simulated probability maps
+    (``benchmarks/postprocess_ablation.py``, see benchmarks/RESULTS.md).
 
-    threshold: float inputs are foreground where ``value > threshold`` (probabilities); integer and bool
-        inputs where ``value != 0``.
-    min_component_size: drop 26-connected components with fewer voxels (0 = keep all).
-    plug_holes: fill background voxels whose two face neighbours are foreground along at least two axes
-        (a 1-voxel pinhole in a sheet of any orientation; never thickens a sheet or bridges two sheets).
-    closing_radius: radius of a ball for a binary closing applied to each component separately (0 = off);
-        closes small gaps and dents inside a sheet but cannot join different components.
-    fill_holes: fill enclosed cavities (background not connected to the volume border).
+    threshold: foreground where ``p > threshold`` (the hysteresis low threshold when ``hysteresis_high`` is set).
+    hysteresis_high: None = off; else keep only components of ``p > threshold`` that contain a voxel ``> high``.
+    min_component_size: dust removal: drop 26-connected components with fewer voxels (0 = keep all).
+    plug_holes: plug 1-voxel holes with ``plug_method``: ``lut`` (every 2×2×2 neighbourhood made 6-connected),
+        ``axis`` (background voxels enclosed along two axes: pinholes in flat sheets) or ``both``.
+    closing_radius: (z, yx) radii of an ellipsoid closing that never joins two components; (0, 0) = off.
+    patch_holes: height-map patching of holes up to this many pixels (in the sheet's projection); 0 = off.
+    fill_holes: fill enclosed cavities.
     """
 
-    threshold: float = 0.5
-    min_component_size: int = 64
-    plug_holes: bool = True
-    closing_radius: int = 0
+    threshold: float = 0.3
+    hysteresis_high: float | None = None
+    min_component_size: int = 500
+    plug_holes: bool = False
+    plug_method: str = "lut"
+    closing_radius: tuple[int, int] = (0, 0)
+    patch_holes: int = 25
     fill_holes: bool = False
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.threshold):
-            raise ValueError(f"threshold must be a finite number, got {self.threshold}")
-        if int(self.min_component_size) != self.min_component_size or self.min_component_size < 0:
-            raise ValueError(f"min_component_size must be an integer >= 0, got {self.min_component_size}")
-        if int(self.closing_radius) != self.closing_radius or not 0 <= self.closing_radius <= 10:
-            raise ValueError(f"closing_radius must be an integer in 0..10, got {self.closing_radius}")
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float, np.number)) or not 0 <= float(t) < 1:
+            raise ValueError(f"threshold must be a number in [0, 1), got {t!r}")
+        object.__setattr__(self, "threshold", float(t))
+        h = self.hysteresis_high
+        if h is not None:
+            if isinstance(h, bool) or not isinstance(h, (int, float, np.number)) or not math.isfinite(float(h)):
+                raise ValueError(f"hysteresis_high must be null/None or a number, got {h!r}")
+            if not self.threshold < float(h) < 1:
+                raise ValueError(f"hysteresis_high must lie between threshold ({self.threshold}) and 1, got {h!r}")
+            object.__setattr__(self, "hysteresis_high", float(h))
+        for name in ("min_component_size", "patch_holes"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        for name in ("plug_holes", "fill_holes"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        if self.plug_method not in PLUG_METHODS:
+            raise ValueError(f"plug_method must be one of {', '.join(PLUG_METHODS)}, got {self.plug_method!r}")
+        r = self.closing_radius
+        if (
+            isinstance(r, (str, bytes))
+            or not hasattr(r, "__len__")
+            or len(r) != 2
+            or not all(_is_int(v) and 0 <= v <= MAX_CLOSING_RADIUS for v in r)
+        ):
+            raise ValueError(f"closing_radius must be two integers (z, yx) in 0..{MAX_CLOSING_RADIUS}, got {r!r}")
+        object.__setattr__(self, "closing_radius", (int(r[0]), int(r[1])))
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``closing_radius`` as a list)."""
+        d = dataclasses.asdict(self)
+        d["closing_radius"] = list(self.closing_radius)
+        return d
 
-def binarize(volume: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Foreground mask: ``> threshold`` for float volumes (NaN = background), ``!= 0`` otherwise."""
-    volume = np.asarray(volume)
-    if volume.ndim != 3:
-        raise ValueError(f"expected a 3-D volume, got shape {volume.shape}")
-    if np.issubdtype(volume.dtype, np.floating):
-        with np.errstate(invalid="ignore"):
-            return volume > threshold
-    return volume != 0
-
-
-def remove_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop 26-connected components with fewer than ``min_size`` voxels."""
-    if min_size <= 1 or not mask.any():
-        return mask.copy()
-    labels = cc3d.connected_components(np.ascontiguousarray(mask), connectivity=26)
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_size
-    keep[0] = False
-    return keep[labels]
-
-
-def plug_pinholes(mask: np.ndarray) -> np.ndarray:
-    """Fill background voxels enclosed by foreground face neighbours along two or more axes."""
-    padded = np.pad(mask, 1)
-    core = (slice(1, -1),) * 3
-    enclosed_axes = np.zeros(mask.shape, np.uint8)
-    for axis in range(3):
-        lo = list(core)
-        hi = list(core)
-        lo[axis] = slice(0, -2)
-        hi[axis] = slice(2, None)
-        enclosed_axes += padded[tuple(lo)] & padded[tuple(hi)]
-    return mask | (enclosed_axes >= 2)
-
-
-def _ball(radius: int) -> np.ndarray:
-    r = np.arange(-radius, radius + 1)
-    z, y, x = np.meshgrid(r, r, r, indexing="ij")
-    return z * z + y * y + x * x <= radius * radius
-
-
-def separated_closing(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary closing with a ball of ``radius`` that never joins two components.
-
-    The voxels a closing adds are grouped into 26-connected patches; a patch is kept only if every component of
-    ``mask`` it touches (26-neighbourhood) is the same one, so gaps inside a sheet close while two sheets, however
-    near, stay apart.
-    """
-    if radius <= 0 or not mask.any():
-        return mask.copy()
-    core = (slice(radius, -radius),) * 3
-    closed = ndimage.binary_closing(np.pad(mask, radius), _ball(radius))[core]
-    added = closed & ~mask
-    if not added.any():
-        return mask.copy()
-    labels, n = cc3d.connected_components(np.ascontiguousarray(mask), connectivity=26, return_N=True)
-    labels = labels.astype(np.int64)
-    touch_hi = ndimage.maximum_filter(labels, size=3, mode="constant", cval=0)
-    touch_lo = ndimage.minimum_filter(np.where(labels == 0, n + 1, labels), size=3, mode="constant", cval=n + 1)
-    patches, m = cc3d.connected_components(added, connectivity=26, return_N=True)
-    index = np.arange(1, m + 1)
-    hi = np.asarray(ndimage.maximum(touch_hi, patches, index))
-    lo = np.asarray(ndimage.minimum(touch_lo, patches, index))
-    keep = np.zeros(m + 1, bool)
-    keep[1:] = (hi == lo) | (hi == 0)
-    return mask | keep[patches]
-
-
-def fill_cavities(mask: np.ndarray) -> np.ndarray:
-    """Fill background regions that do not reach the volume border (3-D cavities)."""
-    return ndimage.binary_fill_holes(mask)
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PostprocessConfig:
+        """From a dict such as :meth:`to_dict` gives; missing keys take the defaults, unknown keys are refused."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"post-processing steps must be a JSON object, got {type(d).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown post-processing key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+        return cls(**d)
 
 
 def postprocess_volume(volume: np.ndarray, config: PostprocessConfig = PostprocessConfig()) -> np.ndarray:  # noqa: B008
-    """Run the configured steps on one volume; returns a uint8 volume of 0/1."""
-    mask = binarize(volume, config.threshold)
-    mask = remove_small_components(mask, int(config.min_component_size))
+    """Run the configured steps, in ``STEP_ORDER``, on one volume; returns a uint8 volume of 0/1."""
+    volume = np.asarray(volume)
+    if config.hysteresis_high is not None and np.issubdtype(volume.dtype, np.floating):
+        mask = hysteresis(volume, config.threshold, config.hysteresis_high)
+    else:
+        mask = binarize(volume, config.threshold)
+    mask = remove_small_components(mask, config.min_component_size)
     if config.plug_holes:
-        mask = plug_pinholes(mask)
-    if config.closing_radius:
-        mask = separated_closing(mask, int(config.closing_radius))
+        if config.plug_method in ("lut", "both"):
+            mask = plug_holes_lut(mask)
+        if config.plug_method in ("axis", "both"):
+            mask = plug_pinholes(mask)
+    if config.patch_holes:
+        mask = patch_holes(mask, config.patch_holes)
+    if config.closing_radius != (0, 0):
+        mask = separated_closing(mask, config.closing_radius)
     if config.fill_holes:
         mask = fill_cavities(mask)
     return mask.astype(np.uint8)

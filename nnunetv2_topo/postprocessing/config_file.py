@@ -1,0 +1,150 @@
+"""``postprocess.json``: one versioned file with the fusion, the post-processing steps and what ``tune`` measured.
+
+    {"version": 1,
+     "fusion": {"mode": "logit", "weights": [0.4, 0.6], "inputs": ["models/a", "models/b"]},
+     "steps": {"threshold": 0.35, "hysteresis_high": 0.85, "min_component_size": 1000, ...},
+     "measured": {...free-form JSON written by tune...}}
+
+Unknown keys, bad values and other versions are refused with a ValueError naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nnunetv2_topo.inference.fusion import FUSION_MODES, check_fusion_weights
+from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+
+POSTPROCESS_FILE_VERSION = 1
+_TOP_KEYS = ("version", "fusion", "steps", "measured")
+_FUSION_KEYS = ("mode", "weights", "inputs")
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """How the inputs are fused: ``mode`` (logit|prob), ``weights`` (None = equal; one per input, in order) and
+    ``inputs``, the inputs (as given on the command line) the file was tuned on."""
+
+    mode: str = "logit"
+    weights: tuple[float, ...] | None = None
+    inputs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in FUSION_MODES:
+            raise ValueError(f"mode must be one of {', '.join(FUSION_MODES)}, got {self.mode!r}")
+        if not isinstance(self.inputs, (list, tuple)) or not all(isinstance(i, str) for i in self.inputs):
+            raise ValueError(f"inputs must be a list of paths (strings), got {self.inputs!r}")
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        if self.weights is not None:
+            if not isinstance(self.weights, (list, tuple)) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.weights
+            ):
+                raise ValueError(f"weights must be null or a list of numbers, got {self.weights!r}")
+            n = len(self.inputs) or len(self.weights)
+            object.__setattr__(self, "weights", check_fusion_weights(self.weights, n))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "weights": None if self.weights is None else list(self.weights),
+            "inputs": list(self.inputs),
+        }
+
+
+@dataclass(frozen=True)
+class PostprocessFile:
+    """The content of a ``postprocess.json``."""
+
+    fusion: FusionSpec = field(default_factory=FusionSpec)
+    steps: PostprocessConfig = field(default_factory=PostprocessConfig)
+    measured: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": POSTPROCESS_FILE_VERSION,
+            "fusion": self.fusion.to_dict(),
+            "steps": self.steps.to_dict(),
+            "measured": self.measured,
+        }
+
+
+def _finite_json(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} holds {value}; JSON needs finite numbers (use null)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _finite_json(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _finite_json(v, f"{where}[{i}]")
+
+
+def parse_postprocess_dict(d: Any, source: str = "postprocess file") -> PostprocessFile:
+    """A :class:`PostprocessFile` from parsed JSON; errors name ``source`` and the key."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: expected a JSON object at the top, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(_TOP_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(_TOP_KEYS)}")
+    if "version" not in d:
+        raise ValueError(f"{source}: missing key 'version' (this release writes {POSTPROCESS_FILE_VERSION})")
+    if d["version"] != POSTPROCESS_FILE_VERSION or isinstance(d["version"], bool):
+        raise ValueError(
+            f"{source}: key 'version' is {d['version']!r}; this release reads version {POSTPROCESS_FILE_VERSION}"
+            " only: run tune again to write a current file"
+        )
+    fusion = d.get("fusion", {})
+    if not isinstance(fusion, dict):
+        raise ValueError(f"{source}: key 'fusion' must be a JSON object, got {type(fusion).__name__}")
+    unknown = sorted(set(fusion) - set(_FUSION_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown key(s) fusion.{', fusion.'.join(unknown)}; known: {', '.join(_FUSION_KEYS)}"
+        )
+    try:
+        spec = FusionSpec(
+            mode=fusion.get("mode", "logit"), weights=fusion.get("weights"), inputs=fusion.get("inputs", ())
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: key 'fusion': {exc}") from None
+    try:
+        steps = PostprocessConfig.from_dict(d.get("steps", {}))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: key 'steps': {exc}") from None
+    measured = d.get("measured", {})
+    if not isinstance(measured, dict):
+        raise ValueError(f"{source}: key 'measured' must be a JSON object, got {type(measured).__name__}")
+    return PostprocessFile(fusion=spec, steps=steps, measured=measured)
+
+
+def load_postprocess_file(path: str | os.PathLike) -> PostprocessFile:
+    """Read and validate a ``postprocess.json``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such post-processing file; write one with nnunetv2_topo tune")
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    return parse_postprocess_dict(d, str(path))
+
+
+def save_postprocess_file(path: str | os.PathLike, pf: PostprocessFile) -> None:
+    """Write ``pf`` as JSON, atomically (temporary file + ``os.replace``)."""
+    path = Path(path)
+    d = pf.to_dict()
+    _finite_json(d, "postprocess file")
+    text = json.dumps(d, indent=2, sort_keys=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
