@@ -51,6 +51,12 @@ def binarize_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.ascontiguousarray(_foreground(pred) & keep), np.ascontiguousarray(_foreground(gt) & keep)
 
 
+def combine_score(topo: float, surface_dice: float, voi_score: float) -> float:
+    """The weighted sum of the three components, clipped to [0, 1] (stand-in until issue 13's version)."""
+    score = WEIGHTS["topo"] * topo + WEIGHTS["surface_dice"] * surface_dice + WEIGHTS["voi_score"] * voi_score
+    return float(min(1.0, max(0.0, score)))
+
+
 @dataclass
 class PendingScore:
     """A score whose engine tiles may still be running; :meth:`result` waits for them."""

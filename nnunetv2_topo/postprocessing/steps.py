@@ -7,7 +7,7 @@ Defaults were chosen with ``benchmarks/postprocess_ablation.py`` (see .notes/met
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import cc3d
 import numpy as np
@@ -20,6 +20,7 @@ class PostprocessConfig:
 
     threshold: float inputs are foreground where ``value > threshold`` (probabilities); integer and bool
         inputs where ``value != 0``.
+    hysteresis_high: None = off; else keep only the components of ``value > threshold`` holding a voxel > it.
     min_component_size: drop 26-connected components with fewer voxels (0 = keep all).
     plug_holes: fill background voxels whose two face neighbours are foreground along at least two axes
         (a 1-voxel pinhole in a sheet of any orientation; never thickens a sheet or bridges two sheets).
@@ -29,6 +30,7 @@ class PostprocessConfig:
     """
 
     threshold: float = 0.5
+    hysteresis_high: float | None = None
     min_component_size: int = 64
     plug_holes: bool = True
     closing_radius: int = 0
@@ -41,6 +43,28 @@ class PostprocessConfig:
             raise ValueError(f"min_component_size must be an integer >= 0, got {self.min_component_size}")
         if int(self.closing_radius) != self.closing_radius or not 0 <= self.closing_radius <= 10:
             raise ValueError(f"closing_radius must be an integer in 0..10, got {self.closing_radius}")
+        if self.hysteresis_high is not None and not self.threshold < self.hysteresis_high:
+            raise ValueError(f"hysteresis_high must be None or > threshold, got {self.hysteresis_high}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PostprocessConfig:
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown post-processing key(s) {', '.join(unknown)}")
+        return cls(**d)
+
+
+STEP_ORDER: tuple[str, ...] = (
+    "threshold",
+    "hysteresis_high",
+    "min_component_size",
+    "plug_holes",
+    "closing_radius",
+    "fill_holes",
+)
 
 
 def binarize(volume: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -120,6 +144,10 @@ def fill_cavities(mask: np.ndarray) -> np.ndarray:
 def postprocess_volume(volume: np.ndarray, config: PostprocessConfig = PostprocessConfig()) -> np.ndarray:  # noqa: B008
     """Run the configured steps on one volume; returns a uint8 volume of 0/1."""
     mask = binarize(volume, config.threshold)
+    if config.hysteresis_high is not None and np.issubdtype(np.asarray(volume).dtype, np.floating):
+        labels = cc3d.connected_components(np.ascontiguousarray(mask), connectivity=26)
+        seeds = np.unique(labels[binarize(volume, config.hysteresis_high)])
+        mask = np.isin(labels, seeds[seeds > 0])
     mask = remove_small_components(mask, int(config.min_component_size))
     if config.plug_holes:
         mask = plug_pinholes(mask)
