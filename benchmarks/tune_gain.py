@@ -128,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
             f"tile cache hit rate {m['tile_cache']['hit_rate']:.1%}"
         )
         print(f"tuned configuration: {describe(pf.steps)}")
-        print((work / "tune_report.md").read_text().split("## Ablation")[1].split("## Best")[0].strip())
         rows = [
             ("raw argmax (threshold 0.5)", no_postprocessing()),
             ("default postprocess", PostprocessConfig()),

@@ -124,10 +124,10 @@ def score_folder(
     """
     from nnunetv2_topo.metrics import evaluate_folders
 
+    if config is not None and out_dir is None:
+        raise ValueError("score_folder needs out_dir for the post-processed predictions when config is given")
     summary = {"raw": evaluate_folders(pred_dir, gt_dir, num_processes, progress, only_predicted)}
     if config is not None:
-        if out_dir is None:
-            raise ValueError("score_folder needs out_dir for the post-processed predictions when config is given")
         postprocess_folder(pred_dir, out_dir, config, progress)
         summary["postprocessed"] = evaluate_folders(out_dir, gt_dir, num_processes, progress, only_predicted)
         summary["postprocess_config"] = config.to_dict()
