@@ -87,20 +87,13 @@ def _fold(env: dict, trainer: str, plans: str) -> Path:
 
 def _score(fold: Path, pre: Path) -> float:
     """Mean competition score (raw) of the fold's validation predictions."""
-    import tempfile
-
-    from nnunetv2_topo.io import case_id, is_volume_file
-    from nnunetv2_topo.metrics import evaluate_folders
+    from nnunetv2_topo.inference.scoring import score_folder
 
     summary = fold / "validation" / "summary_topo.json"
     if summary.exists():
         return float(json.loads(summary.read_text())["raw"]["mean"]["score"])
-    preds = [p for p in (fold / "validation").iterdir() if p.is_file() and is_volume_file(p)]
-    with tempfile.TemporaryDirectory() as tmp:
-        for p in preds:
-            gt = next((pre / "gt_segmentations").glob(f"{case_id(p)}.*"))
-            (Path(tmp) / gt.name).symlink_to(gt.resolve())
-        return float(evaluate_folders(fold / "validation", tmp, num_processes=0, progress=False)["mean"]["score"])
+    raw = score_folder(fold / "validation", pre / "gt_segmentations", num_processes=0, only_predicted=True)["raw"]
+    return float(raw["mean"]["score"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -498,29 +498,24 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     def score_validation_topo(self) -> dict[str, Any]:
         """Score ``validation/`` with the leaderboard metric, raw and post-processed; write summary_topo.json."""
         import json
-        from dataclasses import asdict
 
         from nnunetv2.configuration import default_num_processes
 
-        from nnunetv2_topo.io import case_id, is_volume_file, read_volume, write_tiff
-        from nnunetv2_topo.metrics import evaluate_folders
-        from nnunetv2_topo.postprocessing import PostprocessConfig, postprocess_volume
+        from nnunetv2_topo.inference.scoring import score_folder
+        from nnunetv2_topo.io import is_volume_file
+        from nnunetv2_topo.postprocessing import PostprocessConfig
 
         val_dir = Path(self.output_folder) / "validation"
         gt_dir = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
         preds = sorted(p for p in val_dir.iterdir() if p.is_file() and is_volume_file(p))
         if not preds:
             raise FileNotFoundError(f"no predicted volumes in {val_dir}")
-        pp_config = PostprocessConfig()
-        pp_dir = val_dir / "postprocessed"
-        pp_dir.mkdir(exist_ok=True)
-        for pred in preds:
-            write_tiff(pp_dir / f"{case_id(pred)}.tif", postprocess_volume(read_volume(pred), pp_config))
         num_processes = default_num_processes if len(preds) > 1 else 0
         # gt_segmentations holds every training case: score only this fold's predictions
-        raw = evaluate_folders(val_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
-        post = evaluate_folders(pp_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
-        summary = {"raw": raw, "postprocessed": post, "postprocess_config": asdict(pp_config)}
+        summary = score_folder(
+            val_dir, gt_dir, PostprocessConfig(), val_dir / "postprocessed", num_processes, only_predicted=True
+        )
+        raw, post = summary["raw"], summary["postprocessed"]
         out = val_dir / "summary_topo.json"
         tmp_out = out.with_name(out.name + ".tmp")
         tmp_out.write_text(json.dumps(summary, indent=2, default=float))
