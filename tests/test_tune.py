@@ -284,3 +284,28 @@ def test_cli_is_registered() -> None:
     from nnunetv2_topo.cli.main import SUBCOMMANDS
 
     assert SUBCOMMANDS["tune"] == "tune"
+
+
+def test_workers_do_not_run_the_callers_main_script(tmp_path: Path) -> None:
+    """A script without an ``if __name__ == "__main__"`` guard runs once, not once more per worker."""
+    import subprocess
+    import sys
+
+    prob_dir, gt_dir = write_case_folders(tmp_path, 2)
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from nnunetv2_topo.tuning import CaseSource, Evaluator\n"
+        "from nnunetv2_topo.postprocessing import PostprocessConfig\n"
+        f"with open({str(marker)!r}, 'a') as fh:\n"
+        "    fh.write('run\\n')\n"
+        f"srcs = [CaseSource(c, (Path({str(prob_dir)!r}) / f'{{c}}.tif',), Path({str(gt_dir)!r}) / f'{{c}}.tif')"
+        " for c in ('c0', 'c1')]\n"
+        "with Evaluator(srcs, num_processes=2) as ev:\n"
+        "    print(ev.evaluate([PostprocessConfig(threshold=0.3)]))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "run\n"
+    assert float(done.stdout.strip()[1:-1]) == pytest.approx(1.0)

@@ -9,7 +9,10 @@ case's known ``(tile index, tile digest) -> counts`` entries and hands back the 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import math
+import sys
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +80,24 @@ def evaluate_task(
     return source.case, results, new, hits, misses
 
 
+@contextlib.contextmanager
+def main_module_hidden():
+    """Workers started inside this block do not import the caller's ``__main__``.
+
+    A spawned worker re-runs the parent's main script (as ``__mp_main__``) unless ``__main__`` has neither a
+    file nor a module spec; a user's script calling :func:`~nnunetv2_topo.tuning.tune` without an
+    ``if __name__ == "__main__"`` guard would otherwise run again in every worker. Workers start while tasks are
+    submitted, so submissions happen in this block too (only functions of this package are submitted).
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
 class TileCountCache:
     """Betti-matching counts by (case, tile index, digest of the prediction tile) with hit accounting."""
 
@@ -141,7 +162,8 @@ class Evaluator:
         if self._pool is None:
             from nnunetv2_topo.metrics.engine import make_engine_pool
 
-            self._pool = make_engine_pool(self.num_processes)
+            with main_module_hidden():
+                self._pool = make_engine_pool(self.num_processes)
         return self._pool
 
     @property
@@ -182,10 +204,11 @@ class Evaluator:
                 self._accept(configs, evaluate_task(source, configs, self.cache.known(source.case)))
         else:
             pool = self._executor()
-            futures = {
-                pool.submit(evaluate_task, source, configs, dict(self.cache.known(source.case))): configs
-                for source, configs in tasks
-            }
+            with main_module_hidden():
+                futures = {
+                    pool.submit(evaluate_task, source, configs, dict(self.cache.known(source.case))): configs
+                    for source, configs in tasks
+                }
             try:
                 for future in cf.as_completed(futures):
                     self._accept(futures[future], future.result())
