@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-np", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--time-budget", type=float, default=None, help="passed to tune (minutes)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the cases and the report in this folder")
     args = parser.parse_args(argv)
     size, n = (64, 8) if args.quick else (args.size, args.cases)
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         out = work / "postprocess.json"
         cmd = [sys.executable, "-m", "nnunetv2_topo.cli.main", "tune", "--input", str(tune_prob), "--gt", str(tune_gt)]
         cmd += ["--output", str(out), "-np", str(args.np), "--overwrite", "--quiet"]
+        if args.time_budget is not None:
+            cmd += ["--time-budget", str(args.time_budget)]
         t0 = time.monotonic()
         subprocess.run(cmd, check=True)
         tune_s = time.monotonic() - t0
