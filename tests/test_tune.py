@@ -309,3 +309,31 @@ def test_workers_do_not_run_the_callers_main_script(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert marker.read_text() == "run\n"
     assert float(done.stdout.strip()[1:-1]) == pytest.approx(1.0)
+
+
+def test_search_space_follows_the_config_fields() -> None:
+    from dataclasses import fields
+
+    from nnunetv2_topo.tuning import search_space
+
+    space = search_space()
+    names = {f.name for f in fields(PostprocessConfig)}
+    assert list(space)[0] == "threshold" and set(space) <= names
+    assert "patch_holes" in space or "patch_holes" not in names  # switches on when the field exists
+    assert space["closing_radius"][0] in (0, (0, 0))  # "off" first: the ablation's starting point
+    none = no_postprocessing()
+    assert none.threshold == 0.5 and none.min_component_size == 0 and not none.plug_holes
+
+
+def test_hysteresis_keeps_only_components_with_a_confident_voxel() -> None:
+    from nnunetv2_topo.postprocessing import postprocess_volume
+
+    prob = np.zeros((8, 8, 8), np.float32)
+    prob[1, 1:4, 1:4] = 0.4
+    prob[1, 2, 2] = 0.9  # confident seed
+    prob[5, 1:4, 1:4] = 0.4  # weak component without a seed
+    config = PostprocessConfig(threshold=0.3, hysteresis_high=0.8, min_component_size=0, plug_holes=False)
+    out = postprocess_volume(prob, config)
+    assert out[1].sum() == 9 and out[5].sum() == 0
+    with pytest.raises(ValueError, match="hysteresis_high must be None or > threshold"):
+        PostprocessConfig(threshold=0.5, hysteresis_high=0.5)
