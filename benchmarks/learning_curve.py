@@ -92,16 +92,13 @@ def _fold(env: dict, trainer: str, plans: str) -> Path:
 
 def _score(fold: Path, pre: Path) -> float:
     """Mean competition score (raw) of the fold's validation predictions."""
-    from nnunetv2_topo.metrics import evaluate_folders
+    from nnunetv2_topo.inference.scoring import score_folder
 
     summary = fold / "validation" / "summary_topo.json"
     if summary.exists():
         return float(json.loads(summary.read_text())["raw"]["mean"]["score"])
-    # gt_segmentations holds every training case: score only this fold's predictions
-    result = evaluate_folders(
-        fold / "validation", pre / "gt_segmentations", num_processes=0, progress=False, only_predicted=True
-    )
-    return float(result["mean"]["score"])
+    raw = score_folder(fold / "validation", pre / "gt_segmentations", num_processes=0, only_predicted=True)["raw"]
+    return float(raw["mean"]["score"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,10 +89,9 @@ def simulated_probability(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def evaluate(cases, config) -> dict[str, float]:
-    from nnunetv2_topo.metrics import leaderboard_score
-    from nnunetv2_topo.postprocessing import postprocess_volume
+    from nnunetv2_topo.inference.scoring import postprocess_and_score
 
-    scores = [leaderboard_score(postprocess_volume(p, config), gt, workers=0) for p, gt in cases]
+    scores = [postprocess_and_score(p, gt, config) for p, gt in cases]
     return {k: float(np.mean([s[k] for s in scores])) for k in ("score", "topo", "surface_dice", "voi_score")}
 
 

@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "trainer-path": "trainer_path",
     "evaluate": "evaluate",
     "postprocess": "postprocess",
+    "tune": "tune",
     "submit": "submit",
     "plot": "plot",
     "demo": "demo",

@@ -611,30 +611,23 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     def score_validation_topo(self) -> dict[str, Any]:
         """Score ``validation/`` with the leaderboard metric, raw and post-processed; write summary_topo.json."""
         import json
-        from dataclasses import asdict
 
-        from nnunetv2_topo.io import index_volumes, read_volume, write_tiff
-        from nnunetv2_topo.metrics import evaluate_folders
-        from nnunetv2_topo.postprocessing import PostprocessConfig, postprocess_volume
+        from nnunetv2_topo.inference.scoring import score_folder
+        from nnunetv2_topo.io import index_volumes, volume_shape
+        from nnunetv2_topo.postprocessing import PostprocessConfig
 
         val_dir = Path(self.output_folder) / "validation"
         gt_dir = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
         preds = index_volumes(val_dir, "validation")
         if not preds:
             raise FileNotFoundError(f"no predicted volumes in {val_dir}")
-        pp_config = PostprocessConfig()
-        pp_dir = val_dir / "postprocessed"
-        pp_dir.mkdir(exist_ok=True)
-        largest = 0
-        for cid, pred in preds.items():
-            volume = read_volume(pred)
-            largest = max(largest, volume.size)
-            write_tiff(pp_dir / f"{cid}.tif", postprocess_volume(volume, pp_config))
+        largest = max(math.prod(volume_shape(path)) for path in preds.values())
         num_processes = self.final_score_workers(len(preds), largest)
         # gt_segmentations holds every training case: score only this fold's predictions
-        raw = evaluate_folders(val_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
-        post = evaluate_folders(pp_dir, gt_dir, num_processes=num_processes, progress=False, only_predicted=True)
-        summary = {"raw": raw, "postprocessed": post, "postprocess_config": asdict(pp_config)}
+        summary = score_folder(
+            val_dir, gt_dir, PostprocessConfig(), val_dir / "postprocessed", num_processes, only_predicted=True
+        )
+        raw, post = summary["raw"], summary["postprocessed"]
         out = val_dir / "summary_topo.json"
         atomic_write_text(out, json.dumps(summary, indent=2, default=float))
         for kind, result in (("raw", raw), ("postprocessed", post)):

@@ -1,0 +1,339 @@
+"""``nnunetv2_topo tune``: the search finds a known optimum, cache accounting, cross-validation from per-case
+scores, Ctrl-C and the time budget, the report, and every bad CLI input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from nnunetv2_topo.cli.main import main
+from nnunetv2_topo.io import write_tiff
+from nnunetv2_topo.postprocessing import PostprocessConfig
+from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
+from nnunetv2_topo.tuning import CaseSource, Evaluator, cross_validate, no_postprocessing, tune
+from nnunetv2_topo.tuning import evaluator as evaluator_module
+from nnunetv2_topo.tuning.space import THRESHOLDS
+
+SHAPE = (24, 24, 24)
+
+
+def constructed_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(probability, label)`` whose best threshold of the grid is exactly 0.3.
+
+    Two 2-voxel-thick sheets at p = 0.32 (under-confident: argmax loses them) with a one-voxel halo at p = 0.27 on
+    both faces (thresholds <= 0.25 thicken the sheets: VOI falls), and confident single-voxel dust (p = 0.9, any
+    dust removal fixes it). Threshold 0.3 plus dust removal reproduces the ground truth exactly (score 1).
+    """
+    gt = np.zeros(SHAPE, np.uint8)
+    z0 = 5 + seed % 2
+    for z in (z0, z0 + 10):
+        gt[z : z + 2, 3:21, 3:21] = 1
+    gt[:, :, 22:] = 2
+    prob = np.full(SHAPE, 0.02, np.float32)
+    for z in (z0, z0 + 10):
+        prob[z : z + 2, 3:21, 3:21] = 0.32
+        prob[z - 1, 3:21, 3:21] = prob[z + 2, 3:21, 3:21] = 0.27
+    for i in range(3):
+        prob[z0 + 5, 4 + 6 * i, 4 + 5 * seed % 7] = 0.9
+    return prob, gt
+
+
+def write_case_folders(root: Path, n: int, with_extra_gt: bool = False) -> tuple[Path, Path]:
+    prob_dir, gt_dir = root / "prob", root / "gt"
+    prob_dir.mkdir(parents=True)
+    gt_dir.mkdir(parents=True)
+    for i in range(n):
+        prob, gt = constructed_case(i)
+        tifffile.imwrite(prob_dir / f"c{i}.tif", prob)
+        write_tiff(gt_dir / f"c{i}.tif", gt)
+    if with_extra_gt:
+        write_tiff(gt_dir / "extra.tif", constructed_case(0)[1])
+    return prob_dir, gt_dir
+
+
+def sources(prob_dir: Path, gt_dir: Path) -> list[CaseSource]:
+    return [CaseSource(p.stem, (p,), gt_dir / p.name) for p in sorted(prob_dir.glob("*.tif"))]
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("tuned")
+    prob_dir, gt_dir = write_case_folders(root, 2)
+    out = root / "out" / "postprocess.json"
+    out.parent.mkdir()
+    outcome = tune(sources(prob_dir, gt_dir), out, num_processes=0, progress=False)
+    return outcome, out
+
+
+def test_search_finds_the_known_optimum(tuned) -> None:
+    outcome, out = tuned
+    assert outcome.best.threshold == 0.3
+    assert 0 < outcome.best.min_component_size < 1152  # removes the dust, keeps the sheets (2*18*18 voxels)
+    s = outcome.summary
+    assert s["score_tuned"] == pytest.approx(1.0)
+    assert s["score_default"] < 0.6 and s["score_argmax"] < 0.6  # threshold 0.5 loses both sheets
+    assert s["status"] == "converged"
+    assert s["configurations_evaluated"] > len(THRESHOLDS)  # every threshold, then the other steps
+
+
+def test_written_file_holds_the_best_configuration_and_measurements(tuned) -> None:
+    outcome, out = tuned
+    pf = load_postprocess_file(out)
+    assert pf.steps == outcome.best
+    assert pf.measured["score_tuned"] == pytest.approx(1.0)
+    assert pf.measured["cases"] == ["c0", "c1"]
+    assert pf.measured["cross_validated"]["folds"] == 2
+    cache = pf.measured["tile_cache"]
+    assert cache["hits"] > 0 and cache["hit_rate"] == cache["hits"] / (cache["hits"] + cache["computed"])
+
+
+def test_report_files_beside_the_output(tuned) -> None:
+    outcome, out = tuned
+    md = (out.parent / "tune_report.md").read_text()
+    assert outcome.report_md == out.parent / "tune_report.md"
+    assert "| none (threshold 0.5) |" in md and "| + threshold = 0.3 |" in md
+    assert "cross-validated (2 folds" in md
+    assert "hit rate" in md
+    assert (out.parent / "tune_report.png").read_bytes()[:4] == b"\x89PNG"
+    rows = outcome.ablation
+    assert rows[0].config == no_postprocessing() and rows[-1].config == outcome.best
+    assert rows[-1].means["score"] == pytest.approx(1.0)
+
+
+def test_cache_counts_hits_for_unchanged_tiles(tmp_path: Path) -> None:
+    prob_dir, gt_dir = write_case_folders(tmp_path, 1)
+    with Evaluator(sources(prob_dir, gt_dir), num_processes=0) as ev:
+        base = PostprocessConfig(threshold=0.3, min_component_size=16)
+        ev.evaluate([base])
+        assert (ev.cache.hits, ev.cache.misses) == (0, 8)
+        ev.evaluate([PostprocessConfig(threshold=0.3, min_component_size=64)])  # same mask: every tile cached
+        assert (ev.cache.hits, ev.cache.misses) == (8, 8)
+        ev.evaluate([base])  # already scored: nothing runs
+        assert (ev.cache.hits, ev.cache.misses) == (8, 8)
+        assert ev.cache.hit_rate == 0.5
+        assert ev.results[base]["c0"]["score"] == pytest.approx(1.0)
+
+
+def test_pool_gives_the_same_scores_as_serial(tmp_path: Path) -> None:
+    prob_dir, gt_dir = write_case_folders(tmp_path, 2)
+    configs = [PostprocessConfig(threshold=t) for t in (0.25, 0.3, 0.5)]
+    with Evaluator(sources(prob_dir, gt_dir), num_processes=0) as serial:
+        want = serial.evaluate(configs)
+    with Evaluator(sources(prob_dir, gt_dir), num_processes=1) as pooled:
+        assert pooled.evaluate(configs) == want
+        assert pooled.results == serial.results
+
+
+def test_cross_validation_uses_the_per_case_scores_only() -> None:
+    ev = Evaluator([CaseSource(c, (Path(c),), Path(c)) for c in "abcd"], num_processes=0)
+    base, x, y = PostprocessConfig(), PostprocessConfig(threshold=0.3), PostprocessConfig(threshold=0.2)
+    table = {base: [0.5, 0.5, 0.5, 0.5], x: [0.9, 0.6, 0.9, 0.6], y: [0.6, 0.8, 0.6, 0.8]}
+    for config, scores in table.items():
+        ev.results[config] = {c: {"score": s} for c, s in zip("abcd", scores, strict=True)}
+        ev.order.append(config)
+    cv = cross_validate(ev, base, folds=2)
+    # fold 0 tests a, c and is chosen on b, d -> y (0.8) scores 0.6, 0.6; fold 1 tests b, d, chosen on a, c -> x: 0.6
+    assert cv["heldout_score"] == pytest.approx(0.6)
+    assert cv["baseline_score"] == 0.5 and cv["gain"] == pytest.approx(0.1)
+    assert cv["folds"] == 2 and "threshold=0.2" in cv["chosen"][0] and "threshold=0.3" in cv["chosen"][1]
+    assert cross_validate(ev, PostprocessConfig(threshold=0.7), folds=2) is None  # baseline never evaluated
+
+
+def test_ctrl_c_leaves_the_best_configuration_so_far(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prob_dir, gt_dir = write_case_folders(tmp_path, 1)
+    real = evaluator_module.evaluate_task
+    calls = []
+
+    def interrupted_on_third_task(*args):
+        calls.append(1)
+        if len(calls) == 3:  # 1: defaults + none, 2: the threshold sweep, 3: the hysteresis sweep
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(evaluator_module, "evaluate_task", interrupted_on_third_task)
+    out = tmp_path / "postprocess.json"
+    with pytest.raises(KeyboardInterrupt):
+        tune(sources(prob_dir, gt_dir), out, num_processes=0, progress=False)
+    pf = load_postprocess_file(out)
+    assert pf.steps == PostprocessConfig(threshold=0.3)  # the threshold sweep had finished
+    assert pf.measured["status"] == "interrupted (Ctrl-C)"
+    assert pf.measured["score_tuned"] == pytest.approx(1.0)
+    assert "interrupted" in (tmp_path / "tune_report.md").read_text()
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_time_budget_stops_with_the_defaults_written(tmp_path: Path) -> None:
+    prob_dir, gt_dir = write_case_folders(tmp_path, 1)
+    out = tmp_path / "postprocess.json"
+    outcome = tune(sources(prob_dir, gt_dir), out, num_processes=0, time_budget_s=0.0, progress=False)
+    assert outcome.summary["status"] == "stopped by the time budget"
+    assert load_postprocess_file(out).steps == PostprocessConfig()
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    rc = main(["tune", *argv])
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err
+
+
+def test_cli_end_to_end_with_extra_gt_and_fused_npz_inputs(tmp_path: Path, capsys) -> None:
+    prob_dir, gt_dir = write_case_folders(tmp_path, 2, with_extra_gt=True)
+    npz_dir = tmp_path / "npz"
+    npz_dir.mkdir()
+    for i in range(2):
+        p1 = constructed_case(i)[0]
+        np.savez_compressed(npz_dir / f"c{i}.npz", probabilities=np.stack([1 - p1, p1]))
+    out = tmp_path / "pp" / "postprocess.json"
+    out.parent.mkdir()
+    rc, text = _cli(
+        capsys, "--input", str(prob_dir), "--input", str(npz_dir), "--fusion", "prob", "--weights", "1", "1",
+        "--gt", str(gt_dir), "--output", str(out), "-np", "1", "--quiet",
+    )  # fmt: skip
+    assert rc == 0, text
+    assert "| + threshold = 0.3 |" in text and "tile cache hit rate" in text and "cross-validated" in text
+    data = json.loads(out.read_text())
+    assert data["steps"]["threshold"] == 0.3
+    assert data["fusion"] == {"mode": "prob", "weights": [1.0, 1.0], "inputs": [str(prob_dir), str(npz_dir)]}
+    assert data["measured"]["cases"] == ["c0", "c1"]  # "extra" has ground truth only
+    assert (out.parent / "tune_report.md").exists() and (out.parent / "tune_report.png").exists()
+
+
+@pytest.fixture
+def cli_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
+    prob_dir, gt_dir = write_case_folders(tmp_path, 2)
+    return prob_dir, gt_dir, tmp_path / "postprocess.json"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p, g, o: ["--gt", str(g.parent / "nope")], "--gt .*nope is not a folder"),
+        (lambda p, g, o: ["--input", str(p.parent / "nope")], "--input .*nope is not a folder"),
+        (lambda p, g, o: ["--weights", "1", "2"], "--weights: 2 fusion weight"),
+        (lambda p, g, o: ["--weights", "-1"], "--weights: fusion weights must be finite, >= 0"),
+        (lambda p, g, o: ["--fusion", "max"], "--fusion must be one of logit, prob, got 'max'"),
+        (lambda p, g, o: ["--time-budget", "0"], "--time-budget must be a positive number"),
+        (lambda p, g, o: ["--cv-folds", "1"], "--cv-folds must be at least 2"),
+        (lambda p, g, o: ["-np", "-1"], "-np must be >= 0"),
+        (lambda p, g, o: ["--output", str(g.parent / "missing" / "pp.json")], "folder .*missing does not exist"),
+    ],
+)
+def test_cli_bad_arguments(capsys, cli_folders, change, message) -> None:
+    prob_dir, gt_dir, out = cli_folders
+    # a repeated --gt/--output replaces the first one; a repeated --input adds one
+    args = ["--input", str(prob_dir), "--gt", str(gt_dir), "--output", str(out), *change(prob_dir, gt_dir, out)]
+    rc, text = _cli(capsys, *args)
+    assert rc == 2
+    assert re.search(message, text), text
+    assert not out.exists()
+
+
+def test_cli_refuses_an_existing_output(capsys, cli_folders) -> None:
+    prob_dir, gt_dir, out = cli_folders
+    out.write_text("{}")
+    rc, text = _cli(capsys, "--input", str(prob_dir), "--gt", str(gt_dir), "--output", str(out))
+    assert rc == 2 and f"--output {out} exists; add --overwrite" in text
+    assert out.read_text() == "{}"
+
+
+def test_cli_no_common_cases(capsys, cli_folders, tmp_path: Path) -> None:
+    prob_dir, _, out = cli_folders
+    other_gt = tmp_path / "other_gt"
+    other_gt.mkdir()
+    write_tiff(other_gt / "zzz.tif", constructed_case(0)[1])
+    rc, text = _cli(capsys, "--input", str(prob_dir), "--gt", str(other_gt), "--output", str(out))
+    assert rc == 2 and "no common cases: none of the 2 case(s) of --input" in text
+
+
+def test_cli_case_without_ground_truth(capsys, cli_folders) -> None:
+    prob_dir, gt_dir, out = cli_folders
+    (gt_dir / "c1.tif").unlink()
+    rc, text = _cli(capsys, "--input", str(prob_dir), "--gt", str(gt_dir), "--output", str(out))
+    assert rc == 2 and "1 case(s) of --input have no ground truth" in text and "c1" in text
+
+
+def test_cli_inputs_with_different_cases(capsys, cli_folders, tmp_path: Path) -> None:
+    prob_dir, gt_dir, out = cli_folders
+    second = tmp_path / "second"
+    second.mkdir()
+    tifffile.imwrite(second / "c0.tif", constructed_case(0)[0])
+    rc, text = _cli(capsys, "--input", str(prob_dir), "--input", str(second), "--gt", str(gt_dir), "--output", str(out))
+    assert rc == 2 and "c1" in text
+
+
+def test_cli_empty_gt_folder_and_shape_mismatch(capsys, cli_folders, tmp_path: Path) -> None:
+    prob_dir, gt_dir, out = cli_folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, text = _cli(capsys, "--input", str(prob_dir), "--gt", str(empty), "--output", str(out))
+    assert rc == 2 and "holds no label volumes" in text
+    write_tiff(gt_dir / "c1.tif", np.zeros((8, 8, 8), np.uint8))
+    rc, text = _cli(capsys, "--input", str(prob_dir), "--gt", str(gt_dir), "--output", str(out), "-np", "0")
+    assert rc == 2 and "case 'c1'" in text and "shape (24, 24, 24)" in text and "(8, 8, 8)" in text
+
+
+def test_cli_is_registered() -> None:
+    from nnunetv2_topo.cli.main import SUBCOMMANDS
+
+    assert SUBCOMMANDS["tune"] == "tune"
+
+
+def test_workers_do_not_run_the_callers_main_script(tmp_path: Path) -> None:
+    """A script without an ``if __name__ == "__main__"`` guard runs once, not once more per worker."""
+    import subprocess
+    import sys
+
+    prob_dir, gt_dir = write_case_folders(tmp_path, 2)
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from nnunetv2_topo.tuning import CaseSource, Evaluator\n"
+        "from nnunetv2_topo.postprocessing import PostprocessConfig\n"
+        f"with open({str(marker)!r}, 'a') as fh:\n"
+        "    fh.write('run\\n')\n"
+        f"srcs = [CaseSource(c, (Path({str(prob_dir)!r}) / f'{{c}}.tif',), Path({str(gt_dir)!r}) / f'{{c}}.tif')"
+        " for c in ('c0', 'c1')]\n"
+        "with Evaluator(srcs, num_processes=2) as ev:\n"
+        "    print(ev.evaluate([PostprocessConfig(threshold=0.3)]))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "run\n"
+    assert float(done.stdout.strip()[1:-1]) == pytest.approx(1.0)
+
+
+def test_search_space_follows_the_config_fields() -> None:
+    from dataclasses import fields
+
+    from nnunetv2_topo.tuning import search_space
+
+    space = search_space()
+    names = {f.name for f in fields(PostprocessConfig)}
+    assert list(space)[0] == "threshold" and set(space) <= names
+    assert "patch_holes" in space or "patch_holes" not in names  # switches on when the field exists
+    assert space["closing_radius"][0] in (0, (0, 0))  # "off" first: the ablation's starting point
+    none = no_postprocessing()
+    assert none.threshold == 0.5 and none.min_component_size == 0 and not none.plug_holes
+
+
+def test_hysteresis_keeps_only_components_with_a_confident_voxel() -> None:
+    from nnunetv2_topo.postprocessing import postprocess_volume
+
+    prob = np.zeros((8, 8, 8), np.float32)
+    prob[1, 1:4, 1:4] = 0.4
+    prob[1, 2, 2] = 0.9  # confident seed
+    prob[5, 1:4, 1:4] = 0.4  # weak component without a seed
+    config = PostprocessConfig(threshold=0.3, hysteresis_high=0.8, min_component_size=0, plug_holes=False)
+    out = postprocess_volume(prob, config)
+    assert out[1].sum() == 9 and out[5].sum() == 0
+    with pytest.raises(ValueError, match="hysteresis_high must be None or > threshold"):
+        PostprocessConfig(threshold=0.5, hysteresis_high=0.5)
