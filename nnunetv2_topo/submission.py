@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -110,17 +111,44 @@ def write_submission(
                 f"{images[cid].name} has {want}"
             )
         volumes[cid] = _binary(volume, cid, preds[cid], binarize)
+    return write_volumes_zip(out_zip, ids, ((cid, volumes[cid]) for cid in ids))
+
+
+def write_volumes_zip(
+    out_zip: str | os.PathLike, ids: Sequence[str], volumes: Iterable[tuple[str, np.ndarray]]
+) -> Path:
+    """Stream ``(id, volume)`` pairs into a submission zip, one LZW ``<id>.tif`` each; returns its path.
+
+    Every volume must be uint8 with values 0/1 and its id one of ``ids``, given once; all ``ids`` must come.
+    The zip is written to a temporary name and renamed at the end, so on any failure (here or in the code producing
+    ``volumes``) nothing is left behind. Volumes are consumed one at a time: memory holds one case.
+    """
     import tifffile
 
+    expected = set(ids)
+    written: set[str] = set()
     out = Path(out_zip)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for cid in ids:
+            for cid, volume in volumes:
+                if cid not in expected:
+                    raise SubmissionError(f"id {cid} is not one of the submission's ids; remove it")
+                if cid in written:
+                    raise SubmissionError(f"id {cid} given twice; keep one prediction per id")
+                if volume.ndim != 3 or volume.dtype != np.uint8 or volume.max(initial=0) > 1:
+                    raise SubmissionError(
+                        f"id {cid}: expected a 3-D uint8 volume of 0/1, got {volume.dtype} of shape {volume.shape} "
+                        f"with maximum {volume.max(initial=0)}"
+                    )
                 buf = io.BytesIO()
-                tifffile.imwrite(buf, volumes[cid], compression="lzw", photometric="minisblack")
+                tifffile.imwrite(buf, volume, compression="lzw", photometric="minisblack")
                 zf.writestr(f"{cid}.tif", buf.getvalue())
+                written.add(cid)
+        missing = [i for i in ids if i not in written]
+        if missing:
+            raise SubmissionError(f"no volume for {len(missing)} id(s): {', '.join(missing[:10])}")
         os.replace(tmp, out)
     finally:
         if tmp.exists():

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "trainer-path": "trainer_path",
     "evaluate": "evaluate",
     "postprocess": "postprocess",
+    "predict": "predict",
     "submit": "submit",
     "plot": "plot",
     "demo": "demo",
