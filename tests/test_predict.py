@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from predict_fixtures import nnunet_layout, with_zero_border, write_model_folder
+from predict_fixtures import nnunet_layout, with_zero_border
 
 from nnunetv2_topo.cli.main import main
 from nnunetv2_topo.inference.cases import PART_MANIFEST, InputCase, index_input_images
 from nnunetv2_topo.inference.fusion import LOGIT_CLAMP
 from nnunetv2_topo.inference.models import check_model_folder, make_predictor, use_topo_trainers
 from nnunetv2_topo.inference.predict import LoadedModel, RunReport, _rotation_dims, load_models, predict_cases
+from nnunetv2_topo.inference.untrained import write_untrained_model_folder as write_model_folder
 from nnunetv2_topo.io import read_volume
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
 

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from predict_fixtures import write_model_folder
 
 from nnunetv2_topo.cli.main import main
+from nnunetv2_topo.inference.untrained import write_untrained_model_folder as write_model_folder
 from nnunetv2_topo.io import write_tiff
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 from nnunetv2_topo.submission import SubmissionError, write_volumes_zip
