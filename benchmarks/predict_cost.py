@@ -11,7 +11,8 @@ does not depend on the weights):
 
 Reported: wall time (whole command, incl. start-up), per case ((wall - start-up) / cases, where start-up is the
 wall time of a process that only imports torch and nnU-Net's predictor), predict's own per-case time (its summary
-line: reading, preprocessing, prediction, fusion, post-processing, writing), peak RSS of the largest process of the
+line: reading, preprocessing, prediction, fusion, post-processing, writing), CPU seconds of all the command's
+processes (less sensitive than wall time to other jobs on a shared machine), peak RSS of the largest process of the
 command (getrusage of the children), bytes written (everything the command leaves on disk).
 
     python benchmarks/predict_cost.py                         # CPU: 2 cases of 96³, patch 64³, 4/8/16/32 features
@@ -35,7 +36,8 @@ BIN = Path(sys.executable).parent
 DEFAULT_FEATURES = (32, 64, 128, 256, 320, 320)  # nnU-Net's 3d_fullres PlainConvUNet for these volumes
 _MEASURE = (
     "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(u.ru_maxrss, u.ru_utime + u.ru_stime, file=sys.stderr); sys.exit(rc)"
 )
 
 
@@ -48,15 +50,16 @@ def _own_per_case(log: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _run(cmd, env, log: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB of the largest process) of one command; fails loudly."""
+def _run(cmd, env, log: Path) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB of the largest process, CPU seconds of all its processes) of one command."""
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", _MEASURE, *map(str, cmd)], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t
     log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed ({proc.returncode}); see {log}")
-    return wall, int(proc.stderr.strip().splitlines()[-1]) / 1024
+    rss, cpu = proc.stderr.strip().splitlines()[-1].split()
+    return wall, int(rss) / 1024, float(cpu)
 
 
 def main() -> int:
@@ -67,6 +70,8 @@ def main() -> int:
     ap.add_argument("--features", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--default-network", action="store_true", help=f"features {DEFAULT_FEATURES}, patch 128")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--tta", default="mirror", choices=("mirror", "none"),
+                    help="TTA of every row (none: nnU-Net's --disable_tta, no rot90 row); default mirror")  # fmt: skip
     ap.add_argument("--skip", nargs="*", default=[], help="row names to skip (e.g. 'disk route, 2 models')")
     ap.add_argument("--work", type=Path, help="work folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, help="write the rows here")
@@ -98,40 +103,54 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet")}
     env.update(nnUNet_results=str(work), nnUNet_raw=str(work), nnUNet_preprocessed=str(work),
                nnUNet_extTrainer=str(trainer_folder()), nnUNet_compile="false", OMP_WAIT_POLICY="PASSIVE")  # fmt: skip
-    predict = [BIN / "nnunetv2_topo", "predict", "--input", kaggle, "--device", args.device, "--quiet"]
+    predict = [
+        BIN / "nnunetv2_topo",
+        "predict",
+        "--input",
+        kaggle,
+        "--device",
+        args.device,
+        "--quiet",
+        "--tta",
+        args.tta,
+    ]
+    no_tta = ["--disable_tta"] if args.tta == "none" else []
 
     def nnunet(model: Path, out: Path, *extra: str) -> list:
         return [BIN / "nnUNetv2_predict_from_modelfolder", "-i", images_ts, "-o", out, "-m", model, "-f", "0",
-                "-device", args.device, "-npp", "1", "-nps", "1", *extra]  # fmt: skip
+                "-device", args.device, "-npp", "1", "-nps", "1", *no_tta, *extra]  # fmt: skip
 
     rows = []
-    startup = _run([sys.executable, "-c", "import torch, nnunetv2.inference.predict_from_raw_data"], env,
-                   work / "startup.log")[0]  # fmt: skip
+    startup, _, startup_cpu = _run([sys.executable, "-c", "import torch, nnunetv2.inference.predict_from_raw_data"],
+                                   env, work / "startup.log")  # fmt: skip
 
     def row(name: str, commands: list, outputs: list) -> None:
         if name in args.skip:
             return
-        wall, peak, own = 0.0, 0.0, None
+        wall, peak, cpu, own = 0.0, 0.0, 0.0, None
         for k, cmd in enumerate(commands):
             log = work / f"{name.replace(' ', '_').replace(',', '')}_{k}.log"
-            w, p = _run(cmd, env, log)
-            wall, peak, own = wall + w, max(peak, p), _own_per_case(log.read_text())
+            w, p, c = _run(cmd, env, log)
+            wall, peak, cpu, own = wall + w, max(peak, p), cpu + c, _own_per_case(log.read_text())
         per_case = (wall - startup * len(commands)) / args.cases
         written = _bytes(outputs)
-        rows.append({"row": name, "wall_s": wall, "per_case_s": per_case, "own_per_case_s": own,
+        rows.append({"row": name, "wall_s": wall, "per_case_s": per_case, "own_per_case_s": own, "cpu_s": cpu,
                      "peak_rss_mb": peak, "written_mb": written / 1e6})  # fmt: skip
         own_s = f"{own:7.1f} s" if own is not None else " " * 9
-        print(f"{name:28s} {wall:7.1f} s {per_case:7.1f} s {own_s} {peak:7.0f} MB {written / 1e6:9.2f} MB", flush=True)
+        print(f"{name:28s} {wall:7.1f} s {per_case:7.1f} s {own_s} {cpu:7.1f} s {peak:7.0f} MB "
+              f"{written / 1e6:9.2f} MB", flush=True)  # fmt: skip
 
-    print(f"{args.cases} case(s) of {args.size}³, patch {args.patch}³, features {args.features}, {args.device}; "
-          f"start-up {startup:.1f} s per process")  # fmt: skip
-    print(f"{'row':28s} {'wall':>9s} {'per case':>9s} {'own/case':>9s} {'peak RSS':>10s} {'written':>12s}")
+    print(f"{args.cases} case(s) of {args.size}³, patch {args.patch}³, features {args.features}, {args.device}, "
+          f"TTA {args.tta}; "
+          f"start-up {startup:.1f} s ({startup_cpu:.1f} CPU s) per process")  # fmt: skip
+    print(f"{'row':28s} {'wall':>9s} {'per case':>9s} {'own/case':>9s} {'CPU':>9s} {'peak RSS':>10s} {'written':>12s}")
     row("nnUNetv2_predict, 1 model", [nnunet(models[0], work / "nn1")], [work / "nn1"])
     row("predict, 1 model", [[*predict, "--output", work / "p1", "--model", models[0]]], [work / "p1"])
     two = ["--model", models[0], "--model", models[1]]
     row("predict, 2 models", [[*predict, "--output", work / "p2", *two]], [work / "p2"])
-    row("predict, 2 models + rot90", [[*predict, "--output", work / "p2r", *two, "--tta", "mirror+rot90"]],
-        [work / "p2r"])  # fmt: skip
+    if args.tta == "mirror":
+        row("predict, 2 models + rot90", [[*predict, "--output", work / "p2r", *two, "--tta", "mirror+rot90"]],
+            [work / "p2r"])  # fmt: skip
     disk = [work / "d0", work / "d1", work / "ens"]
     row("disk route, 2 models",
         [nnunet(models[0], disk[0], "--save_probabilities"), nnunet(models[1], disk[1], "--save_probabilities"),
@@ -139,11 +158,12 @@ def main() -> int:
     by = {r["row"]: r for r in rows}
     if "disk route, 2 models" in by and "predict, 2 models" in by:
         d, p = by["disk route, 2 models"], by["predict, 2 models"]
-        print(f"predict / disk route (2 models): time {p['wall_s'] / d['wall_s']:.2f}x, "
-              f"written {p['written_mb'] / d['written_mb']:.4f}x")  # fmt: skip
+        print(f"predict / disk route (2 models): wall {p['wall_s'] / d['wall_s']:.2f}x, "
+              f"CPU {p['cpu_s'] / d['cpu_s']:.2f}x, written {p['written_mb'] / d['written_mb']:.4f}x")  # fmt: skip
     if args.json:
         meta = {k: str(v) for k, v in vars(args).items()}
-        args.json.write_text(json.dumps({"args": meta, "startup_s": startup, "rows": rows}, indent=1))
+        out = {"args": meta, "startup_s": startup, "startup_cpu_s": startup_cpu, "rows": rows}
+        args.json.write_text(json.dumps(out, indent=1))
     return 0
 
 
