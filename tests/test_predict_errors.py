@@ -199,3 +199,18 @@ def test_spacing_sidecar_is_checked(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text(json.dumps({"spacing": [1, 0, 3]}))
     with pytest.raises(CaseError, match="'spacing' must be 3 positive numbers, got"):
         case.read()
+
+
+def test_fusion_precedence() -> None:
+    """--weights/--fusion win over the --config file's fusion; the file's applies when neither is given."""
+    from argparse import Namespace
+
+    from nnunetv2_topo.cli.predict import _fusion
+    from nnunetv2_topo.postprocessing.config_file import FusionSpec, PostprocessFile
+
+    config = PostprocessFile(FusionSpec("prob", (0.25, 0.75)), PostprocessConfig(), {})
+    given = Namespace(weights=None, fusion=None, config=Path("pp.json"))
+    assert _fusion(given, 2, config) == ("prob", (0.25, 0.75))
+    assert _fusion(given, 2, None) == ("logit", (1.0, 1.0))
+    assert _fusion(Namespace(weights=[1.0, 3.0], fusion=None, config=None), 2, config) == ("logit", (1.0, 3.0))
+    assert _fusion(Namespace(weights=None, fusion="prob", config=None), 2, config) == ("prob", (1.0, 1.0))

@@ -162,7 +162,8 @@ def load_predictor(model: ModelFolder, device, use_mirroring: bool):
         )
     predictor = make_predictor(device, use_mirroring)
     folds = tuple(f if f == "all" else int(f) for f in model.folds)
-    predictor.initialize_from_trained_model_folder(str(model.path), folds, model.checkpoint)
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net narrates the trainer search again
+        predictor.initialize_from_trained_model_folder(str(model.path), folds, model.checkpoint)
     if predictor.configuration_manager.previous_stage_name is not None:
         raise ModelError(f"{model.path}: cascade configurations (previous stage) are not supported by predict")
     return predictor
