@@ -2,7 +2,9 @@
 # GPU benchmarks in one prepared run (<= 5 minutes on one H100/H200-class card):
 #   1. step time and peak memory at patch 128^3, batch 2, AMP, nnU-Net's default network, for nnUNetTrainer and
 #      every TopoWarmup variant, and the per-step cost of the weight EMA (ema_decay) (benchmarks/step_time.py);
-#   2. the loss-cost table at patch 128^3, batch 2, AMP (benchmarks/loss_cost.py).
+#   2. the loss-cost table at patch 128^3, batch 2, AMP (benchmarks/loss_cost.py);
+#   3. predict cost on 2 cases of 320^3 with nnU-Net's default network (patch 128^3): 1 model, 2 models fused,
+#      2 models + rot90 TTA, against the disk route --save_probabilities + nnUNetv2_ensemble (benchmarks/predict_cost.py).
 # Usage: bash benchmarks/gpu.sh [OUT_DIR]   (needs the package installed: `make install` or `pip install -e .`)
 # Record the card, date and numbers in benchmarks/RESULTS.md.
 set -euo pipefail
@@ -17,3 +19,5 @@ timeout 170 "$PY" benchmarks/step_time.py --device cuda --patch 128 --iterations
     2>&1 | tee "$OUT/step_time.txt"
 timeout 110 "$PY" benchmarks/loss_cost.py --device cuda --patch 128 --repeats 10 --json "$OUT/loss_cost.json" \
     2>&1 | tee "$OUT/loss_cost.txt"
+timeout 420 "$PY" benchmarks/predict_cost.py --device cuda --size 320 --cases 2 --default-network \
+    --work "$OUT/predict_cost" --json "$OUT/predict_cost.json" 2>&1 | tee "$OUT/predict_cost.txt"

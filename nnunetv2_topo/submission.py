@@ -10,13 +10,13 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, case_id, is_volume_file, read_volume
+from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, atomic_path, case_id, is_volume_file, read_volume
 from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
 
 if TYPE_CHECKING:
@@ -98,29 +98,11 @@ def _check_shape(cid: str, volume: np.ndarray, source: Path, image: Path) -> Non
 
 
 def _write_zip(ids: list[str], produce: Callable[[str], np.ndarray], out_zip: str | os.PathLike) -> Path:
-    """Write ``<id>.tif`` for every id, each made by ``produce(id)``, into a temporary zip renamed at the end.
-
-    A failure on any id removes the temporary file: nothing half-written is left.
-    """
-    import tifffile
+    """Write ``<id>.tif`` for every id, each made by ``produce(id)`` when its turn comes (one case in memory)."""
     from tqdm import tqdm
 
-    out = Path(out_zip)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for cid in tqdm(ids, desc="submission", unit="case", disable=len(ids) < 2):
-                volume = produce(cid)
-                buf = io.BytesIO()
-                tifffile.imwrite(buf, volume, compression="lzw", photometric="minisblack")
-                zf.writestr(f"{cid}.tif", buf.getvalue())
-                del volume, buf
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+    bar = tqdm(ids, desc="submission", unit="case", disable=len(ids) < 2)
+    return write_volumes_zip(out_zip, ids, ((cid, produce(cid)) for cid in bar))
 
 
 def write_submission(
@@ -195,3 +177,39 @@ def write_submission_from_probabilities(
         return postprocess_volume(probability, steps)
 
     return _write_zip(ids, produce, out_zip)
+
+
+def write_volumes_zip(
+    out_zip: str | os.PathLike, ids: Sequence[str], volumes: Iterable[tuple[str, np.ndarray]]
+) -> Path:
+    """Stream ``(id, volume)`` pairs into a submission zip, one LZW ``<id>.tif`` each; returns its path.
+
+    Every volume must be uint8 with values 0/1 and its id one of ``ids``, given once; all ``ids`` must come.
+    The zip is written to a temporary name and renamed at the end, so on any failure (here or in the code producing
+    ``volumes``) nothing is left behind. Volumes are consumed one at a time: memory holds one case.
+    """
+    import tifffile
+
+    expected = set(ids)
+    written: set[str] = set()
+    out = Path(out_zip)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for cid, volume in volumes:
+            if cid not in expected:
+                raise SubmissionError(f"id {cid} is not one of the submission's ids; remove it")
+            if cid in written:
+                raise SubmissionError(f"id {cid} given twice; keep one prediction per id")
+            if volume.ndim != 3 or volume.dtype != np.uint8 or volume.max(initial=0) > 1:
+                raise SubmissionError(
+                    f"id {cid}: expected a 3-D uint8 volume of 0/1, got {volume.dtype} of shape {volume.shape} "
+                    f"with maximum {volume.max(initial=0)}"
+                )
+            buf = io.BytesIO()
+            tifffile.imwrite(buf, volume, compression="lzw", photometric="minisblack")
+            zf.writestr(f"{cid}.tif", buf.getvalue())
+            written.add(cid)
+        missing = [i for i in ids if i not in written]
+        if missing:
+            raise SubmissionError(f"no volume for {len(missing)} id(s): {', '.join(missing[:10])}")
+    return out

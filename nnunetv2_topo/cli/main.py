@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "postprocess": "postprocess",
     "tune": "tune",
+    "predict": "predict",
     "submit": "submit",
     "plot": "plot",
     "demo": "demo",

@@ -1,0 +1,207 @@
+"""``nnunetv2_topo predict``: trained models -> fused, post-processed predictions or a submission.zip."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "predict with one or more trained nnU-Net models, fused in memory, into <id>.tif files or a submission.zip"
+DESCRIPTION = """\
+Predict every volume of --input with each --model (nnU-Net's own preprocessing and sliding window, the folds'
+logits averaged as nnUNetv2_predict does), fuse the models' binary logits l1 - l0 in memory (--fusion, --weights),
+then threshold at 0.5 or run the post-processing of --config. Nothing but the final volumes is written.
+
+  --input    Kaggle's test_images/ (<id>.tif) or nnU-Net's imagesTs/ (<id>_0000.tif)
+  --output   a folder (one uint8 <id>.tif per case) or a .zip (a checked Kaggle submission)
+  --model    a trained-model folder <trainer>__<plans>__<configuration> (repeat for several models)
+  --tta      none | mirror (nnU-Net's 8 mirrorings, its default) | mirror+rot90 (16 views: also 90 degrees about z)
+
+Several machines: run with --num-parts N --part-id K into one folder per part (cases split as nnU-Net's
+-num_parts/-part_id do), then join them: nnunetv2_topo predict --merge PART_DIR ... --output submission.zip
+
+Example (Kaggle notebook):
+  nnunetv2_topo predict --input test_images --output submission.zip --csv test.csv \\
+      --model results/Dataset100_Vesuvius/nnUNetTrainerTopoWarmup__nnUNetPlans__3d_fullres --folds 0 \\
+      --config postprocess.json --tta mirror+rot90 --time-budget-hours 8
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from nnunetv2_topo.inference.fusion import FUSION_MODES
+    from nnunetv2_topo.inference.predict import TTA_MODES
+
+    parser.add_argument("--input", type=Path, help="folder of test volumes (<id>.tif or <id>_0000.tif)")
+    parser.add_argument("--output", type=Path, required=True, help="output folder, or a .zip for a submission")
+    parser.add_argument("--model", type=Path, action="append", default=[], help="trained-model folder (repeatable)")
+    parser.add_argument(
+        "--folds", nargs="+", help="folds to use in every model (default: every fold with a checkpoint)"
+    )
+    parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file (default %(default)s)")
+    parser.add_argument("--weights", type=float, nargs="+", help="one fusion weight per --model (default: equal)")
+    parser.add_argument("--fusion", choices=FUSION_MODES, help="fuse logits (default) or probabilities")
+    parser.add_argument("--tta", choices=TTA_MODES, default="mirror", help="test-time augmentation (default mirror)")
+    parser.add_argument("--config", type=Path, help="postprocess.json (from tune): fusion and post-processing steps")
+    parser.add_argument("--csv", type=Path, help="test.csv: check that the input's cases are exactly its ids")
+    parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu")
+    parser.add_argument("--num-parts", type=int, default=1, help="split the cases into N parts (default 1)")
+    parser.add_argument("--part-id", type=int, default=0, help="the part to predict, 0..N-1 (default 0)")
+    parser.add_argument("--time-budget-hours", type=float, help="warn when the ETA exceeds it; past it, no TTA")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="PART_DIR", help="join part folders into --output")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output .zip")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _device(name: str | None):
+    import torch
+
+    from nnunetv2_topo.cli.main import CLIError
+
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is visible to torch; use --device cpu")
+    return torch.device(name)
+
+
+def _fusion(args: argparse.Namespace, n_models: int, config):
+    """(mode, weights): --fusion/--weights when either is given, else the --config file's fusion, else logit/equal."""
+    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.inference.fusion import check_fusion_weights
+
+    if config is not None and args.weights is None and args.fusion is None:
+        mode, weights, source = config.fusion.mode, config.fusion.weights, f"{args.config} (fusion.weights)"
+    else:
+        mode, weights, source = args.fusion or "logit", args.weights, "--weights"
+    try:
+        return mode, check_fusion_weights(weights, n_models)
+    except ValueError as exc:
+        raise CLIError(f"{source}: {exc} (one weight per --model, {n_models} model(s) given)") from exc
+
+
+def _check_output(args: argparse.Namespace) -> bool:
+    """True for a zip output; refuses an existing zip without --overwrite and a zip for one part of several."""
+    from nnunetv2_topo.cli.main import CLIError
+
+    is_zip = args.output.suffix.lower() == ".zip"
+    if is_zip and args.output.exists() and not args.overwrite:
+        raise CLIError(f"{args.output} exists; add --overwrite to replace it")
+    if not is_zip and args.output.exists() and not args.output.is_dir():
+        raise CLIError(f"--output {args.output} is a file; pass a folder or a .zip")
+    if is_zip and args.num_parts > 1:
+        raise CLIError("--num-parts > 1 writes one folder per part; pass a folder as --output and join the parts "
+                       "with --merge PART_DIR ... --output submission.zip")  # fmt: skip
+    return is_zip
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.inference.cases import CaseError, iter_part_volumes, merged_part_files
+    from nnunetv2_topo.submission import SubmissionError, read_test_ids, write_volumes_zip
+
+    extra = [f"--{k.replace('_', '-')}" for k in ("input", "config", "folds", "weights", "fusion") if getattr(args, k)]
+    if args.model or extra:
+        raise CLIError(f"--merge only joins finished parts; drop {', '.join(extra + ['--model'] * bool(args.model))}")
+    if args.output.suffix.lower() != ".zip":
+        raise CLIError(f"--merge writes a submission: --output must end in .zip, got {args.output}")
+    if args.output.exists() and not args.overwrite:
+        raise CLIError(f"{args.output} exists; add --overwrite to replace it")
+    try:
+        files = merged_part_files(args.merge)
+        ids = list(files)
+        if args.csv is not None:
+            _check_ids(ids, read_test_ids(args.csv), args.csv)
+        out = write_volumes_zip(args.output, ids, iter_part_volumes(files))
+    except (CaseError, SubmissionError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(f"wrote {out} ({len(ids)} case(s) from {len(args.merge)} part(s))")
+    return 0
+
+
+def _check_ids(ids, csv_ids, csv_path) -> None:
+    from nnunetv2_topo.submission import SubmissionError
+
+    missing = [i for i in csv_ids if i not in set(ids)]
+    extra = sorted(set(ids) - set(csv_ids))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"no input volume for {len(missing)} id(s) of {csv_path}: {', '.join(missing[:10])}")
+        if extra:
+            parts.append(f"{len(extra)} input volume(s) not in {csv_path}: {', '.join(extra[:10])}")
+        raise SubmissionError("; ".join(parts) + "; use the test folder and test.csv of the same competition")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nnunetv2_topo.cli.main import CLIError
+
+    if args.merge:
+        return _merge(args)
+    if args.input is None or not args.model:
+        raise CLIError("--input and at least one --model are required (or --merge PART_DIR ... to join parts)")
+    if args.time_budget_hours is not None and not args.time_budget_hours > 0:
+        raise CLIError(f"--time-budget-hours must be > 0, got {args.time_budget_hours}")
+
+    from nnunetv2_topo.inference.cases import CaseError, check_part, index_input_images, split_part
+    from nnunetv2_topo.inference.models import ModelError, check_model_folders
+    from nnunetv2_topo.submission import SubmissionError, read_test_ids
+
+    # every check before any work
+    try:
+        check_part(args.num_parts, args.part_id)
+        is_zip = _check_output(args)
+        cases = index_input_images(args.input)
+        if args.csv is not None:
+            _check_ids([c.id for c in cases], read_test_ids(args.csv), args.csv)
+        folders = check_model_folders(args.model, args.folds, args.checkpoint)
+    except (CaseError, ModelError, SubmissionError) as exc:
+        raise CLIError(str(exc)) from exc
+    config = None
+    if args.config is not None:
+        from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
+
+        try:
+            config = load_postprocess_file(args.config)
+        except (OSError, ValueError) as exc:
+            raise CLIError(str(exc)) from exc
+    mode, weights = _fusion(args, len(folders), config)
+    device = _device(args.device)
+    part = split_part(cases, args.num_parts, args.part_id)
+    return _predict(args, folders, weights, mode, config, device, cases, part, is_zip)
+
+
+def _predict(args, folders, weights, mode, config, device, cases, part, is_zip) -> int:
+    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.inference.cases import CaseError, write_part_manifest
+    from nnunetv2_topo.inference.models import ModelError, use_topo_trainers
+    from nnunetv2_topo.inference.predict import RunReport, load_models, predict_cases
+    from nnunetv2_topo.io import write_tiff
+    from nnunetv2_topo.submission import SubmissionError, write_volumes_zip
+
+    use_topo_trainers()
+    try:
+        models = load_models(folders, weights, device, progress=not args.quiet)
+    except ModelError as exc:
+        raise CLIError(str(exc)) from exc
+    if not args.quiet:
+        print(f"{len(part)} case(s), {len(models)} model(s), fusion {mode}, TTA {args.tta}, device {device}, "
+              f"{'post-processing ' + str(args.config) if config else 'threshold 0.5'}", file=sys.stderr)  # fmt: skip
+    report = RunReport()
+    volumes = predict_cases(
+        models, part, args.tta, mode, None if config is None else config.steps, report,
+        budget_hours=args.time_budget_hours, progress=not args.quiet,
+    )  # fmt: skip
+    try:
+        if is_zip:
+            write_volumes_zip(args.output, [c.id for c in part], volumes)
+        else:
+            args.output.mkdir(parents=True, exist_ok=True)
+            if args.num_parts > 1:
+                write_part_manifest(args.output, [c.id for c in cases], args.num_parts, args.part_id)
+            for cid, mask in volumes:
+                write_tiff(args.output / f"{cid}.tif", mask)
+    except (CaseError, SubmissionError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(report.summary(args.tta, args.time_budget_hours))
+    print(f"wrote {args.output}")
+    return 0
