@@ -23,6 +23,11 @@ MARKER = ".nnunetv2_topo_demo"
 TOPO_TRAINER = "nnUNetTrainerTopoWarmup"
 BASELINE_TRAINER = "nnUNetTrainer_TopoBudget"
 REDUCED_PLANS = "nnUNetPlans_demo"
+FUSED = "fused"
+"""Name of the fused-models predictions (``predictions/fused``, ``fused_postprocessed``, ``fused_tuned``)."""
+DEMO_FOLDS = 3
+"""Folds of the demo's split: fold 0's validation cases (a third of the training cases) are what ``tune`` learns
+the post-processing from, so more of them than nnU-Net's default 5 folds would leave."""
 
 
 class DemoError(RuntimeError):
@@ -156,7 +161,7 @@ class Demo:
             "convert",
             [self.script("nnUNetv2_convert_vesuvius"), "--input", self.kaggle, "--dataset-id", self.opts.dataset_id,
              "--name", "VesuviusDemo", "--overwrite", "-np", self.opts.num_processes,
-             "--folds", min(5, self.opts.cases)],
+             "--folds", min(DEMO_FOLDS, self.opts.cases)],
         )  # fmt: skip
 
     def plan_and_preprocess(self) -> None:
@@ -188,12 +193,26 @@ class Demo:
     def train(self, trainer: str) -> None:
         self.run_command(
             f"train_{trainer}",
-            [self.script("nnUNetv2_train"), self.opts.dataset_id, "3d_fullres", "0", "-tr", trainer,
-             "-p", self.plans, "-device", self.device],
-        )  # fmt: skip
+            [
+                self.script("nnUNetv2_train"),
+                self.opts.dataset_id,
+                "3d_fullres",
+                "0",
+                "-tr",
+                trainer,
+                "-p",
+                self.plans,
+                "-device",
+                self.device,
+                "--npz",
+            ],
+        )  # fmt: skip  (--npz: the validation probabilities that tune learns from)
+
+    def model_dir(self, trainer: str) -> Path:
+        return self.work / "nnUNet_results" / self.dataset_name / f"{trainer}__{self.plans}__3d_fullres"
 
     def fold_dir(self, trainer: str) -> Path:
-        return self.work / "nnUNet_results" / self.dataset_name / f"{trainer}__{self.plans}__3d_fullres" / "fold_0"
+        return self.model_dir(trainer) / "fold_0"
 
     def predict(self, trainer: str) -> Path:
         out = self.work / "predictions" / trainer
@@ -212,6 +231,39 @@ class Demo:
             f"postprocess_{trainer}",
             [self.script("nnunetv2_topo"), "postprocess", "--input", src, "--output", out],
         )
+        return out
+
+    def tune(self, trainers: Sequence[str]) -> Path:
+        """Choose fusion-ready post-processing on the models' own validation probabilities (never the test cases)."""
+        out = self.work / "postprocess.json"
+        inputs = [arg for t in trainers for arg in ("--input", self.model_dir(t))]
+        self.run_command(
+            "tune",
+            [self.script("nnunetv2_topo"), "tune", *inputs,
+             "--gt", self.work / "nnUNet_preprocessed" / self.dataset_name / "gt_segmentations",
+             "--output", out, "-np", self.opts.num_processes, "--overwrite", "--quiet"],
+        )  # fmt: skip
+        return out
+
+    def predict_fused(self, trainers: Sequence[str], output: Path, config: Path | None = None) -> Path:
+        """``nnunetv2_topo predict``: every model on the Kaggle test images, logits fused in memory."""
+        models = [arg for t in trainers for arg in ("--model", self.model_dir(t))]
+        extra = ["--config", config, "--csv", self.kaggle / "test.csv"] if config is not None else []
+        self.run_command(
+            f"predict_{output.stem}",
+            [self.script("nnunetv2_topo"), "predict", "--input", self.kaggle / "test_images", "--output", output,
+             *models, "--folds", "0", "--tta", "none", "--device", self.device, "--overwrite", "--quiet", *extra],
+        )  # fmt: skip
+        return output
+
+    def unpack(self, submission: Path, name: str) -> Path:
+        """The submission's volumes as a folder, so that exactly what would be uploaded is scored."""
+        import zipfile
+
+        out = self.work / "predictions" / name
+        shutil.rmtree(out, ignore_errors=True)
+        with zipfile.ZipFile(submission) as zf:
+            zf.extractall(out)
         return out
 
     def evaluate(self, pred: Path) -> dict:
@@ -249,11 +301,35 @@ class Demo:
             post = self.stage(f"post-process {trainer}", self.postprocess, trainer)
             for pred in (raw, post):
                 scores[pred.name] = self.stage(f"evaluate {pred.name}", self.evaluate, pred)
+        config = self.stage("tune post-processing on validation probabilities", self.tune, trainers)
+        fused = self.stage("predict fused models", self.predict_fused, trainers, self.work / "predictions" / FUSED)
+        fused_post = self.stage("post-process fused (defaults)", self.postprocess, FUSED)
         submission = self.stage(
-            "write submission.zip", self.submit, self.work / "predictions" / f"{TOPO_TRAINER}_postprocessed"
+            "predict fused models + tuned post-processing -> submission.zip",
+            self.predict_fused,
+            trainers,
+            self.work / "submission.zip",
+            config,
         )
+        tuned = self.unpack(submission, f"{FUSED}_tuned")
+        for pred in (fused, fused_post, tuned):
+            scores[pred.name] = self.stage(f"evaluate {pred.name}", self.evaluate, pred)
         self.report(scores, submission, time.perf_counter() - t_start)
         return 0
+
+    def tuned_summary(self) -> str:
+        """One line: what ``tune`` chose (the steps that differ from the defaults) and on how many cases."""
+        from nnunetv2_topo.postprocessing import PostprocessConfig
+        from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
+
+        tuned = load_postprocess_file(self.work / "postprocess.json")
+        default = PostprocessConfig().to_dict()
+        changed = {k: v for k, v in tuned.steps.to_dict().items() if default.get(k) != v}
+        chosen = ", ".join(f"{k}={v}" for k, v in changed.items()) or "the defaults"
+        return (
+            f"tuned on the validation probabilities of fold 0 (never on the test cases): {chosen}; "
+            f"fusion {tuned.fusion.mode}"
+        )
 
     def report(self, scores: dict[str, dict], submission: Path, total: float) -> None:
         print("\n" + "=" * 88)
@@ -263,22 +339,30 @@ class Demo:
         for name, result in scores.items():
             print(f"\n{name}")
             print(format_table(result))
-        print("\nSide by side (mean over the test cases; same data, plans and iteration budget)")
-        header = f"{'trainer':28s} {'train s':>8s} {'raw score':>10s} {'post-processed':>15s}"
+        print("\nSide by side (mean score over the test cases; same data, plans and iteration budget)")
+        header = f"{'prediction':28s} {'train s':>8s} {'argmax':>8s} {'default post-proc.':>19s} {'tuned':>8s}"
         print(header)
         print("-" * len(header))
         seconds = {st.name: st.seconds for st in self.stages}
-        for trainer in (TOPO_TRAINER, BASELINE_TRAINER):
-            if trainer in scores:
-                raw = scores[trainer]["mean"]["score"]
-                post = scores[f"{trainer}_postprocessed"]["mean"]["score"]
-                print(f"{trainer:28s} {seconds.get(f'train {trainer}', 0.0):8.1f} {raw:10.4f} {post:15.4f}")
+        trainers = [t for t in (TOPO_TRAINER, BASELINE_TRAINER) if t in scores]
+        for trainer in trainers:
+            raw = scores[trainer]["mean"]["score"]
+            post = scores[f"{trainer}_postprocessed"]["mean"]["score"]
+            train_s = seconds.get(f"train {trainer}", 0.0)
+            print(f"{trainer:28s} {train_s:8.1f} {raw:8.4f} {post:19.4f} {'-':>8s}")
+        if FUSED in scores:
+            label = f"fused ({len(trainers)} model{'s' if len(trainers) > 1 else ''})"
+            raw = scores[FUSED]["mean"]["score"]
+            post = scores[f"{FUSED}_postprocessed"]["mean"]["score"]
+            tuned = scores[f"{FUSED}_tuned"]["mean"]["score"]
+            print(f"{label:28s} {'-':>8s} {raw:8.4f} {post:19.4f} {tuned:8.4f}  <- submission.zip")
+            print(self.tuned_summary())
         print("\nTime per stage")
         for st in self.stages:
             print(f"  {st.name:50s} {st.seconds:8.1f} s")
         print(f"  {'total':50s} {total:8.1f} s")
         print(f"\nsubmission:        {submission}")
-        for trainer in scores:
+        for trainer in (TOPO_TRAINER, BASELINE_TRAINER):
             png = self.fold_dir(trainer) / "progress_topo.png"
             if png.exists():
                 print(f"training diagnostics: {png}")

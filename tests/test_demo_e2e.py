@@ -69,6 +69,34 @@ def test_demo_trains_both_trainers_on_the_same_budget_and_scores_them(demo_run: 
     assert (work / MARKER).exists() and (work / "logs" / "plan_and_preprocess.log").exists()
 
 
+def test_demo_tunes_on_validation_and_submits_the_fused_tuned_prediction(demo_run: tuple[Path, str]) -> None:
+    from nnunetv2_topo.demo import FUSED
+    from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
+
+    work, out = demo_run
+    tuned = load_postprocess_file(work / "postprocess.json")
+    model_dirs = {
+        str(work / "nnUNet_results" / "Dataset993_VesuviusDemo" / f"{t}__nnUNetPlans_demo__3d_fullres")
+        for t in (TOPO_TRAINER, BASELINE_TRAINER)
+    }
+    assert set(tuned.fusion.inputs) == model_dirs  # tuned on both models' validation probabilities
+    test_ids = {line.split(",")[0] for line in (work / "kaggle" / "test.csv").read_text().splitlines()[1:]}
+    for trainer in (TOPO_TRAINER, BASELINE_TRAINER):  # the validation .npz it learned from: never a test case
+        val = work / "nnUNet_results" / "Dataset993_VesuviusDemo" / f"{trainer}__nnUNetPlans_demo__3d_fullres"
+        npz = {p.name.split(".")[0] for p in (val / "fold_0" / "validation").glob("*.npz")}
+        assert npz and not npz & test_ids
+    for variant in (FUSED, f"{FUSED}_postprocessed", f"{FUSED}_tuned"):
+        scores = json.loads((work / "predictions" / f"{variant}_scores.json").read_text())
+        assert sorted(scores["cases"]) == sorted(test_ids)
+    with zipfile.ZipFile(work / "submission.zip") as zf:  # what is scored as "tuned" is exactly the submission
+        for cid in test_ids:
+            with zf.open(f"{cid}.tif") as f:
+                np.testing.assert_array_equal(
+                    tifffile.imread(f), tifffile.imread(work / "predictions" / f"{FUSED}_tuned" / f"{cid}.tif")
+                )
+    assert "fused (2 models)" in out and "<- submission.zip" in out and "tuned on the validation" in out
+
+
 def test_demo_rerun_replaces_its_folder(demo_run: tuple[Path, str], capsys: pytest.CaptureFixture) -> None:
     work, _ = demo_run
     stale = work / "stale.txt"
