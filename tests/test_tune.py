@@ -412,3 +412,39 @@ def test_hysteresis_keeps_only_components_with_a_confident_voxel() -> None:
     assert out[1].sum() == 9 and out[5].sum() == 0
     with pytest.raises(ValueError, match=r"hysteresis_high must lie between threshold \(0.5\) and 1, got 0.5"):
         PostprocessConfig(threshold=0.5, hysteresis_high=0.5)
+
+
+def test_cli_pools_the_folds_of_a_model_folder_and_scores_only_their_cases(tmp_path: Path, capsys) -> None:
+    """``--input MODEL`` pools ``fold_*/validation/*.npz`` (nnU-Net's ``.tif``/``.pkl`` beside them ignored);
+    ``--gt`` is nnU-Net's ``gt_segmentations`` with every case, more than the folds validated."""
+    from nnunetv2_topo.synth.probability_maps import simulated_case
+
+    model = tmp_path / "Dataset001_X" / "nnUNetTrainerTopoWarmup__nnUNetPlans__3d_fullres"
+    gt_dir = tmp_path / "gt_segmentations"
+    gt_dir.mkdir(parents=True)
+    folds = {0: ["s0", "s2"], 1: ["s1", "s3"]}
+    for fold, cases in folds.items():
+        val = model / f"fold_{fold}" / "validation"
+        val.mkdir(parents=True)
+        for cid in cases:
+            prob, label = simulated_case(32, (7, int(cid[1:])), "under-confident")
+            np.savez_compressed(val / f"{cid}.npz", probabilities=np.stack([1 - prob, prob]))
+            write_tiff(val / f"{cid}.tif", (prob > 0.5).astype(np.uint8))  # nnU-Net's argmax beside it
+            (val / f"{cid}.pkl").write_bytes(b"")
+            write_tiff(gt_dir / f"{cid}.tif", label)
+    (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"")
+    for extra in ("s4", "s5"):  # training cases no fold validated
+        write_tiff(gt_dir / f"{extra}.tif", simulated_case(32, (7, int(extra[1:])))[1])
+    out = tmp_path / "postprocess.json"
+    rc, text = _cli(capsys, "--input", str(model), "--gt", str(gt_dir), "--output", str(out), "-np", "0", "--quiet")
+    assert rc == 0, text
+    pf = load_postprocess_file(out)
+    assert pf.measured["cases"] == ["s0", "s1", "s2", "s3"]
+    assert pf.fusion.inputs == (str(model),) and pf.fusion.weights is None
+    assert pf.measured["configurations_evaluated"] >= 30
+    # under-confident maps: the tuned threshold is below the default one and the score above it
+    assert pf.steps.threshold < DEFAULT.threshold
+    assert pf.measured["score_tuned"] > pf.measured["score_default"] + 0.05
+    # postprocess applies the file to the same model folder: one clean volume per pooled case
+    assert main(["postprocess", "--input", str(model), "--config", str(out), "--output", str(tmp_path / "pp")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pp").iterdir()) == ["s0.tif", "s1.tif", "s2.tif", "s3.tif"]
