@@ -18,8 +18,9 @@ fold_*/validation/ are pooled: out-of-fold predictions). With several inputs the
 --weights). Every input must hold the same cases; every case needs ground truth in --gt (which may hold more
 cases, e.g. nnU-Net's gt_segmentations).
 
-Strategy: coordinate descent over grids: threshold first, then each step in pipeline order (hysteresis, dust
-size, pinhole plugging, closing, ...), repeated until a round changes nothing. Betti-matching counts are cached
+Strategy: coordinate descent over grids from the defaults: threshold first, then in the steps' fixed order
+(STEP_ORDER) the hysteresis high threshold, dust size, 1-voxel plugging and its method, height-map patching,
+closing radii (z, yx) and cavity filling, repeated until a round changes nothing. Betti-matching counts are cached
 per (case, tile, content of the prediction tile): a configuration that leaves a tile unchanged does not run the
 engine again. The report gives the ablation table (none -> + each step), the in-sample gain over the defaults and
 a cross-validated one (chosen on some cases, scored on the others). Ctrl-C or --time-budget stop the search with
