@@ -3,7 +3,7 @@
 A coordinate is a set of :class:`~nnunetv2_topo.postprocessing.PostprocessConfig` fields changed together, with
 its candidate settings; the first setting is "off" (the ablation's starting point). Coordinates, by step:
 
-- ``threshold``: ``threshold`` (0.05–0.7), then ``hysteresis_high`` (off, 0.5–0.9; a value <= the threshold is
+- ``threshold``: ``threshold`` (0.05–0.9), then ``hysteresis_high`` (off, 0.5–0.9; a value <= the threshold is
   skipped as invalid);
 - ``remove_dust``: ``min_component_size`` (0 to 20,000 voxels, the 1st place's size at 320³);
 - ``plug_holes``: ``plug_holes`` with ``plug_method`` (off, lookup table, axis test, both), one coordinate so that
@@ -25,7 +25,7 @@ from nnunetv2_topo.postprocessing.steps import STEP_FIELDS, STEP_ORDER, Postproc
 ARGMAX_THRESHOLD = 0.5
 """Two-class argmax = foreground probability above 0.5: the threshold of the "none" row."""
 
-THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
+THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 @dataclass(frozen=True)
