@@ -1,14 +1,10 @@
 """Post-processing ablation on simulated probability maps: the leaderboard score of each step, added greedily.
 
-Ground truth: synthetic cases (``nnunetv2_topo.synth``). Prediction: a foreground probability map of *all* true
-sheets (annotated or not, as a network sees them) with the failure modes of a real model output:
-
-- under-confident thin sheets: a smooth confidence field per sheet, some sheets (or parts) around 0.35-0.55;
-- pinholes: 1-voxel columns through a sheet with low probability;
-- holes: discs of low probability in a sheet, up to ~10 voxels across;
-- dust: confident blobs of 1 to 512 voxels away from the sheets (speckle to debris);
-- weak bridges between near-touching sheets: patches of 0.45-0.7 where two sheets come within 3 voxels;
-- a soft halo around every sheet (p ~0.05-0.45) and spatially correlated noise.
+Maps: ``nnunetv2_topo.synth.probability_maps`` (``nominal`` calibration; the one simulator of the benchmarks and
+tests): a foreground probability map of *all* true sheets of a synthetic case (annotated or not, as a network
+sees them) with the failure modes of a real model output: under-confident thin sheets (a third of the sheets at
+0.38-0.55), a faint halo, weak bridges (0.45-0.7) between near-touching sheets, holes (discs up to ~10 voxels
+across), pinholes (1-voxel columns), dust (confident blobs of 1 to 512 voxels) and correlated noise.
 
 Each block of rows varies one step on top of the best configuration so far and keeps the best value (a gain under
 0.001 keeps the simpler option listed first); the last rows compare argmax, the old defaults and the defaults.
@@ -25,67 +21,6 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from scipy import ndimage
-
-
-def _smooth(shape, rng, sigma: float) -> np.ndarray:
-    f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
-    return f / (np.abs(f).max() + 1e-6)
-
-
-def simulated_probability(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(foreground probability float32, label uint8)`` for one synthetic case (see the module docstring)."""
-    from nnunetv2_topo.synth import synthesize_case
-
-    rng = np.random.default_rng(seed)
-    case = synthesize_case((size, size, size), rng)
-    sheets = case.sheets
-    axis = case.sheet_axis
-    shape = sheets.shape
-    n = int(sheets.max())
-    # per-sheet confidence: a smooth field around a per-sheet level; about a third of the sheets under-confident
-    level = rng.uniform(0.55, 0.95, n + 1)
-    level[rng.random(n + 1) < 0.35] = rng.uniform(0.38, 0.55)
-    conf = level[sheets] + 0.25 * _smooth(shape, rng, 6.0)
-    fg = sheets > 0
-    p = np.where(fg, conf, 0.0).astype(np.float32)
-    # halo: one voxel around each sheet, fainter
-    halo = ndimage.binary_dilation(fg) & ~fg
-    p[halo] = rng.uniform(0.1, 0.3) * (1 + 0.5 * _smooth(shape, rng, 4.0)[halo])
-    # weak bridges: where two different sheets come within 3 voxels, patches of 0.45-0.7
-    near = np.zeros(shape, np.uint16)
-    both = np.zeros(shape, bool)
-    for k in range(1, n + 1):
-        grown = ndimage.binary_dilation(sheets == k, iterations=2)
-        both |= grown & (near > 0) & (near != k)
-        near[grown & (near == 0)] = k
-    both &= ~fg
-    spots = both & (_smooth(shape, rng, 2.0) > 0.35)
-    p[spots] = np.maximum(p[spots], rng.uniform(0.45, 0.7, int(spots.sum())))
-    # holes: discs of low probability through a sheet (projected along the sheet axis)
-    plane = [s for a, s in enumerate(shape) if a != axis]
-    for _ in range(size // 12):
-        cy, cx = rng.integers(0, plane[0]), rng.integers(0, plane[1])
-        r = rng.uniform(2, 5)
-        yy, xx = np.ogrid[: plane[0], : plane[1]]
-        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-        k = rng.integers(1, n + 1)
-        column = np.expand_dims(disc, axis) & (sheets == k)
-        p[column] *= rng.uniform(0.1, 0.5)
-    # pinholes: single columns through a sheet
-    for _ in range(size // 2):
-        cy, cx = rng.integers(0, plane[0]), rng.integers(0, plane[1])
-        disc = np.zeros(plane, bool)
-        disc[cy, cx] = True
-        p[np.expand_dims(disc, axis) & fg] *= 0.2
-    # dust: small confident blobs away from the sheets
-    free = ~ndimage.binary_dilation(fg, iterations=3)
-    for z, y, x in rng.integers(0, size - 8, (size // 3, 3)):
-        s = rng.integers(1, 9, 3)  # 1 to 512 voxels: speckle up to debris-sized false positives
-        box = (slice(z, z + s[0]), slice(y, y + s[1]), slice(x, x + s[2]))
-        p[box] = np.where(free[box], rng.uniform(0.55, 0.95), p[box])
-    p += 0.08 * _smooth(shape, rng, 1.0)  # spatially correlated noise, as a network's output
-    return np.clip(p, 0, 1).astype(np.float32), case.label
 
 
 def evaluate(cases, config) -> dict[str, float]:
@@ -97,6 +32,8 @@ def evaluate(cases, config) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     from nnunetv2_topo.postprocessing import PostprocessConfig
+    from nnunetv2_topo.synth.probability_maps import simulated_case
+    from nnunetv2_topo.tuning.space import no_postprocessing
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=96)
@@ -105,17 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size, n = (80, 3) if args.quick else (args.size, args.cases)
     t0 = time.perf_counter()
-    cases = [simulated_probability(size, seed) for seed in range(n)]
+    cases = [simulated_case(size, seed) for seed in range(n)]
     dust_scale = (size / 320) ** 3  # the 1st place's 20k voxels at 320³, scaled to this volume size
-    none = PostprocessConfig(
-        threshold=0.5,
-        hysteresis_high=None,
-        min_component_size=0,
-        plug_holes=False,
-        patch_holes=0,
-        closing_radius=(0, 0),
-        fill_holes=False,
-    )
+    none = no_postprocessing()  # argmax: threshold 0.5, every step off
 
     print(f"{n} simulated probability maps of {size}³; mean over cases")
     print(f"{'configuration':<52} {'score':>7} {'topo':>7} {'SD':>7} {'VOI':>7}")

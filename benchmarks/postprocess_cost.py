@@ -1,6 +1,6 @@
 """Post-processing cost per volume: seconds per step (in ``STEP_ORDER``) and in all, on one core.
 
-A simulated probability map (``postprocess_ablation.simulated_probability``) of 320³ — the Kaggle volume size —
+A simulated probability map (``nnunetv2_topo.synth.probability_maps.simulated_case``) of 320³ — the Kaggle volume size —
 goes through the default chain (``PostprocessConfig()``) and through a chain with every step on; each step is
 timed on the previous step's output. Target: ≤ 10 s for the default chain on one core (the Vesuvius 2nd place's
 post-processing took ~60 s per volume). Also timed: fusing two models' maps (logit and prob).
@@ -70,17 +70,16 @@ def chain_times(p: np.ndarray, config) -> list[tuple[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from postprocess_ablation import simulated_probability
-
     from nnunetv2_topo.inference import Fusion
     from nnunetv2_topo.postprocessing import PostprocessConfig
+    from nnunetv2_topo.synth.probability_maps import simulated_case
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     t = time.perf_counter()
-    p, _ = simulated_probability(args.size, args.seed)
+    p, _ = simulated_case(args.size, args.seed)
     print(f"simulated {args.size}³ probability map in {time.perf_counter() - t:.1f} s")
     default = PostprocessConfig()
     everything = replace(

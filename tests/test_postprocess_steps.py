@@ -64,6 +64,16 @@ def test_step_order_is_documented() -> None:
     assert STEP_ORDER == ("threshold", "remove_dust", "plug_holes", "patch_holes", "closing", "fill_holes")
 
 
+def test_every_config_field_belongs_to_one_step() -> None:
+    import dataclasses
+
+    from nnunetv2_topo.postprocessing import STEP_FIELDS
+
+    assert tuple(STEP_FIELDS) == STEP_ORDER
+    owned = [f for fields in STEP_FIELDS.values() for f in fields]
+    assert sorted(owned) == sorted(f.name for f in dataclasses.fields(PostprocessConfig))
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_hysteresis_matches_reference(seed: int) -> None:
     p = _blobs(seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,24 @@ from nnunetv2_topo.tuning import evaluator as evaluator_module
 from nnunetv2_topo.tuning.space import THRESHOLDS
 
 SHAPE = (24, 24, 24)
+DEFAULT = PostprocessConfig()
+# The constructed cases' best grid threshold differs from the default one, so that tuning has to move it: the
+# largest grid value below the default threshold (which, like the argmax, then loses the under-confident sheets).
+TARGET = max(t for t in THRESHOLDS[1:] if t < DEFAULT.threshold)
+_ABOVE = min(DEFAULT.threshold, THRESHOLDS[THRESHOLDS.index(TARGET) + 1])
+_BELOW = THRESHOLDS[THRESHOLDS.index(TARGET) - 1]
+SHEET_P = (TARGET + _ABOVE) / 2  # above TARGET only: every grid threshold >= _ABOVE (default, argmax) loses it
+HALO_P = (_BELOW + TARGET) / 2  # above the grid thresholds below TARGET: they thicken the sheets
+SHEET_VOXELS = 2 * 18 * 18
 
 
 def constructed_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(probability, label)`` whose best threshold of the grid is exactly 0.3.
+    """``(probability, label)`` whose best threshold of the grid is exactly ``TARGET`` (below the default).
 
-    Two 2-voxel-thick sheets at p = 0.32 (under-confident: argmax loses them) with a one-voxel halo at p = 0.27 on
-    both faces (thresholds <= 0.25 thicken the sheets: VOI falls), and confident single-voxel dust (p = 0.9, any
-    dust removal fixes it). Threshold 0.3 plus dust removal reproduces the ground truth exactly (score 1).
+    Two 2-voxel-thick sheets at ``SHEET_P`` (under-confident: the argmax and the default threshold lose them) with a
+    one-voxel halo at ``HALO_P`` on both faces (lower grid thresholds thicken the sheets: VOI falls), and confident
+    single-voxel dust (p = 0.9, any dust removal fixes it). ``TARGET`` plus dust removal reproduces the ground
+    truth exactly (score 1).
     """
     gt = np.zeros(SHAPE, np.uint8)
     z0 = 5 + seed % 2
@@ -36,8 +47,8 @@ def constructed_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
     gt[:, :, 22:] = 2
     prob = np.full(SHAPE, 0.02, np.float32)
     for z in (z0, z0 + 10):
-        prob[z : z + 2, 3:21, 3:21] = 0.32
-        prob[z - 1, 3:21, 3:21] = prob[z + 2, 3:21, 3:21] = 0.27
+        prob[z : z + 2, 3:21, 3:21] = SHEET_P
+        prob[z - 1, 3:21, 3:21] = prob[z + 2, 3:21, 3:21] = HALO_P
     for i in range(3):
         prob[z0 + 5, 4 + 6 * i, 4 + 5 * seed % 7] = 0.9
     return prob, gt
@@ -72,11 +83,11 @@ def tuned(tmp_path_factory: pytest.TempPathFactory):
 
 def test_search_finds_the_known_optimum(tuned) -> None:
     outcome, out = tuned
-    assert outcome.best.threshold == 0.3
-    assert 0 < outcome.best.min_component_size < 1152  # removes the dust, keeps the sheets (2*18*18 voxels)
+    assert outcome.best.threshold == TARGET != DEFAULT.threshold
+    assert 0 < outcome.best.min_component_size <= SHEET_VOXELS  # removes the dust, keeps the sheets
     s = outcome.summary
     assert s["score_tuned"] == pytest.approx(1.0)
-    assert s["score_default"] < 0.6 and s["score_argmax"] < 0.6  # threshold 0.5 loses both sheets
+    assert s["score_default"] < 0.6 and s["score_argmax"] < 0.6  # thresholds above TARGET lose both sheets
     assert s["status"] == "converged"
     assert s["configurations_evaluated"] > len(THRESHOLDS)  # every threshold, then the other steps
 
@@ -96,7 +107,7 @@ def test_report_files_beside_the_output(tuned) -> None:
     outcome, out = tuned
     md = (out.parent / "tune_report.md").read_text()
     assert outcome.report_md == out.parent / "tune_report.md"
-    assert "| none (threshold 0.5) |" in md and "| + threshold = 0.3 |" in md
+    assert "| none (threshold 0.5) |" in md and f"| + threshold = {TARGET} |" in md
     assert "cross-validated (2 folds" in md
     assert "hit rate" in md
     assert (out.parent / "tune_report.png").read_bytes()[:4] == b"\x89PNG"
@@ -108,10 +119,10 @@ def test_report_files_beside_the_output(tuned) -> None:
 def test_cache_counts_hits_for_unchanged_tiles(tmp_path: Path) -> None:
     prob_dir, gt_dir = write_case_folders(tmp_path, 1)
     with Evaluator(sources(prob_dir, gt_dir), num_processes=0) as ev:
-        base = PostprocessConfig(threshold=0.3, min_component_size=16)
+        base = PostprocessConfig(threshold=TARGET, min_component_size=16)
         ev.evaluate([base])
         assert (ev.cache.hits, ev.cache.misses) == (0, 8)
-        ev.evaluate([PostprocessConfig(threshold=0.3, min_component_size=64)])  # same mask: every tile cached
+        ev.evaluate([replace(base, min_component_size=64)])  # same mask: every tile cached
         assert (ev.cache.hits, ev.cache.misses) == (8, 8)
         ev.evaluate([base])  # already scored: nothing runs
         assert (ev.cache.hits, ev.cache.misses) == (8, 8)
@@ -131,7 +142,9 @@ def test_pool_gives_the_same_scores_as_serial(tmp_path: Path) -> None:
 
 def test_cross_validation_uses_the_per_case_scores_only() -> None:
     ev = Evaluator([CaseSource(c, (Path(c),), Path(c)) for c in "abcd"], num_processes=0)
-    base, x, y = PostprocessConfig(), PostprocessConfig(threshold=0.3), PostprocessConfig(threshold=0.2)
+    base = DEFAULT
+    tx, ty, tz = [t for t in THRESHOLDS if t != base.threshold][:3]
+    x, y = replace(base, threshold=tx), replace(base, threshold=ty)
     table = {base: [0.5, 0.5, 0.5, 0.5], x: [0.9, 0.6, 0.9, 0.6], y: [0.6, 0.8, 0.6, 0.8]}
     for config, scores in table.items():
         ev.results[config] = {c: {"score": s} for c, s in zip("abcd", scores, strict=True)}
@@ -140,8 +153,8 @@ def test_cross_validation_uses_the_per_case_scores_only() -> None:
     # fold 0 tests a, c and is chosen on b, d -> y (0.8) scores 0.6, 0.6; fold 1 tests b, d, chosen on a, c -> x: 0.6
     assert cv["heldout_score"] == pytest.approx(0.6)
     assert cv["baseline_score"] == 0.5 and cv["gain"] == pytest.approx(0.1)
-    assert cv["folds"] == 2 and "threshold=0.2" in cv["chosen"][0] and "threshold=0.3" in cv["chosen"][1]
-    assert cross_validate(ev, PostprocessConfig(threshold=0.7), folds=2) is None  # baseline never evaluated
+    assert cv["folds"] == 2 and f"threshold={ty}," in cv["chosen"][0] and f"threshold={tx}," in cv["chosen"][1]
+    assert cross_validate(ev, replace(base, threshold=tz), folds=2) is None  # baseline never evaluated
 
 
 def test_ctrl_c_leaves_the_best_configuration_so_far(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,7 +173,7 @@ def test_ctrl_c_leaves_the_best_configuration_so_far(tmp_path: Path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         tune(sources(prob_dir, gt_dir), out, num_processes=0, progress=False)
     pf = load_postprocess_file(out)
-    assert pf.steps == PostprocessConfig(threshold=0.3)  # the threshold sweep had finished
+    assert pf.steps == replace(DEFAULT, threshold=TARGET)  # the threshold sweep had finished
     assert pf.measured["status"] == "interrupted (Ctrl-C)"
     assert pf.measured["score_tuned"] == pytest.approx(1.0)
     assert "interrupted" in (tmp_path / "tune_report.md").read_text()
@@ -198,9 +211,9 @@ def test_cli_end_to_end_with_extra_gt_and_fused_npz_inputs(tmp_path: Path, capsy
         "--gt", str(gt_dir), "--output", str(out), "-np", "1", "--quiet",
     )  # fmt: skip
     assert rc == 0, text
-    assert "| + threshold = 0.3 |" in text and "tile cache hit rate" in text and "cross-validated" in text
+    assert f"| + threshold = {TARGET} |" in text and "tile cache hit rate" in text and "cross-validated" in text
     data = json.loads(out.read_text())
-    assert data["steps"]["threshold"] == 0.3
+    assert data["steps"]["threshold"] == TARGET
     assert data["fusion"] == {"mode": "prob", "weights": [1.0, 1.0], "inputs": [str(prob_dir), str(npz_dir)]}
     assert data["measured"]["cases"] == ["c0", "c1"]  # "extra" has ground truth only
     assert (out.parent / "tune_report.md").exists() and (out.parent / "tune_report.png").exists()
@@ -216,10 +229,10 @@ def cli_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
     ("change", "message"),
     [
         (lambda p, g, o: ["--gt", str(g.parent / "nope")], "--gt .*nope is not a folder"),
-        (lambda p, g, o: ["--input", str(p.parent / "nope")], "--input .*nope is not a folder"),
-        (lambda p, g, o: ["--weights", "1", "2"], "--weights: 2 fusion weight"),
-        (lambda p, g, o: ["--weights", "-1"], "--weights: fusion weights must be finite, >= 0"),
-        (lambda p, g, o: ["--fusion", "max"], "--fusion must be one of logit, prob, got 'max'"),
+        (lambda p, g, o: ["--input", str(p.parent / "nope")], "nope: not a folder; give a folder"),
+        (lambda p, g, o: ["--weights", "1", "2"], r"2 weight\(s\) for 1 --input\(s\); give one weight per --input"),
+        (lambda p, g, o: ["--weights", "-1"], r"--weights -1\.0: fusion weights must be finite and >= 0, got -1\.0"),
+        (lambda p, g, o: ["--weights", "0"], "--weights 0.0: fusion weights sum to 0"),
         (lambda p, g, o: ["--time-budget", "0"], "--time-budget must be a positive number"),
         (lambda p, g, o: ["--cv-folds", "1"], "--cv-folds must be at least 2"),
         (lambda p, g, o: ["-np", "-1"], "-np must be >= 0"),
@@ -233,6 +246,23 @@ def test_cli_bad_arguments(capsys, cli_folders, change, message) -> None:
     rc, text = _cli(capsys, *args)
     assert rc == 2
     assert re.search(message, text), text
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--fusion", "max"], "argument --fusion: invalid choice: 'max'"),
+        (["--weights", "a"], "argument --weights: invalid float value: 'a'"),
+        (["--time-budget", "x"], "argument --time-budget: invalid float value: 'x'"),
+        (["-np", "x"], "argument -np/--num-processes: invalid int value: 'x'"),
+    ],
+)
+def test_cli_bad_flag_values(capsys, cli_folders, flags, match) -> None:
+    prob_dir, gt_dir, out = cli_folders
+    with pytest.raises(SystemExit):
+        main(["tune", "--input", str(prob_dir), "--gt", str(gt_dir), "--output", str(out), *flags])
+    assert match in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -303,7 +333,7 @@ def test_workers_do_not_run_the_callers_main_script(tmp_path: Path) -> None:
         f"srcs = [CaseSource(c, (Path({str(prob_dir)!r}) / f'{{c}}.tif',), Path({str(gt_dir)!r}) / f'{{c}}.tif')"
         " for c in ('c0', 'c1')]\n"
         "with Evaluator(srcs, num_processes=2) as ev:\n"
-        "    print(ev.evaluate([PostprocessConfig(threshold=0.3)]))\n"
+        f"    print(ev.evaluate([PostprocessConfig(threshold={TARGET})]))\n"
     )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -311,18 +341,63 @@ def test_workers_do_not_run_the_callers_main_script(tmp_path: Path) -> None:
     assert float(done.stdout.strip()[1:-1]) == pytest.approx(1.0)
 
 
-def test_search_space_follows_the_config_fields() -> None:
-    from dataclasses import fields
-
+def test_search_space_covers_every_field_in_step_order() -> None:
+    from nnunetv2_topo.postprocessing import STEP_FIELDS, STEP_ORDER
     from nnunetv2_topo.tuning import search_space
+    from nnunetv2_topo.tuning.space import uncovered_fields
 
     space = search_space()
-    names = {f.name for f in fields(PostprocessConfig)}
-    assert list(space)[0] == "threshold" and set(space) <= names
-    assert "patch_holes" in space or "patch_holes" not in names  # switches on when the field exists
-    assert space["closing_radius"][0] in (0, (0, 0))  # "off" first: the ablation's starting point
+    assert uncovered_fields() == []
+    assert space[0].fields == ("threshold",)  # threshold first
+    steps = [c.step for c in space]
+    assert steps == sorted(steps, key=STEP_ORDER.index) and set(steps) == set(STEP_ORDER)
+    for c in space:
+        assert set(c.fields) <= set(STEP_FIELDS[c.step])
+        assert len(c.settings) >= 2 and len(set(c.settings)) == len(c.settings)
+        for setting in c.settings:  # every setting is a valid configuration on its own
+            replace(PostprocessConfig(threshold=0.1), **c.changes(setting))
+    by_fields = {c.fields: c.settings for c in space}
+    assert all(len(r) == 2 for (r,) in by_fields[("closing_radius",)])  # (z, yx) radii
+    assert {m for on, m in by_fields[("plug_holes", "plug_method")] if on} == {"lut", "axis", "both"}
+    assert DEFAULT.threshold in {t for (t,) in by_fields[("threshold",)]}
+    assert DEFAULT.min_component_size in {n for (n,) in by_fields[("min_component_size",)]}
+    assert DEFAULT.patch_holes in {n for (n,) in by_fields[("patch_holes",)]}
     none = no_postprocessing()
-    assert none.threshold == 0.5 and none.min_component_size == 0 and not none.plug_holes
+    assert none == PostprocessConfig(
+        threshold=0.5, hysteresis_high=None, min_component_size=0, plug_holes=False, plug_method="lut",
+        patch_holes=0, closing_radius=(0, 0), fill_holes=False,
+    )  # fmt: skip
+
+
+def test_ablation_adds_the_steps_in_step_order() -> None:
+    from nnunetv2_topo.tuning import ablation
+
+    best = PostprocessConfig(
+        threshold=0.25, hysteresis_high=0.85, min_component_size=1000, plug_holes=True, plug_method="axis",
+        patch_holes=100, closing_radius=(2, 1), fill_holes=True,
+    )  # fmt: skip
+
+    class Scores:  # every configuration scores 0.5: only the rows' order and labels matter here
+        cases = ["a"]
+
+        def evaluate(self, configs):
+            return [0.5] * len(configs)
+
+        def mean(self, config, key="score"):
+            return 0.5
+
+    rows = ablation(Scores(), best)
+    assert [r.label for r in rows] == [
+        "none (threshold 0.5)",
+        "+ threshold = 0.25",
+        "+ hysteresis_high = 0.85",
+        "+ min_component_size = 1000",
+        "+ plug_holes = True, plug_method = axis",
+        "+ patch_holes = 100",
+        "+ closing_radius = (2, 1)",
+        "+ fill_holes = True",
+    ]
+    assert rows[0].config == no_postprocessing() and rows[-1].config == best
 
 
 def test_hysteresis_keeps_only_components_with_a_confident_voxel() -> None:
@@ -335,5 +410,41 @@ def test_hysteresis_keeps_only_components_with_a_confident_voxel() -> None:
     config = PostprocessConfig(threshold=0.3, hysteresis_high=0.8, min_component_size=0, plug_holes=False)
     out = postprocess_volume(prob, config)
     assert out[1].sum() == 9 and out[5].sum() == 0
-    with pytest.raises(ValueError, match="hysteresis_high must be None or > threshold"):
+    with pytest.raises(ValueError, match=r"hysteresis_high must lie between threshold \(0.5\) and 1, got 0.5"):
         PostprocessConfig(threshold=0.5, hysteresis_high=0.5)
+
+
+def test_cli_pools_the_folds_of_a_model_folder_and_scores_only_their_cases(tmp_path: Path, capsys) -> None:
+    """``--input MODEL`` pools ``fold_*/validation/*.npz`` (nnU-Net's ``.tif``/``.pkl`` beside them ignored);
+    ``--gt`` is nnU-Net's ``gt_segmentations`` with every case, more than the folds validated."""
+    from nnunetv2_topo.synth.probability_maps import simulated_case
+
+    model = tmp_path / "Dataset001_X" / "nnUNetTrainerTopoWarmup__nnUNetPlans__3d_fullres"
+    gt_dir = tmp_path / "gt_segmentations"
+    gt_dir.mkdir(parents=True)
+    folds = {0: ["s0", "s2"], 1: ["s1", "s3"]}
+    for fold, cases in folds.items():
+        val = model / f"fold_{fold}" / "validation"
+        val.mkdir(parents=True)
+        for cid in cases:
+            prob, label = simulated_case(32, (7, int(cid[1:])), "under-confident")
+            np.savez_compressed(val / f"{cid}.npz", probabilities=np.stack([1 - prob, prob]))
+            write_tiff(val / f"{cid}.tif", (prob > 0.5).astype(np.uint8))  # nnU-Net's argmax beside it
+            (val / f"{cid}.pkl").write_bytes(b"")
+            write_tiff(gt_dir / f"{cid}.tif", label)
+    (model / "fold_0" / "checkpoint_final.pth").write_bytes(b"")
+    for extra in ("s4", "s5"):  # training cases no fold validated
+        write_tiff(gt_dir / f"{extra}.tif", simulated_case(32, (7, int(extra[1:])))[1])
+    out = tmp_path / "postprocess.json"
+    rc, text = _cli(capsys, "--input", str(model), "--gt", str(gt_dir), "--output", str(out), "-np", "0", "--quiet")
+    assert rc == 0, text
+    pf = load_postprocess_file(out)
+    assert pf.measured["cases"] == ["s0", "s1", "s2", "s3"]
+    assert pf.fusion.inputs == (str(model),) and pf.fusion.weights is None
+    assert pf.measured["configurations_evaluated"] >= 30
+    # under-confident maps: the tuned threshold is below the default one and the score above it
+    assert pf.steps.threshold < DEFAULT.threshold
+    assert pf.measured["score_tuned"] > pf.measured["score_default"] + 0.05
+    # postprocess applies the file to the same model folder: one clean volume per pooled case
+    assert main(["postprocess", "--input", str(model), "--config", str(out), "--output", str(tmp_path / "pp")]) == 0
+    assert sorted(p.name for p in (tmp_path / "pp").iterdir()) == ["s0.tif", "s1.tif", "s2.tif", "s3.tif"]

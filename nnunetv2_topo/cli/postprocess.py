@@ -1,6 +1,7 @@
 """``nnunetv2_topo postprocess``: from probability maps (one or several models) to clean binary segmentations.
 
-The option helpers here (:func:`add_probability_arguments`, :func:`resolve_options`) are shared with ``submit``.
+The option helpers here are shared: :func:`add_probability_arguments` and :func:`resolve_options` with ``submit``,
+:func:`add_input_arguments` and :func:`resolve_fusion` (inputs, weights, fusion) with ``tune`` as well.
 """
 
 from __future__ import annotations
@@ -62,12 +63,10 @@ STEP_FLAGS = {
 }
 
 
-def add_probability_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
-    """--input (repeatable), --config, --weights, --fusion and one flag per post-processing step."""
+def add_input_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
+    """--input (repeatable: one per model), --weights and --fusion: shared by postprocess, submit and tune."""
     from nnunetv2_topo.inference import FUSION_MODES
-    from nnunetv2_topo.postprocessing import PLUG_METHODS, PostprocessConfig
 
-    d = PostprocessConfig()
     parser.add_argument(
         "--input",
         action="append",
@@ -77,11 +76,19 @@ def add_probability_arguments(parser: argparse.ArgumentParser, input_required: b
         help="folder of <case>.npz / probability maps / segmentations, or an nnU-Net model folder "
         "(fold_*/validation/*.npz pooled); give once per model to fuse several",
     )
-    parser.add_argument("--config", type=Path, help="postprocess.json from nnunetv2_topo tune (fusion and steps)")
     parser.add_argument(
         "--weights", type=float, nargs="+", metavar="W", help="fusion weights, the i-th for the i-th --input"
     )
     parser.add_argument("--fusion", choices=FUSION_MODES, help="fuse binary logits (default) or probabilities")
+
+
+def add_probability_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
+    """The input arguments (:func:`add_input_arguments`), --config and one flag per post-processing step."""
+    from nnunetv2_topo.postprocessing import PLUG_METHODS, PostprocessConfig
+
+    d = PostprocessConfig()
+    add_input_arguments(parser, input_required)
+    parser.add_argument("--config", type=Path, help="postprocess.json from nnunetv2_topo tune (fusion and steps)")
     g = parser.add_argument_group("post-processing steps (defaults: PostprocessConfig, or the --config file)")
     g.add_argument("--threshold", type=float, help=f"foreground where p > T (default {d.threshold})")
     g.add_argument(
@@ -115,6 +122,34 @@ def add_probability_arguments(parser: argparse.ArgumentParser, input_required: b
     )
 
 
+def resolve_fusion(args: argparse.Namespace, base=None, source: str | None = None):
+    """``(inputs, FusionSpec, notes)`` from --input, --weights and --fusion over ``base`` (a file's fusion, read
+    from ``source``); CLIError on a weight count or value that does not fit the inputs."""
+    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.postprocessing import FusionSpec
+
+    base = FusionSpec() if base is None else base
+    inputs = list(args.input or [])
+    notes: list[str] = []
+    mode = base.mode
+    if args.fusion is not None:
+        if source is not None and args.fusion != base.mode:
+            notes.append(f"--fusion {args.fusion} overrides fusion.mode = {base.mode} from {source}")
+        mode = args.fusion
+    weights = base.weights
+    if args.weights is not None:
+        if source is not None and tuple(args.weights) != weights:
+            notes.append(f"--weights {_show(args.weights)} overrides fusion.weights = {_show(weights)} from {source}")
+        weights = tuple(args.weights)
+    if weights is not None and len(weights) != len(inputs):
+        raise CLIError(f"{len(weights)} weight(s) for {len(inputs)} --input(s); give one weight per --input, in order")
+    try:
+        fusion = FusionSpec(mode=mode, weights=weights, inputs=tuple(str(p) for p in inputs))
+    except ValueError as exc:
+        raise CLIError(f"--weights {_show(weights)}: {exc}") from exc
+    return inputs, fusion, notes
+
+
 def resolve_options(args: argparse.Namespace):
     """``(inputs, FusionSpec, PostprocessConfig, notes)`` from --config and the flags; CLIError on a conflict.
 
@@ -123,23 +158,23 @@ def resolve_options(args: argparse.Namespace):
     import dataclasses
 
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.postprocessing import FusionSpec, PostprocessConfig, load_postprocess_file
+    from nnunetv2_topo.postprocessing import PostprocessConfig, load_postprocess_file
 
-    inputs = list(args.input or [])
-    notes: list[str] = []
+    n_inputs = len(args.input or [])
     if args.config is not None:
         try:
             pf = load_postprocess_file(args.config)
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
-        if pf.fusion.inputs and len(pf.fusion.inputs) != len(inputs):
+        if pf.fusion.inputs and len(pf.fusion.inputs) != n_inputs:
             raise CLIError(
                 f"{args.config} was tuned on {len(pf.fusion.inputs)} input(s) ({', '.join(pf.fusion.inputs)}); "
-                f"give --input {len(pf.fusion.inputs)} time(s), in that order (got {len(inputs)})"
+                f"give --input {len(pf.fusion.inputs)} time(s), in that order (got {n_inputs})"
             )
-        fusion, steps, source = pf.fusion, pf.steps, str(args.config)
+        base, steps, source = pf.fusion, pf.steps, str(args.config)
     else:
-        fusion, steps, source = FusionSpec(), PostprocessConfig(), None
+        base, steps, source = None, PostprocessConfig(), None
+    notes: list[str] = []
     changes = {}
     for flag, (field, dest) in STEP_FLAGS.items():
         value = getattr(args, dest, None)
@@ -151,24 +186,12 @@ def resolve_options(args: argparse.Namespace):
                 f"{flag} {_show(value)} overrides steps.{field} = {_show(getattr(steps, field))} from {source}"
             )
         changes[field] = value
-    mode = fusion.mode
-    if args.fusion is not None:
-        if source is not None and args.fusion != fusion.mode:
-            notes.append(f"--fusion {args.fusion} overrides fusion.mode = {fusion.mode} from {source}")
-        mode = args.fusion
-    weights = fusion.weights
-    if args.weights is not None:
-        if source is not None and tuple(args.weights) != weights:
-            notes.append(f"--weights {_show(args.weights)} overrides fusion.weights = {_show(weights)} from {source}")
-        weights = tuple(args.weights)
-    if weights is not None and len(weights) != len(inputs):
-        raise CLIError(f"{len(weights)} weight(s) for {len(inputs)} --input(s); give one weight per --input, in order")
+    inputs, fusion, fusion_notes = resolve_fusion(args, base, source)
     try:
         steps = dataclasses.replace(steps, **changes)
-        fusion = FusionSpec(mode=mode, weights=weights, inputs=tuple(str(p) for p in inputs))
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    return inputs, fusion, steps, notes
+    return inputs, fusion, steps, notes + fusion_notes
 
 
 def _show(value) -> str:

@@ -18,8 +18,9 @@ fold_*/validation/ are pooled: out-of-fold predictions). With several inputs the
 --weights). Every input must hold the same cases; every case needs ground truth in --gt (which may hold more
 cases, e.g. nnU-Net's gt_segmentations).
 
-Strategy: coordinate descent over grids: threshold first, then each step in pipeline order (hysteresis, dust
-size, pinhole plugging, closing, ...), repeated until a round changes nothing. Betti-matching counts are cached
+Strategy: coordinate descent over grids from the defaults: threshold first, then in the steps' fixed order
+(STEP_ORDER) the hysteresis high threshold, dust size, 1-voxel plugging and its method, height-map patching,
+closing radii (z, yx) and cavity filling, repeated until a round changes nothing. Betti-matching counts are cached
 per (case, tile, content of the prediction tile): a configuration that leaves a tile unchanged does not run the
 engine again. The report gives the ablation table (none -> + each step), the in-sample gain over the defaults and
 a cross-validated one (chosen on some cases, scored on the others). Ctrl-C or --time-budget stop the search with
@@ -28,19 +29,9 @@ the best configuration so far written.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.inference.fusion import FUSION_MODES
+    from nnunetv2_topo.cli.postprocess import add_input_arguments
 
-    parser.add_argument(
-        "--input",
-        required=True,
-        action="append",
-        type=Path,
-        help="folder of probability maps or nnU-Net trained-model folder (repeat for several models)",
-    )
-    parser.add_argument("--weights", type=float, nargs="+", default=None, help="fusion weights, one per --input")
-    parser.add_argument(
-        "--fusion", default="logit", help=f"fusion of several inputs: {' or '.join(FUSION_MODES)} (default logit)"
-    )
+    add_input_arguments(parser)
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label volumes (2 = ignore)")
     parser.add_argument("--output", required=True, type=Path, help="postprocess.json to write")
     parser.add_argument(
@@ -75,14 +66,11 @@ def _gt_files(gt_dir: Path) -> dict[str, Path]:
     return found
 
 
-def _sources(args: argparse.Namespace, weights: tuple[float, ...] | None) -> list:
+def _sources(args: argparse.Namespace, fusion) -> list:
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.inference.probabilities import ProbabilityError, paired_cases
     from nnunetv2_topo.tuning import CaseSource
 
-    for path in args.input:
-        if not path.is_dir():
-            raise CLIError(f"--input {path} is not a folder")
     try:
         cases = paired_cases(args.input)
     except ProbabilityError as exc:
@@ -98,27 +86,19 @@ def _sources(args: argparse.Namespace, weights: tuple[float, ...] | None) -> lis
         raise CLIError(
             f"{len(missing)} case(s) of --input have no ground truth in --gt {args.gt}: {', '.join(missing[:10])}"
         )
-    return [CaseSource(c, tuple(paths), gts[c], args.fusion, weights) for c, paths in cases.items()]
+    return [CaseSource(c, tuple(paths), gts[c], fusion.mode, fusion.weights) for c, paths in cases.items()]
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.inference.fusion import FUSION_MODES, check_fusion_weights
-    from nnunetv2_topo.postprocessing.config_file import FusionSpec
+    from nnunetv2_topo.cli.postprocess import resolve_fusion
     from nnunetv2_topo.tuning import tune
     from nnunetv2_topo.tuning.report import ablation_table
     from nnunetv2_topo.tuning.space import describe
 
-    if args.fusion not in FUSION_MODES:
-        raise CLIError(f"--fusion must be one of {', '.join(FUSION_MODES)}, got {args.fusion!r}")
-    weights = None
-    if args.weights is not None:
-        try:
-            weights = check_fusion_weights(args.weights, len(args.input))
-        except ValueError as exc:
-            raise CLIError(f"--weights: {exc}") from exc
+    _, fusion, _ = resolve_fusion(args)
     if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
         raise CLIError(f"--time-budget must be a positive number of minutes, got {args.time_budget}")
     if args.cv_folds < 2:
@@ -131,11 +111,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--output {args.output} is a folder; give a file name such as {args.output}/postprocess.json")
     if not args.output.parent.is_dir():
         raise CLIError(f"--output: folder {args.output.parent} does not exist")
-    sources = _sources(args, weights)
+    sources = _sources(args, fusion)
     np_ = args.num_processes
     if np_ is None:
         np_ = min(len(sources), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    fusion = FusionSpec(args.fusion, weights, tuple(str(p) for p in args.input))
     try:
         outcome = tune(
             sources,

@@ -17,11 +17,18 @@ from nnunetv2_topo.postprocessing.config_file import (
 )
 from nnunetv2_topo.postprocessing.height_map import patch_holes
 from nnunetv2_topo.postprocessing.plugging import WATERTIGHT_LUT, plug_holes_lut, plug_pinholes
-from nnunetv2_topo.postprocessing.steps import PLUG_METHODS, STEP_ORDER, PostprocessConfig, postprocess_volume
+from nnunetv2_topo.postprocessing.steps import (
+    PLUG_METHODS,
+    STEP_FIELDS,
+    STEP_ORDER,
+    PostprocessConfig,
+    postprocess_volume,
+)
 
 __all__ = [
     "PLUG_METHODS",
     "POSTPROCESS_FILE_VERSION",
+    "STEP_FIELDS",
     "STEP_ORDER",
     "WATERTIGHT_LUT",
     "FusionSpec",

@@ -29,6 +29,15 @@ from nnunetv2_topo.postprocessing.height_map import patch_holes
 from nnunetv2_topo.postprocessing.plugging import plug_holes_lut, plug_pinholes
 
 STEP_ORDER: tuple[str, ...] = ("threshold", "remove_dust", "plug_holes", "patch_holes", "closing", "fill_holes")
+STEP_FIELDS: dict[str, tuple[str, ...]] = {
+    "threshold": ("threshold", "hysteresis_high"),
+    "remove_dust": ("min_component_size",),
+    "plug_holes": ("plug_holes", "plug_method"),
+    "patch_holes": ("patch_holes",),
+    "closing": ("closing_radius",),
+    "fill_holes": ("fill_holes",),
+}
+"""The :class:`PostprocessConfig` fields of each step, in ``STEP_ORDER`` (every field belongs to one step)."""
 PLUG_METHODS = ("lut", "axis", "both")
 MAX_CLOSING_RADIUS = 10
 

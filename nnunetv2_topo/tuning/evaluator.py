@@ -38,17 +38,10 @@ class CaseSource:
 
 def load_case(source: CaseSource) -> tuple[np.ndarray, np.ndarray]:
     """``(fused foreground probability, ground truth)``; ValueError naming the files on a shape mismatch."""
-    from nnunetv2_topo.inference.fusion import Fusion, check_fusion_weights
-    from nnunetv2_topo.inference.probabilities import read_probability
+    from nnunetv2_topo.inference.probabilities import fused_probability
     from nnunetv2_topo.io import read_volume
 
-    if len(source.inputs) == 1:
-        prob = read_probability(source.inputs[0])
-    else:
-        fusion = Fusion(source.fusion_mode)
-        for path, weight in zip(source.inputs, check_fusion_weights(source.weights, len(source.inputs)), strict=True):
-            fusion.add_probability(read_probability(path), weight)
-        prob = fusion.probability()
+    prob = fused_probability(source.inputs, source.weights, source.fusion_mode)
     gt = read_volume(source.gt)
     if prob.shape != gt.shape:
         raise ValueError(

@@ -1,8 +1,9 @@
 """Choose the post-processing configuration by the exact competition score: coordinate descent over grids.
 
 Strategy: start from the defaults (``PostprocessConfig()``); sweep the threshold over its whole grid with every
-other step fixed and keep the best; then, in pipeline order, sweep each step's grid the same way (hysteresis,
-dust size, pinhole plugging, closing, ...). Repeat the round until a round changes nothing (at most
+other step fixed and keep the best; then, in pipeline order, sweep each coordinate's grid the same way in ``STEP_ORDER``
+(hysteresis high threshold, dust size, 1-voxel plugging with its method, height-map patching, closing radii
+(z, yx), cavity filling; :mod:`nnunetv2_topo.tuning.space`). Repeat the round until a round changes nothing (at most
 ``max_rounds``). Every (configuration, case) is scored once; configurations that leave a tile of a case unchanged
 reuse its Betti-matching counts (see :mod:`nnunetv2_topo.tuning.evaluator`).
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 from nnunetv2_topo.tuning.evaluator import RESULT_KEYS, Evaluator
-from nnunetv2_topo.tuning.space import describe, no_postprocessing, search_space, try_replace
+from nnunetv2_topo.tuning.space import Coordinate, describe, no_postprocessing, search_space, try_replace
 
 
 class TimeBudgetSpentError(Exception):
@@ -33,7 +34,7 @@ class TimeBudgetSpentError(Exception):
 def coordinate_descent(
     evaluator: Evaluator,
     start: PostprocessConfig,
-    space: dict[str, Sequence] | None = None,
+    space: Sequence[Coordinate] | None = None,
     max_rounds: int = 3,
     deadline: float | None = None,
     on_best: Callable[[PostprocessConfig, float], None] | None = None,
@@ -50,10 +51,12 @@ def coordinate_descent(
         on_best(best, best_score)
     for _ in range(max_rounds):
         changed = False
-        for name, values in space.items():
+        for coordinate in space:
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeBudgetSpentError(f"time budget spent before sweeping {name}")
-            candidates = [c for v in values if (c := try_replace(best, **{name: v})) is not None]
+                raise TimeBudgetSpentError(f"time budget spent before sweeping {', '.join(coordinate.fields)}")
+            candidates = [
+                c for v in coordinate.settings if (c := try_replace(best, **coordinate.changes(v))) is not None
+            ]
             scores = evaluator.evaluate(candidates)
             i = int(np.argmax(scores))
             if scores[i] > best_score and candidates[i] != best:
@@ -97,18 +100,19 @@ class AblationRow:
 def ablation(
     evaluator: Evaluator, best: PostprocessConfig, start: PostprocessConfig | None = None
 ) -> list[AblationRow]:
-    """none → + each step of ``best`` that differs from ``start`` (default: no post-processing), cumulatively."""
+    """none → + each coordinate of ``best`` that differs from ``start`` (default: no post-processing),
+    cumulatively, in ``STEP_ORDER``."""
     current = no_postprocessing() if start is None else start
     rows = [AblationRow(f"none (threshold {current.threshold})", current)]
-    for name in search_space():
-        value = getattr(best, name)
-        if value == getattr(current, name):
+    for coordinate in search_space():
+        setting = coordinate.setting_of(best)
+        if setting == coordinate.setting_of(current):
             continue
-        nxt = try_replace(current, **{name: value})
+        nxt = try_replace(current, **coordinate.changes(setting))
         if nxt is None:
             continue
         current = nxt
-        rows.append(AblationRow(f"+ {name} = {value}", current))
+        rows.append(AblationRow(f"+ {coordinate.label(setting)}", current))
     evaluator.evaluate([r.config for r in rows])
     for row in rows:
         row.means = {k: evaluator.mean(row.config, k) for k in RESULT_KEYS}

@@ -1,47 +1,82 @@
-"""The search space of ``tune``: one grid per post-processing field, in the pipeline's step order.
+"""The search space of ``tune``: one grid per coordinate, in the pipeline's step order (``STEP_ORDER``).
 
-Each grid lists the "off" value first (the ablation's starting point). A grid is used only when
-:class:`~nnunetv2_topo.postprocessing.PostprocessConfig` has that field, so steps added to the dataclass later
-(``patch_holes``, a ``(z, yx)`` closing radius) join the search as soon as they exist.
+A coordinate is a set of :class:`~nnunetv2_topo.postprocessing.PostprocessConfig` fields changed together, with
+its candidate settings; the first setting is "off" (the ablation's starting point). Coordinates, by step:
+
+- ``threshold``: ``threshold`` (0.05–0.9), then ``hysteresis_high`` (off, 0.5–0.9; a value <= the threshold is
+  skipped as invalid);
+- ``remove_dust``: ``min_component_size`` (0 to 20,000 voxels, the 1st place's size at 320³);
+- ``plug_holes``: ``plug_holes`` with ``plug_method`` (off, lookup table, axis test, both), one coordinate so that
+  the method is only searched where plugging is on;
+- ``patch_holes``: the largest patched hole (0 = off, 25–400 pixels);
+- ``closing``: ``closing_radius`` as (z, yx) radii, isotropic and anisotropic (the 12th place's);
+- ``fill_holes``: off/on.
+
+Every field of ``PostprocessConfig`` is covered (``STEP_FIELDS``; ``uncovered_fields()`` is empty, which a test
+checks, so a field added to the config without a grid here fails the tests instead of going unsearched).
 """
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import dataclass, replace
 
-from nnunetv2_topo.postprocessing.steps import STEP_ORDER, PostprocessConfig
+from nnunetv2_topo.postprocessing.steps import STEP_FIELDS, STEP_ORDER, PostprocessConfig
 
 ARGMAX_THRESHOLD = 0.5
 """Two-class argmax = foreground probability above 0.5: the threshold of the "none" row."""
 
-THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7)
-
-_GRIDS: dict[str, tuple] = {
-    "hysteresis_high": (None, 0.5, 0.6, 0.7, 0.8, 0.9),
-    "min_component_size": (0, 16, 64, 256, 1024, 4096),
-    "plug_holes": (False, True),
-    "patch_holes": (0, 64, 512),
-    "fill_holes": (False, True),
-}
-_CLOSING_INT = (0, 1, 2)
-_CLOSING_ZYX = ((0, 0), (1, 1), (2, 1), (3, 2))
+THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def search_space() -> dict[str, tuple]:
-    """``{field: candidate values}`` in search order: threshold first, then the steps in pipeline order."""
-    names = [f.name for f in fields(PostprocessConfig)]
-    order = ["threshold"] + [s for s in STEP_ORDER if s != "threshold"] + [n for n in names if n not in STEP_ORDER]
-    space: dict[str, tuple] = {}
-    for name in order:
-        if name not in names or name in space:
-            continue
-        if name == "threshold":
-            space[name] = THRESHOLDS
-        elif name == "closing_radius":
-            space[name] = _CLOSING_ZYX if isinstance(PostprocessConfig().closing_radius, tuple) else _CLOSING_INT
-        elif name in _GRIDS:
-            space[name] = _GRIDS[name]
-    return space
+@dataclass(frozen=True)
+class Coordinate:
+    """One axis of the search: ``fields`` changed together; ``settings`` one value per field each, "off" first."""
+
+    step: str
+    fields: tuple[str, ...]
+    settings: tuple[tuple, ...]
+
+    def setting_of(self, config: PostprocessConfig) -> tuple:
+        return tuple(getattr(config, f) for f in self.fields)
+
+    def changes(self, setting: tuple) -> dict:
+        return dict(zip(self.fields, setting, strict=True))
+
+    def label(self, setting: tuple) -> str:
+        return ", ".join(f"{f} = {v}" for f, v in zip(self.fields, setting, strict=True))
+
+
+_COORDINATES = (
+    Coordinate("threshold", ("threshold",), tuple((t,) for t in THRESHOLDS)),
+    Coordinate("threshold", ("hysteresis_high",), ((None,), (0.5,), (0.6,), (0.7,), (0.8,), (0.85,), (0.9,))),
+    Coordinate(
+        "remove_dust",
+        ("min_component_size",),
+        tuple((s,) for s in (0, 64, 250, 500, 1000, 2000, 5000, 20000)),
+    ),
+    Coordinate(
+        "plug_holes", ("plug_holes", "plug_method"), ((False, "lut"), (True, "lut"), (True, "axis"), (True, "both"))
+    ),
+    Coordinate("patch_holes", ("patch_holes",), ((0,), (25,), (100,), (400,))),
+    Coordinate("closing", ("closing_radius",), tuple((r,) for r in ((0, 0), (1, 1), (2, 1), (1, 2), (2, 2), (3, 3)))),
+    Coordinate("fill_holes", ("fill_holes",), ((False,), (True,))),
+)
+
+
+def search_space() -> tuple[Coordinate, ...]:
+    """The coordinates in search order: threshold first, then the steps in ``STEP_ORDER``."""
+    return tuple(sorted(_COORDINATES, key=lambda c: STEP_ORDER.index(c.step)))  # stable: threshold first
+
+
+def searched_fields() -> tuple[str, ...]:
+    """Every field of the search, in search order."""
+    return tuple(f for c in search_space() for f in c.fields)
+
+
+def uncovered_fields() -> list[str]:
+    """Fields of ``STEP_FIELDS`` (i.e. of ``PostprocessConfig``) that no coordinate searches (should be none)."""
+    searched = set(searched_fields())
+    return [f for fields in STEP_FIELDS.values() for f in fields if f not in searched]
 
 
 def try_replace(config: PostprocessConfig, **changes) -> PostprocessConfig | None:
@@ -54,14 +89,17 @@ def try_replace(config: PostprocessConfig, **changes) -> PostprocessConfig | Non
 
 def no_postprocessing() -> PostprocessConfig:
     """Threshold 0.5 (argmax) with every searched step off: the ablation's first row."""
-    off = {name: values[0] for name, values in search_space().items() if name != "threshold"}
+    off: dict = {}
+    for c in search_space():
+        if c.fields != ("threshold",):
+            off.update(c.changes(c.settings[0]))
     return replace(PostprocessConfig(), threshold=ARGMAX_THRESHOLD, **off)
 
 
 def describe(config: PostprocessConfig, reference: PostprocessConfig | None = None) -> str:
     """``field=value`` for the fields that differ from ``reference`` (all searched fields when ``None``)."""
     parts = []
-    for name in search_space():
+    for name in searched_fields():
         value = getattr(config, name)
         if reference is None or value != getattr(reference, name):
             parts.append(f"{name}={value}")
