@@ -125,3 +125,14 @@ def test_engine_input_order_is_prediction_then_gt() -> None:
 )
 def test_topo_score_from_counts(counts, want) -> None:
     assert topo_score_from_counts(np.array(counts)) == pytest.approx(want, abs=1e-12)
+
+
+def test_needs_matching_is_exactly_where_no_shortcut_applies():
+    from nnunetv2_topo.metrics.topo_score import needs_matching
+
+    rng = np.random.default_rng(3)
+    a = rng.random((6, 7, 5)) < 0.4
+    b = rng.random((6, 7, 5)) < 0.4
+    empty = np.zeros_like(a)
+    for p, g in [(a, b), (a, a.copy()), (a, empty), (empty, b), (empty, empty), (a[:0], b[:0])]:
+        assert needs_matching(p, g) == (shortcut_counts(p, g) is None and 0 not in p.shape)

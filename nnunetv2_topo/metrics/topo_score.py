@@ -104,8 +104,14 @@ def finite_pairs(fg: np.ndarray) -> np.ndarray:
     return np.array([b0 - 1, b1, b2], dtype=np.int64)
 
 
+def needs_matching(pred: np.ndarray, gt: np.ndarray) -> bool:
+    """Whether a tile needs a Betti matching: both sides non-empty and different (no shortcut applies)."""
+    return 0 not in pred.shape and bool(pred.any()) and bool(gt.any()) and not np.array_equal(pred, gt)
+
+
 def shortcut_counts(pred: np.ndarray, gt: np.ndarray) -> np.ndarray | None:
-    """The tile's ``[[m, p, g] per dimension]`` without the engine, or ``None`` when no shortcut applies."""
+    """The tile's ``[[m, p, g] per dimension]`` without the engine, or ``None`` when no shortcut applies
+    (:func:`needs_matching`)."""
     pred_any, gt_any = bool(pred.any()), bool(gt.any())
     if not pred_any and not gt_any:
         return np.zeros((3, 3), dtype=np.int64)
