@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# GPU benchmarks in one prepared run (<= 5 minutes on one H100/H200-class card):
+# GPU benchmarks in one prepared run (<= 7 minutes on one H100/H200-class card):
 #   1. step time and peak memory at patch 128^3, batch 2, AMP, nnU-Net's default network, for nnUNetTrainer and
 #      every TopoWarmup variant, and the per-step cost of the weight EMA (ema_decay) (benchmarks/step_time.py);
-#   2. the loss-cost table at patch 128^3, batch 2, AMP (benchmarks/loss_cost.py).
+#   2. the loss-cost table at patch 128^3, batch 2, AMP (benchmarks/loss_cost.py);
+#   3. the cost of one competition-score round (score_every_epochs) at 320^3: nnU-Net's sliding window of the
+#      default network at patch 128 with and without mirroring, logits -> segmentation, the metric on the CPU
+#      (benchmarks/score_round.py).
 # Usage: bash benchmarks/gpu.sh [OUT_DIR]   (needs the package installed: `make install` or `pip install -e .`)
 # Record the card, date and numbers in benchmarks/RESULTS.md.
 set -euo pipefail
@@ -17,3 +20,5 @@ timeout 170 "$PY" benchmarks/step_time.py --device cuda --patch 128 --iterations
     2>&1 | tee "$OUT/step_time.txt"
 timeout 110 "$PY" benchmarks/loss_cost.py --device cuda --patch 128 --repeats 10 --json "$OUT/loss_cost.json" \
     2>&1 | tee "$OUT/loss_cost.txt"
+timeout 150 "$PY" benchmarks/score_round.py --device cuda --full --mirroring --metric --repeats 2 \
+    --json "$OUT/score_round.json" 2>&1 | tee "$OUT/score_round.txt"

@@ -550,6 +550,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             self.save_topo_config()
             if self.score_every_epochs > 0:
                 self.score_cases()
+                self.copy_gt_spacing_sidecars()  # the scoring process reads gt_segmentations with Tiff3DIO
                 self._scoring_pool.start()
 
     def save_topo_config(self) -> None:
