@@ -212,3 +212,28 @@ def test_val_score_plateau_needs_scoring_rounds(tmp_path, monkeypatch) -> None:
     ok = {"plateau_metric": "val_score", "score_every_epochs": 5, "num_epochs": 3, "warmup_epochs": 1}
     ok = resolve_config(ok, source="c")
     assert check_consistency(ok, "c") == ["score_every_epochs = 5 > num_epochs = 3: no scoring round runs"]
+
+
+def test_a_pending_round_is_awaited_only_before_checkpoint_latest(tmp_path, monkeypatch) -> None:
+    """The loop does not wait for a round still being scored, except before nnU-Net writes checkpoint_latest.pth
+    (so --c never loses a round) or when the next round is due."""
+    import threading
+    from concurrent.futures import Future
+
+    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, {**SCORED, "score_every_epochs": 3})
+    trainer.save_every = 2  # nnU-Net writes checkpoint_latest.pth after epochs 1, 3, ...
+    future: Future = Future()
+    trainer._score_round = ScoreRound(0, ["a"], {}, futures=[future])
+    trainer.current_epoch = 0
+    trainer._pad_topo_log()
+    trainer._score_rounds_epoch_end()  # epoch 0: neither due: not awaited
+    assert trainer.score_records == [] and trainer._score_round is not None
+    result = {"score": 0.5, "topo": 0.4, "surface_dice": 0.6, "voi_score": 0.7, "seconds": 0.1}
+    threading.Timer(0.3, future.set_result, args=(result,)).start()
+    trainer.current_epoch = 1
+    trainer._pad_topo_log()
+    trainer._score_rounds_epoch_end()  # epoch 1: checkpoint_latest follows: awaited
+    assert [(r["epoch"], r["applied_epoch"], r["score"]) for r in trainer.score_records] == [(0, 1, 0.5)]
+    assert trainer.logger.get_value("val_score", 0) == 0.5 and math.isnan(trainer.logger.get_value("val_score", 1))
+    assert trainer.best_score == 0.5 and trainer._score_round is None
+    assert "Waiting for the competition scoring of epoch 0" in log_text(fold_dir(tmp_path))
