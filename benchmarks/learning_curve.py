@@ -14,7 +14,7 @@ final pseudo Dice, nnU-Net's validation Dice and the competition score (raw) of 
     python benchmarks/learning_curve.py --quick           # CPU: 6 cases of 32x40x36, tiny network (minutes)
     # plateau signals and weight EMA, two seeds each (number of LR cuts and final score per run):
     python benchmarks/learning_curve.py --quick --settings val_loss val_loss_ema val_loss+ema val_loss_ema+ema \
-        --seeds 0 1
+        val_score --seeds 0 1
     python benchmarks/learning_curve.py --cases 40 --shape 128 128 128 --epochs 100 --iterations 250 --device cuda \
         --plans nnUNetPlans
 """
@@ -42,8 +42,12 @@ SEED_ORIGINAL = {
     "plateau_factor": 0.3,
 }
 
-PLATEAU_SETTINGS = ("val_loss", "val_loss_ema")
-"""Plateau signals compared by ``--settings`` (TopoWarmup defaults otherwise; patience epochs // 10)."""
+PLATEAU_SETTINGS = ("val_loss", "val_loss_ema", "val_score")
+"""Plateau signals compared by ``--settings`` (TopoWarmup defaults otherwise; patience epochs // 10). ``val_score``
+scores the fold's validation cases with the competition metric every epoch (``score_every_epochs: 1``, at most
+``SCORE_CASES`` cases), so its patience counts epochs too."""
+
+SCORE_CASES = 4
 
 CPU_LAUNCHER = (
     "import sys, torch; torch.set_num_threads(int(sys.argv[1])); "
@@ -104,6 +108,8 @@ def _score(fold: Path, pre: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="benchmarks/out/learning_curve", help="work folder (reused if present)")
+    parser.add_argument("--name", default="learning_curve", help="NAME.json and NAME.png in the work folder (several "
+                        "invocations can share the prepared data)")  # fmt: skip
     parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--shape", type=int, nargs=3, default=[48, 48, 48])
     parser.add_argument("--epochs", type=int, default=15)
@@ -148,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for metric in PLATEAU_SETTINGS:
         signal = {**budget, **warmup, "plateau_metric": metric, "plateau_patience": max(1, args.epochs // 10)}
+        if metric == "val_score":
+            signal.update(score_every_epochs=1, score_num_cases=SCORE_CASES)
         known[metric] = ("nnUNetTrainerTopoWarmup", signal)
         known[f"{metric}+ema"] = ("nnUNetTrainerTopoWarmup", {**signal, "ema_decay": 0.999})
     unknown = [s for s in args.settings if s not in known]
@@ -196,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             "lr_cuts": sum(b < a for a, b in zip(log["lrs"], log["lrs"][1:])),  # warmup only rises
             "competition_score_raw": _score(fold, pre),
         }
+        if "val_score" in log:  # scoring rounds: the best one (checkpoint_best_score.pth)
+            scores = [(float(v), e) for e, v in enumerate(log["val_score"]) if v == v]
+            results[label]["best_val_score"], results[label]["best_val_score_epoch"] = max(scores)
 
     import matplotlib
 
@@ -211,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     ax_lr.set(title="learning rate", xlabel="epoch", yscale="log")
     ax_d.legend()
     ax_lr.legend()
-    png = work / "learning_curve.png"
+    png = work / f"{args.name}.png"
     fig.savefig(png, dpi=90)
-    (work / "learning_curve.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    (work / f"{args.name}.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
 
     print(
         f"\n{args.cases} cases {'x'.join(map(str, args.shape))}, plans {args.plans}, {args.epochs} epochs x "
@@ -227,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{label:26s} {r['ema_fg_dice'][-1]:22.4f} {r['final_validation_dice']:9.4f} "
             f"{r['competition_score_raw']:12.4f} {r['lr_cuts']:8d} {r['seconds']:8.0f}"
-        )
+            + (f"  (best val_score {r['best_val_score']:.4f} at epoch {r['best_val_score_epoch']})"
+               if "best_val_score" in r else "")
+        )  # fmt: skip
     print(f"curves: {png}")
     return 0
 

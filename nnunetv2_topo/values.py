@@ -17,6 +17,7 @@ __all__ = [
     "Param",
     "at_least_one",
     "band_pair",
+    "boolean",
     "closed_unit",
     "half_open_unit",
     "integer",
@@ -41,6 +42,13 @@ def number(value: Any) -> float:
     value = float(value)
     if not math.isfinite(value):
         raise ValueError("must be finite")
+    return value
+
+
+def boolean(value: Any) -> bool:
+    """``true`` or ``false`` (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, not {type(value).__name__} {value!r}")
     return value
 
 

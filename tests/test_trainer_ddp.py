@@ -1,5 +1,6 @@
 """The trainer's DDP collectives on two CPU processes (gloo): term means reduced over ranks, the step-skip decision
-identical on every rank. (nnU-Net's DDP itself needs CUDA; these are the trainer's own collectives.)"""
+identical on every rank, rank 0's scoring rounds broadcast to all. (nnU-Net's DDP itself needs CUDA; these are the
+trainer's own collectives.)"""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             "skip_when_one_rank_nan": nnUNetTrainerTopoWarmup._update_allowed(fake, math.nan if rank else 0.5, 1.0),
             "all_finite": nnUNetTrainerTopoWarmup._update_allowed(fake, 0.5, 1.0),
             "nan_norm": nnUNetTrainerTopoWarmup._update_allowed(fake, 0.5, math.nan),
+            # a scoring round finished on rank 0 only (the others have none): every rank applies rank 0's records
+            "score_records": nnUNetTrainerTopoWarmup._from_rank0(
+                fake, [{"epoch": 4, "score": 0.5}] if rank == 0 else []
+            ),
         }
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
@@ -56,3 +61,4 @@ def test_collectives_agree_on_every_rank(tmp_path: Path) -> None:
     assert results[0]["skip_when_one_rank_nan"] is False
     assert results[0]["all_finite"] is True
     assert results[0]["nan_norm"] is False
+    assert results[1]["score_records"] == [{"epoch": 4, "score": 0.5}]

@@ -83,7 +83,7 @@ def _final(fold: Path) -> dict:
 def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None:
     trainer = "nnUNetTrainerTopoWarmup"
     config = {**SHORT, "num_iterations_per_epoch": 6, "num_val_iterations_per_epoch": 2, "num_epochs": 5}
-    config.update(warmup_epochs=2, initial_lr=0.01, seed=1, ema_decay=0.9)
+    config.update(warmup_epochs=2, initial_lr=0.01, seed=1, ema_decay=0.9, score_every_epochs=2, score_num_cases=1)
     first = _train(nnunet_data, trainer, config)
     fold = _fold(nnunet_data, trainer)
     ckpt = _final(fold)
@@ -102,6 +102,11 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
     summary = json.loads((fold / "validation" / "summary_topo.json").read_text())
     assert set(summary) >= {"raw", "postprocessed"}
     assert 0.0 <= summary["raw"]["mean"]["score"] <= 1.0
+    # competition-score rounds on the EMA weights of epochs 1 and 3 (the validation case), the best kept
+    rounds = ckpt["topo_state"]["score_rounds"]
+    assert [r["epoch"] for r in rounds["records"]] == [1, 3] and rounds["best_score_epoch"] in (1, 3)
+    assert [e for e, v in enumerate(log["val_score"]) if v == v] == [1, 3]
+    assert "this epoch's EMA weights" in text and (fold / "checkpoint_best_score.pth").is_file()
 
     # --c with more epochs continues the same schedule (patience 8: no reduction yet); a changed LR is refused
     refused = _train(nnunet_data, trainer, {**config, "num_epochs": 7, "initial_lr": 0.1}, "--c", ok=False)
@@ -112,6 +117,9 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
     assert resumed["logging"]["lrs"] == pytest.approx([0.005] + [0.01] * 6)
     assert resumed["topo_state"]["lr_scheduler"]["num_plateau_steps"] == 5
     assert resumed["logging"]["train_losses"][:5] == pytest.approx(log["train_losses"])
+    resumed_rounds = resumed["topo_state"]["score_rounds"]
+    assert resumed_rounds["records"][:2] == rounds["records"] and resumed_rounds["records"][2]["epoch"] == 5
+    assert resumed_rounds["best_score"] == max(r["score"] for r in resumed_rounds["records"])
 
     history = json.loads((fold / "topo_config.json").read_text())["history"]
     assert [(h["epoch"], h["changes"]) for h in history] == [(0, {}), (5, {"num_epochs": [5, 7]})]
@@ -131,7 +139,7 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
     raw = nnunet_data.root / "nnUNet_raw" / DATASET
     images = sorted((raw / "imagesTs").glob("*_0000.tif"))
     assert images
-    for checkpoint in ("checkpoint_final.pth", "checkpoint_best.pth"):
+    for checkpoint in ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_best_score.pth"):
         out = nnunet_data.root / f"predictions_{checkpoint}"
         cmd = [BIN / "nnUNetv2_predict", "-i", raw / "imagesTs", "-o", out, "-d", "1", "-c", "3d_fullres", "-p"]
         cmd += [PLANS, "-tr", trainer, "-f", "0", "-chk", checkpoint, "--disable_tta", "-device", "cpu"]

@@ -125,3 +125,52 @@ def total_norm(tensors) -> float:
 
 def constant_array(value: float) -> np.ndarray:
     return np.array(value, dtype=np.float32)
+
+
+SCORE_SHAPE = (20, 24, 20)
+
+
+def write_score_dataset(tmp_path: Path, num_cases: int = 4, val_cases: int = 3, noise: float = 0.5) -> list[str]:
+    """Real preprocessed cases of the tiny plans (nnU-Net's blosc2 files; images: a sheet of 2 plus Gaussian
+    ``noise``), their ground truth in ``gt_segmentations`` (TIFF + spacing sidecar, read by Tiff3DIO) and a
+    ``splits_final.json`` whose fold 0 has the last ``val_cases`` cases for validation: what a scoring round
+    (``score_every_epochs``) predicts and scores.
+    Call before :func:`make_trainer` with the same ``tmp_path``. Returns the validation keys."""
+    import json
+
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+
+    from nnunetv2_topo.io import write_tiff
+
+    base = tmp_path / "preprocessed" / TINY_PLANS["dataset_name"]
+    data_folder = base / TINY_CONFIGURATION["data_identifier"]
+    gt_dir = base / "gt_segmentations"
+    data_folder.mkdir(parents=True, exist_ok=True)
+    gt_dir.mkdir(parents=True, exist_ok=True)
+    keys = [f"case{i:03d}" for i in range(num_cases)]
+    for i, key in enumerate(keys):
+        g = torch.Generator().manual_seed(1000 + i)
+        labels = np.zeros(SCORE_SHAPE, dtype=np.uint8)
+        z = 6 + 2 * i
+        labels[z : z + 2] = 1  # a sheet like synthetic_batch's
+        labels[:, :, -2:] = 2  # an unlabelled slab
+        data = (labels == 1).astype(np.float32) * 2.0 + noise * torch.randn(SCORE_SHAPE, generator=g).numpy()
+        properties = {
+            "spacing": [1.0, 1.0, 1.0],
+            "shape_before_cropping": SCORE_SHAPE,
+            "bbox_used_for_cropping": [[0, s] for s in SCORE_SHAPE],
+            "shape_after_cropping_and_before_resampling": SCORE_SHAPE,
+            "class_locations": {1: np.argwhere(labels[None] == 1)[:10]},
+        }
+        nnUNetDatasetBlosc2.save_case(
+            data[None].astype(np.float32), labels[None].astype(np.int8), properties, str(data_folder / key),
+            chunks=(1, *SCORE_SHAPE), blocks=(1, *SCORE_SHAPE), chunks_seg=(1, *SCORE_SHAPE),
+            blocks_seg=(1, *SCORE_SHAPE),
+        )  # fmt: skip
+        write_tiff(gt_dir / f"{key}.tif", labels)
+        (gt_dir / f"{key}.json").write_text(json.dumps({"spacing": [1, 1, 1]}))
+    val = keys[-val_cases:]
+    splits = [{"train": keys[:-val_cases], "val": val}] * 5
+    (base / "splits_final.json").write_text(json.dumps(splits))
+    (data_folder / "case.b2nd").unlink(missing_ok=True)
+    return val

@@ -8,8 +8,10 @@ Variants (:mod:`nnunetv2_topo.trainers.variants`) only change ``topo_defaults``;
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,6 +38,14 @@ from nnunetv2_topo.trainers.diagnostics import (
     write_progress_json,
 )
 from nnunetv2_topo.trainers.run_config import fold_folder, run_config
+from nnunetv2_topo.trainers.score_rounds import (
+    BEST_SCORE_CHECKPOINT,
+    SCORE_LOG_KEYS,
+    ScoreRound,
+    ScoringPool,
+    cpu_copy,
+    select_score_cases,
+)
 from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
 
 __all__ = ["TopoLossCall", "nnUNetTrainerTopoWarmup"]
@@ -136,6 +146,15 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         self._epoch_skipped = 0
         self._train_terms: list[dict[str, float]] = []
         self._val_terms: list[dict[str, float]] = []
+        self.score_every_epochs = int(cfg["score_every_epochs"])
+        self.score_records: list[dict[str, Any]] = []
+        """Every applied scoring round (``score_every_epochs``), oldest first; kept across ``--c``."""
+        self.best_score: float | None = None
+        self.best_score_epoch: int | None = None
+        self._score_round: ScoreRound | None = None
+        self._score_cases: list[str] | None = None
+        self._score_predictor: Any = None
+        self._scoring_pool = ScoringPool()
         self._register_log_keys()
 
         origin = f"from {self.topo_config_path}" if self.topo_config_path else "set nnUNet_topo_config to override"
@@ -162,7 +181,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
 
     def _log_keys(self) -> list[str]:
         keys = [f"{split}_loss_{t}" for t in self.active_terms for split in ("train", "val")]
-        return keys + list(TOPO_LOG_KEYS) + ["val_loss_ema"]
+        score_keys = list(SCORE_LOG_KEYS) if self.score_every_epochs > 0 else []
+        return keys + list(TOPO_LOG_KEYS) + ["val_loss_ema"] + score_keys
 
     def _register_log_keys(self) -> None:
         """Add this trainer's keys to nnU-Net's local logger (padding with NaN up to the current epoch, so a resumed
@@ -424,6 +444,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         for term, value in self._reduce_term_means(self._val_terms).items():
             self.logger.log(f"val_loss_{term}", value, self.current_epoch)
         self.logger.log("val_loss_ema", self._val_loss_ema(), self.current_epoch)
+        if self.topo_config["plateau_metric"] == "val_score":
+            return  # stepped once per scoring round, when its result arrives (_apply_score_record)
         metric = float(self.logger.get_value(PLATEAU_LOG_KEYS[self.topo_config["plateau_metric"]], step=-1))
         lr_before = self.optimizer.param_groups[0]["lr"]
         if self.lr_scheduler.step_metric(self.current_epoch, metric):
@@ -449,12 +471,14 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         progress.png up to its shortest list: a list that stopped growing would freeze it)."""
         store = self.logger.local_logger.my_fantastic_logging
         for key, values in store.items():
-            if key.startswith(("train_loss_", "val_loss_")) or key in TOPO_LOG_KEYS:
+            if key.startswith(("train_loss_", "val_loss_")) or key in TOPO_LOG_KEYS or key in SCORE_LOG_KEYS:
                 values.extend([math.nan] * (self.current_epoch + 1 - len(values)))
 
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch
         self._pad_topo_log()
+        if self.score_every_epochs > 0:
+            self._score_rounds_epoch_end()
 
         def fmt(prefix: str) -> str:
             return ", ".join(f"{t} {self.logger.get_value(f'{prefix}_loss_{t}', epoch):.4f}" for t in self.active_terms)
@@ -469,9 +493,10 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         )
         if not self.lr_scheduler.in_warmup(epoch):
             plateau = self.lr_scheduler.plateau
+            unit = "scoring rounds" if self.topo_config["plateau_metric"] == "val_score" else "epochs"
             self.print_to_log_file(
                 f"plateau ({self.topo_config['plateau_metric']}): best {plateau.best:.4g}, "
-                f"epochs without improvement {plateau.num_bad_epochs}/{plateau.patience}"
+                f"{unit} without improvement {plateau.num_bad_epochs}/{plateau.patience}"
             )
         super().on_epoch_end()
         if self.local_rank == 0:
@@ -514,6 +539,10 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         super().on_train_start()
         if self.local_rank == 0:
             self.save_topo_config()
+            if self.score_every_epochs > 0:
+                self.score_cases()
+                self.copy_gt_spacing_sidecars()  # the scoring process reads gt_segmentations with Tiff3DIO
+                self._scoring_pool.start()
 
     def save_topo_config(self) -> None:
         """``topo_config.json``: the configuration in use and every configuration the run used (``history``, each
@@ -640,6 +669,188 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         )
         return summary
 
+    # ------------------------------------------------------------------ competition-score rounds
+    def score_cases(self) -> list[str]:
+        """The validation cases of this fold scored in every round (``score_num_cases`` of them, a subset fixed by
+        seed 0 whatever the training seed, so runs are compared on the same cases); logged once."""
+        if self._score_cases is None:
+            _, val_keys = self.do_split()
+            wanted = self.topo_config["score_num_cases"]
+            if wanted > len(val_keys):
+                self.print_to_log_file(
+                    f"WARNING (configuration): score_num_cases = {wanted} but fold {self.fold} has only "
+                    f"{len(val_keys)} validation cases: every round scores all {len(val_keys)}",
+                    also_print_to_console=True,
+                )
+            self._score_cases = select_score_cases(val_keys, wanted)
+            self.print_to_log_file(
+                f"Competition-score rounds every {self.score_every_epochs} epochs on {len(self._score_cases)} "
+                f"validation cases: {', '.join(self._score_cases)}"
+            )
+        return self._score_cases
+
+    def _score_round_due(self, epoch: int) -> bool:
+        return self.score_every_epochs > 0 and (epoch + 1) % self.score_every_epochs == 0
+
+    def _latest_checkpoint_due(self, epoch: int) -> bool:
+        """nnU-Net's ``on_epoch_end`` writes ``checkpoint_latest.pth`` after this epoch."""
+        return (epoch + 1) % self.save_every == 0 and epoch != self.num_epochs - 1
+
+    def _from_rank0(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (a collective under DDP: every rank calls it)."""
+        if not self.is_ddp:
+            return obj
+        holder = [obj]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def _score_rounds_epoch_end(self) -> None:
+        """Apply a finished round (waiting for it only when the next round is due or ``checkpoint_latest.pth`` is
+        written after this epoch), then start this epoch's round if due. Called on every rank."""
+        epoch = self.current_epoch
+        records: list[dict[str, Any]] = []
+        if self.local_rank == 0 and self._score_round is not None:
+            pending = self._score_round
+            if pending.done() or self._score_round_due(epoch) or self._latest_checkpoint_due(epoch):
+                if not pending.done():
+                    self.print_to_log_file(
+                        f"Waiting for the competition scoring of epoch {pending.epoch} (the next round is due or "
+                        "checkpoint_latest.pth is written now; raise score_every_epochs if this repeats)"
+                    )
+                records.append(pending.record(applied_epoch=epoch))
+        for record in self._from_rank0(records):
+            self._apply_score_record(record)
+        if self.local_rank == 0 and self._score_round_due(epoch):
+            self._start_score_round(epoch)
+
+    def _finish_score_rounds(self) -> None:
+        """End of training: await the round still running and apply it (every rank), stop the scoring process."""
+        records: list[dict[str, Any]] = []
+        if self.local_rank == 0 and self._score_round is not None:
+            self.print_to_log_file(f"Waiting for the competition scoring of epoch {self._score_round.epoch}")
+            records.append(self._score_round.record(applied_epoch=self.current_epoch - 1))
+        for record in self._from_rank0(records):
+            self._apply_score_record(record)
+        self._scoring_pool.shutdown()
+
+    def _score_predictor_for(self, module: nn.Module) -> Any:
+        """nnU-Net's sliding-window predictor on this trainer's own network (built once, as nnU-Net's final
+        validation builds it; mirroring only with ``score_mirroring``)."""
+        if self._score_predictor is None:
+            from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+            predictor = nnUNetPredictor(
+                tile_step_size=0.5,
+                use_gaussian=True,
+                use_mirroring=bool(self.topo_config["score_mirroring"]),
+                perform_everything_on_device=self.device.type == "cuda",
+                device=self.device,
+                verbose=False,
+                verbose_preprocessing=False,
+                allow_tqdm=False,
+            )
+            predictor.manual_initialization(
+                module, self.plans_manager, self.configuration_manager, None, self.dataset_json,
+                type(self).__name__, self.inference_allowed_mirroring_axes,
+            )  # fmt: skip
+            self._score_predictor = predictor
+        return self._score_predictor
+
+    def _start_score_round(self, epoch: int) -> None:
+        """Rank 0: snapshot this epoch's checkpoint, predict the score cases with the weights validation uses (EMA
+        when on) in this process, and hand each segmentation to the scoring process."""
+        from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+        cases = self.score_cases()
+        module = unwrap_network(self.network)
+        score_round = ScoreRound(epoch, list(cases), cpu_copy(self.checkpoint_payload()))
+        predictor = self._score_predictor_for(module)
+        dataset = self.dataset_class(
+            self.preprocessed_dataset_folder, cases,
+            folder_with_segs_from_previous_stage=self.folder_with_segs_from_previous_stage,
+        )  # fmt: skip
+        gt_dir = Path(self.preprocessed_dataset_folder_base) / "gt_segmentations"
+        reader = self.plans_manager.image_reader_writer_class
+        averaged = self.weight_ema.applied_to(module) if self.weight_ema is not None else contextlib.nullcontext()
+        t0 = time.perf_counter()
+        self.set_deep_supervision_enabled(False)
+        module.eval()
+        try:
+            with averaged, torch.no_grad():
+                for key in cases:
+                    data, _, _, properties = dataset.load_case(key)
+                    logits = predictor.predict_sliding_window_return_logits(torch.from_numpy(np.array(data[:])))
+                    segmentation = convert_predicted_logits_to_segmentation_with_correct_shape(
+                        logits.cpu(), self.plans_manager, self.configuration_manager, self.label_manager,
+                        properties, num_threads_torch=torch.get_num_threads(),
+                    )  # fmt: skip
+                    del logits
+                    gt_file = str(gt_dir / f"{key}{self.dataset_json['file_ending']}")
+                    score_round.futures.append(self._scoring_pool.submit(segmentation, gt_file, reader))
+        finally:
+            self.set_deep_supervision_enabled(self.enable_deep_supervision)
+            module.train()
+        score_round.predict_seconds = time.perf_counter() - t0
+        self._score_round = score_round
+        weights = "EMA weights" if self.weight_ema is not None else "weights"
+        self.print_to_log_file(
+            f"Scoring round of epoch {epoch}: predicted {len(cases)} validation cases in "
+            f"{score_round.predict_seconds:.1f} s in the training process (sliding window, "
+            f"mirroring {'on' if self.topo_config['score_mirroring'] else 'off'}, this epoch's {weights}); the "
+            "competition metric runs in a background process"
+        )
+
+    def _apply_score_record(self, record: dict[str, Any]) -> None:
+        """Log a round's scores at the epoch whose weights were scored, keep ``checkpoint_best_score.pth`` when it
+        is the best round (rank 0) and, with ``plateau_metric: val_score``, step the plateau (every rank)."""
+        epoch = int(record["epoch"])
+        store = self.logger.local_logger.my_fantastic_logging
+        for key, field_ in SCORE_LOG_KEYS.items():
+            values = store.setdefault(key, [])
+            values.extend([math.nan] * (epoch + 1 - len(values)))
+            values[epoch] = record[field_]
+        self.score_records.append(record)
+        pending, self._score_round = self._score_round, None
+        if record["error"] is not None:
+            self.print_to_log_file(
+                f"WARNING: the competition scoring of epoch {epoch} failed ({record['error']}); val_score stays NaN "
+                "for that epoch and the plateau is not stepped (if the scoring process ran out of memory, lower "
+                "score_num_cases)",
+                also_print_to_console=True,
+            )
+            return
+        score = float(record["score"])
+        message = (
+            f"Competition score of epoch {epoch} ({record['num_cases']} validation cases; predicted in "
+            f"{record['predict_seconds']:.1f} s in the training process, metric {record['metric_seconds']:.1f} s in "
+            f"the background, applied after epoch {record['applied_epoch']}): score {score:.4f}, topo "
+            f"{record['topo']:.4f}, surface Dice {record['surface_dice']:.4f}, VOI {record['voi_score']:.4f}"
+        )
+        if self.best_score is None or score > self.best_score:
+            self.best_score, self.best_score_epoch = score, epoch
+            message += f"; new best -> {BEST_SCORE_CHECKPOINT}"
+            if self.local_rank == 0 and pending is not None and not self.disable_checkpointing:
+                self._write_checkpoint(pending.checkpoint, join(self.output_folder, BEST_SCORE_CHECKPOINT))
+        self.print_to_log_file(message, also_print_to_console=True)
+        if self.topo_config["plateau_metric"] == "val_score":
+            lr_before = self.optimizer.param_groups[0]["lr"]
+            if self.lr_scheduler.step_metric(epoch, score):
+                self.print_to_log_file(
+                    f"ReduceLROnPlateau: no improvement of val_score for more than "
+                    f"{self.topo_config['plateau_patience']} scoring rounds; lr {lr_before:.4g} -> "
+                    f"{self.optimizer.param_groups[0]['lr']:.4g} from the next epoch"
+                )
+
+    def _load_score_rounds(self, state: dict[str, Any]) -> None:
+        self.score_records = [dict(r) for r in state.get("records", [])]
+        self.best_score = state.get("best_score")
+        self.best_score_epoch = state.get("best_score_epoch")
+
+    def on_train_end(self) -> None:
+        if self.score_every_epochs > 0:
+            self._finish_score_rounds()
+        super().on_train_end()
+
     # ------------------------------------------------------------------ checkpoints
     def _topo_state(self) -> dict[str, Any]:
         return {
@@ -649,6 +860,11 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             "weight_ema": self.weight_ema.state_dict() if self.weight_ema is not None else None,
             "consecutive_skips": self.consecutive_skips,
             "total_skipped_steps": self.total_skipped_steps,
+            "score_rounds": {
+                "records": [dict(r) for r in self.score_records],
+                "best_score": self.best_score,
+                "best_score_epoch": self.best_score_epoch,
+            },
         }
 
     def save_checkpoint(self, filename: str) -> None:
@@ -658,12 +874,23 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         if self.disable_checkpointing:
             self.print_to_log_file("No checkpoint written, checkpointing is disabled")
             return
+        self._write_checkpoint(self.checkpoint_payload(), filename)
+
+    @staticmethod
+    def _write_checkpoint(checkpoint: dict[str, Any], filename: str) -> None:
+        with atomic_path(filename) as tmp:
+            torch.save(checkpoint, tmp)
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """The content of this trainer's checkpoints: nnU-Net's keys (``network_weights`` are the EMA weights when
+        ``ema_decay`` is on, the raw ones then under ``raw_network_weights``) and ``topo_state``. The tensors are the
+        live ones (copy them to keep a snapshot)."""
         mod = unwrap_network(self.network)
         extra: dict[str, Any] = {}
         weights = mod.state_dict()
         if self.weight_ema is not None:  # nnUNetv2_predict loads network_weights: the averaged weights
             extra["raw_network_weights"], weights = weights, self.weight_ema.weights()
-        checkpoint = {
+        return {
             "network_weights": weights,
             "optimizer_state": self.optimizer.state_dict(),
             "grad_scaler_state": self.grad_scaler.state_dict() if self.grad_scaler is not None else None,
@@ -676,8 +903,6 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             "topo_state": self._topo_state(),
             **extra,
         }
-        with atomic_path(filename) as tmp:
-            torch.save(checkpoint, tmp)
 
     def _load_weight_ema(self, checkpoint: dict, state: dict) -> None:
         """nnU-Net loaded ``network_weights`` (the averaged ones when EMA was on): put the raw weights back into the
@@ -709,5 +934,6 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
             self.consecutive_skips = int(state.get("consecutive_skips", 0))
             self.total_skipped_steps = int(state.get("total_skipped_steps", 0))
+            self._load_score_rounds(state.get("score_rounds") or {})
         self._load_weight_ema(checkpoint, state or {})
         self._register_log_keys()

@@ -21,6 +21,7 @@ import yaml
 from nnunetv2_topo.io import atomic_write_text
 from nnunetv2_topo.values import Checked
 from nnunetv2_topo.values import at_least_one as _at_least_one
+from nnunetv2_topo.values import boolean as _boolean
 from nnunetv2_topo.values import half_open_unit as _half_open_unit
 from nnunetv2_topo.values import integer as _integer
 from nnunetv2_topo.values import non_negative as _non_negative
@@ -61,10 +62,10 @@ FIVE_TERM_LOSS_WEIGHTS: dict[str, float] = {
 """The original five-term recipe this trainer started from (the default ``loss_weights``)."""
 
 
-PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice")
+PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice", "val_score")
 """Signals the plateau scheduler can follow (see the ``plateau_metric`` key)."""
 
-PLATEAU_MODES: dict[str, str] = {"val_loss": "min", "val_loss_ema": "min", "ema_fg_dice": "max"}
+PLATEAU_MODES: dict[str, str] = {"val_loss": "min", "val_loss_ema": "min", "ema_fg_dice": "max", "val_score": "max"}
 
 NULLABLE_KEYS: frozenset[str] = frozenset({"seed", "final_score_workers"})
 """Keys whose ``null`` means "off" (a loss term parameter's ``null`` means its default)."""
@@ -119,7 +120,8 @@ KEYS: dict[str, Key] = {
     "plateau_metric": Key(
         " | ".join(PLATEAU_METRICS),
         "val_loss",
-        "metric of ReduceLROnPlateau (val_loss, val_loss_ema: mode min; ema_fg_dice: mode max)",
+        "metric of ReduceLROnPlateau (val_loss, val_loss_ema: mode min; ema_fg_dice, val_score: mode max; "
+        "val_score steps once per scoring round and needs score_every_epochs > 0)",
         _choice(*PLATEAU_METRICS),
     ),
     "plateau_ema_smoothing": Key(
@@ -165,6 +167,24 @@ KEYS: dict[str, Key] = {
         "free memory); null = the cap alone",
         _integer,
         _at_least_one,
+    ),
+    "score_every_epochs": Key(
+        "int >= 0",
+        0,
+        "every N epochs predict score_num_cases validation cases (rank 0, sliding window) and score them with the "
+        "competition metric in a background process: val_score, checkpoint_best_score.pth; 0 = off",
+        _integer,
+        _non_negative,
+    ),
+    "score_num_cases": Key(
+        "int >= 1",
+        4,
+        "validation cases per scoring round (a subset fixed by seed 0; all of them when the fold has fewer)",
+        _integer,
+        _at_least_one,
+    ),
+    "score_mirroring": Key(
+        "bool", False, "mirroring test-time augmentation in the scoring rounds (8x the prediction time)", _boolean
     ),
 }
 """The general keys; the loss keys follow them (:func:`loss_keys`), :func:`all_keys` gives both."""
@@ -356,7 +376,18 @@ def check_consistency(config: Mapping[str, Any], source: str) -> list[str]:
             f"warmup_epochs = {config['warmup_epochs']} > num_epochs = {config['num_epochs']}: the LR would never "
             f"reach initial_lr = {config['initial_lr']}. Set warmup_epochs < num_epochs (0 = no warmup)",
         )
+    if config["plateau_metric"] == "val_score" and config["score_every_epochs"] == 0:
+        raise _fail(
+            source,
+            "plateau_metric = 'val_score' needs scoring rounds, but score_every_epochs = 0 (off). Set "
+            "score_every_epochs >= 1 (e.g. 5), or choose another plateau_metric",
+        )
     warnings = []
+    if config["score_every_epochs"] > config["num_epochs"]:
+        warnings.append(
+            f"score_every_epochs = {config['score_every_epochs']} > num_epochs = {config['num_epochs']}: no "
+            "scoring round runs"
+        )
     if config["warmup_epochs"] == config["num_epochs"]:
         warnings.append(
             f"warmup_epochs = num_epochs = {config['num_epochs']}: training ends with the warmup, the plateau "

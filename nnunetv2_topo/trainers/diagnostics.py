@@ -5,6 +5,8 @@ The trainer logs these keys with nnU-Net's own logger (one value per epoch):
 * ``train_loss_<term>`` / ``val_loss_<term>`` for every loss term with a positive weight,
 * ``grad_norm_mean`` / ``grad_norm_max``: total gradient norm before clipping (finite steps),
 * ``skipped_steps``: steps skipped because the loss or gradient norm was not finite,
+* ``val_score`` (and ``val_score_topo``, ``val_score_surface_dice``, ``val_score_voi``): the competition score of a
+  scoring round at the epoch whose weights were scored, NaN at the other epochs (``score_every_epochs``),
 
 next to nnU-Net's ``train_losses``, ``val_losses``, ``lrs``, ``mean_fg_dice`` and ``ema_fg_dice``.
 """
@@ -113,7 +115,8 @@ def _series(log: Mapping[str, Sequence[Any]], key: str, n: int) -> list[float]:
 
 def plot_progress_topo(log: Mapping[str, Sequence[Any]], output_file: str | os.PathLike) -> Path:
     """Draw ``progress_topo.png``: per-term losses (train solid, val dashed), LR (log axis), gradient norm (log
-    axis, with skipped steps), pseudo Dice. Written atomically; returns the path."""
+    axis, with skipped steps), pseudo Dice and the competition score of the scoring rounds. Written atomically;
+    returns the path."""
     import matplotlib
 
     matplotlib.use("agg")
@@ -176,8 +179,11 @@ def _draw_progress_topo(plt: Any, log: Mapping[str, Sequence[Any]], output_file:
 
     ax_dice.plot(epochs, _series(log, "mean_fg_dice", n), color="tab:green", ls=":", lw=1.5, label="pseudo Dice")
     ax_dice.plot(epochs, _series(log, "ema_fg_dice", n), color="tab:green", lw=2.5, label="pseudo Dice (EMA)")
+    score = _series(log, "val_score", n)
+    if any(math.isfinite(v) for v in score):  # score_every_epochs: one point per scoring round, NaN between
+        ax_dice.plot(epochs, score, color="tab:purple", lw=0, marker="o", label="competition score (val_score)")
     ax_dice.set_ylim(0, 1)
-    ax_dice.set_title("validation pseudo Dice (foreground)")
+    ax_dice.set_title("validation pseudo Dice (foreground) and competition score")
     ax_dice.set_xlabel("epoch")
     ax_dice.legend(fontsize=10)
 

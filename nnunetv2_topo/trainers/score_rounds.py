@@ -1,0 +1,163 @@
+"""Checkpoint selection by the competition score (``score_every_epochs``): scoring rounds during training.
+
+Every ``score_every_epochs`` epochs the trainer (rank 0) predicts a fixed, seeded subset of ``score_num_cases``
+validation cases of its fold with nnU-Net's sliding-window predictor, in the training process between two epochs,
+with the weights of that epoch (the EMA weights when ``ema_decay`` is on, as validation uses them). Each predicted
+segmentation goes, with the path of its ground truth, to one spawned background process that returns
+``leaderboard_score(pred, gt, workers=0)``, so the training loop does not wait for the Betti matching.
+
+A round's result is applied at the first epoch end where all its cases are scored (at the latest when the next round
+is due, before ``checkpoint_latest.pth`` is written, and at the end of training): ``val_score`` (and its topo,
+surface Dice and VOI parts) is logged at the epoch whose weights were scored (NaN at the other epochs), the weights
+of that epoch become ``checkpoint_best_score.pth`` when the round is the best so far, and ``plateau_metric:
+val_score`` steps the plateau scheduler once per round. At most one round is in flight.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import multiprocessing
+import random
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BEST_SCORE_CHECKPOINT",
+    "SCORE_LOG_KEYS",
+    "ScoreRound",
+    "ScoringPool",
+    "cpu_copy",
+    "mean_scores",
+    "score_case",
+    "select_score_cases",
+]
+
+BEST_SCORE_CHECKPOINT = "checkpoint_best_score.pth"
+
+SCORE_LOG_KEYS: dict[str, str] = {
+    "val_score": "score",
+    "val_score_topo": "topo",
+    "val_score_surface_dice": "surface_dice",
+    "val_score_voi": "voi_score",
+}
+"""Logger key -> field of ``leaderboard_score``'s result (mean over the round's cases)."""
+
+
+def score_case(segmentation: np.ndarray, gt_file: str, reader_class: type) -> dict[str, float]:
+    """Score one predicted segmentation against the ground truth in ``gt_file`` (read with nnU-Net's
+    ``reader_class``); runs in the background process. Returns the fields of :data:`SCORE_LOG_KEYS` and
+    ``seconds`` (the metric's wall time)."""
+    from nnunetv2_topo.metrics import leaderboard_score
+
+    gt, _ = reader_class().read_seg(gt_file)
+    t0 = time.perf_counter()
+    result = leaderboard_score(np.asarray(segmentation), np.asarray(gt)[0], workers=0)
+    out = {field_: float(result[field_]) for field_ in SCORE_LOG_KEYS.values()}
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def warm_up() -> None:
+    """Import the metric and run it once on a tiny pair (loads the compiled kernels from the numba cache)."""
+    from nnunetv2_topo.metrics import leaderboard_score
+
+    pair = np.zeros((8, 8, 8), dtype=np.uint8)
+    pair[3:5] = 1
+    leaderboard_score(pair, pair, workers=0)
+
+
+def select_score_cases(val_keys: Iterable[str], num_cases: int, seed: int = 0) -> list[str]:
+    """The fixed subset of ``num_cases`` validation cases scored every round (all of them when there are fewer);
+    the same for the same keys and seed, sorted."""
+    keys = sorted(val_keys)
+    if num_cases >= len(keys):
+        return keys
+    return sorted(random.Random(seed).sample(keys, num_cases))
+
+
+def mean_scores(results: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Mean of every field of :data:`SCORE_LOG_KEYS` over the cases of a round."""
+    return {f: float(np.mean([r[f] for r in results])) for f in SCORE_LOG_KEYS.values()}
+
+
+def cpu_copy(obj: Any) -> Any:
+    """A deep copy with every tensor detached and copied to the CPU (a checkpoint that later steps cannot change)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(cpu_copy(v) for v in obj)
+    import copy
+
+    return copy.deepcopy(obj)
+
+
+@dataclass
+class ScoreRound:
+    """One scoring round: the epoch whose weights were predicted, its cases' pending scores and a CPU copy of the
+    checkpoint of that epoch (written as ``checkpoint_best_score.pth`` if the round is the best)."""
+
+    epoch: int
+    cases: list[str]
+    checkpoint: dict[str, Any]
+    predict_seconds: float = 0.0
+    futures: list[cf.Future] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def done(self) -> bool:
+        return all(f.done() for f in self.futures)
+
+    def record(self, applied_epoch: int, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the cases (``timeout`` seconds at most each) and summarise the round: the mean scores (NaN and
+        ``error`` when a case failed), timings, the epoch at which it is applied."""
+        record: dict[str, Any] = {
+            "epoch": self.epoch,
+            "applied_epoch": int(applied_epoch),
+            "num_cases": len(self.cases),
+            "predict_seconds": round(self.predict_seconds, 3),
+            "error": None,
+        }
+        try:
+            results = [f.result(timeout=timeout) for f in self.futures]
+        except Exception as exc:  # noqa: BLE001 (any failure of the metric or the worker ends this round only)
+            record.update({f: math.nan for f in SCORE_LOG_KEYS.values()})
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            record.update(mean_scores(results))
+            record["metric_seconds"] = round(sum(r["seconds"] for r in results), 3)
+        record["wall_seconds"] = round(time.perf_counter() - self.started, 3)
+        return record
+
+
+class ScoringPool:
+    """One spawned worker process that scores cases (created on first use; a dead worker is replaced)."""
+
+    def __init__(self) -> None:
+        self._executor: cf.ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Spawn the worker now and let it load the metric's compiled kernels, so the first round does not wait
+        for that (called at the start of training)."""
+        if self._executor is None:
+            self._executor = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._executor.submit(warm_up)
+
+    def submit(self, segmentation: np.ndarray, gt_file: str, reader_class: type) -> cf.Future:
+        self.start()
+        try:
+            return self._executor.submit(score_case, segmentation, gt_file, reader_class)
+        except cf.process.BrokenProcessPool:
+            self.shutdown()
+            return self.submit(segmentation, gt_file, reader_class)
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
