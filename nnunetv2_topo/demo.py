@@ -305,7 +305,7 @@ class Demo:
         fused = self.stage("predict fused models", self.predict_fused, trainers, self.work / "predictions" / FUSED)
         fused_post = self.stage("post-process fused (defaults)", self.postprocess, FUSED)
         submission = self.stage(
-            "predict fused models + tuned post-processing -> submission.zip",
+            "predict fused + tuned -> submission.zip",
             self.predict_fused,
             trainers,
             self.work / "submission.zip",
