@@ -1,5 +1,5 @@
-"""Matched Betti pairs ``(m_0, m_1, m_2)`` of two binary tiles, computed by the rules of
-``/work/shared/reference/betti-binary.md`` instead of the Betti-Matching-3D engine.
+"""Matched Betti pairs ``(m_0, m_1, m_2)`` of two binary tiles, computed by exact rules derived
+from the Betti-Matching-3D engine's source (github.com/nstucki/Betti-Matching-3D) instead of by the engine itself.
 
 For binary tiles the engine's matching follows exact rules in its own cell order (axis 0 slowest, C order;
 edges ``e = 3v + t`` with ``t`` = +axis0, +axis1, +axis2; squares ``s = 3v + t`` spanning (1, 2), (0, 2), (0, 1)):
@@ -44,11 +44,20 @@ def _find(parent, a):
     return root
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _edge_end(v, i, j, k, t, n0, n1, n2):
+    """The far voxel of edge ``3v + t`` (one step along axis ``t``), or -1 past the tile's end."""
+    if t == 0:
+        return v + n1 * n2 if i + 1 < n0 else -1
+    if t == 1:
+        return v + n2 if j + 1 < n1 else -1
+    return v + 1 if k + 1 < n2 else -1
+
+
 @njit(cache=True, nogil=True)
 def matched_components(x, y, n0, n1, n2):
     """``m_0`` of flat uint8 masks ``x``, ``y`` of shape ``(n0, n1, n2)``."""
     n = n0 * n1 * n2
-    s0 = n1 * n2
     parent = np.arange(n).astype(np.int32)
     flags = np.empty(n, np.uint8)  # bit 0: set holds X, bit 1: set holds Y (valid at roots)
     for v in range(n):
@@ -61,18 +70,9 @@ def matched_components(x, y, n0, n1, n2):
                 if flags[v] == 0:
                     continue
                 for t in range(3):
-                    if t == 0:
-                        if i + 1 >= n0:
-                            continue
-                        w = v + s0
-                    elif t == 1:
-                        if j + 1 >= n1:
-                            continue
-                        w = v + n2
-                    else:
-                        if k + 1 >= n2:
-                            continue
-                        w = v + 1
+                    w = _edge_end(v, i, j, k, t, n0, n1, n2)
+                    if w < 0:
+                        continue
                     if x[w] | y[w]:
                         ra = _find(parent, v)
                         rb = _find(parent, w)
@@ -86,18 +86,9 @@ def matched_components(x, y, n0, n1, n2):
                 v = (i * n1 + j) * n2 + k
                 uv = x[v] | y[v]
                 for t in range(3):
-                    if t == 0:
-                        if i + 1 >= n0:
-                            continue
-                        w = v + s0
-                    elif t == 1:
-                        if j + 1 >= n1:
-                            continue
-                        w = v + n2
-                    else:
-                        if k + 1 >= n2:
-                            continue
-                        w = v + 1
+                    w = _edge_end(v, i, j, k, t, n0, n1, n2)
+                    if w < 0:
+                        continue
                     if uv and (x[w] | y[w]):
                         continue
                     ra = _find(parent, v)
