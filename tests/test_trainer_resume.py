@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
-from trainer_fixtures import fold_dir, log_text, make_trainer
+from trainer_fixtures import fold_dir, log_text, make_trainer, simulate_epoch
 
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 from nnunetv2_topo.trainers.config import TopoConfigError
@@ -27,18 +26,8 @@ ORIGINAL = {
 
 
 def _epoch(trainer, val_loss: float) -> None:
-    """One epoch through the trainer's hooks with a scripted validation loss (no data, no plotting)."""
-    trainer.on_epoch_start()
-    trainer.on_train_epoch_start()
-    trainer.on_train_epoch_end([{"loss": np.array(1.0)}])
-    trainer.on_validation_epoch_start()
-    fake = {
-        "loss": np.array(val_loss),
-        "tp_hard": np.array([5.0]),
-        "fp_hard": np.array([1.0]),
-        "fn_hard": np.array([1.0]),
-    }
-    trainer.on_validation_epoch_end([fake])
+    """One scripted epoch (see :func:`trainer_fixtures.simulate_epoch`), its log lists padded like nnU-Net's loop."""
+    simulate_epoch(trainer, val_loss)
     trainer._pad_topo_log()
     trainer.current_epoch += 1
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
-from trainer_fixtures import make_trainer, parameters_snapshot, synthetic_batch, total_norm
+from trainer_fixtures import make_trainer, parameters_snapshot, simulate_epoch, synthetic_batch, total_norm
 
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 from nnunetv2_topo.trainers.variants import nnUNetTrainerTopoWarmup_AdamW
@@ -152,21 +152,6 @@ def test_default_trainer_epoch_logs_every_term(tmp_path, monkeypatch) -> None:
     assert "grad norm (pre-clip, clip at 2): mean" in text and "skipped steps 0" in text
 
 
-def _simulate_epoch(trainer, val_loss: float) -> None:
-    """One epoch through the trainer's hooks with a scripted validation loss (no data, no plotting)."""
-    trainer.on_epoch_start()
-    trainer.on_train_epoch_start()
-    trainer.on_train_epoch_end([{"loss": np.array(1.0)}])
-    trainer.on_validation_epoch_start()
-    fake = {
-        "loss": np.array(val_loss),
-        "tp_hard": np.array([5.0]),
-        "fp_hard": np.array([1.0]),
-        "fn_hard": np.array([1.0]),
-    }
-    trainer.on_validation_epoch_end([fake])
-
-
 VAL_LOSSES = [0.9, 0.8, 0.7, 0.7, 0.71, 0.6, 0.65, 0.66, 0.64, 0.5, 0.55, 0.55, 0.55, 0.56]
 RESUME_CONFIG = {"warmup_epochs": 3, "plateau_patience": 1, "plateau_factor": 0.5, "initial_lr": 0.01}
 
@@ -175,7 +160,7 @@ def test_checkpoint_resume_gives_the_same_lr_trajectory(tmp_path, monkeypatch) -
     full = make_trainer(tmp_path / "full", monkeypatch, nnUNetTrainerTopoWarmup, RESUME_CONFIG)
     for epoch, v in enumerate(VAL_LOSSES):
         full.current_epoch = epoch
-        _simulate_epoch(full, v)
+        simulate_epoch(full, v)
     expected = full.logger.get_value("lrs", step=None)
     assert len(set(expected)) >= 5  # warmup steps and at least two reductions
 
@@ -183,7 +168,7 @@ def test_checkpoint_resume_gives_the_same_lr_trajectory(tmp_path, monkeypatch) -
         first = make_trainer(tmp_path / f"a{stop}", monkeypatch, nnUNetTrainerTopoWarmup, RESUME_CONFIG)
         for epoch in range(stop + 1):
             first.current_epoch = epoch
-            _simulate_epoch(first, VAL_LOSSES[epoch])
+            simulate_epoch(first, VAL_LOSSES[epoch])
         ckpt = str(tmp_path / f"ckpt{stop}.pth")
         first.save_checkpoint(ckpt)  # as nnU-Net does at the end of epoch `stop`
 
@@ -193,7 +178,7 @@ def test_checkpoint_resume_gives_the_same_lr_trajectory(tmp_path, monkeypatch) -
         assert resumed.lr_scheduler.state_dict() == first.lr_scheduler.state_dict()
         for epoch in range(stop + 1, len(VAL_LOSSES)):
             resumed.current_epoch = epoch
-            _simulate_epoch(resumed, VAL_LOSSES[epoch])
+            simulate_epoch(resumed, VAL_LOSSES[epoch])
         assert resumed.logger.get_value("lrs", step=None) == pytest.approx(expected, rel=1e-12), f"stop {stop}"
 
 
@@ -201,7 +186,7 @@ def test_checkpoint_round_trip_keeps_counters_and_log_keys(tmp_path, monkeypatch
     a = make_trainer(tmp_path / "a", monkeypatch, nnUNetTrainerTopoWarmup, RESUME_CONFIG)
     for epoch, v in enumerate(VAL_LOSSES[:8]):
         a.current_epoch = epoch
-        _simulate_epoch(a, v)
+        simulate_epoch(a, v)
     a.total_skipped_steps, a.consecutive_skips = 5, 2
     path = tmp_path / "ckpt.pth"
     a.save_checkpoint(str(path))

@@ -115,6 +115,21 @@ def synthetic_batch(seed: int = 0, batch: int = 2, data_scale: float = 1.0, nois
     return {"data": data, "target": [labels, low], "keys": [f"case{i}" for i in range(batch)]}
 
 
+def simulate_epoch(trainer, val_loss: float) -> None:
+    """One epoch through the trainer's hooks with a scripted validation loss (no data, no plotting)."""
+    trainer.on_epoch_start()
+    trainer.on_train_epoch_start()
+    trainer.on_train_epoch_end([{"loss": np.array(1.0)}])
+    trainer.on_validation_epoch_start()
+    fake = {
+        "loss": np.array(val_loss),
+        "tp_hard": np.array([5.0]),
+        "fp_hard": np.array([1.0]),
+        "fn_hard": np.array([1.0]),
+    }
+    trainer.on_validation_epoch_end([fake])
+
+
 def parameters_snapshot(trainer) -> list[torch.Tensor]:
     return [p.detach().clone() for p in trainer.network.parameters()]
 
