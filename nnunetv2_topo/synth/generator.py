@@ -144,24 +144,32 @@ def synthesize_case(
     return _synthesize_stacked(shape, rng, scroll_style)
 
 
-def _synthesize_stacked(
-    shape: tuple[int, int, int], rng: np.random.Generator, scroll_style: ScrollStyle | None
-) -> SynthCase:
-    """The generator proper: sheets ``z = f(y, x)`` stacked along axis 0."""
-    style = scroll_style or ScrollStyle()
-    Z, Y, X = shape
-    plane = (Y, X)
-    lateral = max(Y, X)
+@dataclass
+class _Stack:
+    """The sheets' geometry along axis 0: thickness and first voxel per (y, x) column of every sheet."""
 
-    # --- sheet geometry: centres c_k(y, x), stacked from the bottom with gaps >= 0 --------------------------------
-    warp = rng.uniform(0.03, 0.08) * Z * smooth_field(plane, rng, rng.uniform(1.5, 3))  # shared by all sheets
+    depth: int
+    thick: list[int]
+    starts: list[np.ndarray]
+    touching: list[tuple[int, int]]  # 1-based sheet pairs made to touch (gap 0 somewhere)
+
+    def slab(self, k: int, pad: int) -> tuple[slice, np.ndarray]:
+        """The z-range around sheet k (so per-sheet work touches only its slab) and its z coordinates."""
+        lo = max(0, int(self.starts[k].min()) - pad)
+        hi = min(self.depth, int(self.starts[k].max()) + self.thick[k] + pad)
+        return slice(lo, max(lo, hi)), np.arange(lo, max(lo, hi), dtype=np.int32)[:, None, None]
+
+
+def _stack_sheets(depth: int, plane: tuple[int, int], rng: np.random.Generator) -> _Stack:
+    """Sheet centres ``c_k(y, x)`` stacked from the bottom with gaps >= 0, some pairs touching."""
+    warp = rng.uniform(0.03, 0.08) * depth * smooth_field(plane, rng, rng.uniform(1.5, 3))  # shared by all sheets
     thick: list[int] = []
     centres: list[np.ndarray] = []
     touching: list[tuple[int, int]] = []
     c = rng.uniform(2.0, 9.0) + warp
     t = int(rng.integers(2, 6))
     first_touch = int(rng.integers(1, 3))  # the gap above sheet 1 or 2 always touches; later ones sometimes
-    while float(c.min()) < Z + 3 and len(centres) < 64:
+    while float(c.min()) < depth + 3 and len(centres) < 64:
         thick.append(t)
         centres.append(c.astype(np.float32))
         t_next = int(rng.integers(2, 6))
@@ -174,9 +182,7 @@ def _synthesize_stacked(
             gap = rng.uniform(5, 16) + rng.uniform(0.5, 3.5) * f
         c = c + t / 2 + t_next / 2 + np.maximum(gap, 0.0)
         t = t_next
-
     n = len(centres)
-    touching = [p for p in touching if p[1] <= n]
     # integer first voxel of each sheet per column; never overlapping the sheet below (touching = gap 0)
     starts: list[np.ndarray] = []
     for k in range(n):
@@ -184,50 +190,61 @@ def _synthesize_stacked(
         if k:
             s = np.maximum(s, starts[-1] + thick[k - 1])
         starts.append(s)
+    return _Stack(depth, thick, starts, [p for p in touching if p[1] <= n])
 
-    def slab(k: int, pad: int) -> tuple[slice, np.ndarray]:
-        """The z-range around sheet k (so per-sheet work touches only its slab) and its z coordinates."""
-        lo = max(0, int(starts[k].min()) - pad)
-        hi = min(Z, int(starts[k].max()) + thick[k] + pad)
-        return slice(lo, max(lo, hi)), np.arange(lo, max(lo, hi), dtype=np.int32)[:, None, None]
 
-    # --- which sheets are annotated, and over which part of the plane ------------------------------------------
-    visible = [k for k in range(n) if (starts[k] < Z).any() and (starts[k] + thick[k] > 0).any()]
+def _choose_annotated(stack: _Stack, rng: np.random.Generator, style: ScrollStyle) -> set[int]:
+    """0-based indices of the annotated sheets: a random share of the visible ones, always both of a touching pair."""
+    depth, starts, thick = stack.depth, stack.starts, stack.thick
+    visible = [k for k in range(len(starts)) if (starts[k] < depth).any() and (starts[k] + thick[k] > 0).any()]
     annotated = {k for k in visible if rng.random() < style.annotated_fraction}
-    for a, b in touching:  # the merge case must be in the labels
+    for a, b in stack.touching:  # the merge case must be in the labels
         if a - 1 in visible and b - 1 in visible:
             annotated |= {a - 1, b - 1}
     if not annotated and visible:
         annotated.add(visible[len(visible) // 2])
+    return annotated
 
-    label = np.full((Z, Y, X), IGNORE_LABEL, dtype=np.uint8)
-    sheets = np.zeros((Z, Y, X), dtype=np.uint8)
-    signal = np.zeros((Z, Y, X), dtype=np.float32)
-    for k in range(n):
+
+def _draw_sheets(
+    shape: tuple[int, int, int], stack: _Stack, rng: np.random.Generator, style: ScrollStyle
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sheet instance map (1-based) and the image signal: a soft profile around each sheet's centre with fibre
+    texture, faint patches, holes and frayed edges."""
+    plane = shape[1:]
+    lateral = max(plane)
+    sheets = np.zeros(shape, dtype=np.uint8)
+    signal = np.zeros(shape, dtype=np.float32)
+    for k, (start, thick) in enumerate(zip(stack.starts, stack.thick, strict=True)):
         cover = _coverage(plane, rng, lateral)
-        zs, z = slab(k, 2)
-        inside = (z >= starts[k]) & (z < starts[k] + thick[k]) & cover
+        zs, z = stack.slab(k, 2)
+        inside = (z >= start) & (z < start + thick) & cover
         sheets[zs][inside] = k + 1
-
-        # image: soft profile around the sheet's centre, fibre texture, faint patches
         amp = _fibre_texture(plane, rng)
         if rng.random() < 0.7:
             fade = np.clip(smooth_field(plane, rng, 2.0) * 1.5 + 0.5, 0, 1)
             amp *= style.faint + (1 - style.faint) * fade
         amp *= ndimage.gaussian_filter(cover.astype(np.float32), 0.8)
-        centre = (starts[k] + thick[k] / 2 - 0.5).astype(np.float32)
-        prof = np.abs(z - centre) - (thick[k] / 2 - 0.5)
+        centre = (start + thick / 2 - 0.5).astype(np.float32)
+        prof = np.abs(z - centre) - (thick / 2 - 0.5)
         np.clip(1.0 - prof, 0.0, 1.0, out=prof)
         prof *= amp
         np.maximum(signal[zs], prof, out=signal[zs])
+    return sheets, signal
 
+
+def _labels(sheets: np.ndarray, stack: _Stack, annotated: set[int], rng: np.random.Generator) -> np.ndarray:
+    """0 / 1 in a band around each annotated sheet (sometimes over part of the plane only), 2 elsewhere and on a
+    ``BORDER``-voxel frame."""
+    plane = sheets.shape[1:]
+    label = np.full(sheets.shape, IGNORE_LABEL, dtype=np.uint8)
     for k in sorted(annotated):  # annotated band: background around the sheet, then the sheet itself
         margin = int(rng.integers(3, 8))
         lat = np.ones(plane, dtype=bool)
         if rng.random() < 0.35:  # only part of the plane annotated
             lat = smooth_field(plane, rng, 1.5) > rng.uniform(-0.6, 0.2)
-        zs, z = slab(k, margin)
-        band = (z >= starts[k] - margin) & (z < starts[k] + thick[k] + margin) & lat
+        zs, z = stack.slab(k, margin)
+        band = (z >= stack.starts[k] - margin) & (z < stack.starts[k] + stack.thick[k] + margin) & lat
         label[zs][band] = 0
     lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)  # sheet id -> label where the band made it 0
     lut[0] = 0
@@ -237,37 +254,54 @@ def _synthesize_stacked(
     label[:BORDER] = label[-BORDER:] = IGNORE_LABEL
     label[:, :BORDER] = label[:, -BORDER:] = IGNORE_LABEL
     label[:, :, :BORDER] = label[:, :, -BORDER:] = IGNORE_LABEL
+    return label
 
-    # --- image: background + drift + sheets + debris + correlated noise ------------------------------------------
+
+def _render_image(signal: np.ndarray, rng: np.random.Generator, style: ScrollStyle) -> np.ndarray:
+    """uint8 CT-like image: background + slow drift + sheets + bright debris + short-range correlated noise.
+    Consumes ``signal``."""
+    shape = signal.shape
     img = signal
     img *= style.contrast
     img += style.background
-    for axis, length in enumerate((Z, Y, X)):
+    for axis, length in enumerate(shape):
         curve = style.drift / 3 * np.sin(np.linspace(0, rng.uniform(1, 3) * np.pi, length) + rng.uniform(0, 6.3))
         img += curve.astype(np.float32).reshape([-1 if a == axis else 1 for a in range(3)])
     for _ in range(int(rng.integers(2, 6))):  # bright debris / inclusions, not papyrus
         r = rng.uniform(1.5, 4.0, size=3)
-        cz, cy, cx = (rng.uniform(0, s) for s in (Z, Y, X))
+        cz, cy, cx = (rng.uniform(0, s) for s in shape)
         sl = tuple(
-            slice(max(0, int(cc - rr - 1)), min(s, int(cc + rr + 2))) for cc, rr, s in zip((cz, cy, cx), r, (Z, Y, X))
+            slice(max(0, int(cc - rr - 1)), min(s, int(cc + rr + 2))) for cc, rr, s in zip((cz, cy, cx), r, shape)
         )
         gz, gy, gx = np.ogrid[sl]
         blob = ((gz - cz) / r[0]) ** 2 + ((gy - cy) / r[1]) ** 2 + ((gx - cx) / r[2]) ** 2 <= 1
         img[sl][blob] += style.contrast * rng.uniform(0.6, 1.1)
-    noise = rng.standard_normal((Z, Y, X), dtype=np.float32)
+    noise = rng.standard_normal(shape, dtype=np.float32)
     for axis in range(3):  # short-range correlation, like reconstructed CT noise
         noise += np.roll(noise, 1, axis=axis)
     noise *= style.noise / np.sqrt(8.0)
     img += noise
     np.clip(img, 0, 255, out=img)
-    image = np.rint(img).astype(np.uint8)
+    return np.rint(img).astype(np.uint8)
 
+
+def _synthesize_stacked(
+    shape: tuple[int, int, int], rng: np.random.Generator, scroll_style: ScrollStyle | None
+) -> SynthCase:
+    """The generator proper: sheets ``z = f(y, x)`` stacked along axis 0 (the random draws happen in this order, so
+    a seed gives the same volumes)."""
+    style = scroll_style or ScrollStyle()
+    stack = _stack_sheets(shape[0], (shape[1], shape[2]), rng)
+    annotated = _choose_annotated(stack, rng, style)
+    sheets, signal = _draw_sheets(shape, stack, rng, style)
+    label = _labels(sheets, stack, annotated, rng)
+    image = _render_image(signal, rng, style)
     return SynthCase(
         image=image,
         label=label,
         sheets=sheets,
         annotated=sorted(k + 1 for k in annotated),
-        touching=[p for p in touching if p[0] - 1 in annotated and p[1] - 1 in annotated],
+        touching=[p for p in stack.touching if p[0] - 1 in annotated and p[1] - 1 in annotated],
     )
 
 
