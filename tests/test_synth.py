@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 from conftest import KAGGLE_CASES, KAGGLE_SHAPE, KAGGLE_TEST_CASES
+from scipy import ndimage
 
 from nnunetv2_topo.cli.main import main as cli_main
 from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
-from nnunetv2_topo.synth import ScrollStyle, make_case, synthesize_case
+from nnunetv2_topo.synth import ScrollStyle, SheetTopology, make_case, synthesize_case
 from nnunetv2_topo.synth.generator import BORDER
 from nnunetv2_topo.synth.layout import SynthError, plan_rows, scroll_counts, write_kaggle_dataset
 
@@ -158,6 +160,69 @@ def test_some_sheets_have_holes_or_end_inside(cases_64: list) -> None:
     assert incomplete >= 3
 
 
+def _topology_counts(topology: SheetTopology) -> tuple[int, int, float]:
+    """(touching pairs, sheets with holes inside the frame, mean gap between neighbouring sheets) over 6 cases."""
+    touching = holed = 0
+    gaps = []
+    for s in range(6):
+        case = synthesize_case((48, 48, 48), np.random.default_rng(s), topology=topology).moved_to(0)
+        touching += len(case.touching)
+        inner = case.sheets[:, BORDER:-BORDER, BORDER:-BORDER]
+        for k in range(1, case.sheets.max() + 1):
+            cover = (inner == k).any(axis=0)
+            filled = ndimage.binary_fill_holes(cover)
+            holed += bool((filled & ~cover).any())
+            above = (inner == k + 1).any(axis=0) & cover
+            if above.any():  # gap = first voxel of sheet k+1 minus last voxel of sheet k, per column
+                z = np.arange(inner.shape[0])[:, None, None]
+                top = np.where(inner == k, z, -1).max(axis=0)
+                bottom = np.where(inner == k + 1, z, 10**6).min(axis=0)
+                gaps.append(float(np.mean((bottom - top - 1)[above])))
+    return touching, holed, float(np.mean(gaps))
+
+
+def test_crowded_topology_has_more_touching_pairs_narrower_gaps_and_more_holes() -> None:
+    nominal, crowded = _topology_counts(SheetTopology()), _topology_counts(SheetTopology.crowded())
+    assert crowded[0] > 1.5 * nominal[0]
+    assert crowded[1] > 2 * nominal[1]
+    assert crowded[2] < 0.6 * nominal[2]
+
+
+def test_default_topology_is_the_nominal_generator() -> None:
+    a = synthesize_case((24, 30, 28), np.random.default_rng(4))
+    b = synthesize_case((24, 30, 28), np.random.default_rng(4), topology=SheetTopology(0.15, (5.0, 16.0), 0.4, 3))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.label, b.label)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"touch_rate": 2.0}, "touch_rate must be in [0, 1]"),
+        ({"hole_rate": -1.0}, "hole_rate must be in [0, 1]"),
+        ({"gap": (-1.0, 3.0)}, "gap must be (min, max)"),
+        ({"max_holes": 0}, "max_holes must be >= 1"),
+    ],
+)
+def test_sheet_topology_rejects_bad_knobs(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SheetTopology(**kwargs)
+
+
+def test_cli_regime_and_knobs_reach_the_generator(tmp_path: Path) -> None:
+    args = ["synth", "--cases", "2", "--test-cases", "0", "--shape", "24", "30", "28", "--quiet"]
+    assert cli_main(args + ["--out", str(tmp_path / "n")]) == 0
+    assert cli_main(args + ["--out", str(tmp_path / "c"), "--regime", "crowded", "--hole-rate", "1"]) == 0
+    expected = synthesize_case(
+        (24, 30, 28),
+        np.random.default_rng([0, 0, 0]),
+        ScrollStyle.for_scroll(read_ids_csv(tmp_path / "c" / "train.csv")[0].scroll_id, 0),
+        topology=SheetTopology(touch_rate=0.5, gap=(1.5, 6.0), hole_rate=1.0, max_holes=5),
+    )
+    first = read_ids_csv(tmp_path / "c" / "train.csv")[0].id
+    assert np.array_equal(tifffile.imread(tmp_path / "c" / "train_labels" / f"{first}.tif"), expected.label)
+    assert not np.array_equal(tifffile.imread(tmp_path / "n" / "train_labels" / f"{first}.tif"), expected.label)
+
+
 def test_image_sheets_brighter_but_not_thresholdable(cases_64: list) -> None:
     for case in cases_64:
         fg = case.image[case.label == 1].astype(float)
@@ -240,6 +305,10 @@ def test_cli_writes_dataset_and_refuses_non_empty_out(tmp_path: Path, capsys: py
         (["--shape", "8", "32", "32"], "--shape must be three sizes >= 10"),
         (["-np", "0"], "-np must be >= 1"),
         (["--ids-from", "/nonexistent/train.csv"], "no such CSV file"),
+        (["--touch-rate", "1.5"], "--touch-rate: touch_rate must be in [0, 1], got 1.5"),
+        (["--hole-rate", "-0.1"], "--hole-rate: hole_rate must be in [0, 1], got -0.1"),
+        (["--gap", "6", "2"], "--gap: gap must be (min, max) with 0 <= min <= max voxels, got (6.0, 2.0)"),
+        (["--max-holes", "0"], "--max-holes: max_holes must be >= 1, got 0"),
     ],
 )
 def test_cli_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ScrollStyle", "SynthCase", "make_case", "synthesize_case"]
+__all__ = ["ScrollStyle", "SheetTopology", "SynthCase", "make_case", "synthesize_case"]
 
 
 def __getattr__(name: str) -> Any:

@@ -54,6 +54,38 @@ class ScrollStyle:
         )
 
 
+@dataclass(frozen=True)
+class SheetTopology:
+    """How often the sheets make the cases that topology metrics punish: touching pairs (a merge if predicted
+    as one), narrow gaps (near-touching pairs) and holes (a tunnel if predicted closed).
+
+    The defaults are the generator's nominal data. ``SheetTopology.crowded()`` is the regime where topology
+    matters: most gaps narrow, many touching pairs, most sheets holed.
+    """
+
+    touch_rate: float = 0.15  # chance that a gap above the first touching pair is another touching pair
+    gap: tuple[float, float] = (5.0, 16.0)  # range (voxels) of an ordinary gap between neighbouring sheets
+    hole_rate: float = 0.4  # chance that a sheet has holes
+    max_holes: int = 3  # a holed sheet has 1..max_holes holes
+
+    def __post_init__(self) -> None:
+        for name in ("touch_rate", "hole_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        lo, hi = self.gap
+        if not 0.0 <= lo <= hi:
+            raise ValueError(f"gap must be (min, max) with 0 <= min <= max voxels, got {self.gap!r}")
+        if self.max_holes < 1:
+            raise ValueError(f"max_holes must be >= 1, got {self.max_holes!r}")
+
+    @classmethod
+    def crowded(cls) -> SheetTopology:
+        """Near-touching sheets and holes: half the gaps touch, the others are 1.5-6 voxels, 90 % of the sheets
+        have 1-5 holes."""
+        return cls(touch_rate=0.5, gap=(1.5, 6.0), hole_rate=0.9, max_holes=5)
+
+
 @dataclass
 class SynthCase:
     """A synthetic case with the ground truth of how it was made."""
@@ -103,7 +135,7 @@ def _ellipse_mask(shape: tuple[int, int], rng: np.random.Generator, radius: tupl
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
-def _coverage(shape: tuple[int, int], rng: np.random.Generator, lateral: int) -> np.ndarray:
+def _coverage(shape: tuple[int, int], rng: np.random.Generator, lateral: int, topology: SheetTopology) -> np.ndarray:
     """Where a sheet exists in (y, x): whole plane, or ending in a frayed edge, minus occasional holes."""
     cover = np.ones(shape, dtype=bool)
     if rng.random() < 0.3:  # the sheet ends inside the volume with a ragged edge
@@ -119,8 +151,8 @@ def _coverage(shape: tuple[int, int], rng: np.random.Generator, lateral: int) ->
             sizes = np.bincount(parts.ravel())
             sizes[0] = 0
             cover = parts == sizes.argmax()
-    if rng.random() < 0.4:  # holes
-        for _ in range(rng.integers(1, 4)):
+    if rng.random() < topology.hole_rate:
+        for _ in range(rng.integers(1, topology.max_holes + 1)):
             cover &= ~_ellipse_mask(shape, rng, (0.04 * lateral + 1.5, 0.12 * lateral + 2))
     return cover
 
@@ -130,9 +162,11 @@ def synthesize_case(
     rng: np.random.Generator,
     scroll_style: ScrollStyle | None = None,
     sheet_axis: int = 1,
+    topology: SheetTopology | None = None,
 ) -> SynthCase:
     """Make one case of ``shape`` (Z, Y, X) with sheets stacked along ``sheet_axis`` (default 1: sheets run along
-    z and cross every z-slice); see the module docstring for what it holds."""
+    z and cross every z-slice) and touching pairs, gaps and holes as ``topology`` says (default: nominal); see the
+    module docstring for what it holds."""
     if sheet_axis not in (0, 1, 2):
         raise ValueError(f"sheet_axis must be 0, 1 or 2, got {sheet_axis!r}")
     shape = tuple(int(s) for s in shape)
@@ -140,8 +174,8 @@ def synthesize_case(
         raise ValueError(f"shape {shape} too small: every axis needs at least {2 * BORDER + 4} voxels")
     if sheet_axis != 0:
         stacked = (shape[sheet_axis],) + tuple(s for a, s in enumerate(shape) if a != sheet_axis)
-        return _synthesize_stacked(stacked, rng, scroll_style).moved_to(sheet_axis)
-    return _synthesize_stacked(shape, rng, scroll_style)
+        return _synthesize_stacked(stacked, rng, scroll_style, topology).moved_to(sheet_axis)
+    return _synthesize_stacked(shape, rng, scroll_style, topology)
 
 
 @dataclass
@@ -160,7 +194,7 @@ class _Stack:
         return slice(lo, max(lo, hi)), np.arange(lo, max(lo, hi), dtype=np.int32)[:, None, None]
 
 
-def _stack_sheets(depth: int, plane: tuple[int, int], rng: np.random.Generator) -> _Stack:
+def _stack_sheets(depth: int, plane: tuple[int, int], rng: np.random.Generator, topology: SheetTopology) -> _Stack:
     """Sheet centres ``c_k(y, x)`` stacked from the bottom with gaps >= 0, some pairs touching."""
     warp = rng.uniform(0.03, 0.08) * depth * smooth_field(plane, rng, rng.uniform(1.5, 3))  # shared by all sheets
     thick: list[int] = []
@@ -174,12 +208,12 @@ def _stack_sheets(depth: int, plane: tuple[int, int], rng: np.random.Generator) 
         centres.append(c.astype(np.float32))
         t_next = int(rng.integers(2, 6))
         f = smooth_field(plane, rng, 2.5)
-        if len(centres) == first_touch or (len(centres) > first_touch and rng.random() < 0.15):
+        if len(centres) == first_touch or (len(centres) > first_touch and rng.random() < topology.touch_rate):
             # touching pair: gap 0 (face contact) over part of the plane, 1-3 voxels elsewhere
             gap = rng.uniform(1.0, 2.0) * (f - f.min()) - rng.uniform(0.3, 1.5)
             touching.append((len(centres), len(centres) + 1))
         else:
-            gap = rng.uniform(5, 16) + rng.uniform(0.5, 3.5) * f
+            gap = rng.uniform(*topology.gap) + rng.uniform(0.5, 3.5) * f
         c = c + t / 2 + t_next / 2 + np.maximum(gap, 0.0)
         t = t_next
     n = len(centres)
@@ -207,7 +241,7 @@ def _choose_annotated(stack: _Stack, rng: np.random.Generator, style: ScrollStyl
 
 
 def _draw_sheets(
-    shape: tuple[int, int, int], stack: _Stack, rng: np.random.Generator, style: ScrollStyle
+    shape: tuple[int, int, int], stack: _Stack, rng: np.random.Generator, style: ScrollStyle, topology: SheetTopology
 ) -> tuple[np.ndarray, np.ndarray]:
     """The sheet instance map (1-based) and the image signal: a soft profile around each sheet's centre with fibre
     texture, faint patches, holes and frayed edges."""
@@ -216,7 +250,7 @@ def _draw_sheets(
     sheets = np.zeros(shape, dtype=np.uint8)
     signal = np.zeros(shape, dtype=np.float32)
     for k, (start, thick) in enumerate(zip(stack.starts, stack.thick, strict=True)):
-        cover = _coverage(plane, rng, lateral)
+        cover = _coverage(plane, rng, lateral, topology)
         zs, z = stack.slab(k, 2)
         inside = (z >= start) & (z < start + thick) & cover
         sheets[zs][inside] = k + 1
@@ -286,14 +320,18 @@ def _render_image(signal: np.ndarray, rng: np.random.Generator, style: ScrollSty
 
 
 def _synthesize_stacked(
-    shape: tuple[int, int, int], rng: np.random.Generator, scroll_style: ScrollStyle | None
+    shape: tuple[int, int, int],
+    rng: np.random.Generator,
+    scroll_style: ScrollStyle | None,
+    topology: SheetTopology | None,
 ) -> SynthCase:
     """The generator proper: sheets ``z = f(y, x)`` stacked along axis 0 (the random draws happen in this order, so
     a seed gives the same volumes)."""
     style = scroll_style or ScrollStyle()
-    stack = _stack_sheets(shape[0], (shape[1], shape[2]), rng)
+    topology = topology or SheetTopology()
+    stack = _stack_sheets(shape[0], (shape[1], shape[2]), rng, topology)
     annotated = _choose_annotated(stack, rng, style)
-    sheets, signal = _draw_sheets(shape, stack, rng, style)
+    sheets, signal = _draw_sheets(shape, stack, rng, style, topology)
     label = _labels(sheets, stack, annotated, rng)
     image = _render_image(signal, rng, style)
     return SynthCase(
@@ -310,7 +348,8 @@ def make_case(
     rng: np.random.Generator,
     scroll_style: ScrollStyle | None = None,
     sheet_axis: int = 1,
+    topology: SheetTopology | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic (image, label) pair, both uint8 of ``shape``; labels 0 / 1 / 2 (ignore)."""
-    case = synthesize_case(shape, rng, scroll_style, sheet_axis)
+    case = synthesize_case(shape, rng, scroll_style, sheet_axis, topology)
     return case.image, case.label

@@ -21,7 +21,7 @@ import numpy as np
 
 from nnunetv2_topo.io import staged_directory, write_tiff
 from nnunetv2_topo.kaggle_csv import KaggleCSVError, Row, read_ids_csv, write_ids_csv
-from nnunetv2_topo.synth.generator import ScrollStyle, synthesize_case
+from nnunetv2_topo.synth.generator import ScrollStyle, SheetTopology, synthesize_case
 
 
 class SynthError(ValueError):
@@ -87,10 +87,10 @@ def plan_rows(
     return train, test
 
 
-def _write_case(task: tuple[str, str, Row, tuple[int, int, int], int, int]) -> str:
-    root, split, row, shape, seed, index = task
+def _write_case(task: tuple[str, str, Row, tuple[int, int, int], int, int, SheetTopology]) -> str:
+    root, split, row, shape, seed, index, topology = task
     rng = np.random.default_rng([int(seed), 0 if split == "train" else 1, index])
-    case = synthesize_case(shape, rng, ScrollStyle.for_scroll(row.scroll_id, seed))
+    case = synthesize_case(shape, rng, ScrollStyle.for_scroll(row.scroll_id, seed), topology=topology)
     write_tiff(Path(root) / f"{split}_images" / f"{row.id}.tif", case.image)
     write_tiff(Path(root) / f"{split}_labels" / f"{row.id}.tif", case.label)
     return row.id
@@ -113,8 +113,10 @@ def write_kaggle_dataset(
     num_processes: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    topology: SheetTopology | None = None,
 ) -> tuple[list[Row], list[Row]]:
     """Write a synthetic dataset in the Kaggle layout to ``out``; returns the (train, test) rows written.
+    ``topology``: touching pairs, gaps and holes (default: the nominal :class:`SheetTopology`).
 
     Deterministic for ``seed``: the same arguments give byte-identical files. Nothing is left behind on failure.
     """
@@ -130,8 +132,9 @@ def write_kaggle_dataset(
             (tmp / sub).mkdir()
         write_ids_csv(tmp / "train.csv", train)
         write_ids_csv(tmp / "test.csv", test)
-        tasks = [(str(tmp), "train", r, shape, seed, i) for i, r in enumerate(train)]
-        tasks += [(str(tmp), "test", r, shape, seed, i) for i, r in enumerate(test)]
+        topology = topology or SheetTopology()
+        tasks = [(str(tmp), "train", r, shape, seed, i, topology) for i, r in enumerate(train)]
+        tasks += [(str(tmp), "test", r, shape, seed, i, topology) for i, r in enumerate(test)]
         from tqdm import tqdm
 
         bar = tqdm(total=len(tasks), desc=f"synth {shape[0]}x{shape[1]}x{shape[2]}", disable=not progress)
