@@ -46,6 +46,7 @@ from nnunetv2_topo.trainers.score_rounds import (
     cpu_copy,
     select_score_cases,
 )
+from nnunetv2_topo.trainers.seeding import seed_data, seed_weights
 from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
 
 __all__ = ["TopoLossCall", "nnUNetTrainerTopoWarmup"]
@@ -511,19 +512,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         except Exception as exc:  # a plotting problem must not end a long training
             self.print_to_log_file(f"WARNING: could not write {PROGRESS_PNG}: {type(exc).__name__}: {exc}")
 
-    def _seed(self, offset: int = 0) -> None:
-        """Seed python, numpy and torch with ``seed + offset`` (no-op when ``seed`` is null)."""
-        if self.topo_config["seed"] is None:
-            return
-        import random
-
-        seed = int(self.topo_config["seed"]) + offset
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
-
     def initialize(self) -> None:
-        self._seed()  # weight initialisation (DDP then broadcasts rank 0's weights)
+        seed_weights(self.topo_config["seed"])  # DDP then broadcasts rank 0's weights
         super().initialize()
         decay = self.topo_config["ema_decay"]
         self.weight_ema = WeightEMA(unwrap_network(self.network), decay) if decay > 0 else None
@@ -533,9 +523,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             raise self._deferred_config_error
         if not self.was_initialized:
             self.initialize()
-        # patch sampling and augmentation (nnU-Net's data loader draws from numpy's global generator): a resumed
-        # run does not replay epoch 0's batches, and DDP ranks draw different patches
-        self._seed(1 + self.current_epoch + 100_003 * self.local_rank)
+        seed_data(self.topo_config["seed"], self.current_epoch, self.local_rank)
         super().on_train_start()
         if self.local_rank == 0:
             self.save_topo_config()

@@ -3,7 +3,9 @@
 ``nnUNetTrainer_TopoBudget`` is ``nnUNetTrainer`` unchanged — DC+CE loss, SGD 1e-2 with the poly schedule,
 clipping at 12 — except that it takes ``num_epochs``, ``num_iterations_per_epoch`` and
 ``num_val_iterations_per_epoch`` from the same ``nnUNet_topo_config`` file as the TopoWarmup trainers, so both
-train for exactly the same number of iterations. Every other key of that file is validated and then ignored.
+train for exactly the same number of iterations, and ``seed`` (seeded as the TopoWarmup trainers seed, so runs
+with the same seed draw the same patches and augmentations). Every other key of that file is validated and then
+ignored.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_topo.trainers.config import config_from_environment
+from nnunetv2_topo.trainers.seeding import seed_data, seed_weights
 
 BUDGET_KEYS = ("num_epochs", "num_iterations_per_epoch", "num_val_iterations_per_epoch")
 
@@ -31,10 +34,21 @@ class nnUNetTrainer_TopoBudget(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         for key in BUDGET_KEYS:
             setattr(self, key, config[key])
-        budget = ", ".join(f"{key}={config[key]}" for key in BUDGET_KEYS)
+        self.seed = config["seed"]
+        budget = ", ".join(f"{key}={config[key]}" for key in (*BUDGET_KEYS, "seed"))
         origin = f"from {path}" if path else "nnU-Net's defaults"
         self.print_to_log_file(
             f"{type(self).__name__}: nnUNetTrainer with {budget} ({origin}); loss, optimizer and schedule are "
             "nnU-Net's own",
             also_print_to_console=True,
         )
+
+    def initialize(self) -> None:
+        seed_weights(self.seed)
+        super().initialize()
+
+    def on_train_start(self) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        seed_data(self.seed, self.current_epoch, self.local_rank)
+        super().on_train_start()
