@@ -77,16 +77,22 @@ def _binary(volume: np.ndarray, cid: str, path: Path, binarize: bool) -> np.ndar
     return volume.astype(np.uint8)
 
 
-def _check_ids(ids: list[str], available: dict, where: str, csv_path) -> None:
-    missing = [i for i in ids if i not in available]
+def check_ids(csv_ids: Sequence[str], available, csv_path, kind: str = "prediction", where: str = "") -> None:
+    """Refuse (:class:`SubmissionError`) unless the cases ``available`` (ids: a mapping or a sequence) are exactly
+    the ids of ``csv_path``; one message lists both the missing and the extra ones (first 10 of each).
+    ``kind`` names what a case is ("prediction", "input volume"), ``where`` the folder(s) they came from."""
+    available = set(available)
+    missing = [i for i in csv_ids if i not in available]
+    extra = sorted(available - set(csv_ids))
+    if not missing and not extra:
+        return
+    place = f" in {where}" if where else ""
+    parts = []
     if missing:
-        raise SubmissionError(f"no prediction in {where} for {len(missing)} test id(s): {', '.join(missing[:10])}")
-    extra = sorted(set(available) - set(ids))
+        parts.append(f"no {kind}{place} for {len(missing)} test id(s) of {csv_path}: {', '.join(missing[:10])}")
     if extra:
-        raise SubmissionError(
-            f"{len(extra)} prediction(s) in {where} are not in {csv_path}: {', '.join(extra[:10])}; "
-            "remove them or use the right test.csv"
-        )
+        parts.append(f"{len(extra)} {kind}(s){place} not in {csv_path}: {', '.join(extra[:10])}")
+    raise SubmissionError("; ".join(parts) + "; use the test folder and test.csv of the same competition")
 
 
 def _check_shape(cid: str, volume: np.ndarray, source: Path, image: Path) -> None:
@@ -121,7 +127,7 @@ def write_submission(
     ids = read_test_ids(csv_path)
     preds = _index(Path(pred_dir), "prediction")
     images = _index(Path(images_dir), "test image")
-    _check_ids(ids, preds, str(pred_dir), csv_path)
+    check_ids(ids, preds, csv_path, where=str(pred_dir))
     _check_images(ids, images, images_dir)
 
     def produce(cid: str) -> np.ndarray:
@@ -164,7 +170,7 @@ def write_submission_from_probabilities(
         cases = paired_cases(inputs)
     except ProbabilityError as exc:
         raise SubmissionError(str(exc)) from exc
-    _check_ids(ids, cases, ", ".join(str(p) for p in inputs), csv_path)
+    check_ids(ids, cases, csv_path, where=", ".join(str(p) for p in inputs))
     images = _index(Path(images_dir), "test image")
     _check_images(ids, images, images_dir)
 

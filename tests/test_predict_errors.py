@@ -136,7 +136,7 @@ def test_input_errors(env, tmp_path: Path, capsys) -> None:
     csv = tmp_path / "test.csv"
     csv.write_text("id,scroll_id\na,1\nz,1\n")
     err = _error(capsys, *_run(env, tmp_path, "--model", env.a, "--csv", csv))
-    assert f"no input volume for 1 id(s) of {csv}: z; 1 input volume(s) not in {csv}: b" in err
+    assert f"no input volume for 1 test id(s) of {csv}: z; 1 input volume(s) not in {csv}: b" in err
     assert "--input and at least one --model are required" in _error(capsys, "--output", tmp_path / "o")
     assert not (tmp_path / "o").exists() and not (tmp_path / "out").exists()
 

@@ -185,7 +185,9 @@ def test_submit_probability_errors_write_nothing(setup, probs, capsys) -> None:
     assert "lacks case(s) 12" in capsys.readouterr().err
     write_tiff(probs[1] / "99.tif", np.zeros(SHAPE, np.uint8))
     assert main([*base, "--input", str(probs[1])]) == 2
-    assert "for 1 test id(s): 12" in capsys.readouterr().err
+    err = capsys.readouterr().err  # one message names the missing and the extra case
+    assert "for 1 test id(s) of " in err and ": 12; 1 prediction(s) in " in err
+    assert err.rstrip().endswith(": 99; use the test folder and test.csv of the same competition")
     _npz(probs[1] / "12.npz", np.full(SHAPE, 0.5, np.float32))
     assert main([*base, "--input", str(probs[1])]) == 2
     assert "1 prediction(s) in " in capsys.readouterr().err  # 99 is no test id

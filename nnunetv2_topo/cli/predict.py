@@ -97,7 +97,7 @@ def _check_output(args: argparse.Namespace) -> bool:
 def _merge(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.inference.cases import CaseError, iter_part_volumes, merged_part_files
-    from nnunetv2_topo.submission import SubmissionError, read_test_ids, write_volumes_zip
+    from nnunetv2_topo.submission import SubmissionError, check_ids, read_test_ids, write_volumes_zip
 
     extra = [f"--{k.replace('_', '-')}" for k in ("input", "config", "folds", "weights", "fusion") if getattr(args, k)]
     if args.model or extra:
@@ -110,26 +110,12 @@ def _merge(args: argparse.Namespace) -> int:
         files = merged_part_files(args.merge)
         ids = list(files)
         if args.csv is not None:
-            _check_ids(ids, read_test_ids(args.csv), args.csv)
+            check_ids(read_test_ids(args.csv), ids, args.csv, kind="input volume")
         out = write_volumes_zip(args.output, ids, iter_part_volumes(files))
     except (CaseError, SubmissionError) as exc:
         raise CLIError(str(exc)) from exc
     print(f"wrote {out} ({len(ids)} case(s) from {len(args.merge)} part(s))")
     return 0
-
-
-def _check_ids(ids, csv_ids, csv_path) -> None:
-    from nnunetv2_topo.submission import SubmissionError
-
-    missing = [i for i in csv_ids if i not in set(ids)]
-    extra = sorted(set(ids) - set(csv_ids))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"no input volume for {len(missing)} id(s) of {csv_path}: {', '.join(missing[:10])}")
-        if extra:
-            parts.append(f"{len(extra)} input volume(s) not in {csv_path}: {', '.join(extra[:10])}")
-        raise SubmissionError("; ".join(parts) + "; use the test folder and test.csv of the same competition")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nnunetv2_topo.inference.cases import CaseError, check_part, index_input_images, split_part
     from nnunetv2_topo.inference.models import ModelError, check_model_folders
-    from nnunetv2_topo.submission import SubmissionError, read_test_ids
+    from nnunetv2_topo.submission import SubmissionError, check_ids, read_test_ids
 
     # every check before any work
     try:
@@ -152,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         is_zip = _check_output(args)
         cases = index_input_images(args.input)
         if args.csv is not None:
-            _check_ids([c.id for c in cases], read_test_ids(args.csv), args.csv)
+            check_ids(read_test_ids(args.csv), [c.id for c in cases], args.csv, kind="input volume")
         folders = check_model_folders(args.model, args.folds, args.checkpoint)
     except (CaseError, ModelError, SubmissionError) as exc:
         raise CLIError(str(exc)) from exc
