@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import multiprocessing as mp
 import resource
 import sys
 import tempfile
@@ -27,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from metric_speed import COMPETITION_ANCHOR_S, make_pair  # noqa: E402
+from metric_speed import COMPETITION_ANCHOR_S, in_fresh_process, make_pair  # noqa: E402
 
 
 def equivalence(pairs: int, low: int, high: int, seed: int) -> dict:
@@ -146,13 +145,7 @@ def _cpu_s() -> float:
 
 
 def measure(task: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_run, args=(task, queue))
-    proc.start()
-    out = queue.get()
-    proc.join()
-    return out
+    return in_fresh_process(_run, task)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,14 +104,20 @@ def _measure(kind: str, data: str, workers: int, queue) -> None:
     )
 
 
-def measure(kind: str, data: str, workers: int = 0) -> dict:
+def in_fresh_process(target, *args) -> dict:
+    """``target(*args, queue)`` in a newly spawned process (its own peak-RSS counter, no warm caches or imports);
+    returns what it put on the queue."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(kind, data, workers, queue))
+    proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
     out = queue.get()
     proc.join()
     return out
+
+
+def measure(kind: str, data: str, workers: int = 0) -> dict:
+    return in_fresh_process(_measure, kind, data, workers)
 
 
 def main(argv: list[str] | None = None) -> int:
