@@ -56,12 +56,17 @@ CPU_LAUNCHER = (
 )
 
 
-def _run(cmd: list, env: dict, log: Path) -> float:
+class CommandFailedError(RuntimeError):
+    """A benchmark step's command exited non-zero; the message names the command, its log and the log's tail."""
+
+
+def run_logged(cmd: list, env: dict, log: Path) -> float:
+    """Run ``cmd`` with its output in ``log``; returns the wall seconds, raises :class:`CommandFailedError`."""
     t0 = time.time()
     with open(log, "w") as f:
         proc = subprocess.run([str(c) for c in cmd], env=env, stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed; see {log}:\n{log.read_text()[-3000:]}")
+        raise CommandFailedError(f"{' '.join(map(str, cmd))} failed; see {log}:\n{log.read_text()[-3000:]}")
     return time.time() - t0
 
 
@@ -70,7 +75,7 @@ def _prepare(args: argparse.Namespace, work: Path, env: dict) -> Path:
 
     kaggle = work / "kaggle"
     if not kaggle.exists():
-        _run(
+        run_logged(
             [BIN / "nnunetv2_topo", "synth", "--out", kaggle, "--cases", args.cases, "--shape", *args.shape]
             + ["--test-cases", "1", "--seed", args.seed, "--quiet"],
             env,
@@ -78,11 +83,11 @@ def _prepare(args: argparse.Namespace, work: Path, env: dict) -> Path:
         )
     pre = Path(env["nnUNet_preprocessed"]) / "Dataset001_Vesuvius"
     if not (pre / "nnUNetPlans.json").exists():
-        _run(
+        run_logged(
             [BIN / "nnUNetv2_convert_vesuvius", "--input", kaggle, "--dataset-id", "1", "--quiet"], env, work / "c.log"
         )
         plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
-        _run(
+        run_logged(
             [BIN / "nnUNetv2_plan_and_preprocess", "-d", "1", "-c", "3d_fullres", "-np", "1"], plan_env, work / "p.log"
         )
     if args.plans == PLANS_TINY:
@@ -190,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cmd = [BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-p", args.plans, "-tr", trainer, "-device", "cuda"]
         print(f"training {label} ({trainer}) ...", flush=True)
-        seconds = _run(cmd, run_env, work / f"{label}.log")
+        seconds = run_logged(cmd, run_env, work / f"{label}.log")
         log = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
         dice = json.loads((fold / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
         results[label] = {
@@ -246,4 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except CommandFailedError as exc:
+        sys.exit(str(exc))

@@ -37,12 +37,14 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from learning_curve import run_logged  # noqa: E402  (the benchmarks folder is no package)
 
 BIN = Path(sys.executable).parent
 PLANS = "nnUNetPlans_tiny"
@@ -80,15 +82,6 @@ CPU_LAUNCHER = (
 
 
 # ----------------------------------------------------------------------------------------------------------- data
-def _run(cmd: list, env: dict, log: Path) -> float:
-    t0 = time.time()
-    with open(log, "w") as f:
-        proc = subprocess.run([str(c) for c in cmd], env=env, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed; see {log}:\n{log.read_text()[-3000:]}")
-    return time.time() - t0
-
-
 def dataset_id(regime: str, seed: int) -> int:
     return 100 * (REGIMES.index(regime) + 1) + seed
 
@@ -99,6 +92,11 @@ def _env(work: Path) -> dict:
     env = nnunet_env(work, data_workers=0, processes=1)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     return env
+
+
+def _synth_cmd(out: Path, cases: int, shape: list, seed: int, regime: str) -> list:
+    return [BIN / "nnunetv2_topo", "synth", "--out", out, "--cases", cases, "--shape", *shape, "--test-cases", 0,
+            "--seed", seed, "--regime", regime, "--quiet"]  # fmt: skip
 
 
 def prepare_dataset(work: str, regime: str, seed: int, cases: int, shape: list, folds: int) -> str:
@@ -115,12 +113,11 @@ def prepare_dataset(work: str, regime: str, seed: int, cases: int, shape: list, 
     logs = work_p / "logs"
     kaggle = work_p / "kaggle" / f"{regime}_s{seed}"
     if not kaggle.exists():
-        _run([BIN / "nnunetv2_topo", "synth", "--out", kaggle, "--cases", cases, "--shape", *shape, "--test-cases", 0,
-              "--seed", seed, "--regime", regime, "--quiet"], env, logs / f"synth_{name}.log")  # fmt: skip
-    _run([BIN / "nnUNetv2_convert_vesuvius", "--input", kaggle, "--dataset-id", did, "--name", f"{regime}{seed}",
+        run_logged(_synth_cmd(kaggle, cases, shape, seed, regime), env, logs / f"synth_{name}.log")
+    run_logged([BIN / "nnUNetv2_convert_vesuvius", "--input", kaggle, "--dataset-id", did, "--name", f"{regime}{seed}",
           "--folds", folds, "--overwrite", "--quiet"], env, logs / f"convert_{name}.log")  # fmt: skip
     plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
-    _run([BIN / "nnUNetv2_plan_and_preprocess", "-d", did, "-c", "3d_fullres", "-np", "1"], plan_env,
+    run_logged([BIN / "nnUNetv2_plan_and_preprocess", "-d", did, "-c", "3d_fullres", "-np", "1"], plan_env,
          logs / f"plan_{name}.log")  # fmt: skip
     make_reduced_plans(pre, name=PLANS, features=(8, 16, 32), patch=(32, 32, 32), batch=2)
     return name
@@ -130,9 +127,7 @@ def prepare_test_set(work: Path, regime: str, cases: int, shape: list) -> Path:
     """The regime's held-out cases (images and labels), the same for every model."""
     out = work / "kaggle" / f"{regime}_test"
     if not out.exists():
-        _run([BIN / "nnunetv2_topo", "synth", "--out", out, "--cases", cases, "--shape", *shape, "--test-cases", 0,
-              "--seed", TEST_SEED, "--regime", regime, "--quiet"], _env(work),
-             work / "logs" / f"synth_test_{regime}.log")  # fmt: skip
+        run_logged(_synth_cmd(out, cases, shape, TEST_SEED, regime), _env(work), work / "logs" / f"synth_{regime}.log")
     return out
 
 
@@ -168,15 +163,15 @@ def run_model(task: dict) -> dict:
     if fold.exists():
         shutil.rmtree(fold)
     logs = work / "logs"
-    train_s = _run([sys.executable, "-c", CPU_LAUNCHER, dataset, trainer, PLANS], env, logs / f"train_{tag}.log")
+    train_s = run_logged([sys.executable, "-c", CPU_LAUNCHER, dataset, trainer, PLANS], env, logs / f"train_{tag}.log")
 
     t0 = time.time()
     gt_dir = work / "nnUNet_preprocessed" / dataset / "gt_segmentations"
     tuned = work / "tuned" / f"{tag}.json"
     if tuned.exists():
         tuned.unlink()
-    _run([BIN / "nnunetv2_topo", "tune", "--input", fold / "validation", "--gt", gt_dir, "--output", tuned, "-np", "0",
-          "--quiet"], env, logs / f"tune_{tag}.log")  # fmt: skip
+    tune_cmd = [BIN / "nnunetv2_topo", "tune", "--input", fold / "validation", "--gt", gt_dir, "--output", tuned]
+    run_logged([*tune_cmd, "-np", "0", "--quiet"], env, logs / f"tune_{tag}.log")
     tune_s = time.time() - t0
 
     import torch
@@ -292,27 +287,33 @@ def report(work: Path) -> str:
 
 
 def plot(work: Path) -> Path | None:
+    """``variants.png``: per regime, every variant's paired score difference to nnUNetTrainer (one dot per seed,
+    argmax grey, tuned blue, a bar at the mean)."""
     results = load_results(work)
-    if not results:
+    regimes = [g for g in REGIMES if any(r["regime"] == g for r in results)]
+    labels = sorted({r["label"] for r in results} - {REFERENCE}, key=lambda s: (s not in VARIANTS, s))
+    if not regimes or not labels:
         return None
     import matplotlib
 
     matplotlib.use("agg")
     import matplotlib.pyplot as plt
 
-    labels = sorted({r["label"] for r in results}, key=lambda s: (s != REFERENCE, s not in VARIANTS, s))
-    fig, axes = plt.subplots(1, len(REGIMES), figsize=(6.5 * len(REGIMES), 4.5), constrained_layout=True)
-    for ax, regime in zip(axes, REGIMES, strict=True):
+    fig, axes = plt.subplots(1, len(regimes), figsize=(6.5 * len(regimes), 4.8), constrained_layout=True,
+                             squeeze=False)  # fmt: skip
+    for ax, regime in zip(axes[0], regimes, strict=True):
         ref = {r["seed"]: r for r in results if r["regime"] == regime and r["label"] == REFERENCE}
         for i, label in enumerate(labels):
-            for j, kind in enumerate(("argmax", "tuned")):
+            for j, (kind, color) in enumerate((("argmax", "tab:gray"), ("tuned", "tab:blue"))):
                 d = [r[kind]["score"] - ref[r["seed"]][kind]["score"] for r in results
                      if r["regime"] == regime and r["label"] == label and r["seed"] in ref]  # fmt: skip
-                ax.scatter([i + 0.15 * (2 * j - 1)] * len(d), d, s=18, color=("tab:gray", "tab:blue")[j],
-                           label=kind if i == 0 else None)  # fmt: skip
+                x = i + 0.18 * (2 * j - 1)
+                ax.scatter([x] * len(d), d, s=16, color=color, alpha=0.7, label=kind if i == 0 else None)
+                if d:
+                    ax.hlines(sum(d) / len(d), x - 0.12, x + 0.12, color=color, lw=2.5)
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
-        ax.set(title=f"{regime}: score − nnUNetTrainer (same seed)", ylabel="paired difference")
+        ax.set(title=f"{regime}: score − nnUNetTrainer (same seed, same test cases)", ylabel="paired difference")
         ax.legend(fontsize=8)
     png = work / "variants.png"
     fig.savefig(png, dpi=90)
