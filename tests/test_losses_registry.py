@@ -62,7 +62,7 @@ def test_a_registered_term_reaches_the_loss_the_config_and_the_transform(toy: Te
     warnings = C.check_consistency(C.resolve_config({"toy_power": 4}), "f.yaml")
     assert warnings == [
         "toy_power = 4.0 has no effect: the 'toy' term has weight 0 (loss_weights = "
-        + json.dumps(C.FIVE_TERM_LOSS_WEIGHTS)
+        + json.dumps(C.DEFAULT_LOSS_WEIGHTS)
         + ")"
     ]
 

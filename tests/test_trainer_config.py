@@ -13,6 +13,7 @@ from nnunetv2_topo.trainers.variants import (
     nnUNetTrainerTopoWarmup_250epochs,
     nnUNetTrainerTopoWarmup_AdamW,
     nnUNetTrainerTopoWarmup_DiceFocal,
+    nnUNetTrainerTopoWarmup_FiveTerm,
     nnUNetTrainerTopoWarmup_SkelRecall,
 )
 
@@ -29,7 +30,9 @@ def test_defaults_are_the_issue_values() -> None:
     assert cfg["warmup_epochs"] == 10 and cfg["plateau_metric"] == "val_loss"
     assert (cfg["plateau_factor"], cfg["plateau_patience"], cfg["plateau_min_lr"]) == (0.5, 8, 1e-6)
     assert cfg["grad_clip_norm"] == 2.0 and cfg["grad_norm_log_every"] == 50 and cfg["max_consecutive_skips"] == 20
-    assert cfg["loss_weights"] == {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
+    assert cfg["loss_weights"] == C.DEFAULT_LOSS_WEIGHTS == {"ce": 1.0, "dice": 1.0, "cldice": 0.5}
+    five_terms = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
+    assert nnUNetTrainerTopoWarmup_FiveTerm.merged_topo_defaults() == {"loss_weights": five_terms}
 
 
 def test_variant_defaults_merge_along_the_class_hierarchy() -> None:
@@ -256,7 +259,7 @@ def test_save_and_format_config(tmp_path: Path) -> None:
     saved = json.loads(out.read_text())
     assert saved["trainer"] == "X"
     assert saved["config"]["boundary_band"] == [1.0, 2.0]
-    assert saved["config"]["loss_weights"]["focal"] == 0.4
+    assert saved["config"]["loss_weights"] == C.DEFAULT_LOSS_WEIGHTS
     assert not list(out.parent.glob("*.tmp"))
     text = C.format_config(cfg)
     assert text.count("\n") == len(C.all_keys()) - 1

@@ -22,6 +22,7 @@ EXPECTED_NAMES = {
     "nnUNetTrainerTopoWarmup",
     "nnUNetTrainer_TopoBudget",
     "nnUNetTrainerTopoWarmup_DiceFocal",
+    "nnUNetTrainerTopoWarmup_FiveTerm",
     "nnUNetTrainerTopoWarmup_SkelRecall",
     "nnUNetTrainerTopoWarmup_clDice",
     "nnUNetTrainerTopoWarmup_AdamW",

@@ -97,7 +97,9 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
     assert saved["config"]["focal_alpha"] == 0.25  # the loss API's default, recorded as used
     text = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert "Current learning rate: 0.005 (warmup 1/2)" in text
-    assert "iteration 0: grad norm (pre-clip)" in text and "train terms: dice" in text
+    assert "iteration 0: grad norm (pre-clip)" in text
+    terms_line = next(line for line in text.splitlines() if "train terms: " in line)
+    assert all(f"{term} " in terms_line for term in ("ce", "dice", "cldice")), terms_line  # the default loss
     assert (fold / "progress_topo.png").stat().st_size > 10_000 and (fold / "progress.png").is_file()
     summary = json.loads((fold / "validation" / "summary_topo.json").read_text())
     assert set(summary) >= {"raw", "postprocessed"}
@@ -166,8 +168,9 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
         ("nnUNetTrainerTopoWarmup_DiceFocal", {"dice": 0.5, "focal": 0.5}),
         ("nnUNetTrainerTopoWarmup_SkelRecall", {"ce": 1.0, "dice": 1.0, "skeleton_recall": 1.0}),
         ("nnUNetTrainerTopoWarmup_clDice", {"ce": 1.0, "dice": 1.0, "cldice": 0.5}),
+        ("nnUNetTrainerTopoWarmup_AdamW", {"ce": 1.0, "dice": 1.0, "cldice": 0.5}),
         (
-            "nnUNetTrainerTopoWarmup_AdamW",
+            "nnUNetTrainerTopoWarmup_FiveTerm",
             {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.1, "connectivity": 0.05},
         ),
     ],

@@ -31,6 +31,7 @@ from nnunetv2_topo.values import positive as _positive
 
 __all__ = [
     "CONFIG_ENV_VAR",
+    "DEFAULT_LOSS_WEIGHTS",
     "FIVE_TERM_LOSS_WEIGHTS",
     "KEYS",
     "DIRECTIVE_KEYS",
@@ -59,7 +60,12 @@ FIVE_TERM_LOSS_WEIGHTS: dict[str, float] = {
     "cldice": 0.10,
     "connectivity": 0.05,
 }
-"""The original five-term recipe this trainer started from (the default ``loss_weights``)."""
+"""The original five-term recipe this trainer started from (``nnUNetTrainerTopoWarmup_FiveTerm``; the default
+until the benchmark below replaced it)."""
+
+DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"ce": 1.0, "dice": 1.0, "cldice": 0.5}
+"""The default ``loss_weights``: the best setting measured by ``benchmarks/variants.py`` against nnUNetTrainer on
+the competition score (``benchmarks/RESULTS.md``, "Trainer variants against nnUNetTrainer")."""
 
 
 PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice", "val_score")
@@ -197,7 +203,7 @@ def loss_keys() -> dict[str, Key]:
     keys = {
         "loss_weights": Key(
             "mapping term -> float >= 0",
-            FIVE_TERM_LOSS_WEIGHTS,
+            DEFAULT_LOSS_WEIGHTS,
             f"weights of {', '.join(TERMS)} (unlisted = 0)",
             check_weights,
         )
