@@ -62,13 +62,14 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 }
 """Label -> (trainer class, configuration keys on top of the budget)."""
 
+FIVE_TERMS = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
 FIVE_TERMS_CE = {"dice": 0.3, "ce": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
 FIXES: dict[str, tuple[str, dict]] = {
-    "TopoWarmup~alpha0.5": ("nnUNetTrainerTopoWarmup", {"focal_alpha": 0.5}),
+    "TopoWarmup~alpha0.5": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "focal_alpha": 0.5}),
     "TopoWarmup~ce": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS_CE}),
     "TopoWarmup~cedice": ("nnUNetTrainerTopoWarmup", {"loss_weights": {"ce": 1.0, "dice": 1.0}}),
-    "TopoWarmup~clip12": ("nnUNetTrainerTopoWarmup", {"grad_clip_norm": 12.0}),
-    "TopoWarmup~nowarmup": ("nnUNetTrainerTopoWarmup", {"warmup_epochs": 0}),
+    "TopoWarmup~clip12": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "grad_clip_norm": 12.0}),
+    "TopoWarmup~nowarmup": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "warmup_epochs": 0}),
 }
 """Candidate fixes for a losing variant, one change each (the likely causes: focal alpha on a minority class, the
 loss weights, clipping, the warmup)."""
@@ -236,6 +237,18 @@ def _mean_sd(values: list[float]) -> str:
     return f"{mean:.3f} ± {sd:.3f}"
 
 
+def _ci95(values: list[float]) -> str:
+    """Student-t 95 % confidence interval of the mean (the paired differences' noise over the seeds)."""
+    n = len(values)
+    if n < 2:
+        return "–"
+    from scipy import stats
+
+    mean = sum(values) / n
+    half = stats.t.ppf(0.975, n - 1) * math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    return f"[{mean - half:+.3f}, {mean + half:+.3f}]"
+
+
 def load_results(work: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((work / "results").glob("*.json"))]
 
@@ -252,9 +265,9 @@ def report(work: Path) -> str:
         if not rows:
             continue
         lines.append(f"\n### {regime} regime\n")
-        lines.append("| variant | seeds | argmax score | tuned score | tuned − nnUNetTrainer (paired) | wins | "
-                     "Δ topo | Δ SurfaceDice | Δ VOI | p surface | p background | train s |")  # fmt: skip
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("| variant | seeds | argmax score | tuned score | tuned − nnUNetTrainer (paired) | 95 % CI | wins "
+                     "| Δ topo | Δ SurfaceDice | Δ VOI | p surface | p background | train s |")  # fmt: skip
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label in labels:
             mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["seed"])
             if not mine:
@@ -270,7 +283,7 @@ def report(work: Path) -> str:
             lines.append(
                 f"| {label} | {len(mine)} | {_mean_sd([r['argmax']['score'] for r in mine])} | "
                 f"{_mean_sd([r['tuned']['score'] for r in mine])} | "
-                + (f"{_mean_sd(d)} | {wins} | " if label != REFERENCE else "– | – | ")
+                + (f"{_mean_sd(d)} | {_ci95(d)} | {wins} | " if label != REFERENCE else "– | – | – | ")
                 + " | ".join(_mean_sd(diffs("tuned", k)) if label != REFERENCE else "–"
                              for k in ("topo", "surface_dice", "voi_score"))
                 + f" | {_mean_sd([r['p_surface'] for r in mine])} | {_mean_sd([r['p_background'] for r in mine])} | "
