@@ -24,8 +24,11 @@ be run in parts (``--seeds``, ``--regimes``, ``--variants``) and the table print
 
     python benchmarks/variants.py --quick                         # smoke run: 2 variants, 1 seed, tiny budget
     python benchmarks/variants.py --jobs 2                        # the matrix: 6 variants x 5 seeds x 2 regimes
-    python benchmarks/variants.py --variants TopoWarmup~alpha0.5 TopoWarmup~ce nnUNetTrainer   # a fix, one at a time
+    python benchmarks/variants.py --variants FiveTerm~alpha0.5 FiveTerm~ce   # fixes, one change each
     python benchmarks/variants.py --report                        # table, paired differences, plot
+    # on a GPU at real size (nnU-Net's plans, 128³ cases, 100 epochs x 250 iterations):
+    python benchmarks/variants.py --device cuda --jobs 1 --plans nnUNetPlans --shape 128 128 128 --cases 30 \
+        --epochs 100 --iterations 250 --val-iterations 50 --work benchmarks/out/variants_gpu
 
 Variants named ``BASE~CHANGE`` are candidate fixes: ``BASE`` with one configuration change (see ``FIXES``).
 """
@@ -52,24 +55,26 @@ REGIMES = ("nominal", "crowded")
 REFERENCE = "nnUNetTrainer"
 TEST_SEED = 1000
 
+FIVE_TERMS = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
+
 VARIANTS: dict[str, tuple[str, dict]] = {
     "nnUNetTrainer": ("nnUNetTrainer_TopoBudget", {}),
-    "TopoWarmup": ("nnUNetTrainerTopoWarmup", {}),
+    "FiveTerm": ("nnUNetTrainerTopoWarmup_FiveTerm", {}),
     "DiceFocal": ("nnUNetTrainerTopoWarmup_DiceFocal", {}),
     "SkelRecall": ("nnUNetTrainerTopoWarmup_SkelRecall", {}),
     "clDice": ("nnUNetTrainerTopoWarmup_clDice", {}),
-    "AdamW": ("nnUNetTrainerTopoWarmup_AdamW", {}),
+    "AdamW": ("nnUNetTrainerTopoWarmup_AdamW", {"loss_weights": FIVE_TERMS}),
 }
-"""Label -> (trainer class, configuration keys on top of the budget)."""
-
-FIVE_TERMS = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
+"""Label -> (trainer class, configuration keys on top of the budget). ``FiveTerm`` was ``nnUNetTrainerTopoWarmup``'s
+default when the matrix was measured (results labelled ``TopoWarmup`` then); the default is now the ``clDice``
+row's loss (CE 1 + Dice 1 + clDice 0.5). ``AdamW`` pins the five-term loss it was measured with."""
 FIVE_TERMS_CE = {"dice": 0.3, "ce": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
 FIXES: dict[str, tuple[str, dict]] = {
-    "TopoWarmup~alpha0.5": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "focal_alpha": 0.5}),
-    "TopoWarmup~ce": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS_CE}),
-    "TopoWarmup~cedice": ("nnUNetTrainerTopoWarmup", {"loss_weights": {"ce": 1.0, "dice": 1.0}}),
-    "TopoWarmup~clip12": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "grad_clip_norm": 12.0}),
-    "TopoWarmup~nowarmup": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "warmup_epochs": 0}),
+    "FiveTerm~alpha0.5": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "focal_alpha": 0.5}),
+    "FiveTerm~ce": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS_CE}),
+    "FiveTerm~cedice": ("nnUNetTrainerTopoWarmup", {"loss_weights": {"ce": 1.0, "dice": 1.0}}),
+    "FiveTerm~clip12": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "grad_clip_norm": 12.0}),
+    "FiveTerm~nowarmup": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "warmup_epochs": 0}),
 }
 """Candidate fixes for a losing variant, one change each (the likely causes: focal alpha on a minority class, the
 loss weights, clipping, the warmup)."""
@@ -159,12 +164,19 @@ def run_model(task: dict) -> dict:
     cfg = work / "configs" / f"{tag}.json"
     cfg.write_text(json.dumps(config))  # JSON is valid YAML
     env["nnUNet_topo_config"] = str(cfg)
-    model = Path(env["nnUNet_results"]) / dataset / f"{trainer}__{PLANS}__3d_fullres"
+    plans, device = task.get("plans", PLANS), task.get("device", "cpu")
+    model = Path(env["nnUNet_results"]) / dataset / f"{trainer}__{plans}__3d_fullres"
     fold = model / "fold_0"
     if fold.exists():
         shutil.rmtree(fold)
     logs = work / "logs"
-    train_s = run_logged([sys.executable, "-c", CPU_LAUNCHER, dataset, trainer, PLANS], env, logs / f"train_{tag}.log")
+    if device == "cpu":
+        cmd = [sys.executable, "-c", CPU_LAUNCHER, dataset, trainer, plans]
+    else:  # nnU-Net's own command on the GPU (data augmentation workers as nnU-Net sets them)
+        cmd = [BIN / "nnUNetv2_train", dataset, "3d_fullres", "0", "-tr", trainer, "-p", plans, "-device", device,
+               "--npz"]  # fmt: skip
+        env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
+    train_s = run_logged(cmd, env, logs / f"train_{tag}.log")
 
     t0 = time.time()
     gt_dir = work / "nnUNet_preprocessed" / dataset / "gt_segmentations"
@@ -185,7 +197,7 @@ def run_model(task: dict) -> dict:
     os.environ.update({k: env[k] for k in ("nnUNet_results", "nnUNet_preprocessed", "nnUNet_raw")})
     use_topo_trainers()
     config_pp = load_postprocess_file(tuned).steps
-    models = load_models([check_model_folder(model, ["0"], "checkpoint_final.pth")], [1.0], torch.device("cpu"),
+    models = load_models([check_model_folder(model, ["0"], "checkpoint_final.pth")], [1.0], torch.device(device),
                          progress=False)  # fmt: skip
     t0 = time.time()
     test = Path(task["test_dir"])
@@ -349,8 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--iterations", type=int, default=10, help="training iterations per epoch")
     parser.add_argument("--val-iterations", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=2, help="models trained at once (one CPU thread each)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: TopoWarmup and nnUNetTrainer, seed 0, "
+    parser.add_argument("--jobs", type=int, default=2, help="models trained at once (one CPU thread each; 1 on a GPU)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: nnUNetv2_train -device cuda")
+    parser.add_argument("--plans", default=PLANS, help=f"plans identifier ({PLANS} = reduced for the CPU; "
+                        "nnUNetPlans = nnU-Net's own, for a GPU run at real size)")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="smoke run: clDice and nnUNetTrainer, seed 0, "
                         "nominal, 6 cases of 40³, 6 epochs x 5 iterations")  # fmt: skip
     parser.add_argument("--report", action="store_true", help="only print the table of the results so far")
     args = parser.parse_args(argv)
@@ -361,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"plot: {png}")
         return 0
     if args.quick:
-        args.variants, args.seeds, args.regimes = ["nnUNetTrainer", "TopoWarmup"], [0], ["nominal"]
+        args.variants, args.seeds, args.regimes = ["nnUNetTrainer", "clDice"], [0], ["nominal"]
         args.cases, args.folds, args.test_cases, args.shape = 6, 3, 2, [40, 40, 40]
         args.epochs, args.iterations, args.val_iterations = 6, 5, 1
         work = work.with_name(work.name + "_quick")
@@ -396,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                     config = {**budget, **(schedule if topo else {}), **extra, "seed": seed}
                     task = {"work": str(work), "label": label, "trainer": trainer, "config": config,
                             "regime": regime, "seed": seed, "dataset": names[(regime, seed)],
-                            "test_dir": str(tests[regime])}  # fmt: skip
+                            "test_dir": str(tests[regime]), "plans": args.plans, "device": args.device}  # fmt: skip
                     futures[pool.submit(run_model, task)] = f"{label}@{regime}{seed}"
         for done, fut in enumerate(as_completed(futures), 1):
             tag = futures[fut]
