@@ -220,7 +220,7 @@ def run_model(task: dict) -> dict:
         "seed": seed,
         "dataset": dataset,
         "seconds": {"train": train_s, "tune": tune_s, "test": time.time() - t0},
-        "tuned": json.loads(tuned.read_text())["steps"],
+        "tuned_steps": json.loads(tuned.read_text())["steps"],
         "train_losses": [float(v) for v in log["train_losses"]],
         "ema_fg_dice": [float(v) for v in log["ema_fg_dice"]],
         "lrs": [float(v) for v in log["lrs"]],
