@@ -13,7 +13,7 @@ from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import Dow
 from trainer_fixtures import make_trainer, parameters_snapshot, simulate_epoch, synthetic_batch, total_norm
 
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
-from nnunetv2_topo.trainers.variants import nnUNetTrainerTopoWarmup_AdamW
+from nnunetv2_topo.trainers.variants import nnUNetTrainerTopoWarmup_AdamW, nnUNetTrainerTopoWarmup_FiveTerm
 
 CE_ONLY = {"loss_weights": {"ce": 1.0}, "warmup_epochs": 0, "weight_decay": 0.0}
 
@@ -121,8 +121,8 @@ def _with_topo_targets(trainer, batch: dict) -> dict:
     return {**batch, "target": target}
 
 
-def test_default_trainer_epoch_logs_every_term(tmp_path, monkeypatch) -> None:
-    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, {"warmup_epochs": 1})
+def test_five_term_trainer_epoch_logs_every_term(tmp_path, monkeypatch) -> None:
+    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup_FiveTerm, {"warmup_epochs": 1})
     assert trainer.loss.required_targets == ("band",)  # the boundary term needs the precomputed band
     _start_epoch(trainer)
     outputs = [trainer.train_step(_with_topo_targets(trainer, synthetic_batch(s))) for s in range(2)]
@@ -143,7 +143,12 @@ def test_default_trainer_epoch_logs_every_term(tmp_path, monkeypatch) -> None:
     assert log["grad_norm_mean"][0] == pytest.approx(np.mean(norms))
     assert log["grad_norm_max"][0] == pytest.approx(max(norms))
     assert log["skipped_steps"][0] == 0
-    fold = tmp_path / "results" / "Dataset999_TrainerUnit" / "nnUNetTrainerTopoWarmup__nnUNetPlans_tiny__3d_fullres"
+    fold = (
+        tmp_path
+        / "results"
+        / "Dataset999_TrainerUnit"
+        / "nnUNetTrainerTopoWarmup_FiveTerm__nnUNetPlans_tiny__3d_fullres"
+    )
     fold = fold / "fold_0"
     assert (fold / "progress_topo.png").stat().st_size > 10_000
     assert json.loads((fold / "progress_topo.json").read_text())["train_loss_boundary"][0] > 0
