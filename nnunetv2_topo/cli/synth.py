@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nnunetv2_topo.synth.generator import SheetTopology
 
 HELP = "write a synthetic Vesuvius-like dataset (Kaggle layout: train.csv, train_images/, train_labels/, ...)"
 DESCRIPTION = """\
@@ -93,19 +97,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def sheet_topology(args: argparse.Namespace):  # noqa: ANN201 (the generator is imported lazily)
+def sheet_topology(args: argparse.Namespace) -> SheetTopology:
     """The ``SheetTopology`` of ``--regime`` with the single-knob flags applied; a bad value is a CLIError naming
     the flag."""
     import dataclasses
 
     from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.synth.generator import SheetTopology
+    from nnunetv2_topo.synth.generator import SheetTopology, SheetTopologyError
 
     base = SheetTopology.crowded() if args.regime == "crowded" else SheetTopology()
     flags = {"touch_rate": "--touch-rate", "gap": "--gap", "hole_rate": "--hole-rate", "max_holes": "--max-holes"}
     changes = {k: tuple(v) if k == "gap" else v for k in flags if (v := getattr(args, k)) is not None}
     try:
         return dataclasses.replace(base, **changes)
-    except ValueError as exc:
-        key = str(exc).split()[0]
-        raise CLIError(f"{flags.get(key, key)}: {exc}") from None
+    except SheetTopologyError as exc:
+        raise CLIError(f"{flags[exc.field]}: {exc}") from None

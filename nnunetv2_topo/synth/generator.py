@@ -54,6 +54,14 @@ class ScrollStyle:
         )
 
 
+class SheetTopologyError(ValueError):
+    """A bad :class:`SheetTopology` knob; ``field`` names it (so a CLI can name its own flag)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True)
 class SheetTopology:
     """How often the sheets make the cases that topology metrics punish: touching pairs (a merge if predicted
@@ -72,12 +80,12 @@ class SheetTopology:
         for name in ("touch_rate", "hole_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+                raise SheetTopologyError(name, f"{name} must be in [0, 1], got {value!r}")
         lo, hi = self.gap
         if not 0.0 <= lo <= hi:
-            raise ValueError(f"gap must be (min, max) with 0 <= min <= max voxels, got {self.gap!r}")
+            raise SheetTopologyError("gap", f"gap must be (min, max) with 0 <= min <= max voxels, got {self.gap!r}")
         if self.max_holes < 1:
-            raise ValueError(f"max_holes must be >= 1, got {self.max_holes!r}")
+            raise SheetTopologyError("max_holes", f"max_holes must be >= 1, got {self.max_holes!r}")
 
     @classmethod
     def crowded(cls) -> SheetTopology:
