@@ -195,6 +195,11 @@ def _help_block(parser: argparse.ArgumentParser) -> str:
     return "```text\n" + text.rstrip() + "\n```"
 
 
+def python_argparse() -> str:
+    """Which argparse formatted the help (its layout changes between Python versions)."""
+    return f"Python {sys.version_info.major}.{sys.version_info.minor}'s argparse"
+
+
 def render_cli(root: Path) -> str:
     """``docs/reference/cli.md``: every console script and every subcommand, in the parsers' order."""
     parts = [
@@ -203,7 +208,8 @@ def render_cli(root: Path) -> str:
         GENERATED_NOTE,
         "",
         "The `--help` of every command, as printed at a terminal width of "
-        f"{HELP_WIDTH} columns. Errors exit with status 2 and one message naming the file, key or value and the fix.",
+        f"{HELP_WIDTH} columns by {python_argparse()}. Errors exit with status 2 and one message naming the file, key "
+        "or value and the fix.",
         "",
     ]
     scripts = console_scripts(root / "setup.cfg")
