@@ -87,6 +87,7 @@ def test_dataset_is_deterministic_for_a_seed(kaggle_dir: Path, tmp_path: Path) -
     assert (other / "train.csv").read_text() != (kaggle_dir / "train.csv").read_text()
 
 
+@pytest.mark.e2e
 def test_parallel_writing_gives_the_same_files(kaggle_dir: Path, tmp_path: Path) -> None:
     par = tmp_path / "par"
     write_kaggle_dataset(par, KAGGLE_CASES, KAGGLE_SHAPE, KAGGLE_TEST_CASES, seed=0, num_processes=2, progress=False)

@@ -19,7 +19,7 @@ from nnunetv2_topo.io import read_volume
 from nnunetv2_topo.plans import make_reduced_plans
 from nnunetv2_topo.trainer_discovery import trainer_folder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 BIN = Path(sys.executable).parent
 DATASET = "Dataset001_Vesuvius"
