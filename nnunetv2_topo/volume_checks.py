@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo import IGNORE_LABEL
-from nnunetv2_topo.io import TIFF_SUFFIXES, read_volume, tiff_header
+from nnunetv2_topo.io import TIFF_SUFFIXES, is_volume_file, read_volume, tiff_header
 
 __all__ = [
     "VALID_LABELS",
@@ -140,13 +140,16 @@ def test_image_problems(
     images: Iterable[tuple[str, str | os.PathLike]], trains: Iterable[TrainingIntensities | None]
 ) -> list[str]:
     """``"case <id>: <problem>"`` for each test image outside a model's training intensities. A uint8 TIFF is
-    taken as it is from its header (the training data is uint8); other images are read to find their range."""
+    taken as it is from its header (the training data is uint8); other images are read to find their range. Paths
+    that are not TIFF/NIfTI files are skipped."""
     trains = [t for t in trains if t is not None]
     if not trains:
         return []
     problems = []
     for cid, path in images:
         path = Path(path)
+        if not is_volume_file(path):
+            continue  # another input format (e.g. a Zarr store) is checked by its own reader
         is_uint8 = path.name.lower().endswith(TIFF_SUFFIXES) and tiff_header(path)[1] == np.uint8
         if is_uint8 and all(intensity_problem(np.uint8, 0, 255, t) is None for t in trains):
             continue  # no uint8 image can leave these ranges

@@ -295,7 +295,40 @@ def _plot_truncated_json_no_checkpoint(d, tmp):
     return ["plot", fold], ["progress_topo.json: not valid JSON", "holds no checkpoint"]
 
 
+def _postprocess_broken_config(d, tmp):
+    (tmp / "pp.json").write_text('{"version": 1, "steps": {"threshold": 0.')
+    return ["postprocess", "--input", d.probs, "--config", tmp / "pp.json", "--output", tmp / "out"], [
+        "pp.json: not valid JSON"
+    ]
+
+
+def _postprocess_truncated_npz(d, tmp):
+    npz = tmp / "npz"
+    npz.mkdir()
+    np.savez(npz / "a.npz", probabilities=np.zeros((2, 8, 8, 8), np.float32))
+    (npz / "a.npz").write_bytes((npz / "a.npz").read_bytes()[:300])
+    return ["postprocess", "--input", npz, "--output", tmp / "out"], ["a.npz: unreadable .npz"]
+
+
+def _submit_missing_id(d, tmp):
+    csv = tmp / "test.csv"
+    csv.write_text((d.kaggle / "test.csv").read_text() + "999,1\n")
+    args = ["submit", "--input", d.probs, "--images", d.kaggle / "test_images", "--csv", csv]
+    return [*args, "--out", tmp / "s.zip"], ["for 1 test id(s)", "999"]
+
+
+def _evaluate_unpaired(d, tmp):
+    gt = tmp / "gt"
+    gt.mkdir()
+    write_tiff(gt / "other.tif", np.zeros((4, 4, 4), np.uint8))
+    return ["evaluate", "--pred", d.probs, "--gt", gt, "--quiet"], ["unpaired files"]
+
+
 REFUSALS: dict[str, Callable] = {
+    "postprocess: a truncated postprocess.json (passed before)": _postprocess_broken_config,
+    "postprocess: a truncated .npz (passed before)": _postprocess_truncated_npz,
+    "submit: an id without a prediction (passed before)": _submit_missing_id,
+    "evaluate: unpaired files (passed before)": _evaluate_unpaired,
     "evaluate: ground truth with labels 3 and 255": _evaluate_bad_gt,
     "evaluate: a label map as prediction": _evaluate_label_map_as_pred,
     "evaluate: a truncated TIFF": _evaluate_truncated,
@@ -377,7 +410,51 @@ def _read_only_synth(d, tmp, monkeypatch):
     return ["synth", "--out", tmp / "s", "--cases", "1", "--quiet"], tmp / "s"
 
 
+def _read_only_submit(d, tmp, monkeypatch):
+    import nnunetv2_topo.outputs as outputs
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
+    k = d.kaggle
+    args = ["submit", "--input", d.probs, "--images", k / "test_images", "--csv", k / "test.csv"]
+    return [*args, "--out", tmp / "s.zip"], tmp / "s.zip"
+
+
+def _read_only_tune(d, tmp, monkeypatch):
+    import nnunetv2_topo.outputs as outputs
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
+    return ["tune", "--input", d.probs, "--gt", d.labels, "--output", tmp / "pp.json", "--quiet"], tmp / "pp.json"
+
+
+def _read_only_plot(d, tmp, monkeypatch):
+    import nnunetv2_topo.outputs as outputs
+
+    fold = tmp / "fold_0"
+    fold.mkdir()
+    (fold / "progress_topo.json").write_text(json.dumps({"train_losses": [1.0]}))
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
+    return ["plot", fold], fold / "progress_topo.png"
+
+
+def _read_only_predict(suffix: str):
+    def setup(d, tmp, monkeypatch):
+        import nnunetv2_topo.outputs as outputs
+        from nnunetv2_topo.inference.untrained import write_untrained_model_folder
+
+        model = write_untrained_model_folder(tmp / "m")
+        monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
+        out = tmp / f"pred{suffix}"
+        return ["predict", "--input", d.kaggle / "test_images", "--model", model, "--output", out, "--quiet"], out
+
+    return setup
+
+
 FAULTS: dict[str, tuple[Callable, str]] = {
+    "predict zip: read-only": (_read_only_predict(".zip"), "Read-only file system"),
+    "predict folder: read-only": (_read_only_predict(""), "Read-only file system"),
+    "submit: read-only": (_read_only_submit, "Read-only file system"),
+    "tune: read-only": (_read_only_tune, "Read-only file system"),
+    "plot: read-only": (_read_only_plot, "Read-only file system"),
     "postprocess: disk full": (_fault_postprocess, "No space left on device"),
     "submit: disk full": (_fault_submit, "No space left on device"),
     "synth: disk full": (_fault_synth, "No space left on device"),
@@ -567,3 +644,24 @@ def test_a_config_error_under_nnunet_train_is_one_line(monkeypatch, capsys) -> N
         exit_if_entry_point(exc)
     assert info.value.code == 2
     assert capsys.readouterr().err == f"nnUNetv2_train: error: {exc}\n"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("suffix", [".zip", ""])
+def test_predict_disk_full_leaves_nothing(model: Path, kaggle_dir: Path, tmp_path: Path, capsys, monkeypatch,
+                                          suffix: str) -> None:  # fmt: skip
+    out = tmp_path / f"pred{suffix}"
+    real = tifffile.imwrite
+
+    def full_on_disk(file, *a, **k):  # the zip writes into memory first: only files on disk fail
+        if isinstance(file, (str, os.PathLike)):
+            _disk_full()
+        return real(file, *a, **k)
+
+    monkeypatch.setattr(tifffile, "imwrite", full_on_disk)
+    monkeypatch.setattr("zipfile.ZipFile.writestr", lambda *a, **k: _disk_full())
+    o = run_cli(capsys, "predict", "--input", kaggle_dir / "test_images", "--model", model, "--output", out,
+                "--device", "cpu", "--tta", "none", "--quiet")  # fmt: skip
+    assert_refused(o, f"{out}", "No space left on device")
+    assert not out.exists() or list(out.iterdir()) == []
+    assert not [p for p in tmp_path.rglob(".*") if "partial" in p.name]
