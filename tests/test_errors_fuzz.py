@@ -665,3 +665,18 @@ def test_predict_disk_full_leaves_nothing(model: Path, kaggle_dir: Path, tmp_pat
     assert_refused(o, f"{out}", "No space left on device")
     assert not out.exists() or list(out.iterdir()) == []
     assert not [p for p in tmp_path.rglob(".*") if "partial" in p.name]
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
+def test_converter_disk_faults_are_one_line(kaggle_dir: Path, nnunet_env, capsys, monkeypatch, code: int) -> None:
+    import dataset_conversion.convert_vesuvius as convert
+
+    def failing(target):
+        raise OSError(code, os.strerror(code), str(target))
+
+    monkeypatch.setattr(convert, "staged_directory", failing)
+    rc = convert.main(["--input", str(kaggle_dir), "--dataset-id", "7", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"Dataset007_Vesuvius: {os.strerror(code)}" in err
+    assert list(nnunet_env.raw.iterdir()) == []
