@@ -532,6 +532,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
 
     def on_train_start(self) -> None:
         if self._deferred_config_error is not None:
+            exit_if_entry_point(self._deferred_config_error)
             raise self._deferred_config_error
         if not self.was_initialized:
             self.initialize()
