@@ -102,7 +102,7 @@ def test_zip_output_is_a_checked_submission(setup, tmp_path: Path) -> None:
             with zf.open(f"{cid}.tif") as f:
                 vol = tifffile.imread(f)
             np.testing.assert_array_equal(vol, read_volume(tmp_path / "f" / f"{cid}.tif"))
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 @pytest.mark.e2e

@@ -238,7 +238,7 @@ def cli_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
         (lambda p, g, o: ["--time-budget", "0"], "--time-budget must be a positive number"),
         (lambda p, g, o: ["--cv-folds", "1"], "--cv-folds must be at least 2"),
         (lambda p, g, o: ["-np", "-1"], "-np must be >= 0"),
-        (lambda p, g, o: ["--output", str(g.parent / "missing" / "pp.json")], "folder .*missing does not exist"),
+        (lambda p, g, o: ["--output", str(g / "c0.tif" / "pp.json")], "c0.tif is a file, not a folder"),
     ],
 )
 def test_cli_bad_arguments(capsys, cli_folders, change, message) -> None:
