@@ -25,6 +25,7 @@ from dataset_conversion.validation import VERIFY_MODES, CaseResult, ConversionEr
 from nnunetv2_topo import LABELS
 from nnunetv2_topo.errors import EXIT_USER_ERROR, TopoError, describe_os_error
 from nnunetv2_topo.io import staged_directory
+from nnunetv2_topo.resources import cpu_cores
 
 PROG = "nnUNetv2_convert_vesuvius"
 SPACING = {"spacing": [1.0, 1.0, 1.0]}
@@ -338,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-np",
         dest="num_processes",
         type=int,
-        default=min(8, os.cpu_count() or 1),
+        default=min(8, cpu_cores()),
         help="worker processes for checking and placing cases (default: min(8, CPUs))",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing Dataset{N:03d}_{name}")

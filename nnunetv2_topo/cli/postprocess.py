@@ -66,7 +66,7 @@ STEP_FLAGS = {
 
 def add_input_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
     """--input (repeatable: one per model), --weights and --fusion: shared by postprocess, submit and tune."""
-    from nnunetv2_topo.inference import FUSION_MODES
+    from nnunetv2_topo.postprocessing import FUSION_MODES
 
     parser.add_argument(
         "--input",

@@ -113,7 +113,7 @@ def check_memory(shape: tuple[int, ...], processes: int, available: int | None =
     import math
 
     from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.metrics.engine import available_memory_bytes
+    from nnunetv2_topo.resources import available_memory_bytes
 
     need = BYTES_PER_VOXEL * math.prod(shape) * processes
     available = available_memory_bytes() if available is None else available

@@ -92,7 +92,6 @@ def _sources(args: argparse.Namespace, fusion) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
 
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.postprocess import resolve_fusion
@@ -114,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
     sources = _sources(args, fusion)
     np_ = args.num_processes
     if np_ is None:
-        np_ = min(len(sources), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        from nnunetv2_topo.resources import cpu_cores
+
+        np_ = min(len(sources), cpu_cores())
     try:
         outcome = tune(
             sources,

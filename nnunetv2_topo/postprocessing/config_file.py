@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnunetv2_topo.inference.fusion import FUSION_MODES, check_fusion_weights
 from nnunetv2_topo.io import atomic_write_text
+from nnunetv2_topo.postprocessing.fusion import FUSION_MODES, check_fusion_weights
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
 POSTPROCESS_FILE_VERSION = 1
