@@ -108,3 +108,23 @@ def test_index_volumes_and_tiff_header(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"not a tiff")
     with pytest.raises(VolumeError, match="bad.tif: unreadable TIFF"):
         tiff_header(tmp_path / "bad.tif")
+
+
+def test_index_volumes_raises_the_callers_error_and_refuses_empty(tmp_path):
+    from nnunetv2_topo.io import index_volumes
+
+    class WorkflowError(ValueError):
+        pass
+
+    (tmp_path / "empty").mkdir()
+    assert index_volumes(tmp_path / "empty", "prediction") == {}
+    with pytest.raises(
+        WorkflowError, match=r"^--gt folder .*empty holds no volumes \(\.tif, \.tiff, \.nii\.gz, \.nii\)$"
+    ):
+        index_volumes(tmp_path / "empty", "--gt", WorkflowError, required=True)
+    with pytest.raises(WorkflowError, match="test image folder .*missing does not exist"):
+        index_volumes(tmp_path / "missing", "test image", WorkflowError)
+    write_tiff(tmp_path / "b.tif", np.zeros((2, 2, 2), np.uint8))
+    (tmp_path / "b.nii.gz").write_bytes(b"")  # indexing reads names only
+    with pytest.raises(WorkflowError, match="two files for case 'b': b.nii.gz and b.tif; keep one"):
+        index_volumes(tmp_path, "prediction", WorkflowError)

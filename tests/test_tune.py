@@ -230,7 +230,7 @@ def cli_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda p, g, o: ["--gt", str(g.parent / "nope")], "--gt .*nope is not a folder"),
+        (lambda p, g, o: ["--gt", str(g.parent / "nope")], "--gt folder .*nope does not exist"),
         (lambda p, g, o: ["--input", str(p.parent / "nope")], "nope: not a folder; give a folder"),
         (lambda p, g, o: ["--weights", "1", "2"], r"2 weight\(s\) for 1 --input\(s\); give one weight per --input"),
         (lambda p, g, o: ["--weights", "-1"], r"--weights -1\.0: fusion weights must be finite and >= 0, got -1\.0"),
@@ -306,7 +306,7 @@ def test_cli_empty_gt_folder_and_shape_mismatch(capsys, cli_folders, tmp_path: P
     empty = tmp_path / "empty"
     empty.mkdir()
     rc, text = _cli(capsys, "--input", str(prob_dir), "--gt", str(empty), "--output", str(out))
-    assert rc == 2 and "holds no label volumes" in text
+    assert rc == 2 and "holds no volumes" in text
     write_tiff(gt_dir / "c1.tif", np.zeros((8, 8, 8), np.uint8))
     rc, text = _cli(capsys, "--input", str(prob_dir), "--gt", str(gt_dir), "--output", str(out), "-np", "0")
     assert rc == 2 and "case 'c1'" in text and "shape (24, 24, 24)" in text and "(8, 8, 8)" in text

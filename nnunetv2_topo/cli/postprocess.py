@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.inference import ProbabilityError, fused_probability, paired_cases
+    from nnunetv2_topo.inference import ProbabilityError, fuse_probability_files, paired_cases
     from nnunetv2_topo.io import write_tiff
     from nnunetv2_topo.outputs import check_output_folder
     from nnunetv2_topo.postprocessing import postprocess_volume
@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(out_dir, args.overwrite, "--output")
     for cid, paths in tqdm(cases.items(), desc="postprocess", unit="case"):
         try:
-            probability = fused_probability(paths, fusion.weights, fusion.mode)
+            probability = fuse_probability_files(paths, fusion.weights, fusion.mode)
         except ProbabilityError as exc:
             raise CLIError(str(exc)) from exc
         write_tiff(out_dir / f"{cid}.tif", postprocess_volume(probability, steps))

@@ -53,19 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.io import case_id, is_volume_file
+    from nnunetv2_topo.io import index_volumes
 
-    if not gt_dir.is_dir():
-        raise CLIError(f"--gt {gt_dir} is not a folder")
-    found: dict[str, Path] = {}
-    for path in sorted(gt_dir.iterdir()):
-        if path.is_file() and is_volume_file(path):
-            if case_id(path) in found:
-                raise CLIError(f"--gt {gt_dir} holds two files for case '{case_id(path)}'; keep one")
-            found[case_id(path)] = path
-    if not found:
-        raise CLIError(f"--gt {gt_dir} holds no label volumes (.tif, .tiff, .nii, .nii.gz)")
-    return found
+    return index_volumes(gt_dir, "--gt", CLIError, required=True)
 
 
 def _sources(args: argparse.Namespace, fusion) -> list:

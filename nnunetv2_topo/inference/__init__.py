@@ -10,7 +10,7 @@ from nnunetv2_topo.inference.fusion import (
 )
 from nnunetv2_topo.inference.probabilities import (
     ProbabilityError,
-    fused_probability,
+    fuse_probability_files,
     index_cases,
     model_folds,
     paired_cases,
@@ -23,7 +23,7 @@ __all__ = [
     "Fusion",
     "ProbabilityError",
     "check_fusion_weights",
-    "fused_probability",
+    "fuse_probability_files",
     "index_cases",
     "logit_to_probability",
     "model_folds",

@@ -26,13 +26,7 @@ class EvaluationError(TopoError, ValueError):
 
 
 def _list_volumes(folder: Path, role: str) -> dict[str, Path]:
-    try:
-        found = index_volumes(folder, role)
-    except VolumeError as exc:
-        raise EvaluationError(str(exc)) from None
-    if not found:
-        raise EvaluationError(f"{role} folder {folder} holds no volumes (.tif, .tiff, .nii, .nii.gz)")
-    return found
+    return index_volumes(folder, role, EvaluationError, required=True)
 
 
 def _preview(ids: Iterable[str], limit: int = 10) -> str:
