@@ -6,19 +6,18 @@ __all__ = ["format_table"]
 
 
 def format_table(result: dict) -> str:
-    """The per-case table and the mean as fixed-width text."""
+    """The per-case table (:data:`~nnunetv2_topo.metrics.score_fields.SCORE_FIELDS`, then VOI split and merge) and
+    the mean as fixed-width text."""
+    from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS, SCORE_TITLES
+
     cases = result["cases"]
     width = max([len("case"), len("mean"), *(len(c) for c in cases)])
-    head = f"{'case':<{width}}  {'score':>7}  {'topo':>7}  {'SD':>7}  {'VOI':>7}  {'split':>7}  {'merge':>7}"
+    head = f"{'case':<{width}}" + "".join(f"  {SCORE_TITLES[k]:>7}" for k in SCORE_FIELDS)
+    head += f"  {'split':>7}  {'merge':>7}"
     lines = [head, "-" * len(head)]
     for cid, r in cases.items():
-        lines.append(
-            f"{cid:<{width}}  {r['score']:7.4f}  {r['topo']:7.4f}  {r['surface_dice']:7.4f}  {r['voi_score']:7.4f}"
-            f"  {r['voi_split']:7.3f}  {r['voi_merge']:7.3f}"
-        )
-    m = result["mean"]
+        row = f"{cid:<{width}}" + "".join(f"  {r[k]:7.4f}" for k in SCORE_FIELDS)
+        lines.append(row + f"  {r['voi_split']:7.3f}  {r['voi_merge']:7.3f}")
     lines.append("-" * len(head))
-    lines.append(
-        f"{'mean':<{width}}  {m['score']:7.4f}  {m['topo']:7.4f}  {m['surface_dice']:7.4f}  {m['voi_score']:7.4f}"
-    )
+    lines.append(f"{'mean':<{width}}" + "".join(f"  {result['mean'][k]:7.4f}" for k in SCORE_FIELDS))
     return "\n".join(lines)

@@ -61,11 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_processes(engine: str) -> int:
-    from nnunetv2_topo.metrics.engine import auto_workers, cpu_cores
+    from nnunetv2_topo.metrics.engine import auto_workers
+    from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, TILES_PER_VOLUME
+    from nnunetv2_topo.resources import cpu_cores
 
     if engine == "betti-matching-3d":
-        return auto_workers(n_tasks=8, tile_voxels=160**3)
-    return max(1, min(8, cpu_cores()))
+        return auto_workers(n_tasks=TILES_PER_VOLUME, tile_voxels=COMPETITION_TILE_VOXELS)
+    return max(1, min(TILES_PER_VOLUME, cpu_cores()))
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_topo.metrics.leaderboard import SURFACE_TOLERANCE, binarize_pair, combine_score
+from nnunetv2_topo.metrics.leaderboard import SURFACE_TOLERANCE, binarize_pair
+from nnunetv2_topo.metrics.score_fields import score_result
 from nnunetv2_topo.metrics.surface_dice import surface_dice
 from nnunetv2_topo.metrics.topo_score import tile_counts, tile_slices, topo_score_from_counts
 from nnunetv2_topo.metrics.voi import voi, voi_score
@@ -63,17 +64,7 @@ def score_prediction(pred: np.ndarray, gt: np.ndarray, tile_cache: dict[TileKey,
     sd = surface_dice(pred_fg, gt_fg, SURFACE_TOLERANCE)
     split, merge = voi(pred_fg, gt_fg)
     voi_s = voi_score(split, merge)
-    return {
-        "score": combine_score(topo, sd, voi_s),
-        "topo": float(topo),
-        "surface_dice": float(sd),
-        "voi_score": float(voi_s),
-        "voi_split": float(split),
-        "voi_merge": float(merge),
-        "counts": {str(k): [int(v) for v in counts[k]] for k in range(3)},
-        "tile_hits": hits,
-        "tile_misses": misses,
-    }
+    return {**score_result(topo, sd, split, merge, voi_s, counts), "tile_hits": hits, "tile_misses": misses}
 
 
 def postprocess_and_score(

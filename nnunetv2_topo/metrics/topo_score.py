@@ -50,6 +50,18 @@ def check_engine(engine: str) -> str:
     return engine
 
 
+TILES_PER_VOLUME = 8
+"""The metric cuts every axis of a volume in two: 2×2×2 tiles (:func:`tile_slices`)."""
+
+COMPETITION_TILE_VOXELS = 160**3
+"""Voxels of one tile of a 320³ competition volume (for sizing worker pools before the volumes are read)."""
+
+
+def largest_tile_voxels(shape: Sequence[int]) -> int:
+    """Voxels of the largest of a volume's :data:`TILES_PER_VOLUME` tiles (the first: it takes the extra voxels)."""
+    return int(np.prod([(int(n) + 1) // 2 for n in shape]))
+
+
 def tile_slices(shape: Sequence[int]) -> list[tuple[slice, slice, slice]]:
     """The 8 tiles: every axis cut in two, the first part taking the extra voxel (97 -> 49 + 48)."""
     cuts = []

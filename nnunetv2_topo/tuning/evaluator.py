@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.inference.scoring import TileKey, postprocess_and_score
+from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
-RESULT_KEYS = ("score", "topo", "surface_dice", "voi_score")
+RESULT_KEYS = SCORE_FIELDS
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,14 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from nnunetv2_topo.io import atomic_path, atomic_write_text
+from nnunetv2_topo.metrics.score_fields import SCORE_TITLES
 from nnunetv2_topo.tuning.evaluator import RESULT_KEYS, Evaluator
 from nnunetv2_topo.tuning.search import AblationRow
 from nnunetv2_topo.tuning.space import describe, no_postprocessing
 
 REPORT_MD = "tune_report.md"
 REPORT_PNG = "tune_report.png"
-COLUMN_TITLES = {"score": "score", "topo": "topo", "surface_dice": "SD", "voi_score": "VOI"}
+COLUMN_TITLES = SCORE_TITLES
 
 
 def ablation_table(rows: list[AblationRow]) -> str:
