@@ -147,7 +147,7 @@ def unfinished_search_warning(pf: PostprocessFile, source: str | os.PathLike) ->
 
 
 def save_postprocess_file(path: str | os.PathLike, pf: PostprocessFile) -> None:
-    """Write ``pf`` as JSON, atomically (temporary file + ``os.replace``)."""
+    """Write ``pf`` as JSON, atomically (:func:`nnunetv2_topo.io.atomic_write_text`)."""
     path = Path(path)
     d = pf.to_dict()
     _finite_json(d, "postprocess file")
