@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
+    "CHECKPOINTS",
     "EXT_TRAINER_ENV_VAR",
+    "FINAL_CHECKPOINT",
     "NNUNET_FOLDERS",
     "TOPO_CONFIG_ENV_VAR",
     "ext_trainer_configured",
@@ -25,6 +27,13 @@ __all__ = [
     "nnunet_env",
     "trainer_folder",
 ]
+
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+"""The checkpoint nnU-Net writes when training ends (``nnUNetv2_predict -chk`` default)."""
+
+CHECKPOINTS = (FINAL_CHECKPOINT, "checkpoint_latest.pth", "checkpoint_best.pth")
+"""nnU-Net's checkpoint files of a fold folder, in the order to look for the newest complete state: the final one,
+the latest (written during training), the best by nnU-Net's pseudo-Dice."""
 
 EXT_TRAINER_ENV_VAR = "nnUNet_extTrainer"
 """nnU-Net's variable listing extra folders of trainer classes (``os.pathsep``-separated)."""

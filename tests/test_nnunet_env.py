@@ -61,3 +61,12 @@ def test_trainer_discovery_reexports_the_folder() -> None:
 
     assert shim.trainer_folder() == trainer_folder() and shim.trainer_folder().name == "ext"
     assert (trainer_folder() / "nnunetv2_topo_trainers.py").is_file()
+
+
+def test_one_list_of_checkpoint_names() -> None:
+    """The trainers' resume order is nnU-Net's checkpoint list (trainers/run_config.py should import CHECKPOINTS;
+    until it does, the two are held equal here)."""
+    from nnunetv2_topo.nnunet_env import CHECKPOINTS, FINAL_CHECKPOINT
+    from nnunetv2_topo.trainers.run_config import RESUME_CHECKPOINTS
+
+    assert RESUME_CHECKPOINTS == CHECKPOINTS and CHECKPOINTS[0] == FINAL_CHECKPOINT == "checkpoint_final.pth"
