@@ -32,7 +32,7 @@ def evaluate(cases, config) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     from nnunetv2_topo.postprocessing import PostprocessConfig
-    from nnunetv2_topo.synth.probability_maps import simulated_case
+    from nnunetv2_topo.testing.probability_maps import simulated_case
     from nnunetv2_topo.tuning.space import no_postprocessing
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -71,7 +71,7 @@ def chain_times(p: np.ndarray, config) -> list[tuple[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     from nnunetv2_topo.postprocessing import Fusion, PostprocessConfig
-    from nnunetv2_topo.synth.probability_maps import simulated_case
+    from nnunetv2_topo.testing.probability_maps import simulated_case
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=320)

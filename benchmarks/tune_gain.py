@@ -35,7 +35,7 @@ def write_cases(folder: Path, n: int, size: int, seed: int, calibration: str) ->
     import tifffile
 
     from nnunetv2_topo.io import write_tiff
-    from nnunetv2_topo.synth.probability_maps import simulated_case
+    from nnunetv2_topo.testing.probability_maps import simulated_case
 
     prob_dir, gt_dir = folder / "prob", folder / "gt"
     prob_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def run_calibration(work: Path, calibration: str, size: int, n: int, args: argpa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nnunetv2_topo.synth.probability_maps import CALIBRATIONS
+    from nnunetv2_topo.testing.probability_maps import CALIBRATIONS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128)

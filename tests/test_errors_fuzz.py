@@ -439,7 +439,7 @@ def _read_only_plot(d, tmp, monkeypatch):
 def _read_only_predict(suffix: str):
     def setup(d, tmp, monkeypatch):
         import nnunetv2_topo.outputs as outputs
-        from nnunetv2_topo.inference.untrained import write_untrained_model_folder
+        from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
         model = write_untrained_model_folder(tmp / "m")
         monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
@@ -549,7 +549,7 @@ def test_plot_falls_back_to_the_checkpoint(tmp_path: Path, capsys) -> None:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    from nnunetv2_topo.inference.untrained import write_untrained_model_folder
+    from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
     folder = write_untrained_model_folder(tmp_path_factory.mktemp("model") / "m")
     fingerprint = {"foreground_intensity_properties_per_channel": {"0": {"min": 20.0, "max": 230.0}}}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnunetv2_topo.metrics import MetricInputError, leaderboard_score
-from nnunetv2_topo.metrics.reference import leaderboard_score_reference
+from nnunetv2_topo.testing.metric_reference import leaderboard_score_reference
 
 KEYS = ("score", "topo", "surface_dice", "voi_score")
 

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from nnunetv2_topo.synth import synthesize_case
-from nnunetv2_topo.synth.probability_maps import CALIBRATIONS, FailureModes, simulate_probability, simulated_case
+from nnunetv2_topo.testing.probability_maps import CALIBRATIONS, FailureModes, simulate_probability, simulated_case
 
 SIZE = 32
 # every failure mode off: sheets at exactly 0.9, background 0

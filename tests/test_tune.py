@@ -420,7 +420,7 @@ def test_hysteresis_keeps_only_components_with_a_confident_voxel() -> None:
 def test_cli_pools_the_folds_of_a_model_folder_and_scores_only_their_cases(tmp_path: Path, capsys) -> None:
     """``--input MODEL`` pools ``fold_*/validation/*.npz`` (nnU-Net's ``.tif``/``.pkl`` beside them ignored);
     ``--gt`` is nnU-Net's ``gt_segmentations`` with every case, more than the folds validated."""
-    from nnunetv2_topo.synth.probability_maps import simulated_case
+    from nnunetv2_topo.testing.probability_maps import simulated_case
 
     model = tmp_path / "Dataset001_X" / "nnUNetTrainerTopoWarmup__nnUNetPlans__3d_fullres"
     gt_dir = tmp_path / "gt_segmentations"
