@@ -1,6 +1,6 @@
 """Post-processing ablation on simulated probability maps: the leaderboard score of each step, added greedily.
 
-Maps: ``nnunetv2_topo.synth.probability_maps`` (``nominal`` calibration; the one simulator of the benchmarks and
+Maps: ``nnunetv2_topo.testing.probability_maps`` (``nominal`` calibration; the one simulator of the benchmarks and
 tests): a foreground probability map of *all* true sheets of a synthetic case (annotated or not, as a network
 sees them) with the failure modes of a real model output: under-confident thin sheets (a third of the sheets at
 0.38-0.55), a faint halo, weak bridges (0.45-0.7) between near-touching sheets, holes (discs up to ~10 voxels

@@ -1,6 +1,6 @@
 """What ``nnunetv2_topo tune`` gains on simulated probability maps, measured on cases it did not see.
 
-Maps: ``nnunetv2_topo.synth.probability_maps`` (the one simulator of the benchmarks and tests: under-confident thin
+Maps: ``nnunetv2_topo.testing.probability_maps`` (the one simulator of the benchmarks and tests: under-confident thin
 sheets, a halo, weak bridges between near-touching sheets, holes, pinholes, dust, correlated noise), for one or
 more model calibrations (``--calibration``: ``nominal``, ``over-confident``, ``under-confident``: the same failure
 modes, different best thresholds). Per calibration the cases are split in two halves: ``tune`` (the CLI, as a

@@ -1,4 +1,4 @@
-"""``nnunetv2_topo.synth.probability_maps``: each failure mode of the simulated maps, alone, does what it says."""
+"""``nnunetv2_topo.testing.probability_maps``: each failure mode of the simulated maps, alone, does what it says."""
 
 from __future__ import annotations
 
