@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from nnunetv2_topo.cli.arguments import add_processes_argument
 from nnunetv2_topo.score_table import format_table
 
 __all__ = ["add_arguments", "format_table", "run", "write_json"]
@@ -36,12 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", required=True, type=Path, help="folder of predicted volumes")
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label volumes (2 = ignore)")
     parser.add_argument("--json", type=Path, default=None, help="write all scores to this JSON file")
-    parser.add_argument(
-        "-np",
-        "--num-processes",
-        type=int,
-        default=None,
-        help="tiles matched in parallel (default: CPU cores; with --engine betti-matching-3d also capped by free "
+    add_processes_argument(
+        parser,
+        "tiles matched in parallel (default: CPU cores; with --engine betti-matching-3d also capped by free "
         "memory at ~4.6 GB per worker process; 0 = everything in this thread)",
     )
     parser.add_argument(

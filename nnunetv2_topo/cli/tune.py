@@ -6,6 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
+from nnunetv2_topo.cli.arguments import add_processes_argument
+
 HELP = "choose post-processing settings by the exact competition score (writes postprocess.json)"
 DESCRIPTION = """\
 Search the post-processing steps and their parameters to maximise the mean exact competition score over the
@@ -34,12 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label volumes (2 = ignore)")
     parser.add_argument("--output", required=True, type=Path, help="postprocess.json to write")
-    parser.add_argument(
-        "-np",
-        "--num-processes",
-        type=int,
-        default=None,
-        help="worker processes (default: CPU cores, at most one per case; 0 = everything in this process)",
+    add_processes_argument(
+        parser, "worker processes (default: CPU cores, at most one per case; 0 = everything in this process)"
     )
     parser.add_argument("--time-budget", type=float, default=None, help="stop the search after MIN minutes")
     parser.add_argument(

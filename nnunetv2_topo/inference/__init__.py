@@ -1,13 +1,7 @@
-"""Probability inputs and multi-model fusion: ``read_probability``, ``paired_cases``, ``Fusion``."""
+"""Probability inputs (:mod:`.probabilities`: ``read_probability``, ``paired_cases``, ``fuse_probability_files``) and
+live prediction with nnU-Net's predictor (:mod:`.predict`, :mod:`.models`, :mod:`.cases`); the fusion rule itself is
+:mod:`nnunetv2_topo.postprocessing.fusion`."""
 
-from nnunetv2_topo.inference.fusion import (
-    FUSION_MODES,
-    LOGIT_CLAMP,
-    Fusion,
-    check_fusion_weights,
-    logit_to_probability,
-    probability_to_logit,
-)
 from nnunetv2_topo.inference.probabilities import (
     ProbabilityError,
     fuse_probability_files,
@@ -18,16 +12,10 @@ from nnunetv2_topo.inference.probabilities import (
 )
 
 __all__ = [
-    "FUSION_MODES",
-    "LOGIT_CLAMP",
-    "Fusion",
     "ProbabilityError",
-    "check_fusion_weights",
     "fuse_probability_files",
     "index_cases",
-    "logit_to_probability",
     "model_folds",
     "paired_cases",
-    "probability_to_logit",
     "read_probability",
 ]

@@ -13,6 +13,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+__all__ = [
+    "FUSION_MODES",
+    "LOGIT_CLAMP",
+    "Fusion",
+    "check_fusion_weights",
+    "logit_to_probability",
+    "probability_to_logit",
+]
+
 FUSION_MODES = ("logit", "prob")
 LOGIT_CLAMP = 15.0
 
