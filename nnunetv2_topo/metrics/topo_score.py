@@ -250,17 +250,11 @@ def collect_tile_counts(
     return np.sum(results, axis=0).astype(np.int64), len(fallback)
 
 
-def topo_counts(
-    pred: np.ndarray,
-    gt: np.ndarray,
-    executor: cf.Executor | None = None,
-    use_shortcuts: bool = True,
-    engine: str = "auto",
-    rules_executor: cf.Executor | None = None,
-) -> np.ndarray:
+def topo_counts(pred: np.ndarray, gt: np.ndarray, executor: cf.Executor | None = None, **options) -> np.ndarray:
     """Counts summed over the 8 tiles: ``(3, 3)`` int64, row k = ``[m_k, p_k, g_k]``; fallback tiles run in
-    ``executor`` (or here)."""
-    jobs = submit_topo_counts(pred, gt, executor, use_shortcuts, engine, rules_executor)
+    ``executor`` (or here). ``options``: ``use_shortcuts``, ``engine``, ``rules_executor`` of
+    :func:`submit_topo_counts`."""
+    jobs = submit_topo_counts(pred, gt, executor, **options)
     return collect_tile_counts(jobs, lambda: executor)[0]
 
 

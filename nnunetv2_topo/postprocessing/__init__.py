@@ -1,6 +1,7 @@
 """Topology clean-up of sheet predictions (``postprocess_volume(volume, PostprocessConfig())``), the fusion rule of
 several models' maps and the ``postprocess.json`` format."""
 
+from nnunetv2_topo.postprocessing import fusion as _fusion
 from nnunetv2_topo.postprocessing.closing import ellipsoid, separated_closing
 from nnunetv2_topo.postprocessing.components import (
     add_without_joining,
@@ -16,14 +17,7 @@ from nnunetv2_topo.postprocessing.config_file import (
     load_postprocess_file,
     save_postprocess_file,
 )
-from nnunetv2_topo.postprocessing.fusion import (
-    FUSION_MODES,
-    LOGIT_CLAMP,
-    Fusion,
-    check_fusion_weights,
-    logit_to_probability,
-    probability_to_logit,
-)
+from nnunetv2_topo.postprocessing.fusion import *  # noqa: F403 (the fusion rule: _fusion.__all__)
 from nnunetv2_topo.postprocessing.height_map import patch_holes
 from nnunetv2_topo.postprocessing.plugging import WATERTIGHT_LUT, plug_holes_lut, plug_pinholes
 from nnunetv2_topo.postprocessing.steps import (
@@ -35,12 +29,7 @@ from nnunetv2_topo.postprocessing.steps import (
 )
 
 __all__ = [
-    "FUSION_MODES",
-    "LOGIT_CLAMP",
-    "Fusion",
-    "check_fusion_weights",
-    "logit_to_probability",
-    "probability_to_logit",
+    *_fusion.__all__,
     "PLUG_METHODS",
     "POSTPROCESS_FILE_VERSION",
     "STEP_FIELDS",
