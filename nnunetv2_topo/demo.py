@@ -337,7 +337,7 @@ class Demo:
     def report(self, scores: dict[str, dict], submission: Path, total: float) -> None:
         print("\n" + "=" * 88)
         print("Per-case competition score (test volumes against the synthetic test labels)")
-        from nnunetv2_topo.score_table import format_table
+        from nnunetv2_topo.evaluation.score_table import format_table
 
         for name, result in scores.items():
             print(f"\n{name}")

@@ -38,7 +38,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "tuning",
         "trainers",
         "submission",
-        "score_table",
         "plans",
         "volume",
         "kaggle",

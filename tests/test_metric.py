@@ -203,9 +203,9 @@ def test_worker_pool_gives_same_result() -> None:
 
 def test_one_result_layout_for_every_scorer() -> None:
     """leaderboard_score, the in-process scorer of post-processing and the score table share one set of fields."""
-    from nnunetv2_topo.inference.scoring import score_prediction
+    from nnunetv2_topo.evaluation.score_table import format_table
+    from nnunetv2_topo.evaluation.scoring import score_prediction
     from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS, WEIGHTS, combine_score, score_result
-    from nnunetv2_topo.score_table import format_table
 
     rng = np.random.default_rng(3)
     gt = (rng.random((10, 12, 9)) > 0.6).astype(np.uint8)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from nnunetv2_topo.cli.arguments import add_processes_argument
-from nnunetv2_topo.score_table import format_table
+from nnunetv2_topo.evaluation.score_table import format_table
 
 __all__ = ["add_arguments", "format_table", "run", "write_json"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_topo.inference.scoring import TileKey, postprocess_and_score
+from nnunetv2_topo.evaluation.scoring import TileKey, postprocess_and_score
 from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
