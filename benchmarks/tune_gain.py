@@ -50,8 +50,8 @@ def write_cases(folder: Path, n: int, size: int, seed: int, calibration: str) ->
 def score(prob_dir: Path, gt_dir: Path, config) -> dict[str, float]:
     """Mean exact score of ``config`` applied to every map of ``prob_dir``."""
     from nnunetv2_topo.evaluation.scoring import postprocess_and_score
-    from nnunetv2_topo.inference.probabilities import read_probability
     from nnunetv2_topo.io import read_volume
+    from nnunetv2_topo.postprocessing.probabilities import read_probability
 
     results = [
         postprocess_and_score(read_probability(p), read_volume(gt_dir / p.name), config)

@@ -100,10 +100,10 @@ def test_every_user_facing_error_is_a_topo_error() -> None:
     from nnunetv2_topo.errors import CLIError, OutputError
     from nnunetv2_topo.inference.cases import CaseError
     from nnunetv2_topo.inference.models import ModelError
-    from nnunetv2_topo.inference.probabilities import ProbabilityError
     from nnunetv2_topo.metrics.engine import EngineUnavailableError
     from nnunetv2_topo.metrics.evaluate import EvaluationError
     from nnunetv2_topo.metrics.leaderboard import MetricInputError
+    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError
     from nnunetv2_topo.submission import SubmissionError
     from nnunetv2_topo.synth.generator import SheetTopologyError
     from nnunetv2_topo.synth.layout import SynthError

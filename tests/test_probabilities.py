@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from nnunetv2_topo.inference import (
+from nnunetv2_topo.io import is_volume_file, write_tiff
+from nnunetv2_topo.postprocessing.probabilities import (
     ProbabilityError,
     fuse_probability_files,
     index_cases,
     paired_cases,
     read_probability,
 )
-from nnunetv2_topo.io import is_volume_file, write_tiff
 
 SHAPE = (6, 7, 8)
 

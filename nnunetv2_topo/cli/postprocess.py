@@ -217,10 +217,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.inference import ProbabilityError, fuse_probability_files, paired_cases
     from nnunetv2_topo.io import write_tiff
     from nnunetv2_topo.outputs import check_output_folder
     from nnunetv2_topo.postprocessing import postprocess_volume
+    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
 
     inputs, fusion, steps, notes = resolve_options(args)
     for note in notes:

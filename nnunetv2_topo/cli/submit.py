@@ -68,8 +68,8 @@ def _from_probabilities(inputs, fusion, steps, args: argparse.Namespace) -> Path
     """Fuse the inputs' probabilities per test id, post-process with ``steps``, check and write the zip."""
     import numpy as np
 
-    from nnunetv2_topo.inference import ProbabilityError, fuse_probability_files, paired_cases
     from nnunetv2_topo.postprocessing import postprocess_volume
+    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
     from nnunetv2_topo.submission import SubmissionError, write_checked_submission
 
     try:

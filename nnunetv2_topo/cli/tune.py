@@ -58,7 +58,7 @@ def _gt_files(gt_dir: Path) -> dict[str, Path]:
 
 def _sources(args: argparse.Namespace, fusion) -> list:
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.inference.probabilities import ProbabilityError, paired_cases
+    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, paired_cases
     from nnunetv2_topo.tuning import CaseSource
 
     try:

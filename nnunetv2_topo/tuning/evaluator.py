@@ -39,8 +39,8 @@ class CaseSource:
 
 def load_case(source: CaseSource) -> tuple[np.ndarray, np.ndarray]:
     """``(fused foreground probability, ground truth)``; ValueError naming the files on a shape mismatch."""
-    from nnunetv2_topo.inference.probabilities import fuse_probability_files
     from nnunetv2_topo.io import VolumeError, read_volume
+    from nnunetv2_topo.postprocessing.probabilities import fuse_probability_files
     from nnunetv2_topo.volume_checks import label_value_problem
 
     gt = read_volume(source.gt)
