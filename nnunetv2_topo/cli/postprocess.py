@@ -24,8 +24,8 @@ TIFF <id>.tif per case, uint8 0/1. When a case has both <case>.npz and <case>.ti
   patch holes   height-map patches for holes up to --patch-holes pixels
   closing       ellipsoid closing with radii --closing-radius Z,YX that never joins two components
   fill holes    fill enclosed cavities
---config postprocess.json (written by nnunetv2_topo tune) supplies the fusion and the steps; a step flag given
-on the command line overrides the file's value (and says so).
+--config postprocess.json, the post-processing file written by nnunetv2_topo tune, supplies the fusion and the
+steps; a step flag given on the command line overrides the file's value (and says so).
 """
 
 
@@ -89,7 +89,13 @@ def add_probability_arguments(parser: argparse.ArgumentParser, input_required: b
 
     d = PostprocessConfig()
     add_input_arguments(parser, input_required)
-    parser.add_argument("--config", type=Path, help="postprocess.json from nnunetv2_topo tune (fusion and steps)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="POSTPROCESS_JSON",
+        help="post-processing file (postprocess.json from nnunetv2_topo tune: fusion and steps); not the trainer "
+        "configuration (topo_config) nor nnU-Net's -c",
+    )
     g = parser.add_argument_group("post-processing steps (defaults: PostprocessConfig, or the --config file)")
     g.add_argument("--threshold", type=float, help=f"foreground where p > T (default {d.threshold})")
     g.add_argument(

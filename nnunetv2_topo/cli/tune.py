@@ -11,8 +11,8 @@ from nnunetv2_topo.cli.arguments import add_processes_argument
 HELP = "choose post-processing settings by the exact competition score (writes postprocess.json)"
 DESCRIPTION = """\
 Search the post-processing steps and their parameters to maximise the mean exact competition score over the
-cases that have ground truth, and write the best configuration to --output (postprocess.json, read by
-`nnunetv2_topo postprocess`/`submit`), with tune_report.md and tune_report.png beside it.
+cases that have ground truth, and write the best steps to the post-processing file --output (postprocess.json,
+read by `nnunetv2_topo postprocess`/`submit`/`predict --config`), with tune_report.md and tune_report.png beside it.
 
 Inputs: each --input is a folder of probability maps (nnU-Net <case>.npz from --save_probabilities or --npz,
 float TIFF/NIfTI maps in [0, 1], or binary segmentations) or an nnU-Net trained-model folder (the .npz of its
@@ -23,10 +23,10 @@ cases, e.g. nnU-Net's gt_segmentations).
 Strategy: coordinate descent over grids from the defaults: threshold first, then in the steps' fixed order
 (STEP_ORDER) the hysteresis high threshold, dust size, 1-voxel plugging and its method, height-map patching,
 closing radii (z, yx) and cavity filling, repeated until a round changes nothing. Betti-matching counts are cached
-per (case, tile, content of the prediction tile): a configuration that leaves a tile unchanged does not run the
+per (case, tile, content of the prediction tile): a setting that leaves a tile unchanged does not run the
 engine again. The report gives the ablation table (none -> + each step), the in-sample gain over the defaults and
 a cross-validated one (chosen on some cases, scored on the others). Ctrl-C or --time-budget stop the search with
-the best configuration so far written.
+the best steps so far written.
 """
 
 
