@@ -224,3 +224,14 @@ def test_no_module_over_the_line_limit() -> None:
     assert not too_long, "\n".join(too_long)
     stale = sorted(set(LONG_MODULE_EXCEPTIONS) - excepted)
     assert not stale, f"LONG_MODULE_EXCEPTIONS entries now within the limit (remove them): {stale}"
+
+
+def test_architecture_page_lists_the_layers() -> None:
+    """docs/explanation/architecture.md's table names exactly the modules of :data:`LAYERS`, layer by layer."""
+    import re
+
+    page = (REPO / "docs" / "explanation" / "architecture.md").read_text()
+    for layer, names in LAYERS.items():
+        row = re.search(rf"^\| \*\*{layer}\*\* \| ([^|]*) \|", page, re.M)
+        assert row, f"architecture.md has no table row for the {layer} layer"
+        assert re.findall(r"`([a-z_]+)`", row.group(1)) == list(names), f"architecture.md, {layer}: {row.group(1)}"
