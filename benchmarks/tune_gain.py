@@ -51,13 +51,14 @@ def score(prob_dir: Path, gt_dir: Path, config) -> dict[str, float]:
     """Mean exact score of ``config`` applied to every map of ``prob_dir``."""
     from nnunetv2_topo.evaluation.scoring import postprocess_and_score
     from nnunetv2_topo.io import read_volume
+    from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
     from nnunetv2_topo.postprocessing.probabilities import read_probability
 
     results = [
         postprocess_and_score(read_probability(p), read_volume(gt_dir / p.name), config)
         for p in sorted(prob_dir.glob("*.tif"))
     ]
-    return {k: float(np.mean([r[k] for r in results])) for k in ("score", "topo", "surface_dice", "voi_score")}
+    return {k: float(np.mean([r[k] for r in results])) for k in SCORE_FIELDS}
 
 
 def ablation_section(report: Path) -> str:
