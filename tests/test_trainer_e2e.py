@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from nnunetv2_topo.io import read_volume
-from nnunetv2_topo.nnunet_env import trainer_folder
 from nnunetv2_topo.plans import make_reduced_plans
+from nnunetv2_topo.trainer_discovery import trainer_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

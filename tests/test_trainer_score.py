@@ -112,7 +112,7 @@ def test_rounds_log_the_score_keep_the_best_checkpoint_and_drive_the_plateau(tmp
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     from nnunetv2_topo.metrics import leaderboard_score
-    from nnunetv2_topo.nnunet_env import trainer_folder
+    from nnunetv2_topo.trainer_discovery import trainer_folder
 
     monkeypatch.setenv("nnUNet_extTrainer", str(trainer_folder()))
     predictor = nnUNetPredictor(use_mirroring=False, perform_everything_on_device=False, device=torch.device("cpu"))
