@@ -101,7 +101,7 @@ def _fold(env: dict, trainer: str, plans: str) -> Path:
 
 def _score(fold: Path, pre: Path) -> float:
     """Mean competition score (raw) of the fold's validation predictions."""
-    from nnunetv2_topo.inference.scoring import score_folder
+    from nnunetv2_topo.evaluation.scoring import score_folder
 
     summary = fold / "validation" / "summary_topo.json"
     if summary.exists():

@@ -50,10 +50,11 @@ def make_pair(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def _measure(kind: str, data: str, workers: int, queue) -> None:
     import concurrent.futures as cf
 
-    from nnunetv2_topo.metrics import engine, leaderboard, reference
+    from nnunetv2_topo.metrics import engine, leaderboard
     from nnunetv2_topo.metrics.surface_dice import surface_dice
     from nnunetv2_topo.metrics.topo_score import topo_counts
     from nnunetv2_topo.metrics.voi import voi
+    from nnunetv2_topo.testing import metric_reference as reference
 
     if kind.startswith("folder"):
         from nnunetv2_topo.metrics.evaluate import evaluate_folders

@@ -1,6 +1,6 @@
 """Post-processing ablation on simulated probability maps: the leaderboard score of each step, added greedily.
 
-Maps: ``nnunetv2_topo.synth.probability_maps`` (``nominal`` calibration; the one simulator of the benchmarks and
+Maps: ``nnunetv2_topo.testing.probability_maps`` (``nominal`` calibration; the one simulator of the benchmarks and
 tests): a foreground probability map of *all* true sheets of a synthetic case (annotated or not, as a network
 sees them) with the failure modes of a real model output: under-confident thin sheets (a third of the sheets at
 0.38-0.55), a faint halo, weak bridges (0.45-0.7) between near-touching sheets, holes (discs up to ~10 voxels
@@ -24,7 +24,7 @@ import numpy as np
 
 
 def evaluate(cases, config) -> dict[str, float]:
-    from nnunetv2_topo.inference.scoring import postprocess_and_score
+    from nnunetv2_topo.evaluation.scoring import postprocess_and_score
 
     scores = [postprocess_and_score(p, gt, config) for p, gt in cases]
     return {k: float(np.mean([s[k] for s in scores])) for k in ("score", "topo", "surface_dice", "voi_score")}
@@ -32,7 +32,7 @@ def evaluate(cases, config) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     from nnunetv2_topo.postprocessing import PostprocessConfig
-    from nnunetv2_topo.synth.probability_maps import simulated_case
+    from nnunetv2_topo.testing.probability_maps import simulated_case
     from nnunetv2_topo.tuning.space import no_postprocessing
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

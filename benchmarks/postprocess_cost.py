@@ -1,9 +1,10 @@
 """Post-processing cost per volume: seconds per step (in ``STEP_ORDER``) and in all, on one core.
 
-A simulated probability map (``nnunetv2_topo.synth.probability_maps.simulated_case``) of 320³ — the Kaggle volume size —
-goes through the default chain (``PostprocessConfig()``) and through a chain with every step on; each step is
-timed on the previous step's output. Target: ≤ 10 s for the default chain on one core (the Vesuvius 2nd place's
-post-processing took ~60 s per volume). Also timed: fusing two models' maps (logit and prob).
+A simulated probability map (``nnunetv2_topo.testing.probability_maps.simulated_case``) of 320³ (the Kaggle
+volume size) goes through the default chain (``PostprocessConfig()``) and through a chain with every step on; each
+step is timed on the previous step's output (``postprocess_volume(..., timings=)``). Target: ≤ 10 s for the default
+chain on one core (the Vesuvius 2nd place's post-processing took ~60 s per volume).
+Also timed: fusing two models' maps (logit and prob).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/postprocess_cost.py              # 320³, ~2 min
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/postprocess_cost.py --size 160   # quicker
@@ -24,55 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def chain_times(p: np.ndarray, config) -> list[tuple[str, float]]:
     """(step, seconds) for each step the config runs, then ("total", seconds of postprocess_volume)."""
-    from nnunetv2_topo.postprocessing import (
-        binarize,
-        fill_cavities,
-        hysteresis,
-        patch_holes,
-        plug_holes_lut,
-        plug_pinholes,
-        postprocess_volume,
-        remove_small_components,
-        separated_closing,
-    )
+    from nnunetv2_topo.postprocessing import postprocess_volume
 
-    def threshold(_):
-        if config.hysteresis_high is not None:
-            return hysteresis(p, config.threshold, config.hysteresis_high)
-        return binarize(p, config.threshold)
-
-    def plug(m):
-        if config.plug_method in ("lut", "both"):
-            m = plug_holes_lut(m)
-        if config.plug_method in ("axis", "both"):
-            m = plug_pinholes(m)
-        return m
-
-    steps = [
-        ("threshold" + (" (hysteresis)" if config.hysteresis_high is not None else ""), threshold, True),
-        ("remove_dust", lambda m: remove_small_components(m, config.min_component_size), config.min_component_size),
-        (f"plug_holes ({config.plug_method})", plug, config.plug_holes),
-        ("patch_holes", lambda m: patch_holes(m, config.patch_holes), config.patch_holes),
-        ("closing", lambda m: separated_closing(m, config.closing_radius), config.closing_radius != (0, 0)),
-        ("fill_holes", fill_cavities, config.fill_holes),
-    ]
-    out, mask = [], None
-    for name, fn, on in steps:
-        if not on:
-            continue
-        t = time.perf_counter()
-        mask = fn(mask)
-        out.append((name, time.perf_counter() - t))
+    out: list[tuple[str, float]] = []
     t = time.perf_counter()
-    postprocess_volume(p, config)
+    postprocess_volume(p, config, timings=out)
     out.append(("total (postprocess_volume)", time.perf_counter() - t))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nnunetv2_topo.inference import Fusion
-    from nnunetv2_topo.postprocessing import PostprocessConfig
-    from nnunetv2_topo.synth.probability_maps import simulated_case
+    from nnunetv2_topo.postprocessing import Fusion, PostprocessConfig
+    from nnunetv2_topo.testing.probability_maps import simulated_case
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=320)

@@ -79,9 +79,9 @@ def main() -> int:
     if args.default_network:
         args.features, args.patch = list(DEFAULT_FEATURES), 128
 
-    from nnunetv2_topo.inference.untrained import write_untrained_model_folder
+    from nnunetv2_topo.nnunet_env import trainer_folder
     from nnunetv2_topo.synth.layout import write_kaggle_dataset
-    from nnunetv2_topo.trainer_discovery import trainer_folder
+    from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
     work = args.work or Path(tempfile.mkdtemp(prefix="predict_cost_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args()
 
+    from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
     from nnunetv2_topo.postprocessing.config_file import FusionSpec, PostprocessFile, save_postprocess_file
     from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
@@ -58,8 +59,7 @@ def main() -> int:
         evaluate = [BIN / "nnunetv2_topo", "evaluate", "--pred", pred, "--gt", kaggle / "test_labels", "--json", scores]
         subprocess.run(list(map(str, evaluate)), check=True, capture_output=True)
         mean = json.loads(scores.read_text())["mean"]
-        rows.append({"variant": name, "seconds": seconds, **{m: mean[m] for m in ("score", "topo", "surface_dice",
-                                                                                 "voi_score")}})  # fmt: skip
+        rows.append({"variant": name, "seconds": seconds, **{m: mean[m] for m in SCORE_FIELDS}})
         r = rows[-1]
         print(f"{name:44s} {r['score']:.4f} {r['topo']:.4f} {r['surface_dice']:.4f} {r['voi_score']:.4f} "
               f"{seconds:6.1f} s", flush=True)  # fmt: skip

@@ -1,6 +1,6 @@
 """What ``nnunetv2_topo tune`` gains on simulated probability maps, measured on cases it did not see.
 
-Maps: ``nnunetv2_topo.synth.probability_maps`` (the one simulator of the benchmarks and tests: under-confident thin
+Maps: ``nnunetv2_topo.testing.probability_maps`` (the one simulator of the benchmarks and tests: under-confident thin
 sheets, a halo, weak bridges between near-touching sheets, holes, pinholes, dust, correlated noise), for one or
 more model calibrations (``--calibration``: ``nominal``, ``over-confident``, ``under-confident``: the same failure
 modes, different best thresholds). Per calibration the cases are split in two halves: ``tune`` (the CLI, as a
@@ -35,7 +35,7 @@ def write_cases(folder: Path, n: int, size: int, seed: int, calibration: str) ->
     import tifffile
 
     from nnunetv2_topo.io import write_tiff
-    from nnunetv2_topo.synth.probability_maps import simulated_case
+    from nnunetv2_topo.testing.probability_maps import simulated_case
 
     prob_dir, gt_dir = folder / "prob", folder / "gt"
     prob_dir.mkdir(parents=True, exist_ok=True)
@@ -49,15 +49,16 @@ def write_cases(folder: Path, n: int, size: int, seed: int, calibration: str) ->
 
 def score(prob_dir: Path, gt_dir: Path, config) -> dict[str, float]:
     """Mean exact score of ``config`` applied to every map of ``prob_dir``."""
-    from nnunetv2_topo.inference.probabilities import read_probability
-    from nnunetv2_topo.inference.scoring import postprocess_and_score
+    from nnunetv2_topo.evaluation.scoring import postprocess_and_score
     from nnunetv2_topo.io import read_volume
+    from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
+    from nnunetv2_topo.postprocessing.probabilities import read_probability
 
     results = [
         postprocess_and_score(read_probability(p), read_volume(gt_dir / p.name), config)
         for p in sorted(prob_dir.glob("*.tif"))
     ]
-    return {k: float(np.mean([r[k] for r in results])) for k in ("score", "topo", "surface_dice", "voi_score")}
+    return {k: float(np.mean([r[k] for r in results])) for k in SCORE_FIELDS}
 
 
 def ablation_section(report: Path) -> str:
@@ -113,7 +114,7 @@ def run_calibration(work: Path, calibration: str, size: int, n: int, args: argpa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nnunetv2_topo.synth.probability_maps import CALIBRATIONS
+    from nnunetv2_topo.testing.probability_maps import CALIBRATIONS
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128)

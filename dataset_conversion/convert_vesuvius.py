@@ -23,8 +23,10 @@ from pathlib import Path
 from dataset_conversion.splits import DEFAULT_SEED, SPLIT_MODES, SplitError, describe_splits, make_splits, save_splits
 from dataset_conversion.validation import VERIFY_MODES, CaseResult, ConversionError, check_case, find_tiff, nbytes
 from nnunetv2_topo import LABELS
+from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values
 from nnunetv2_topo.errors import EXIT_USER_ERROR, TopoError, describe_os_error
 from nnunetv2_topo.io import staged_directory
+from nnunetv2_topo.resources import cpu_cores
 
 PROG = "nnUNetv2_convert_vesuvius"
 SPACING = {"spacing": [1.0, 1.0, 1.0]}
@@ -334,12 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="full: decode every volume (catches bad label values, corrupt data); header: shapes and dtypes "
         "from the TIFF headers only, much faster (default: full)",
     )
-    p.add_argument(
-        "-np",
-        dest="num_processes",
-        type=int,
-        default=min(8, os.cpu_count() or 1),
-        help="worker processes for checking and placing cases (default: min(8, CPUs))",
+    add_processes_argument(
+        p, "worker processes for checking and placing cases (default: min(8, CPUs))", default=min(8, cpu_cores())
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing Dataset{N:03d}_{name}")
     p.add_argument("--quiet", action="store_true", help="no progress bar or split table")
@@ -349,19 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        s = convert(
-            args.input,
-            args.dataset_id,
-            name=args.name,
-            mode=args.mode,
-            split=args.split,
-            folds=args.folds,
-            num_processes=args.num_processes,
-            overwrite=args.overwrite,
-            verify=args.verify,
-            seed=args.seed,
-            progress=not args.quiet,
-        )
+        names = ("name", "mode", "split", "folds", "num_processes", "overwrite", "verify", "seed")
+        s = convert(args.input, args.dataset_id, progress=not args.quiet, **arg_values(args, *names))
     except TopoError as exc:  # ConversionError, SplitError, KaggleCSVError, VolumeError
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nnunetv2_topo.errors import TopoError
+from nnunetv2_topo.nnunet_env import FINAL_CHECKPOINT
 
 T = TypeVar("T")
 
@@ -222,7 +223,7 @@ class Demo:
             f"predict_{trainer}",
             [self.script("nnUNetv2_predict"), "-i", self.raw_dataset / "imagesTs", "-o", out,
              "-d", self.opts.dataset_id, "-c", "3d_fullres", "-tr", trainer, "-p", self.plans, "-f", "0",
-             "-chk", "checkpoint_final.pth", "-device", self.device, "--disable_tta", "-npp", "1", "-nps", "1"],
+             "-chk", FINAL_CHECKPOINT, "-device", self.device, "--disable_tta", "-npp", "1", "-nps", "1"],
         )  # fmt: skip
         return out
 
@@ -336,7 +337,7 @@ class Demo:
     def report(self, scores: dict[str, dict], submission: Path, total: float) -> None:
         print("\n" + "=" * 88)
         print("Per-case competition score (test volumes against the synthetic test labels)")
-        from nnunetv2_topo.score_table import format_table
+        from nnunetv2_topo.evaluation.score_table import format_table
 
         for name, result in scores.items():
             print(f"\n{name}")

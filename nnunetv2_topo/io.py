@@ -123,25 +123,34 @@ def volume_shape(path: str | os.PathLike) -> tuple[int, ...]:
     return tuple(read_volume(path).shape)
 
 
-def index_volumes(folder: str | os.PathLike, role: str = "input") -> dict[str, Path]:
-    """``{case id: path}`` of the volume files in ``folder`` (sorted by file name).
+def index_volumes(
+    folder: str | os.PathLike,
+    role: str = "input",
+    error: type[Exception] = VolumeError,
+    required: bool = False,
+) -> dict[str, Path]:
+    """``{case id: path}`` of the volume files in ``folder`` (sorted by file name): the one way the package
+    indexes a folder of volumes by case id.
 
-    Raises :class:`VolumeError` when the folder is missing or holds two files for one case id. ``role`` names the
-    folder in the message ("prediction", "ground-truth", ...). An empty result is returned as is.
+    Raises ``error`` (default :class:`VolumeError`; a workflow passes its own error class) when the folder is
+    missing or holds two files for one case id, and when it holds none if ``required``. ``role`` names the folder
+    in the message ("prediction", "ground-truth", ...).
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise VolumeError(f"{role} folder {folder} does not exist or is not a directory")
+        raise error(f"{role} folder {folder} does not exist or is not a directory")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not path.is_file() or not is_volume_file(path):
             continue
         cid = case_id(path)
         if cid in found:
-            raise VolumeError(
+            raise error(
                 f"{role} folder {folder} holds two files for case '{cid}': {found[cid].name} and {path.name}; keep one"
             )
         found[cid] = path
+    if required and not found:
+        raise error(f"{role} folder {folder} holds no volumes ({', '.join(VOLUME_SUFFIXES)})")
     return found
 
 

@@ -1,5 +1,14 @@
-"""The environment for running nnU-Net's console scripts (``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train``,
-``nnUNetv2_predict``) as subprocesses on one work folder: the demo and the benchmarks build it here."""
+"""nnU-Net's environment variables: the folder its ``nnUNet_extTrainer`` search must list to find the TopoWarmup
+trainers (:func:`trainer_folder`, :func:`ext_trainer_env`), and the whole environment for running nnU-Net's console
+scripts (``nnUNetv2_plan_and_preprocess``, ``nnUNetv2_train``, ``nnUNetv2_predict``) as subprocesses on one work
+folder (:func:`nnunet_env`: the demo and the benchmarks build it here).
+
+nnU-Net (>= 2.8.0) imports every module of each folder listed in ``nnUNet_extTrainer`` as a top-level module and
+looks the trainer name up with ``getattr``. :func:`trainer_folder` is ``nnunetv2_topo/trainer_discovery/ext``: one
+thin module that re-exports the classes of :mod:`nnunetv2_topo.trainers`, so the class nnU-Net finds is the
+package's own object (pickling, spawn-based multiprocessing and ``isinstance`` keep working). Nothing in the package
+imports that folder; this module only names it.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +16,64 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from nnunetv2_topo.trainer_discovery import ext_trainer_env
+__all__ = [
+    "CHECKPOINTS",
+    "EXT_TRAINER_ENV_VAR",
+    "FINAL_CHECKPOINT",
+    "NNUNET_FOLDERS",
+    "TOPO_CONFIG_ENV_VAR",
+    "ext_trainer_configured",
+    "ext_trainer_env",
+    "nnunet_env",
+    "trainer_folder",
+]
 
-__all__ = ["NNUNET_FOLDERS", "nnunet_env"]
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+"""The checkpoint nnU-Net writes when training ends (``nnUNetv2_predict -chk`` default)."""
+
+CHECKPOINTS = (FINAL_CHECKPOINT, "checkpoint_latest.pth", "checkpoint_best.pth")
+"""nnU-Net's checkpoint files of a fold folder, in the order to look for the newest complete state: the final one,
+the latest (written during training), the best by nnU-Net's pseudo-Dice."""
+
+EXT_TRAINER_ENV_VAR = "nnUNet_extTrainer"
+"""nnU-Net's variable listing extra folders of trainer classes (``os.pathsep``-separated)."""
+
+TOPO_CONFIG_ENV_VAR = "nnUNet_topo_config"
+"""The variable naming a trainer configuration file (``topo_config.json``) for the TopoWarmup trainers."""
 
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 """nnU-Net's three folder variables; :func:`nnunet_env` points each at ``work / name``."""
+
+
+def trainer_folder() -> Path:
+    """The folder to list in ``nnUNet_extTrainer`` (absolute; a dedicated folder without ``__init__.py`` modules
+    of its own besides the re-export)."""
+    return (Path(__file__).resolve().parent / "trainer_discovery" / "ext").resolve()
+
+
+def _listed(value: str | None) -> list[str]:
+    return [p for p in (value or "").split(os.pathsep) if p.strip()]
+
+
+def ext_trainer_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``nnUNet_extTrainer`` (in ``environ``, default ``os.environ``) lists :func:`trainer_folder`."""
+    env = os.environ if environ is None else environ
+    target = trainer_folder()
+    for entry in _listed(env.get(EXT_TRAINER_ENV_VAR)):
+        try:
+            if Path(entry).expanduser().resolve() == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def ext_trainer_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``environ`` (default ``os.environ``) whose ``nnUNet_extTrainer`` lists :func:`trainer_folder`."""
+    env = dict(os.environ if environ is None else environ)
+    if not ext_trainer_configured(env):
+        env[EXT_TRAINER_ENV_VAR] = os.pathsep.join([*_listed(env.get(EXT_TRAINER_ENV_VAR)), str(trainer_folder())])
+    return env
 
 
 def nnunet_env(
@@ -38,7 +99,7 @@ def nnunet_env(
     env = {k: v for k, v in source.items() if not k.startswith("nnUNet")}
     env.update({name: str(Path(work) / name) for name in NNUNET_FOLDERS})
     if topo_config is not None:
-        env["nnUNet_topo_config"] = str(topo_config)
+        env[TOPO_CONFIG_ENV_VAR] = str(topo_config)
     env.update(
         nnUNet_compile="false",
         nnUNet_n_proc_DA=str(data_workers),

@@ -1,8 +1,9 @@
 """Write a Kaggle ``submission.zip``: one ``<id>.tif`` per id of test.csv, uint8 0/1, shaped like its test image.
 
-Two routes: binary predictions (:func:`write_submission`) or probability maps of one or several models, fused and
-post-processed (:func:`write_submission_from_probabilities`). Ids and files are checked before anything is
-written; the zip is written to a temporary name, one volume at a time, and renamed only when every volume passed.
+:func:`write_submission` writes binary predictions; :func:`write_checked_submission` any per-id producer of 0/1
+volumes (``submit --input`` fuses and post-processes probability maps into one, ``predict`` runs models). Ids and
+files are checked before anything is written; the zip is written to a temporary name, one volume at a time, and
+renamed only when every volume passed.
 """
 
 from __future__ import annotations
@@ -10,18 +11,14 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
-from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, atomic_path, case_id, is_volume_file, read_volume
+from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, atomic_path, index_volumes, read_volume
 from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
-
-if TYPE_CHECKING:
-    from nnunetv2_topo.postprocessing import FusionSpec, PostprocessConfig
 
 
 class SubmissionError(TopoError, ValueError):
@@ -37,18 +34,6 @@ def read_test_ids(csv_path: str | os.PathLike) -> list[str]:
     if not ids:
         raise SubmissionError(f"{csv_path}: no ids listed")
     return ids
-
-
-def _index(folder: Path, role: str) -> dict[str, Path]:
-    if not folder.is_dir():
-        raise SubmissionError(f"{role} folder {folder} does not exist")
-    out: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and is_volume_file(p):
-            if case_id(p) in out:
-                raise SubmissionError(f"{role} folder {folder} holds two files for id {case_id(p)}; keep one")
-            out[case_id(p)] = p
-    return out
 
 
 def _image_shape(path: Path) -> tuple[int, ...]:
@@ -96,20 +81,39 @@ def check_ids(csv_ids: Sequence[str], available, csv_path, kind: str = "predicti
     raise SubmissionError("; ".join(parts) + "; use the test folder and test.csv of the same competition")
 
 
-def _check_shape(cid: str, volume: np.ndarray, source: Path, image: Path) -> None:
-    want = _image_shape(image)
-    if volume.shape != want:
-        raise SubmissionError(
-            f"id {cid}: prediction {source.name} has shape {volume.shape}, the test image {image.name} has {want}"
-        )
+def write_checked_submission(
+    csv_path: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    out_zip: str | os.PathLike,
+    sources: Mapping[str, Path],
+    produce: Callable[[str], np.ndarray],
+    where: str,
+) -> Path:
+    """Check the ids of ``sources`` (id -> the file a case comes from) against test.csv and the test images, then
+    write ``out_zip`` from ``produce(id)`` (a uint8 0/1 volume, made when its turn comes: one case in memory),
+    refusing a volume whose shape differs from its test image; returns the zip's path. ``where`` names the
+    folder(s) the cases came from, for the messages."""
+    ids = read_test_ids(csv_path)
+    check_ids(ids, sources, csv_path, where=where)
+    images = index_volumes(images_dir, "test image", SubmissionError)
+    no_image = [i for i in ids if i not in images]
+    if no_image:
+        raise SubmissionError(f"no test image in {images_dir} for id(s): {', '.join(no_image[:10])}")
 
+    def checked(cid: str) -> np.ndarray:
+        volume = produce(cid)
+        want = _image_shape(images[cid])
+        if volume.shape != want:
+            raise SubmissionError(
+                f"id {cid}: prediction {sources[cid].name} has shape {volume.shape}, the test image "
+                f"{images[cid].name} has {want}"
+            )
+        return volume
 
-def _write_zip(ids: list[str], produce: Callable[[str], np.ndarray], out_zip: str | os.PathLike) -> Path:
-    """Write ``<id>.tif`` for every id, each made by ``produce(id)`` when its turn comes (one case in memory)."""
     from tqdm import tqdm
 
     bar = tqdm(ids, desc="submission", unit="case", disable=len(ids) < 2)
-    return write_volumes_zip(out_zip, ids, ((cid, produce(cid)) for cid in bar))
+    return write_volumes_zip(out_zip, ids, ((cid, checked(cid)) for cid in bar))
 
 
 def write_submission(
@@ -125,65 +129,16 @@ def write_submission(
     image, or non-binary values (unless ``binarize``). Ids and files are checked before anything is written;
     shapes and values as each volume is read (a failure leaves no zip behind).
     """
-    ids = read_test_ids(csv_path)
-    preds = _index(Path(pred_dir), "prediction")
-    images = _index(Path(images_dir), "test image")
-    check_ids(ids, preds, csv_path, where=str(pred_dir))
-    _check_images(ids, images, images_dir)
+    preds = index_volumes(pred_dir, "prediction", SubmissionError)
 
     def produce(cid: str) -> np.ndarray:
         try:
             volume = read_volume(preds[cid])
         except VolumeError as exc:
             raise SubmissionError(f"id {cid}: {exc}") from exc
-        _check_shape(cid, volume, preds[cid], images[cid])
         return _binary(volume, cid, preds[cid], binarize)
 
-    return _write_zip(ids, produce, out_zip)
-
-
-def _check_images(ids: list[str], images: dict[str, Path], images_dir) -> None:
-    no_image = [i for i in ids if i not in images]
-    if no_image:
-        raise SubmissionError(f"no test image in {images_dir} for id(s): {', '.join(no_image[:10])}")
-
-
-def write_submission_from_probabilities(
-    inputs: Sequence[str | os.PathLike],
-    images_dir: str | os.PathLike,
-    csv_path: str | os.PathLike,
-    out_zip: str | os.PathLike,
-    steps: PostprocessConfig | None = None,
-    fusion: FusionSpec | None = None,
-) -> Path:
-    """Fuse the inputs' probabilities per test id, post-process with ``steps``, check and write ``out_zip``.
-
-    ``inputs``: one folder (or nnU-Net model folder) per model, paired by case id (see
-    :func:`nnunetv2_topo.inference.paired_cases`); ``fusion``: mode and weights (default: equal-weight logit).
-    """
-    from nnunetv2_topo.inference import ProbabilityError, fused_probability, paired_cases
-    from nnunetv2_topo.postprocessing import FusionSpec, PostprocessConfig, postprocess_volume
-
-    steps = steps if steps is not None else PostprocessConfig()
-    fusion = fusion if fusion is not None else FusionSpec()
-    ids = read_test_ids(csv_path)
-    try:
-        cases = paired_cases(inputs)
-    except ProbabilityError as exc:
-        raise SubmissionError(str(exc)) from exc
-    check_ids(ids, cases, csv_path, where=", ".join(str(p) for p in inputs))
-    images = _index(Path(images_dir), "test image")
-    _check_images(ids, images, images_dir)
-
-    def produce(cid: str) -> np.ndarray:
-        try:
-            probability = fused_probability(cases[cid], fusion.weights, fusion.mode)
-        except ProbabilityError as exc:
-            raise SubmissionError(f"id {cid}: {exc}") from exc
-        _check_shape(cid, probability, cases[cid][0], images[cid])
-        return postprocess_volume(probability, steps)
-
-    return _write_zip(ids, produce, out_zip)
+    return write_checked_submission(csv_path, images_dir, out_zip, preds, produce, str(pred_dir))
 
 
 def write_volumes_zip(

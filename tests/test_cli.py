@@ -67,3 +67,19 @@ def test_demo_bad_options(argv, message, tmp_path, capsys):
     assert main(["demo", "--work", str(tmp_path / "w"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_worker_flag_is_one_block_in_every_command() -> None:
+    """-np and --num-processes (cli.arguments.add_processes_argument) mean the same in every command."""
+    import argparse
+
+    from dataset_conversion.convert_vesuvius import build_parser
+    from nnunetv2_topo.cli import demo, evaluate, synth, tune
+
+    for module in (demo, evaluate, synth, tune):
+        parser = argparse.ArgumentParser(exit_on_error=False)
+        module.add_arguments(parser)
+        flags = {a.dest: a.option_strings for a in parser._actions}
+        assert flags["num_processes"] == ["-np", "--num-processes"], module.__name__
+    convert = build_parser()
+    assert {a.dest: a.option_strings for a in convert._actions}["num_processes"] == ["-np", "--num-processes"]

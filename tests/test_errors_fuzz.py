@@ -100,10 +100,10 @@ def test_every_user_facing_error_is_a_topo_error() -> None:
     from nnunetv2_topo.errors import CLIError, OutputError
     from nnunetv2_topo.inference.cases import CaseError
     from nnunetv2_topo.inference.models import ModelError
-    from nnunetv2_topo.inference.probabilities import ProbabilityError
     from nnunetv2_topo.metrics.engine import EngineUnavailableError
     from nnunetv2_topo.metrics.evaluate import EvaluationError
     from nnunetv2_topo.metrics.leaderboard import MetricInputError
+    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError
     from nnunetv2_topo.submission import SubmissionError
     from nnunetv2_topo.synth.generator import SheetTopologyError
     from nnunetv2_topo.synth.layout import SynthError
@@ -439,7 +439,7 @@ def _read_only_plot(d, tmp, monkeypatch):
 def _read_only_predict(suffix: str):
     def setup(d, tmp, monkeypatch):
         import nnunetv2_topo.outputs as outputs
-        from nnunetv2_topo.inference.untrained import write_untrained_model_folder
+        from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
         model = write_untrained_model_folder(tmp / "m")
         monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
@@ -549,7 +549,7 @@ def test_plot_falls_back_to_the_checkpoint(tmp_path: Path, capsys) -> None:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    from nnunetv2_topo.inference.untrained import write_untrained_model_folder
+    from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
     folder = write_untrained_model_folder(tmp_path_factory.mktemp("model") / "m")
     fingerprint = {"foreground_intensity_properties_per_channel": {"0": {"min": 20.0, "max": 230.0}}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnunetv2_topo.inference import (
+from nnunetv2_topo.postprocessing.fusion import (
     LOGIT_CLAMP,
     Fusion,
     check_fusion_weights,
@@ -89,3 +89,12 @@ def test_fusion_errors() -> None:
     zero.add_probability(np.zeros((2, 2, 2), np.float32), 0.0)
     with pytest.raises(ValueError, match="sum to 0"):
         zero.probability()
+
+
+def test_inference_fusion_is_the_postprocessing_rule() -> None:
+    """``inference.fusion`` (used by predict and other branches) re-exports the one fusion rule."""
+    import nnunetv2_topo.inference.fusion as old
+    import nnunetv2_topo.postprocessing.fusion as rule
+
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(rule, name)

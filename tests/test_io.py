@@ -108,3 +108,45 @@ def test_index_volumes_and_tiff_header(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"not a tiff")
     with pytest.raises(VolumeError, match="bad.tif: unreadable TIFF"):
         tiff_header(tmp_path / "bad.tif")
+
+
+def test_index_volumes_raises_the_callers_error_and_refuses_empty(tmp_path):
+    from nnunetv2_topo.io import index_volumes
+
+    class WorkflowError(ValueError):
+        pass
+
+    (tmp_path / "empty").mkdir()
+    assert index_volumes(tmp_path / "empty", "prediction") == {}
+    with pytest.raises(
+        WorkflowError, match=r"^--gt folder .*empty holds no volumes \(\.tif, \.tiff, \.nii\.gz, \.nii\)$"
+    ):
+        index_volumes(tmp_path / "empty", "--gt", WorkflowError, required=True)
+    with pytest.raises(WorkflowError, match="test image folder .*missing does not exist"):
+        index_volumes(tmp_path / "missing", "test image", WorkflowError)
+    write_tiff(tmp_path / "b.tif", np.zeros((2, 2, 2), np.uint8))
+    (tmp_path / "b.nii.gz").write_bytes(b"")  # indexing reads names only
+    with pytest.raises(WorkflowError, match="two files for case 'b': b.nii.gz and b.tif; keep one"):
+        index_volumes(tmp_path, "prediction", WorkflowError)
+
+
+def test_files_are_renamed_into_place_only_by_the_io_helpers():
+    """``os.replace`` / ``os.rename`` (the last step of an atomic write) occur only in ``nnunetv2_topo/io.py``:
+    every other module writes through ``atomic_path``, ``atomic_write_text``, ``write_tiff`` or ``staged_directory``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for path in sorted([*(root / "nnunetv2_topo").rglob("*.py"), *(root / "dataset_conversion").rglob("*.py")]):
+        if path == root / "nnunetv2_topo" / "io.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("replace", "rename", "renames")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+            ):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not found, f"hand-rolled atomic writes (use nnunetv2_topo.io.atomic_path): {found}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnunetv2_topo.metrics import MetricInputError, leaderboard_score
-from nnunetv2_topo.metrics.reference import leaderboard_score_reference
+from nnunetv2_topo.testing.metric_reference import leaderboard_score_reference
 
 KEYS = ("score", "topo", "surface_dice", "voi_score")
 
@@ -199,3 +199,37 @@ def test_worker_pool_gives_same_result() -> None:
     pr, gt = _case("hole"), two_sheets()
     pr[50:52, 5:60, 5:60] = 1  # a third sheet: engine work in several tiles
     assert leaderboard_score(pr, gt, workers=2) == leaderboard_score(pr, gt, workers=0)
+
+
+def test_one_result_layout_for_every_scorer() -> None:
+    """leaderboard_score, the in-process scorer of post-processing and the score table share one set of fields."""
+    from nnunetv2_topo.evaluation.score_table import format_table
+    from nnunetv2_topo.evaluation.scoring import score_prediction
+    from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS, WEIGHTS, combine_score, score_result
+
+    rng = np.random.default_rng(3)
+    gt = (rng.random((10, 12, 9)) > 0.6).astype(np.uint8)
+    pred = (rng.random((10, 12, 9)) > 0.6).astype(np.uint8)
+    exact = leaderboard_score(pred, gt, workers=0)
+    inproc = score_prediction(pred, gt)
+    assert set(exact) == set(score_result(0, 0, 0, 0, 0, [[0, 0, 0]] * 3)) == set(inproc) - {"tile_hits", "tile_misses"}
+    assert {k: inproc[k] for k in exact} == exact
+    assert set(SCORE_FIELDS) == {"score", *WEIGHTS} and combine_score(1.0, 1.0, 1.0) == pytest.approx(1.0)
+    assert combine_score(0.5, 0.0, 1.0) == pytest.approx(0.30 * 0.5 + 0.35)
+    table = format_table({"cases": {"c1": exact}, "mean": exact}).splitlines()
+    assert table[0].split() == ["case", "score", "topo", "SD", "VOI", "split", "merge"]
+    assert table[2].split()[1] == f"{exact['score']:.4f}"
+
+
+def test_tile_arithmetic() -> None:
+    from nnunetv2_topo.metrics.topo_score import (
+        COMPETITION_TILE_VOXELS,
+        TILES_PER_VOLUME,
+        largest_tile_voxels,
+        tile_slices,
+    )
+
+    assert len(tile_slices((5, 6, 7))) == TILES_PER_VOLUME == 8
+    assert largest_tile_voxels((320, 320, 320)) == COMPETITION_TILE_VOXELS == 160**3
+    first = tile_slices((97, 10, 3))[0]
+    assert largest_tile_voxels((97, 10, 3)) == np.prod([s.stop - s.start for s in first]) == 49 * 5 * 2

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from nnunetv2_topo.metrics.reference import surface_dice_reference
 from nnunetv2_topo.metrics.surface_dice import SURFEL_AREA, ball_offsets, dilate_ball, neighbour_codes, surface_dice
+from nnunetv2_topo.testing.metric_reference import surface_dice_reference
 
 
 def _cube(code: int) -> np.ndarray:

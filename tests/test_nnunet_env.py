@@ -8,8 +8,7 @@ import pytest
 
 from nnunetv2_topo.cli.main import CLIError as ReExported
 from nnunetv2_topo.errors import CLIError
-from nnunetv2_topo.nnunet_env import nnunet_env
-from nnunetv2_topo.trainer_discovery import trainer_folder
+from nnunetv2_topo.nnunet_env import TOPO_CONFIG_ENV_VAR, nnunet_env, trainer_folder
 
 
 def test_folders_trainers_and_workers(tmp_path: Path) -> None:
@@ -47,3 +46,27 @@ def test_cli_error_lives_below_every_layer() -> None:
     code = "import sys, nnunetv2_topo.nnunet_env; print(any(m.startswith('nnunetv2_topo.cli') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_one_name_for_the_trainer_configuration_variable() -> None:
+    """The trainers read the variable that :func:`nnunet_env` sets (trainers/config.py should import the constant;
+    until it does, the two spellings are held equal here)."""
+    from nnunetv2_topo.trainers.config import CONFIG_ENV_VAR
+
+    assert CONFIG_ENV_VAR == TOPO_CONFIG_ENV_VAR == "nnUNet_topo_config"
+
+
+def test_trainer_discovery_reexports_the_folder() -> None:
+    import nnunetv2_topo.trainer_discovery as shim
+
+    assert shim.trainer_folder() == trainer_folder() and shim.trainer_folder().name == "ext"
+    assert (trainer_folder() / "nnunetv2_topo_trainers.py").is_file()
+
+
+def test_one_list_of_checkpoint_names() -> None:
+    """The trainers' resume order is nnU-Net's checkpoint list (trainers/run_config.py should import CHECKPOINTS;
+    until it does, the two are held equal here)."""
+    from nnunetv2_topo.nnunet_env import CHECKPOINTS, FINAL_CHECKPOINT
+    from nnunetv2_topo.trainers.run_config import RESUME_CHECKPOINTS
+
+    assert RESUME_CHECKPOINTS == CHECKPOINTS and CHECKPOINTS[0] == FINAL_CHECKPOINT == "checkpoint_final.pth"

@@ -20,9 +20,9 @@ from nnunetv2_topo.inference.cases import PART_MANIFEST, InputCase, index_input_
 from nnunetv2_topo.inference.fusion import LOGIT_CLAMP
 from nnunetv2_topo.inference.models import check_model_folder, make_predictor, use_topo_trainers
 from nnunetv2_topo.inference.predict import LoadedModel, RunReport, _rotation_dims, load_models, predict_cases
-from nnunetv2_topo.inference.untrained import write_untrained_model_folder as write_model_folder
 from nnunetv2_topo.io import read_volume
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
+from nnunetv2_topo.testing.untrained import write_untrained_model_folder as write_model_folder
 
 CPU = torch.device("cpu")
 

@@ -13,9 +13,9 @@ import pytest
 from predict_fixtures import nnunet_layout, with_zero_border
 
 from nnunetv2_topo.cli.main import main
-from nnunetv2_topo.inference.untrained import write_untrained_model_folder as write_model_folder
 from nnunetv2_topo.io import read_volume
-from nnunetv2_topo.trainer_discovery import trainer_folder
+from nnunetv2_topo.nnunet_env import trainer_folder
+from nnunetv2_topo.testing.untrained import write_untrained_model_folder as write_model_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 BIN = Path(sys.executable).parent

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from nnunetv2_topo.cli.main import main
-from nnunetv2_topo.inference.untrained import write_untrained_model_folder as write_model_folder
 from nnunetv2_topo.io import write_tiff
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 from nnunetv2_topo.submission import SubmissionError, write_volumes_zip
+from nnunetv2_topo.testing.untrained import write_untrained_model_folder as write_model_folder
 
 
 @pytest.fixture(autouse=True)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from nnunetv2_topo.inference import (
+from nnunetv2_topo.io import is_volume_file, write_tiff
+from nnunetv2_topo.postprocessing.probabilities import (
     ProbabilityError,
-    fused_probability,
+    fuse_probability_files,
     index_cases,
     paired_cases,
     read_probability,
 )
-from nnunetv2_topo.io import is_volume_file, write_tiff
 
 SHAPE = (6, 7, 8)
 
@@ -158,14 +158,14 @@ def test_paired_cases(tmp_path) -> None:
         index_cases(tmp_path / "e")
 
 
-def test_fused_probability_and_shape_mismatch(tmp_path) -> None:
+def test_fuse_probability_files_and_shape_mismatch(tmp_path) -> None:
     p, q = _p(0), _p(1)
     a, b = _npz(tmp_path / "a.npz", p), _npz(tmp_path / "b.npz", q)
-    np.testing.assert_allclose(fused_probability([a, b], [1, 1], "prob"), (p + q) / 2, atol=1e-6)
-    np.testing.assert_array_equal(fused_probability([a]), p)
+    np.testing.assert_allclose(fuse_probability_files([a, b], [1, 1], "prob"), (p + q) / 2, atol=1e-6)
+    np.testing.assert_array_equal(fuse_probability_files([a]), p)
     c = _npz(tmp_path / "c.npz", _p(2, (6, 7, 9)))
     with pytest.raises(ProbabilityError, match=r"c.npz: shape \(6, 7, 9\) differs"):
-        fused_probability([a, c])
+        fuse_probability_files([a, c])
 
 
 def test_read_and_fuse_hold_at_most_three_copies(tmp_path) -> None:
@@ -174,7 +174,7 @@ def test_read_and_fuse_hold_at_most_three_copies(tmp_path) -> None:
     volume_bytes = np.prod(shape) * 4
     for mode in ("logit", "prob"):
         tracemalloc.start()
-        out = fused_probability(paths, [1, 2, 3], mode)
+        out = fuse_probability_files(paths, [1, 2, 3], mode)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         del out

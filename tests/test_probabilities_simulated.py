@@ -1,4 +1,4 @@
-"""``nnunetv2_topo.synth.probability_maps``: each failure mode of the simulated maps, alone, does what it says."""
+"""``nnunetv2_topo.testing.probability_maps``: each failure mode of the simulated maps, alone, does what it says."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from nnunetv2_topo.synth import synthesize_case
-from nnunetv2_topo.synth.probability_maps import CALIBRATIONS, FailureModes, simulate_probability, simulated_case
+from nnunetv2_topo.testing.probability_maps import CALIBRATIONS, FailureModes, simulate_probability, simulated_case
 
 SIZE = 32
 # every failure mode off: sheets at exactly 0.9, background 0

@@ -1,4 +1,4 @@
-"""``nnunetv2_topo.inference.scoring``: scoring in memory with the tile-count cache; post-process + score a folder."""
+"""``nnunetv2_topo.evaluation.scoring``: scoring in memory with the tile-count cache; post-process + score a folder."""
 
 from __future__ import annotations
 
@@ -7,12 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunetv2_topo.inference.scoring import (
-    postprocess_and_score,
-    score_folder,
-    score_prediction,
-    tile_digest,
-)
+from nnunetv2_topo.evaluation.scoring import postprocess_and_score, score_folder, score_prediction, tile_digest
 from nnunetv2_topo.io import read_volume, write_tiff
 from nnunetv2_topo.metrics import evaluate_folders, leaderboard_score
 from nnunetv2_topo.metrics.topo_score import tile_slices

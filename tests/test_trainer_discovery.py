@@ -15,7 +15,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 import nnunetv2_topo.trainers as trainers
-from nnunetv2_topo.trainer_discovery import ext_trainer_configured, ext_trainer_env, trainer_folder
+from nnunetv2_topo.nnunet_env import ext_trainer_configured, ext_trainer_env, trainer_folder
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_NAMES = {

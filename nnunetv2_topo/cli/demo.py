@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values
+
 HELP = "run the end-to-end pipeline (synth → convert → plan → train → predict → post-process → evaluate → submit)"
 DESCRIPTION = f"""{HELP}.
 
@@ -30,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
     parser.add_argument("--dataset-id", type=int, default=990, help="nnU-Net dataset id (default: 990)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
-    parser.add_argument("-np", dest="num_processes", type=int, default=2, help="worker processes (default: 2)")
+    add_processes_argument(parser, "worker processes (default: 2)", default=2)
     parser.add_argument("--no-baseline", action="store_true", help="skip training nnU-Net's own trainer")
     parser.add_argument("--reuse", action="store_true", help="keep an existing demo folder instead of replacing it")
 
@@ -46,20 +48,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--cases must be at least 2 (nnU-Net needs a training and a validation case)")
     if min(args.shape) < 16:
         raise CLIError(f"--shape must be at least 16 voxels per axis, got {tuple(args.shape)}")
+    names = ("work", "cases", "test_cases", "seed", "dataset_id", "epochs", "iterations", "device", "num_processes")
     opts = DemoOptions(
-        work=args.work,
-        cases=args.cases,
-        test_cases=args.test_cases,
         shape=tuple(args.shape),
-        seed=args.seed,
-        dataset_id=args.dataset_id,
-        epochs=args.epochs,
-        iterations=args.iterations,
         warmup_epochs=max(1, min(5, args.epochs // 5)),
         baseline=not args.no_baseline,
-        device=args.device,
-        num_processes=args.num_processes,
         reuse=args.reuse,
+        **arg_values(args, *names),
     )
     try:
         return Demo(opts).run()

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from nnunetv2_topo.score_table import format_table
+from nnunetv2_topo.cli.arguments import add_processes_argument
+from nnunetv2_topo.evaluation.score_table import format_table
 
 __all__ = ["add_arguments", "format_table", "run", "write_json"]
 
@@ -36,12 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pred", required=True, type=Path, help="folder of predicted volumes")
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label volumes (2 = ignore)")
     parser.add_argument("--json", type=Path, default=None, help="write all scores to this JSON file")
-    parser.add_argument(
-        "-np",
-        "--num-processes",
-        type=int,
-        default=None,
-        help="tiles matched in parallel (default: CPU cores; with --engine betti-matching-3d also capped by free "
+    add_processes_argument(
+        parser,
+        "tiles matched in parallel (default: CPU cores; with --engine betti-matching-3d also capped by free "
         "memory at ~4.6 GB per worker process; 0 = everything in this thread)",
     )
     parser.add_argument(
@@ -61,11 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_processes(engine: str) -> int:
-    from nnunetv2_topo.metrics.engine import auto_workers, cpu_cores
+    from nnunetv2_topo.metrics.engine import auto_workers
+    from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, TILES_PER_VOLUME
+    from nnunetv2_topo.resources import cpu_cores
 
     if engine == "betti-matching-3d":
-        return auto_workers(n_tasks=8, tile_voxels=160**3)
-    return max(1, min(8, cpu_cores()))
+        return auto_workers(n_tasks=TILES_PER_VOLUME, tile_voxels=COMPETITION_TILE_VOXELS)
+    return max(1, min(TILES_PER_VOLUME, cpu_cores()))
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -24,8 +24,8 @@ TIFF <id>.tif per case, uint8 0/1. When a case has both <case>.npz and <case>.ti
   patch holes   height-map patches for holes up to --patch-holes pixels
   closing       ellipsoid closing with radii --closing-radius Z,YX that never joins two components
   fill holes    fill enclosed cavities
---config postprocess.json (written by nnunetv2_topo tune) supplies the fusion and the steps; a step flag given
-on the command line overrides the file's value (and says so).
+--config postprocess.json, the post-processing file written by nnunetv2_topo tune, supplies the fusion and the
+steps; a step flag given on the command line overrides the file's value (and says so).
 """
 
 
@@ -66,7 +66,7 @@ STEP_FLAGS = {
 
 def add_input_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
     """--input (repeatable: one per model), --weights and --fusion: shared by postprocess, submit and tune."""
-    from nnunetv2_topo.inference import FUSION_MODES
+    from nnunetv2_topo.postprocessing import FUSION_MODES
 
     parser.add_argument(
         "--input",
@@ -89,7 +89,13 @@ def add_probability_arguments(parser: argparse.ArgumentParser, input_required: b
 
     d = PostprocessConfig()
     add_input_arguments(parser, input_required)
-    parser.add_argument("--config", type=Path, help="postprocess.json from nnunetv2_topo tune (fusion and steps)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="POSTPROCESS_JSON",
+        help="post-processing file (postprocess.json from nnunetv2_topo tune: fusion and steps); not the trainer "
+        "configuration (topo_config) nor nnU-Net's -c",
+    )
     g = parser.add_argument_group("post-processing steps (defaults: PostprocessConfig, or the --config file)")
     g.add_argument("--threshold", type=float, help=f"foreground where p > T (default {d.threshold})")
     g.add_argument(
@@ -217,10 +223,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.inference import ProbabilityError, fused_probability, paired_cases
     from nnunetv2_topo.io import write_tiff
     from nnunetv2_topo.outputs import check_output_folder
     from nnunetv2_topo.postprocessing import postprocess_volume
+    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
 
     inputs, fusion, steps, notes = resolve_options(args)
     for note in notes:
@@ -235,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(out_dir, args.overwrite, "--output")
     for cid, paths in tqdm(cases.items(), desc="postprocess", unit="case"):
         try:
-            probability = fused_probability(paths, fusion.weights, fusion.mode)
+            probability = fuse_probability_files(paths, fusion.weights, fusion.mode)
         except ProbabilityError as exc:
             raise CLIError(str(exc)) from exc
         write_tiff(out_dir / f"{cid}.tif", postprocess_volume(probability, steps))

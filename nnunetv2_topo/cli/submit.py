@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.postprocess import STEP_FLAGS, resolve_options
     from nnunetv2_topo.outputs import check_output_file
-    from nnunetv2_topo.submission import SubmissionError, write_submission, write_submission_from_probabilities
+    from nnunetv2_topo.submission import SubmissionError, write_submission
 
     if (args.pred is None) == (args.input is None):
         raise CLIError("give either --pred (binary predictions) or --input (probability maps, once per model)")
@@ -57,8 +57,33 @@ def run(args: argparse.Namespace) -> int:
             inputs, fusion, steps, notes = resolve_options(args)
             for note in notes:
                 print(note)
-            out = write_submission_from_probabilities(inputs, args.images, args.csv, args.out, steps, fusion)
+            out = _from_probabilities(inputs, fusion, steps, args)
     except SubmissionError as exc:
         raise CLIError(str(exc)) from exc
     print(f"wrote {out}")
     return 0
+
+
+def _from_probabilities(inputs, fusion, steps, args: argparse.Namespace) -> Path:
+    """Fuse the inputs' probabilities per test id, post-process with ``steps``, check and write the zip."""
+    import numpy as np
+
+    from nnunetv2_topo.postprocessing import postprocess_volume
+    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
+    from nnunetv2_topo.submission import SubmissionError, write_checked_submission
+
+    try:
+        cases = paired_cases(inputs)
+    except ProbabilityError as exc:
+        raise SubmissionError(str(exc)) from exc
+
+    def produce(cid: str) -> np.ndarray:
+        try:
+            probability = fuse_probability_files(cases[cid], fusion.weights, fusion.mode)
+        except ProbabilityError as exc:
+            raise SubmissionError(f"id {cid}: {exc}") from exc
+        return postprocess_volume(probability, steps)
+
+    sources = {cid: paths[0] for cid, paths in cases.items()}
+    where = ", ".join(str(p) for p in inputs)
+    return write_checked_submission(args.csv, args.images, args.out, sources, produce, where)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values
+
 if TYPE_CHECKING:
     from nnunetv2_topo.synth.generator import SheetTopology
 
@@ -62,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gap", type=float, nargs=2, metavar=("MIN", "MAX"), help="ordinary gap range in voxels")
     parser.add_argument("--hole-rate", type=float, help="chance that a sheet has holes, 0-1")
     parser.add_argument("--max-holes", type=int, help="a holed sheet has 1..MAX_HOLES holes")
-    parser.add_argument("-np", dest="num_processes", type=int, default=1, help="worker processes (default: 1)")
+    add_processes_argument(parser, "worker processes (default: 1)", default=1)
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -82,17 +84,9 @@ def run(args: argparse.Namespace) -> int:
     topology = sheet_topology(args)
     check_output_folder(args.out, args.overwrite, "--out", create=False)
     try:
+        names = ("cases", "test_cases", "seed", "ids_from", "num_processes", "overwrite")
         train, test = write_kaggle_dataset(
-            args.out,
-            cases=args.cases,
-            shape=tuple(args.shape),
-            test_cases=args.test_cases,
-            seed=args.seed,
-            ids_from=args.ids_from,
-            num_processes=args.num_processes,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            topology=topology,
+            args.out, shape=tuple(args.shape), progress=not args.quiet, topology=topology, **arg_values(args, *names)
         )
     except SynthError as exc:
         raise CLIError(str(exc)) from None
@@ -113,7 +107,7 @@ def check_memory(shape: tuple[int, ...], processes: int, available: int | None =
     import math
 
     from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.metrics.engine import available_memory_bytes
+    from nnunetv2_topo.resources import available_memory_bytes
 
     need = BYTES_PER_VOXEL * math.prod(shape) * processes
     available = available_memory_bytes() if available is None else available

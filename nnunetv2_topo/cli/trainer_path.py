@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.trainer_discovery import ext_trainer_configured, trainer_folder
+    from nnunetv2_topo.nnunet_env import ext_trainer_configured, trainer_folder
 
     print(trainer_folder())
     if args.check and not ext_trainer_configured():

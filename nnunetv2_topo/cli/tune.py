@@ -6,11 +6,13 @@ import argparse
 import math
 from pathlib import Path
 
+from nnunetv2_topo.cli.arguments import add_processes_argument
+
 HELP = "choose post-processing settings by the exact competition score (writes postprocess.json)"
 DESCRIPTION = """\
 Search the post-processing steps and their parameters to maximise the mean exact competition score over the
-cases that have ground truth, and write the best configuration to --output (postprocess.json, read by
-`nnunetv2_topo postprocess`/`submit`), with tune_report.md and tune_report.png beside it.
+cases that have ground truth, and write the best steps to the post-processing file --output (postprocess.json,
+read by `nnunetv2_topo postprocess`/`submit`/`predict --config`), with tune_report.md and tune_report.png beside it.
 
 Inputs: each --input is a folder of probability maps (nnU-Net <case>.npz from --save_probabilities or --npz,
 float TIFF/NIfTI maps in [0, 1], or binary segmentations) or an nnU-Net trained-model folder (the .npz of its
@@ -21,10 +23,10 @@ cases, e.g. nnU-Net's gt_segmentations).
 Strategy: coordinate descent over grids from the defaults: threshold first, then in the steps' fixed order
 (STEP_ORDER) the hysteresis high threshold, dust size, 1-voxel plugging and its method, height-map patching,
 closing radii (z, yx) and cavity filling, repeated until a round changes nothing. Betti-matching counts are cached
-per (case, tile, content of the prediction tile): a configuration that leaves a tile unchanged does not run the
+per (case, tile, content of the prediction tile): a setting that leaves a tile unchanged does not run the
 engine again. The report gives the ablation table (none -> + each step), the in-sample gain over the defaults and
 a cross-validated one (chosen on some cases, scored on the others). Ctrl-C or --time-budget stop the search with
-the best configuration so far written.
+the best steps so far written.
 """
 
 
@@ -34,12 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label volumes (2 = ignore)")
     parser.add_argument("--output", required=True, type=Path, help="postprocess.json to write")
-    parser.add_argument(
-        "-np",
-        "--num-processes",
-        type=int,
-        default=None,
-        help="worker processes (default: CPU cores, at most one per case; 0 = everything in this process)",
+    add_processes_argument(
+        parser, "worker processes (default: CPU cores, at most one per case; 0 = everything in this process)"
     )
     parser.add_argument("--time-budget", type=float, default=None, help="stop the search after MIN minutes")
     parser.add_argument(
@@ -53,24 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.io import case_id, is_volume_file
+    from nnunetv2_topo.io import index_volumes
 
-    if not gt_dir.is_dir():
-        raise CLIError(f"--gt {gt_dir} is not a folder")
-    found: dict[str, Path] = {}
-    for path in sorted(gt_dir.iterdir()):
-        if path.is_file() and is_volume_file(path):
-            if case_id(path) in found:
-                raise CLIError(f"--gt {gt_dir} holds two files for case '{case_id(path)}'; keep one")
-            found[case_id(path)] = path
-    if not found:
-        raise CLIError(f"--gt {gt_dir} holds no label volumes (.tif, .tiff, .nii, .nii.gz)")
-    return found
+    return index_volumes(gt_dir, "--gt", CLIError, required=True)
 
 
 def _sources(args: argparse.Namespace, fusion) -> list:
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.inference.probabilities import ProbabilityError, paired_cases
+    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, paired_cases
     from nnunetv2_topo.tuning import CaseSource
 
     try:
@@ -92,7 +80,6 @@ def _sources(args: argparse.Namespace, fusion) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
 
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.postprocess import resolve_fusion
@@ -114,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     sources = _sources(args, fusion)
     np_ = args.num_processes
     if np_ is None:
-        np_ = min(len(sources), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+        from nnunetv2_topo.resources import cpu_cores
+
+        np_ = min(len(sources), cpu_cores())
     try:
         outcome = tune(
             sources,

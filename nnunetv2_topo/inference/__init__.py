@@ -1,33 +1,3 @@
-"""Probability inputs and multi-model fusion: ``read_probability``, ``paired_cases``, ``Fusion``."""
-
-from nnunetv2_topo.inference.fusion import (
-    FUSION_MODES,
-    LOGIT_CLAMP,
-    Fusion,
-    check_fusion_weights,
-    logit_to_probability,
-    probability_to_logit,
-)
-from nnunetv2_topo.inference.probabilities import (
-    ProbabilityError,
-    fused_probability,
-    index_cases,
-    model_folds,
-    paired_cases,
-    read_probability,
-)
-
-__all__ = [
-    "FUSION_MODES",
-    "LOGIT_CLAMP",
-    "Fusion",
-    "ProbabilityError",
-    "check_fusion_weights",
-    "fused_probability",
-    "index_cases",
-    "logit_to_probability",
-    "model_folds",
-    "paired_cases",
-    "probability_to_logit",
-    "read_probability",
-]
+"""Live prediction with nnU-Net's predictor: input cases (:mod:`.cases`), trained-model folders (:mod:`.models`) and
+fused, post-processed prediction (:mod:`.predict`). Probability maps read from files, their fusion and the
+post-processing are :mod:`nnunetv2_topo.postprocessing`."""

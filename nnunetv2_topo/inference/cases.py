@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
-from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, read_volume
+from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, atomic_write_text, read_volume
 
 PART_MANIFEST = "predict_part.json"
 _CHANNEL = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
@@ -100,9 +100,7 @@ def split_part(cases: Sequence[InputCase], num_parts: int, part_id: int) -> list
 def write_part_manifest(folder: Path, all_ids: Sequence[str], num_parts: int, part_id: int) -> None:
     manifest = {"num_parts": num_parts, "part_id": part_id, "all_cases": list(all_ids)}
     manifest["cases"] = list(all_ids[part_id::num_parts])
-    tmp = folder / f".{PART_MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, folder / PART_MANIFEST)
+    atomic_write_text(folder / PART_MANIFEST, json.dumps(manifest, indent=1))
 
 
 def merged_part_files(part_dirs: Sequence[str | os.PathLike]) -> dict[str, Path]:

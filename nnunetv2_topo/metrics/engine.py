@@ -34,6 +34,7 @@ from types import ModuleType
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
+from nnunetv2_topo.resources import available_memory_bytes, cpu_cores  # noqa: F401 (re-exported)
 
 ENGINE_MALLOC_TUNABLES = (
     "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:"
@@ -174,23 +175,6 @@ def _pool_initializer(initializer, initargs: tuple) -> None:
     _worker_init()
     if initializer is not None:
         initializer(*initargs)
-
-
-def available_memory_bytes() -> int | None:
-    """``MemAvailable`` from /proc/meminfo, or ``None`` where unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def auto_workers(n_tasks: int, tile_voxels: int) -> int:

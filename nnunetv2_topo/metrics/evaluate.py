@@ -15,10 +15,11 @@ from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.io import VolumeError, index_volumes, read_volume
 from nnunetv2_topo.metrics.engine import auto_workers, make_engine_pool
 from nnunetv2_topo.metrics.leaderboard import MetricInputError, PendingScore, start_score
-from nnunetv2_topo.metrics.topo_score import check_engine
+from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
+from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, check_engine
 from nnunetv2_topo.volume_checks import label_map_problem, label_value_problem
 
-MEAN_KEYS = ("score", "topo", "surface_dice", "voi_score")
+MEAN_KEYS = SCORE_FIELDS
 
 
 class EvaluationError(TopoError, ValueError):
@@ -26,13 +27,7 @@ class EvaluationError(TopoError, ValueError):
 
 
 def _list_volumes(folder: Path, role: str) -> dict[str, Path]:
-    try:
-        found = index_volumes(folder, role)
-    except VolumeError as exc:
-        raise EvaluationError(str(exc)) from None
-    if not found:
-        raise EvaluationError(f"{role} folder {folder} holds no volumes (.tif, .tiff, .nii, .nii.gz)")
-    return found
+    return index_volumes(folder, role, EvaluationError, required=True)
 
 
 def _preview(ids: Iterable[str], limit: int = 10) -> str:
@@ -161,7 +156,7 @@ def evaluate_folders(
     fallback: dict[str, int] = {}
     executor = make_engine_pool(num_processes) if num_processes > 0 and engine == "betti-matching-3d" else None
     rules_executor = shared_threads(num_processes) if num_processes > 0 and engine != "betti-matching-3d" else None
-    fallback_pool = LazyEnginePool(min(num_processes, auto_workers(num_processes, 160**3)))
+    fallback_pool = LazyEnginePool(min(num_processes, auto_workers(num_processes, COMPETITION_TILE_VOXELS)))
     bar = tqdm(total=len(pairs), desc="evaluate", unit="case", disable=not progress)
     pending: deque[tuple[str, PendingScore]] = deque()
     try:

@@ -16,11 +16,14 @@ from nnunetv2_topo import IGNORE_LABEL
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.metrics.engine import auto_workers, shared_pool
 from nnunetv2_topo.metrics.rule_threads import auto_threads, shared_threads
+from nnunetv2_topo.metrics.score_fields import WEIGHTS, combine_score, score_result  # noqa: F401 (re-exported)
 from nnunetv2_topo.metrics.surface_dice import surface_dice
 from nnunetv2_topo.metrics.topo_score import (
+    TILES_PER_VOLUME,
     TileJob,
     check_engine,
     collect_tile_counts,
+    largest_tile_voxels,
     needs_matching,
     submit_topo_counts,
     tile_slices,
@@ -28,14 +31,7 @@ from nnunetv2_topo.metrics.topo_score import (
 )
 from nnunetv2_topo.metrics.voi import voi, voi_score
 
-WEIGHTS = {"topo": 0.30, "surface_dice": 0.35, "voi_score": 0.35}
 SURFACE_TOLERANCE = 2.0
-
-
-def combine_score(topo: float, surface_dice: float, voi_score: float) -> float:
-    """The leaderboard score from its three parts: the weighted sum (:data:`WEIGHTS`), clipped to [0, 1]."""
-    score = WEIGHTS["topo"] * topo + WEIGHTS["surface_dice"] * surface_dice + WEIGHTS["voi_score"] * voi_score
-    return float(min(1.0, max(0.0, score)))
 
 
 class MetricInputError(TopoError, ValueError):
@@ -79,15 +75,7 @@ class PendingScore:
         counts, self.fallback_tiles = collect_tile_counts(self.tiles, self.engine_executor)
         topo = topo_score_from_counts(counts)
         voi_s = voi_score(self.voi_split, self.voi_merge)
-        return {
-            "score": combine_score(topo, self.surface_dice, voi_s),
-            "topo": float(topo),
-            "surface_dice": float(self.surface_dice),
-            "voi_score": float(voi_s),
-            "voi_split": float(self.voi_split),
-            "voi_merge": float(self.voi_merge),
-            "counts": {str(k): [int(v) for v in counts[k]] for k in range(3)},
-        }
+        return score_result(topo, self.surface_dice, self.voi_split, self.voi_merge, voi_s, counts)
 
 
 def start_score(
@@ -138,9 +126,9 @@ def leaderboard_score(pred: np.ndarray, gt: np.ndarray, workers: int | None = No
         return start_score(pred, gt, None, engine).result()
     pred_fg, gt_fg = binarize_pair(pred, gt)
     needed = engine_tiles_needed(pred_fg, gt_fg)
-    tile_voxels = int(np.prod([s.stop - s.start for s in tile_slices(pred_fg.shape)[0]]))
+    tile_voxels = largest_tile_voxels(pred_fg.shape)
 
-    def engine_pool(tasks: int = 8) -> cf.Executor:
+    def engine_pool(tasks: int = TILES_PER_VOLUME) -> cf.Executor:
         return shared_pool(auto_workers(tasks, tile_voxels) if workers is None else workers)
 
     if engine == "betti-matching-3d":

@@ -50,6 +50,18 @@ def check_engine(engine: str) -> str:
     return engine
 
 
+TILES_PER_VOLUME = 8
+"""The metric cuts every axis of a volume in two: 2×2×2 tiles (:func:`tile_slices`)."""
+
+COMPETITION_TILE_VOXELS = 160**3
+"""Voxels of one tile of a 320³ competition volume (for sizing worker pools before the volumes are read)."""
+
+
+def largest_tile_voxels(shape: Sequence[int]) -> int:
+    """Voxels of the largest of a volume's :data:`TILES_PER_VOLUME` tiles (the first: it takes the extra voxels)."""
+    return int(np.prod([(int(n) + 1) // 2 for n in shape]))
+
+
 def tile_slices(shape: Sequence[int]) -> list[tuple[slice, slice, slice]]:
     """The 8 tiles: every axis cut in two, the first part taking the extra voxel (97 -> 49 + 48)."""
     cuts = []
@@ -238,17 +250,11 @@ def collect_tile_counts(
     return np.sum(results, axis=0).astype(np.int64), len(fallback)
 
 
-def topo_counts(
-    pred: np.ndarray,
-    gt: np.ndarray,
-    executor: cf.Executor | None = None,
-    use_shortcuts: bool = True,
-    engine: str = "auto",
-    rules_executor: cf.Executor | None = None,
-) -> np.ndarray:
+def topo_counts(pred: np.ndarray, gt: np.ndarray, executor: cf.Executor | None = None, **options) -> np.ndarray:
     """Counts summed over the 8 tiles: ``(3, 3)`` int64, row k = ``[m_k, p_k, g_k]``; fallback tiles run in
-    ``executor`` (or here)."""
-    jobs = submit_topo_counts(pred, gt, executor, use_shortcuts, engine, rules_executor)
+    ``executor`` (or here). ``options``: ``use_shortcuts``, ``engine``, ``rules_executor`` of
+    :func:`submit_topo_counts`."""
+    jobs = submit_topo_counts(pred, gt, executor, **options)
     return collect_tile_counts(jobs, lambda: executor)[0]
 
 

@@ -1,5 +1,8 @@
-"""Topology clean-up of sheet predictions: ``postprocess_volume(volume, PostprocessConfig())``."""
+"""From probability maps to clean binary sheets: reading probability inputs and pairing them by case
+(:mod:`.probabilities`), the fusion rule of several models' maps (:mod:`.fusion`), the topology clean-up
+(``postprocess_volume(volume, PostprocessConfig())``) and the ``postprocess.json`` format (:mod:`.config_file`)."""
 
+from nnunetv2_topo.postprocessing import fusion as _fusion
 from nnunetv2_topo.postprocessing.closing import ellipsoid, separated_closing
 from nnunetv2_topo.postprocessing.components import (
     add_without_joining,
@@ -15,8 +18,17 @@ from nnunetv2_topo.postprocessing.config_file import (
     load_postprocess_file,
     save_postprocess_file,
 )
+from nnunetv2_topo.postprocessing.fusion import *  # noqa: F403 (the fusion rule: _fusion.__all__)
 from nnunetv2_topo.postprocessing.height_map import patch_holes
 from nnunetv2_topo.postprocessing.plugging import WATERTIGHT_LUT, plug_holes_lut, plug_pinholes
+from nnunetv2_topo.postprocessing.probabilities import (
+    ProbabilityError,
+    fuse_probability_files,
+    index_cases,
+    model_folds,
+    paired_cases,
+    read_probability,
+)
 from nnunetv2_topo.postprocessing.steps import (
     PLUG_METHODS,
     STEP_FIELDS,
@@ -26,6 +38,7 @@ from nnunetv2_topo.postprocessing.steps import (
 )
 
 __all__ = [
+    *_fusion.__all__,
     "PLUG_METHODS",
     "POSTPROCESS_FILE_VERSION",
     "STEP_FIELDS",
@@ -34,16 +47,22 @@ __all__ = [
     "FusionSpec",
     "PostprocessConfig",
     "PostprocessFile",
+    "ProbabilityError",
     "add_without_joining",
     "binarize",
     "ellipsoid",
     "fill_cavities",
+    "fuse_probability_files",
     "hysteresis",
+    "index_cases",
     "load_postprocess_file",
+    "model_folds",
+    "paired_cases",
     "patch_holes",
     "plug_holes_lut",
     "plug_pinholes",
     "postprocess_volume",
+    "read_probability",
     "remove_small_components",
     "save_postprocess_file",
     "separated_closing",

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnunetv2_topo.inference.fusion import FUSION_MODES, check_fusion_weights
 from nnunetv2_topo.io import atomic_write_text
+from nnunetv2_topo.postprocessing.fusion import FUSION_MODES, check_fusion_weights
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
 POSTPROCESS_FILE_VERSION = 1
@@ -147,7 +147,7 @@ def unfinished_search_warning(pf: PostprocessFile, source: str | os.PathLike) ->
 
 
 def save_postprocess_file(path: str | os.PathLike, pf: PostprocessFile) -> None:
-    """Write ``pf`` as JSON, atomically (temporary file + ``os.replace``)."""
+    """Write ``pf`` as JSON, atomically (:func:`nnunetv2_topo.io.atomic_write_text`)."""
     path = Path(path)
     d = pf.to_dict()
     _finite_json(d, "postprocess file")

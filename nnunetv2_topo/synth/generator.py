@@ -352,13 +352,8 @@ def _synthesize_stacked(
     )
 
 
-def make_case(
-    shape: tuple[int, int, int],
-    rng: np.random.Generator,
-    scroll_style: ScrollStyle | None = None,
-    sheet_axis: int = 1,
-    topology: SheetTopology | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic (image, label) pair, both uint8 of ``shape``; labels 0 / 1 / 2 (ignore)."""
-    case = synthesize_case(shape, rng, scroll_style, sheet_axis, topology)
+def make_case(shape: tuple[int, int, int], rng: np.random.Generator, **options) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic (image, label) pair, both uint8 of ``shape``; labels 0 / 1 / 2 (ignore). ``options``:
+    ``scroll_style``, ``sheet_axis``, ``topology`` of :func:`synthesize_case`."""
+    case = synthesize_case(shape, rng, **options)
     return case.image, case.label

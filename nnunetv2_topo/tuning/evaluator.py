@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_topo.inference.scoring import TileKey, postprocess_and_score
+from nnunetv2_topo.evaluation.scoring import TileKey, postprocess_and_score
+from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
-RESULT_KEYS = ("score", "topo", "surface_dice", "voi_score")
+RESULT_KEYS = SCORE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,15 @@ class CaseSource:
 
 def load_case(source: CaseSource) -> tuple[np.ndarray, np.ndarray]:
     """``(fused foreground probability, ground truth)``; ValueError naming the files on a shape mismatch."""
-    from nnunetv2_topo.inference.probabilities import fused_probability
     from nnunetv2_topo.io import VolumeError, read_volume
+    from nnunetv2_topo.postprocessing.probabilities import fuse_probability_files
     from nnunetv2_topo.volume_checks import label_value_problem
 
     gt = read_volume(source.gt)
     problem = label_value_problem(gt)
     if problem:
         raise VolumeError(f"case '{source.case}': ground truth {source.gt}: {problem}; remap it or remove the case")
-    prob = fused_probability(source.inputs, source.weights, source.fusion_mode)
+    prob = fuse_probability_files(source.inputs, source.weights, source.fusion_mode)
     if prob.shape != gt.shape:
         raise ValueError(
             f"case '{source.case}': probability map {source.inputs[0]} has shape {prob.shape} but ground truth "

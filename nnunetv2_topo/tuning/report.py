@@ -7,26 +7,33 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from nnunetv2_topo.io import atomic_path, atomic_write_text
+from nnunetv2_topo.metrics.score_fields import SCORE_TITLES
 from nnunetv2_topo.tuning.evaluator import RESULT_KEYS, Evaluator
 from nnunetv2_topo.tuning.search import AblationRow
 from nnunetv2_topo.tuning.space import describe, no_postprocessing
 
 REPORT_MD = "tune_report.md"
 REPORT_PNG = "tune_report.png"
-COLUMN_TITLES = {"score": "score", "topo": "topo", "surface_dice": "SD", "voi_score": "VOI"}
+COLUMN_TITLES = SCORE_TITLES
+
+
+def _header(*first: str, last: tuple[str, ...] = ()) -> list[str]:
+    titles = [*first, *(COLUMN_TITLES[k] for k in RESULT_KEYS), *last]
+    return ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+
+
+def _scores(means: dict) -> str:
+    return " | ".join(f"{means[k]:.4f}" for k in RESULT_KEYS)
 
 
 def ablation_table(rows: list[AblationRow]) -> str:
     """The step-by-step table (Markdown), one row per added step, with the gain over the row above."""
-    lines = ["| configuration | score | topo | SD | VOI | gain |", "|---|---|---|---|---|---|"]
+    lines = _header("configuration", last=("gain",))
     last = None
     for row in rows:
         m = row.means
         gain = "" if last is None else f"{m['score'] - last:+.4f}"
-        lines.append(
-            f"| {row.label} | {m['score']:.4f} | {m['topo']:.4f} | {m['surface_dice']:.4f} | "
-            f"{m['voi_score']:.4f} | {gain} |"
-        )
+        lines.append(f"| {row.label} | {_scores(m)} | {gain} |")
         last = m["score"]
     return "\n".join(lines)
 
@@ -109,14 +116,10 @@ def write_markdown(
     lines += ["", f"Best configuration: `{describe(summary['best'])}`", "", "## Ablation (none → + each step)", ""]
     lines += [ablation_table(rows) if rows else "(not computed: the search was interrupted)", ""]
     lines += ["## Best configurations", ""]
-    lines += ["| # | configuration | score | topo | SD | VOI |", "|---|---|---|---|---|---|"]
+    lines += _header("#", "configuration")
     ranked = sorted(evaluator.complete, key=lambda c: -evaluator.mean(c))[:top]
     for i, config in enumerate(ranked, 1):
-        m = {k: evaluator.mean(config, k) for k in RESULT_KEYS}
-        lines.append(
-            f"| {i} | {describe(config)} | {m['score']:.4f} | {m['topo']:.4f} | {m['surface_dice']:.4f} | "
-            f"{m['voi_score']:.4f} |"
-        )
+        lines.append(f"| {i} | {describe(config)} | {_scores({k: evaluator.mean(config, k) for k in RESULT_KEYS})} |")
     if plot == REPORT_PNG:
         lines += ["", f"Plot: {REPORT_PNG} (score and components versus threshold, one line per setting of the steps)"]
     elif plot:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
-from nnunetv2_topo.inference.fusion import Fusion, check_fusion_weights
 from nnunetv2_topo.io import VolumeError, case_id, is_volume_file, read_volume
+from nnunetv2_topo.postprocessing.fusion import Fusion, check_fusion_weights
 from nnunetv2_topo.volume_checks import label_map_problem
 
 NPZ_KEY = "probabilities"
@@ -206,10 +206,11 @@ def paired_cases(inputs: Sequence[str | os.PathLike]) -> dict[str, list[Path]]:
     return {cid: [index[cid] for index in indexes] for cid in sorted(every)}
 
 
-def fused_probability(
+def fuse_probability_files(
     paths: Sequence[str | os.PathLike], weights: Sequence[float] | None = None, mode: str = "logit"
 ) -> np.ndarray:
-    """One case's fused foreground probability from one file per model (see :class:`Fusion`).
+    """One case's fused foreground probability from one probability file per model (see :class:`Fusion`; the
+    live-model counterpart is :func:`nnunetv2_topo.inference.predict.fused_probability`).
 
     Holds at most the accumulator, one map being read and the result: ~3 float32 copies of the volume.
     """

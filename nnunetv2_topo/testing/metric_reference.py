@@ -11,7 +11,8 @@ import numpy as np
 from scipy import ndimage, sparse
 
 from nnunetv2_topo.metrics.engine import engine_counts
-from nnunetv2_topo.metrics.leaderboard import binarize_pair, combine_score
+from nnunetv2_topo.metrics.leaderboard import binarize_pair
+from nnunetv2_topo.metrics.score_fields import score_result
 from nnunetv2_topo.metrics.surface_dice import SURFEL_AREA
 from nnunetv2_topo.metrics.topo_score import tile_slices, topo_score_from_counts
 from nnunetv2_topo.metrics.voi import voi_score
@@ -83,12 +84,4 @@ def leaderboard_score_reference(pred: np.ndarray, gt: np.ndarray) -> dict:
     sd = surface_dice_reference(p, g)
     split, merge = voi_reference(p, g)
     v = voi_score(split, merge)
-    return {
-        "score": combine_score(topo, sd, v),
-        "topo": topo,
-        "surface_dice": sd,
-        "voi_score": v,
-        "voi_split": split,
-        "voi_merge": merge,
-        "counts": {str(k): [int(x) for x in counts[k]] for k in range(3)},
-    }
+    return score_result(topo, sd, split, merge, v, counts)
