@@ -55,6 +55,11 @@ class TopologyLoss(nn.Module):
       :func:`nnunetv2_topo.transforms.split_topo_targets`) or per-scale lists; missing or None → computed on the
       fly on the CPU.
 
+    Returns a scalar. Reductions: Dice and CE are nnU-Net's (per-sample Dice unless ``batch_dice``; CE over the
+    batch's annotated voxels); the per-sample terms (focal, boundary, clDice, skeleton recall, connectivity) are
+    averaged over the samples they are defined for (:class:`~nnunetv2_topo.losses.base.LossTerm`), so a patch that
+    is entirely ignore does not count as 0.
+
     Every term is >= 0 with minimum 0 for a perfect prediction (Dice is ``1 − Dice``, so ``dice + ce`` equals
     nnU-Net's default loss + 1). ``last_terms`` holds the unweighted values of the last call (DS terms: their
     scale-weighted sum) and ``"total"``. ``focal_alpha`` defaults to 0.25 (Lin et al.; the original five-term
