@@ -203,7 +203,11 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         (tmp / "pre" / "Dataset998_Bench" / "bench" / "x.b2nd").touch()
         (tmp / "results").mkdir()
         os.environ.update(
-            {"nnUNet_results": str(tmp / "results"), "nnUNet_preprocessed": str(tmp / "pre"), "nnUNet_compile": "false"}
+            {
+                "nnUNet_results": str(tmp / "results"),
+                "nnUNet_preprocessed": str(tmp / "pre"),
+                "nnUNet_compile": str(args.compile).lower(),
+            }
         )
         os.environ.pop("nnUNet_topo_config", None)
         trainers = {name: _build(name, args, tmp) for name in args.trainers}
@@ -283,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainers", nargs="+", default=TRAINERS)
     parser.add_argument("--quick", action="store_true", help="CPU smoke: patch 32, tiny network, 3 steps")
     parser.add_argument("--json", help="also write the table as JSON here")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="nnUNet_compile=true: nnU-Net compiles the network (CUDA only; give --warmup >= 2 for the compilation)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     gpu = args.device == "cuda"
@@ -300,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     base = next((r for r in rows if r["trainer"] == "nnUNetTrainer"), rows[0])
     print(
         f"\nstep time, {args.device}, patch {args.patch}³, batch {args.batch}, network {args.network}, "
+        f"compile {'on' if args.compile else 'off'}, "
         f"median of {args.iterations} interleaved steps"
     )
     header = f"{'trainer':38s} {'step ms':>9s} {'x base':>7s} {'peak MiB':>9s} {'x base':>7s}"
