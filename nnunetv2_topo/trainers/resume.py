@@ -16,6 +16,7 @@ from typing import Any
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from nnunetv2_topo.trainers.checkpoint import RAW_WEIGHTS_KEY, load_checkpoint_file
+from nnunetv2_topo.trainers.optimizers import build_optimizer
 from nnunetv2_topo.trainers.score_rounds import BEST_SCORE_CHECKPOINT
 from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
 
@@ -47,19 +48,28 @@ class ResumeMixin:
             if (self.weight_ema.decay if self.weight_ema is not None else 0.0) != decay:
                 self.weight_ema = WeightEMA(unwrap_network(self.network), decay) if decay > 0 else None
 
-    def restore_optimizer(self, checkpoint: dict[str, Any], state: dict[str, Any]) -> None:
-        """After nnU-Net restored the optimizer: a fresh one when ``optimizer`` changed, then this configuration's
-        ``initial_lr`` (the saved LR scaled by new / old ``initial_lr``, so the plateau's cuts are kept) and
-        ``weight_decay`` in every group. A no-op (nothing logged) when the configuration is unchanged."""
+    def prepare_optimizer_switch(self, state: dict[str, Any] | None) -> str | None:
+        """Before nnU-Net restores the optimizer: when the checkpoint's ``optimizer`` differs from this
+        configuration's, nnU-Net restores into a throwaway optimizer of the saved kind (loading SGD state into AdamW
+        fails at the first step); returns the saved kind then, else None."""
+        saved = ((state or {}).get("config") or {}).get("optimizer")
+        if saved is None or saved == self.topo_config["optimizer"]:
+            return None
+        self.optimizer = build_optimizer(saved, self.network.parameters(), self.initial_lr, self.weight_decay)
+        return saved
+
+    def restore_optimizer(self, checkpoint: dict[str, Any], state: dict[str, Any], switched: str | None) -> None:
+        """After nnU-Net restored the optimizer: a fresh one of this configuration's kind when ``optimizer`` changed
+        (``switched``: the saved kind), then this configuration's ``initial_lr`` (the saved LR scaled by new / old
+        ``initial_lr``, so the plateau's cuts are kept) and ``weight_decay`` in every group. A no-op (nothing logged)
+        when the configuration is unchanged."""
         saved = state.get("config") or {}
         cfg = self.topo_config
-        old_optimizer = saved.get("optimizer", cfg["optimizer"])
-        if old_optimizer != cfg["optimizer"]:
+        if switched is not None:
             self.optimizer, self.lr_scheduler = self.configure_optimizers()
             self.print_to_log_file(
-                f"optimizer changed on resume ({old_optimizer} -> {cfg['optimizer']}): {cfg['optimizer']} starts "
-                f"from a fresh state (the {old_optimizer} momentum/moment estimates are dropped); the LR schedule "
-                "continues",
+                f"optimizer changed on resume ({switched} -> {cfg['optimizer']}): {cfg['optimizer']} starts from a "
+                f"fresh state (the {switched} momentum/moment estimates are dropped); the LR schedule continues",
                 also_print_to_console=True,
             )
         saved_groups = (checkpoint.get("optimizer_state") or {}).get("param_groups") or [{}]

@@ -33,6 +33,7 @@ from nnunetv2_topo.trainers.epoch_log import EpochLog
 from nnunetv2_topo.trainers.final_validation import FinalValidation, gt_segmentations_dir
 from nnunetv2_topo.trainers.guarded_step import GuardedStep
 from nnunetv2_topo.trainers.loss_adapter import TopoLossCall, deep_supervision_weights, loss_parameters
+from nnunetv2_topo.trainers.optimizers import build_optimizer
 from nnunetv2_topo.trainers.resume import ResumeMixin
 from nnunetv2_topo.trainers.run_config import fold_folder, log_run_config, run_config, write_config_json
 from nnunetv2_topo.trainers.score_controller import ScoreRoundController, record_message
@@ -119,13 +120,9 @@ class nnUNetTrainerTopoWarmup(ResumeMixin, nnUNetTrainer):
 
     # ------------------------------------------------------------------ optimizer, schedule, loss
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPlateauScheduler]:
-        params = self.network.parameters()
-        if self.topo_config["optimizer"] == "sgd":
-            optimizer = torch.optim.SGD(
-                params, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99, nesterov=True
-            )
-        else:
-            optimizer = torch.optim.AdamW(params, self.initial_lr, weight_decay=self.weight_decay)
+        optimizer = build_optimizer(
+            self.topo_config["optimizer"], self.network.parameters(), self.initial_lr, self.weight_decay
+        )
         self.plateau_driver = PlateauDriver.from_config(self.topo_config, optimizer, log=self.print_to_log_file)
         return optimizer, self.plateau_driver.scheduler
 
@@ -378,8 +375,11 @@ class nnUNetTrainerTopoWarmup(ResumeMixin, nnUNetTrainer):
             raise TypeError(f"{type(self).__name__}.load_checkpoint expects a checkpoint file name")
         checkpoint = load_checkpoint_file(filename_or_checkpoint)
         state = checkpoint.get(TOPO_STATE_KEY)
+        if not self.was_initialized:
+            self.initialize()
         if not self.resuming:
             self.adopt_trained_model(state, str(filename_or_checkpoint))
+        switched = self.prepare_optimizer_switch(state)
         super().load_checkpoint(str(filename_or_checkpoint))
         if state is None:
             self.print_to_log_file(
@@ -387,7 +387,7 @@ class nnUNetTrainerTopoWarmup(ResumeMixin, nnUNetTrainer):
                 f"{checkpoint.get('trainer_name')}); warmup/plateau restart from epoch {self.current_epoch}"
             )
         else:
-            self.restore_optimizer(checkpoint, state)
+            self.restore_optimizer(checkpoint, state, switched)
             self.plateau_driver.load_state_dict(state["lr_scheduler"])
             self.guarded_step.load_state_dict(state)
             self.score_rounds.load_state_dict(state.get("score_rounds") or {})
