@@ -71,8 +71,8 @@ def _batches(trainer, patch: int, batch: int, n: int, seed: int = 0):
     scales = trainer._get_deep_supervision_scales()
     steps = [DownsampleSegForDSTransform(ds_scales=scales)] if scales is not None else []
     pipeline = ComposeTransforms(steps)
-    if hasattr(trainer, "_insert_topo_transform"):
-        pipeline = trainer._insert_topo_transform(pipeline)
+    if hasattr(trainer.loss, "insert_targets_transform"):
+        pipeline = trainer.loss.insert_targets_transform(pipeline, trainer.label_manager.ignore_label)
     out, seg_times = [], []
     zz = np.arange(patch)[:, None, None]
     yy, xx = np.meshgrid(np.arange(patch), np.arange(patch), indexing="ij")
