@@ -11,9 +11,11 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from nnunetv2_topo.losses import TermValues
 from nnunetv2_topo.trainers.distributed import from_rank0, reduce_term_means
 from nnunetv2_topo.trainers.guarded_step import GuardedStep
 
@@ -35,10 +37,20 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             "nan_norm": GuardedStep.update_allowed(0.5, math.nan),
             # an object of rank 0 only reaches every rank
             "score_records": from_rank0([{"epoch": 4, "score": 0.5}] if rank == 0 else []),
+            # the real step: the verdict is all-reduced on the device and read once; rank 1's NaN loss skips both
+            "step_skipped_everywhere": not _guarded_step(math.nan if rank else 1.0).stepped,
+            # term values still on the device are read at the epoch's end
+            "device_terms": reduce_term_means([TermValues(("dice",), torch.tensor([2.0 + rank]))], ("dice",)),
         }
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
+
+
+def _guarded_step(scale: float):
+    net = torch.nn.Linear(2, 1)
+    loss = net(torch.ones(1, 2)).sum() * scale
+    return GuardedStep(1.0, 5, 1).step(loss, net, torch.optim.SGD(net.parameters(), 0.1))
 
 
 def _free_port() -> int:
@@ -59,6 +71,8 @@ def test_collectives_agree_on_every_rank(tmp_path: Path) -> None:
     assert results[0]["all_finite"] is True
     assert results[0]["nan_norm"] is False
     assert results[1]["score_records"] == [{"epoch": 4, "score": 0.5}]
+    assert results[0]["step_skipped_everywhere"] is True
+    assert results[0]["device_terms"] == {"dice": 2.5}
 
 
 # ---------------------------------------------------------------------- scoring rounds under a short timeout

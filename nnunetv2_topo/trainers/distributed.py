@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -17,8 +17,11 @@ import numpy as np
 import torch
 from torch import distributed as dist
 
+from nnunetv2_topo.losses.compound import TermValues
+
 __all__ = [
     "all_ranks",
+    "all_ranks_tensor",
     "ddp_active",
     "from_rank0",
     "gather_objects",
@@ -55,8 +58,20 @@ def all_ranks(flag: bool) -> bool:
     return bool(t.item() > 0.5)
 
 
-def reduce_term_means(records: Sequence[dict[str, float]], terms: Sequence[str]) -> dict[str, float]:
-    """Mean of each of ``terms`` over the finite values of all ranks' ``records`` (NaN for a term never finite)."""
+def all_ranks_tensor(flag: torch.Tensor) -> torch.Tensor:
+    """:func:`all_ranks` for a 0/1 float tensor on the group's device, without reading it on the host: the minimum
+    over the ranks, still on the device (``flag`` itself without DDP)."""
+    if not ddp_active():
+        return flag
+    out = flag.reshape(1).to(_device(), copy=True)
+    dist.all_reduce(out, op=dist.ReduceOp.MIN)
+    return out.reshape(()).to(flag.device)
+
+
+def reduce_term_means(records: Sequence[Mapping[str, float]], terms: Sequence[str]) -> dict[str, float]:
+    """Mean of each of ``terms`` over the finite values of all ranks' ``records`` (NaN for a term never finite).
+    Records still on the device (``TermValues``) are read with one transfer."""
+    records = TermValues.read_all(records)
     sums = np.zeros(len(terms), dtype=np.float64)
     counts = np.zeros(len(terms), dtype=np.float64)
     for rec in records:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from nnunetv2_topo.trainers.diagnostics import console_log
-from nnunetv2_topo.trainers.distributed import all_ranks
+from nnunetv2_topo.trainers.distributed import all_ranks, all_ranks_tensor
 
 __all__ = ["GuardedStep", "StepResult"]
 
@@ -72,15 +72,18 @@ class GuardedStep:
     ) -> StepResult:
         """Backward always runs (under DDP every rank joins the gradient all-reduce), then the update is made or
         skipped on every rank alike. DDP has all-reduced the gradients, so the norm agrees everywhere; the loss does
-        not, hence one tiny all-reduce per step."""
+        not, hence one tiny all-reduce per step (on the device). Loss, norm and the verdict reach the host in one
+        transfer: the step's only host-device synchronisation (AMP's ``GradScaler.step`` adds its own)."""
         if grad_scaler is not None:
             grad_scaler.scale(loss).backward()
             grad_scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
         else:
             loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(network.parameters(), self.clip_norm))
-        loss_value = float(loss.detach().float().cpu())
-        stepped = self.update_allowed(loss_value, grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(network.parameters(), self.clip_norm).detach().float()
+        value = loss.detach().float().reshape(()).to(norm.device)
+        allowed = all_ranks_tensor(torch.isfinite(value).float()) * torch.isfinite(norm).float()
+        loss_value, grad_norm, verdict = torch.stack([value, norm, allowed]).tolist()
+        stepped = verdict > 0.5
         if grad_scaler is not None:
             if stepped:
                 grad_scaler.step(optimizer)

@@ -1,9 +1,10 @@
 """The loss adapter: ``TopologyLoss`` behind nnU-Net's ``self.loss(output, target)`` call, its parameters from the
 configuration, and the extra per-voxel target channels (skeleton, band) it reads.
 
-The extra targets are computed by ``TopoTargetsTransform`` inside nnU-Net's data pipeline (inserted just before
-deep-supervision downsampling), split off the batch before nnU-Net's code sees the target, and handed to the loss
-through :attr:`TopoLossCall.extras` right before the call.
+The extra targets are computed by ``TopoTargetsTransform`` inside nnU-Net's data pipeline (inserted just after
+deep-supervision downsampling, so they ride on the full-resolution scale only: the loss reads them nowhere else),
+split off the batch before nnU-Net's code sees the target, and handed to the loss through
+:attr:`TopoLossCall.extras` right before the call.
 """
 
 from __future__ import annotations
@@ -72,6 +73,12 @@ class TopoLossCall(nn.Module):
     def last_terms(self) -> dict[str, float]:
         return dict(getattr(self.topology_loss, "last_terms", {}))
 
+    @property
+    def last_term_values(self) -> Mapping[str, float]:
+        """:attr:`last_terms` without a host-device sync until read (``TopologyLoss.last_term_values``)."""
+        values = getattr(self.topology_loss, "last_term_values", None)
+        return self.last_terms if values is None else values
+
     def forward(self, output: Any, target: Any) -> torch.Tensor:
         if not isinstance(output, (list, tuple)):  # deep supervision disabled
             output, target = [output], [target]
@@ -90,12 +97,13 @@ class TopoLossCall(nn.Module):
         return TopoTargetsTransform(self.required_targets, ignore_label, **self.target_params)
 
     def insert_targets_transform(self, transforms: ComposeTransforms, ignore_label: int | None) -> ComposeTransforms:
-        """nnU-Net's ``transforms`` with :meth:`targets_transform` just before deep-supervision downsampling."""
+        """nnU-Net's ``transforms`` with :meth:`targets_transform` just after deep-supervision downsampling (last
+        without it): the targets are appended to the full-resolution scale only."""
         extra = self.targets_transform(ignore_label)
         if extra is None:
             return transforms
         position = next(
-            (i for i, t in enumerate(transforms.transforms) if isinstance(t, DownsampleSegForDSTransform)),
+            (i + 1 for i, t in enumerate(transforms.transforms) if isinstance(t, DownsampleSegForDSTransform)),
             len(transforms.transforms),
         )
         transforms.transforms.insert(position, extra)

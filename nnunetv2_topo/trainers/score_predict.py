@@ -1,6 +1,11 @@
 """Prediction of a scoring round's cases in the training process: nnU-Net's sliding-window predictor on the
 trainer's own network (built once, as nnU-Net's final validation builds it), with the weights validation uses (the
-EMA when on), deep supervision off; the network is back in training mode afterwards."""
+EMA when on), deep supervision off; the network is back in training mode afterwards.
+
+nnU-Net's sliding window empties the CUDA cache three times per case (``predict_sliding_window_return_logits``
+at its start and end, ``_internal_predict_sliding_window_return_logits`` at its start). Inside a training run
+that hands the training step's cached blocks back to the driver, so the next steps allocate them again; during a
+round those calls are no-ops (:func:`cuda_cache_kept`), and the cache stays as the training left it."""
 
 from __future__ import annotations
 
@@ -14,7 +19,25 @@ import torch
 
 from nnunetv2_topo.trainers.weight_ema import unwrap_network
 
-__all__ = ["ScoreCasePredictor"]
+__all__ = ["ScoreCasePredictor", "cuda_cache_kept"]
+
+
+def _keep_cache(device: torch.device) -> None:
+    del device  # nnU-Net's empty_cache(device), left out during a scoring round
+
+
+@contextlib.contextmanager
+def cuda_cache_kept() -> Iterator[None]:
+    """nnU-Net's sliding-window predictor does not empty the CUDA cache inside this block (its module's
+    ``empty_cache`` is replaced for the duration and restored afterwards, also on errors)."""
+    from nnunetv2.inference import predict_from_raw_data
+
+    original = predict_from_raw_data.empty_cache
+    predict_from_raw_data.empty_cache = _keep_cache
+    try:
+        yield
+    finally:
+        predict_from_raw_data.empty_cache = original
 
 
 class ScoreCasePredictor:
@@ -60,7 +83,7 @@ class ScoreCasePredictor:
         t.set_deep_supervision_enabled(False)
         module.eval()
         try:
-            with averaged, torch.no_grad():
+            with averaged, torch.no_grad(), cuda_cache_kept():
                 for key in cases:
                     data, _, _, properties = dataset.load_case(key)
                     logits = predictor.predict_sliding_window_return_logits(torch.from_numpy(np.array(data[:])))

@@ -195,7 +195,7 @@ class nnUNetTrainerTopoWarmup(ResumeMixin, nnUNetTrainer):
         result = self.guarded_step.step(loss, self.network, self.optimizer, self.grad_scaler)
         if result.stepped and self.weight_ema is not None:
             self.weight_ema.update(unwrap_network(self.network))
-        terms = self.loss.last_terms  # read after the update: no extra sync before backward
+        terms = self.loss.last_term_values  # on the device: read once per epoch (reduce_term_means), no sync here
         self._train_terms.append(terms)
         scaler = self.grad_scaler
         self.guarded_step.record(
@@ -228,7 +228,7 @@ class nnUNetTrainerTopoWarmup(ResumeMixin, nnUNetTrainer):
 
     def validation_step(self, batch: dict) -> dict:
         out = super().validation_step(self.loss.take_targets(batch, self.device))
-        self._val_terms.append(self.loss.last_terms)
+        self._val_terms.append(self.loss.last_term_values)
         return out
 
     def on_validation_epoch_end(self, val_outputs: list[dict]) -> None:
