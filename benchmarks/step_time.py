@@ -73,6 +73,8 @@ def _batches(trainer, patch: int, batch: int, n: int, seed: int = 0):
     pipeline = ComposeTransforms(steps)
     if hasattr(trainer.loss, "insert_targets_transform"):
         pipeline = trainer.loss.insert_targets_transform(pipeline, trainer.label_manager.ignore_label)
+    elif hasattr(trainer, "_insert_topo_transform"):  # the trainer before its split into components
+        pipeline = trainer._insert_topo_transform(pipeline)
     out, seg_times = [], []
     zz = np.arange(patch)[:, None, None]
     yy, xx = np.meshgrid(np.arange(patch), np.arange(patch), indexing="ij")
