@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = [
         ("synth", [BIN / "nnunetv2_topo", "synth", "--out", kaggle, "--cases", "2", "--shape", *size,
                    "--test-cases", "1", "-np", "4", "--quiet"], 90),
-        ("convert", [BIN / "nnUNetv2_convert_vesuvius", "--input", kaggle, "--dataset-id", "1", "--quiet"], 40),
+        ("convert", [BIN / "nnUNetv2_convert_vesuvius", "--input", kaggle, "--dataset-id", "1", "--folds", "2",
+                     "--quiet"], 40),
         ("plan_and_preprocess", [BIN / "nnUNetv2_plan_and_preprocess", "-d", "1", "-c", "3d_fullres", "-np", "4"],
          120),
     ]  # fmt: skip

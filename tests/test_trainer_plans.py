@@ -180,3 +180,10 @@ def test_topowarmup_steps_on_a_resenc_network(tmp_path: Path, monkeypatch: pytes
     assert torch.isfinite(torch.as_tensor(out["loss"]))
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.network.parameters()))
     assert trainer.weight_ema is not None and trainer.weight_ema.num_updates == 1
+
+
+def test_a_two_stage_network_gets_one_deep_supervision_weight() -> None:
+    """2 stages = one decoder output: nnU-Net's rule (lowest scale 0, normalise) would give [nan]."""
+    from nnunetv2_topo.trainers.loss_adapter import deep_supervision_weights
+
+    assert deep_supervision_weights(1, False) == [1.0] and deep_supervision_weights(1, True) == [1.0]

@@ -25,7 +25,9 @@ __all__ = ["TopoLossCall", "deep_supervision_weights", "loss_parameters"]
 
 def deep_supervision_weights(num_scales: int, lowest_nonzero: bool) -> list[float]:
     """nnU-Net's weights: 1/2^i per scale, the lowest 0 (1e-6 with ``lowest_nonzero``: DDP without compile, where
-    every parameter must receive a gradient), normalised."""
+    every parameter must receive a gradient), normalised. One scale (a 2-stage network): ``[1.0]``."""
+    if num_scales == 1:  # nnU-Net's rule would zero the only weight and divide by 0
+        return [1.0]
     weights = np.array([1 / (2**i) for i in range(num_scales)])
     weights[-1] = 1e-6 if lowest_nonzero else 0
     return list(weights / weights.sum())
