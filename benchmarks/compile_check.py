@@ -46,9 +46,10 @@ CONFIG = {
 class Checks:
     """Runs commands within a total time budget and records every check."""
 
-    def __init__(self, budget: float) -> None:
+    def __init__(self, budget: float, timeout_scale: float = 1.0) -> None:
         self.records: list[dict] = []
         self.deadline = time.monotonic() + budget
+        self.timeout_scale = timeout_scale
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -56,7 +57,7 @@ class Checks:
     def run(self, name: str, cmd: list, env: dict, timeout: int, least: int = 30) -> subprocess.CompletedProcess | None:
         """Run ``cmd`` with ``min(timeout, budget left)``; skipped (a failed check) when less than ``least`` s are
         left."""
-        limit = int(min(timeout, self.left()))
+        limit = int(min(timeout * self.timeout_scale, self.left()))
         if limit < least:
             self.add(name, False, 0.0, f"skipped: {max(limit, 0)} s of the budget left, needs >= {least} s")
             return None
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=560, help="seconds for everything (default 560)")
     parser.add_argument("--skip-step-time", action="store_true")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke run of this script")
+    parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every step's timeout (CPU smoke)")
     args = parser.parse_args(argv)
 
     from nnunetv2_topo.io import read_volume
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     env["nnUNet_compile"] = "true"  # nnU-Net's default on CUDA, said explicitly
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (args.work / name).mkdir()
-    checks = Checks(args.budget)
+    checks = Checks(args.budget, args.timeout_scale)
     size = [str(args.size)] * 3
     kaggle = args.work / "kaggle"
     steps = [
