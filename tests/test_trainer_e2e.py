@@ -210,6 +210,7 @@ def test_bad_config_fails_at_start_up(nnunet_data: SimpleNamespace) -> None:
     assert proc.returncode != 0
     assert "'plateau_factor' = 2.0 is invalid: must lie in (0, 1)" in proc.stderr
     assert "Valid keys: initial_lr" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.returncode == 2  # one message, no traceback
 
 
 def test_val_npz_in_a_fresh_shell_is_what_predict_writes(nnunet_data: SimpleNamespace) -> None:
