@@ -72,7 +72,7 @@ def _batches(trainer, patch: int, batch: int, n: int, seed: int = 0):
     steps = [DownsampleSegForDSTransform(ds_scales=scales)] if scales is not None else []
     pipeline = ComposeTransforms(steps)
     if hasattr(trainer.loss, "insert_targets_transform"):
-        pipeline = trainer.loss.insert_targets_transform(pipeline, trainer.label_manager.ignore_label)
+        pipeline = trainer.loss.insert_targets_transform(pipeline)
     elif hasattr(trainer, "_insert_topo_transform"):  # the trainer before its split into components
         pipeline = trainer._insert_topo_transform(pipeline)
     out, seg_times = [], []

@@ -75,9 +75,9 @@ def test_term_values_are_read_lazily_and_together() -> None:
 
 
 def test_targets_ride_on_the_full_resolution_scale_only() -> None:
-    adapter = TopoLossCall(TopologyLoss({"ce": 1.0, "skeleton_recall": 1.0, "boundary": 1.0}))
+    adapter = TopoLossCall(TopologyLoss({"ce": 1.0, "skeleton_recall": 1.0, "boundary": 1.0}), ignore_label=2)
     ds = DownsampleSegForDSTransform(ds_scales=[[1, 1, 1], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]])
-    pipeline = adapter.insert_targets_transform(ComposeTransforms([ds]), 2)
+    pipeline = adapter.insert_targets_transform(ComposeTransforms([ds]))
     assert pipeline.transforms[0] is ds and isinstance(pipeline.transforms[1], TopoTargetsTransform)
     labels = torch.zeros((1, 8, 8, 8), dtype=torch.int16)
     labels[:, 3:5] = 1
@@ -88,7 +88,7 @@ def test_targets_ride_on_the_full_resolution_scale_only() -> None:
     taken = adapter.take_targets(batch, torch.device("cpu"))
     assert [t.shape[1] for t in taken["target"]] == [1, 1, 1] and set(adapter.extras) == {"skeleton", "band"}
     # no downsampling step: the transform goes last
-    alone = adapter.insert_targets_transform(ComposeTransforms([]), 2)
+    alone = adapter.insert_targets_transform(ComposeTransforms([]))
     assert [type(t) for t in alone.transforms] == [TopoTargetsTransform]
 
 

@@ -204,3 +204,24 @@ def test_checkpoint_holds_every_key_nnunet_writes(tmp_path, monkeypatch, trainer
         assert set(ours["raw_network_weights"]) == set(theirs["network_weights"])
         tensors = [v for v in ours["topo_state"]["weight_ema"].values() if isinstance(v, torch.Tensor)]
         assert ours["topo_state"]["weight_ema"] == {"decay": 0.9, "num_updates": 0} and not tensors
+
+
+def test_collectives_are_plain_without_a_process_group() -> None:
+    from nnunetv2_topo.trainers.distributed import (
+        all_ranks,
+        from_rank0,
+        gather_objects,
+        process_group_timeout,
+        rank_and_world,
+        reduce_term_means,
+        wait_on_every_rank,
+    )
+
+    assert rank_and_world() == (0, 1) and process_group_timeout() is None
+    assert all_ranks(True) and not all_ranks(False)
+    assert gather_objects({"a": 1}) == [{"a": 1}] and from_rank0([3]) == [3]
+    means = reduce_term_means([{"ce": 1.0, "dice": math.nan}, {"ce": 3.0}], ("ce", "dice"))
+    assert means["ce"] == 2.0 and math.isnan(means["dice"])
+    calls = iter([False, False, True])
+    wait_on_every_rank(lambda: next(calls), poll_seconds=0.0)
+    assert next(calls, "done") == "done"

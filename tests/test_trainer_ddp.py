@@ -19,6 +19,8 @@ from nnunetv2_topo.losses import TermValues
 from nnunetv2_topo.trainers.distributed import from_rank0, reduce_term_means
 from nnunetv2_topo.trainers.guarded_step import GuardedStep
 
+pytestmark = pytest.mark.e2e  # starts a two-process gloo group
+
 RECORDS = {
     0: [{"dice": 1.0, "focal": math.nan, "total": 9.0}, {"dice": 3.0, "focal": 2.0}],
     1: [{"dice": 5.0, "focal": 4.0}],

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.scheduling.plateau_driver import PLATEAU_METRICS, PLATEAU_MODES
 from nnunetv2_topo.values import Checked
 from nnunetv2_topo.values import at_least_one as _at_least_one
@@ -68,7 +69,7 @@ DIRECTIVE_KEYS: dict[str, str] = {
 """Keys of a config file that steer how it is applied; they are not hyperparameters and are not saved."""
 
 
-class TopoConfigError(ValueError):
+class TopoConfigError(TopoError, ValueError):
     """A bad TopoWarmup configuration (names the source, key, value and the fix)."""
 
 

@@ -116,6 +116,7 @@ def process_group_timeout() -> float | None:
     timeout: Any = None
     for getter in (
         lambda: group._get_backend(torch.device("cpu")).options._timeout,
+        lambda: group._get_backend(torch.device("cuda")).options._timeout,
         lambda: group.options._timeout,
         lambda: c10d._get_default_timeout(dist.get_backend()),
     ):

@@ -50,16 +50,17 @@ def loss_parameters(
 class TopoLossCall(nn.Module):
     """Adapts ``TopologyLoss`` to nnU-Net's ``self.loss(output, target)`` call (see the module docstring)."""
 
-    def __init__(self, loss: nn.Module) -> None:
+    def __init__(self, loss: nn.Module, ignore_label: int | None = None) -> None:
         super().__init__()
         self.topology_loss = loss
+        self.ignore_label = ignore_label
         self.extras: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_parameters(cls, **kwargs: Any) -> TopoLossCall:
         from nnunetv2_topo.losses import TopologyLoss
 
-        return cls(TopologyLoss(**kwargs))
+        return cls(TopologyLoss(**kwargs), kwargs.get("ignore_label"))
 
     @property
     def required_targets(self) -> tuple[str, ...]:
@@ -90,18 +91,20 @@ class TopoLossCall(nn.Module):
             self.extras = {}  # one batch's targets never leak into the next call
 
     # ------------------------------------------------------------------ extra target channels
-    def targets_transform(self, ignore_label: int | None) -> Any | None:
-        """The transform computing :attr:`required_targets` (None when the loss needs none)."""
+    def targets_transform(self, ignore_label: int | None = None) -> Any | None:
+        """The transform computing :attr:`required_targets` (None when the loss needs none); ``ignore_label``
+        defaults to the loss's."""
         if not self.required_targets:
             return None
         from nnunetv2_topo.transforms import TopoTargetsTransform
 
-        return TopoTargetsTransform(self.required_targets, ignore_label, **self.target_params)
+        ignore = self.ignore_label if ignore_label is None else ignore_label
+        return TopoTargetsTransform(self.required_targets, ignore, **self.target_params)
 
-    def insert_targets_transform(self, transforms: ComposeTransforms, ignore_label: int | None) -> ComposeTransforms:
+    def insert_targets_transform(self, transforms: ComposeTransforms) -> ComposeTransforms:
         """nnU-Net's ``transforms`` with :meth:`targets_transform` just after deep-supervision downsampling (last
         without it): the targets are appended to the full-resolution scale only."""
-        extra = self.targets_transform(ignore_label)
+        extra = self.targets_transform()
         if extra is None:
             return transforms
         position = next(

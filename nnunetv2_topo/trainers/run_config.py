@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from nnunetv2_topo.errors import exit_if_entry_point
 from nnunetv2_topo.trainers.config import CONFIG_ENV_VAR, TopoConfigError, check_consistency
 from nnunetv2_topo.trainers.config_file import (
     config_from_environment,
@@ -100,6 +101,21 @@ def run_config(
 ) -> RunConfig:
     """The configuration of this run (see the module docstring). ``consistency``: check the relations between
     TopoWarmup keys (off for a trainer that uses only the budget keys)."""
+    try:
+        return _run_config(folder, resume, variant_defaults, variant_name, fixed_keys, consistency)
+    except TopoConfigError as exc:
+        exit_if_entry_point(exc)  # nnUNetv2_train: the message, exit 2, no traceback
+        raise
+
+
+def _run_config(
+    folder: Path | None,
+    resume: bool,
+    variant_defaults: dict[str, Any],
+    variant_name: str,
+    fixed_keys: tuple[str, ...],
+    consistency: bool,
+) -> RunConfig:
     kwargs = {"variant_defaults": variant_defaults, "variant_name": variant_name, "fixed_keys": fixed_keys}
     saved = saved_topo_state(folder) if resume else None
     if saved is not None:

@@ -5,7 +5,7 @@ DDP safety: every rank predicts its own share of the cases (``cases[rank::world_
 scores them in its own background process, so no rank waits in a collective while another predicts alone (the
 wait is at most the imbalance of one case). Whether a round is finished is agreed by a tiny all-reduce of each
 rank's non-blocking ``done()``; when a round must be applied (the next one is due, ``checkpoint_latest.pth`` is
-written next, training ends) every rank polls its own background metric and joins an all-reduce every half second
+written next, training ends) every rank polls its own background metric and joins an all-reduce every poll interval
 (:func:`~nnunetv2_topo.trainers.distributed.wait_on_every_rank`), so no rank ever blocks on the metric inside a
 collective. Only then are the per-case results all-gathered (already computed: no waiting) and every rank applies the
 same record. When the measured prediction time of a round approaches the process group's timeout, the number of
@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from nnunetv2_topo.trainers.checkpoint import TOPO_STATE_KEY
 from nnunetv2_topo.trainers.diagnostics import console_log
 from nnunetv2_topo.trainers.distributed import (
+    all_ranks,
     gather_objects,
     process_group_timeout,
     rank_and_world,
@@ -146,11 +148,8 @@ class ScoreRoundController:
                     "repeats)"
                 )
             wait_on_every_rank(pending.done, self.poll_seconds)
-        else:
-            from nnunetv2_topo.trainers.distributed import all_ranks
-
-            if not all_ranks(pending.done()):
-                return []
+        elif not all_ranks(pending.done()):
+            return []
         # every case is scored on every rank: gathering the results waits for nobody's metric
         shares = gather_objects(
             {"results": pending.local_results(), "predict_seconds": pending.predict_seconds, "n": len(pending.cases)}
@@ -174,7 +173,7 @@ class ScoreRoundController:
             return False
         self.best_score, self.best_score_epoch = score, int(record["epoch"])
         if write_best is not None and pending is not None and pending.checkpoint:
-            state = pending.checkpoint.get("topo_state")
+            state = pending.checkpoint.get(TOPO_STATE_KEY)
             if isinstance(state, dict):
                 state["score_rounds"] = self.state_dict()
             write_best(pending.checkpoint)

@@ -1,10 +1,11 @@
 """Checkpoint selection by the competition score (``score_every_epochs``): scoring rounds during training.
 
-Every ``score_every_epochs`` epochs the trainer (rank 0) predicts a fixed, seeded subset of ``score_num_cases``
-validation cases of its fold with nnU-Net's sliding-window predictor, in the training process between two epochs,
-with the weights of that epoch (the EMA weights when ``ema_decay`` is on, as validation uses them). Each predicted
-segmentation goes, with the path of its ground truth, to one spawned background process that returns
-``leaderboard_score(pred, gt, workers=0)``, so the training loop does not wait for the Betti matching.
+Every ``score_every_epochs`` epochs the trainer predicts a fixed, seeded subset of ``score_num_cases`` validation
+cases of its fold with nnU-Net's sliding-window predictor, in the training process between two epochs (under DDP each
+rank its share of the cases), with the weights of that epoch (the EMA weights when ``ema_decay`` is on, as validation
+uses them). Each predicted segmentation goes, with the path of its ground truth, to the rank's spawned background
+process that returns ``leaderboard_score(pred, gt, workers=0)``, so the training loop does not wait for the Betti
+matching. This module holds one round; :mod:`nnunetv2_topo.trainers.score_controller` runs them.
 
 A round's result is applied at the first epoch end where all its cases are scored (at the latest when the next round
 is due, before ``checkpoint_latest.pth`` is written, and at the end of training): ``val_score`` (and its topo,

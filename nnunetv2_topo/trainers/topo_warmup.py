@@ -25,6 +25,7 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
+from nnunetv2_topo.errors import exit_if_entry_point
 from nnunetv2_topo.scheduling import PlateauDriver, WarmupPlateauScheduler
 from nnunetv2_topo.trainers.checkpoint import TOPO_STATE_KEY, load_checkpoint_file, nnunet_payload, write_checkpoint
 from nnunetv2_topo.trainers.diagnostics import PROGRESS_PNG, finite_mean_max, plot_progress_topo, write_progress_json
@@ -136,14 +137,10 @@ class nnUNetTrainerTopoWarmup(ResumeMixin, nnUNetTrainer):
 
     def get_training_transforms(self, *args: Any, **kwargs: Any) -> ComposeTransforms:  # type: ignore[override]
         """nnU-Net's training transforms plus the loss's extra targets before deep-supervision downsampling."""
-        return self.loss.insert_targets_transform(super().get_training_transforms(*args, **kwargs), self._ignore)
+        return self.loss.insert_targets_transform(super().get_training_transforms(*args, **kwargs))
 
     def get_validation_transforms(self, *args: Any, **kwargs: Any) -> ComposeTransforms:  # type: ignore[override]
-        return self.loss.insert_targets_transform(super().get_validation_transforms(*args, **kwargs), self._ignore)
-
-    @property
-    def _ignore(self) -> int | None:
-        return self.label_manager.ignore_label
+        return self.loss.insert_targets_transform(super().get_validation_transforms(*args, **kwargs))
 
     def initialize(self) -> None:
         seed_weights(self.topo_config["seed"])  # DDP then broadcasts rank 0's weights
@@ -153,7 +150,8 @@ class nnUNetTrainerTopoWarmup(ResumeMixin, nnUNetTrainer):
 
     # ------------------------------------------------------------------ training epoch
     def on_train_start(self) -> None:
-        if self.topo_run.deferred_error is not None:
+        if self.topo_run.deferred_error is not None:  # nnUNetv2_train: one line, exit 2; elsewhere raised
+            exit_if_entry_point(self.topo_run.deferred_error)
             raise self.topo_run.deferred_error
         if not self.was_initialized:
             self.initialize()
