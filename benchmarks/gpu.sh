@@ -1,23 +1,43 @@
 #!/usr/bin/env bash
-# GPU benchmarks in one prepared run (<= 10 minutes on one H100/H200-class card: the timeouts add up to 580 s):
-#   1. step time and peak memory at patch 128^3, batch 2, AMP, nnU-Net's default network, for nnUNetTrainer and
-#      every TopoWarmup variant, and the per-step cost of the weight EMA (ema_decay) (benchmarks/step_time.py);
-#   2. the loss-cost table at patch 128^3, batch 2, AMP (benchmarks/loss_cost.py);
-#   3. predict cost on 2 cases of 320^3 with nnU-Net's default network (patch 128^3): 1 model, 2 models fused,
-#      2 models + rot90 TTA, against the disk route --save_probabilities + nnUNetv2_ensemble (benchmarks/predict_cost.py).
-#   4. the cost of one competition-score round (score_every_epochs) at 320^3: nnU-Net's sliding window of the
-#      default network at patch 128 with and without mirroring, logits -> segmentation, the metric on the CPU
-#      (benchmarks/score_round.py).
-# Usage: bash benchmarks/gpu.sh [OUT_DIR]   (needs the package installed: `make install` or `pip install -e .`)
-# Record the card, date and numbers in benchmarks/RESULTS.md.
+# GPU checks and benchmarks in two parts, each fitting one 10-minute device call (the timeouts add up to <= 580 s):
+#
+#   bash benchmarks/gpu.sh [OUT_DIR] compile   # first: the compiled path at 320^3 (benchmarks/compile_check.py):
+#       synth 3+1 cases of 320^3 -> convert -> plan/preprocess -> nnUNetv2_train TopoWarmup with nnU-Net's default
+#       torch.compile on, EMA and a score round per epoch -> --c; no _orig_mod. keys in the checkpoints;
+#       nnUNetv2_predict -chk checkpoint_best_score.pth; nnUNetv2_export_model_to_zip; --val --npz with
+#       nnUNet_topo_config unset; step time with compile on (nnUNetTrainer vs TopoWarmup, patch 128^3)
+#   bash benchmarks/gpu.sh [OUT_DIR] bench     # then, compile off as in the CPU tables:
+#     1. step time and peak memory at patch 128^3, batch 2, AMP, nnU-Net's default network, for nnUNetTrainer and
+#        every TopoWarmup variant, the host-device sync sites per step, and the cost of the weight EMA
+#        (benchmarks/step_time.py);
+#     2. the loss-cost table at patch 128^3, batch 2, AMP (benchmarks/loss_cost.py);
+#     3. predict cost on 2 cases of 320^3 with nnU-Net's default network (patch 128^3): 1 model, 2 models fused,
+#        2 models + rot90 TTA, against the disk route --save_probabilities + nnUNetv2_ensemble
+#        (benchmarks/predict_cost.py);
+#     4. the cost of one competition-score round (score_every_epochs) at 320^3: nnU-Net's sliding window of the
+#        default network at patch 128 with and without mirroring, logits -> segmentation, the metric on the CPU
+#        (benchmarks/score_round.py).
+#   bash benchmarks/gpu.sh [OUT_DIR]           # both parts, compile first (about 19 minutes: two device calls' worth)
+#
+# Needs the package installed (`make install` or `pip install -e .`). Record the card, date and numbers in
+# benchmarks/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-benchmarks/out/gpu}}
+PART=${2:-all}
+case "$PART" in compile|bench|all) ;; *) echo "unknown part '$PART': use compile, bench or all" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-export PYTHONUNBUFFERED=1 nnUNet_compile=false
+export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
 date -u | tee -a "$OUT/card.txt"
+if [ "$PART" != bench ]; then
+    # nnU-Net's default on CUDA: compile on; every step inside has its own timeout, the whole at most 580 s
+    timeout 580 "$PY" benchmarks/compile_check.py --work "${WORK:-/tmp/topo_compile_check}" \
+        --json "$OUT/compile_check.json" 2>&1 | tee "$OUT/compile_check.txt" || echo "compile check FAILED (see above)"
+fi
+[ "$PART" = compile ] && exit 0
+export nnUNet_compile=false
 timeout 150 "$PY" benchmarks/step_time.py --device cuda --patch 128 --iterations 20 --json "$OUT/step_time.json" \
     2>&1 | tee "$OUT/step_time.txt"
 timeout 90 "$PY" benchmarks/loss_cost.py --device cuda --patch 128 --repeats 10 --json "$OUT/loss_cost.json" \

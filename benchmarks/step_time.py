@@ -4,7 +4,8 @@ All trainers are built in one process on the same synthetic plans and batches an
 interleaved (round robin), so load on the machine hits all alike; the step is ``trainer.train_step(batch)``
 (forward, loss, backward, clip, optimizer step). The
 topology targets (skeleton, band) are computed on the CPU by the data-augmentation transform in real training;
-that cost is reported separately as ``targets ms/sample`` (it runs in the DA workers, in parallel to the step).
+that cost, with nnU-Net's deep-supervision downsampling, is reported separately as ``seg transforms ms/sample``
+(it runs in the DA workers, in parallel to the step).
 
     python benchmarks/step_time.py --quick                    # CPU, tiny network, patch 32³ (a few minutes)
     python benchmarks/step_time.py --device cuda --patch 128  # GPU, nnU-Net's default 3d_fullres network
@@ -58,17 +59,23 @@ DATASET_JSON = vesuvius_dataset_json(1)
 
 
 def _batches(trainer, patch: int, batch: int, n: int, seed: int = 0):
-    """``n`` batches of sheet-like labels (0/1/2) with the trainer's own target transforms applied (as the data
-    loader would deliver them); returns (batches, target ms per sample)."""
+    """``n`` batches of sheet-like labels (0/1/2) through the trainer's own segmentation transforms (nnU-Net's
+    deep-supervision downsampling with the topology targets inserted where the trainer inserts them), collated as
+    nnU-Net's data loader does; returns (batches, segmentation-transform ms per sample)."""
     import numpy as np
     import torch
+    from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
     from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 
     rng = np.random.default_rng(seed)
     scales = trainer._get_deep_supervision_scales()
-    topo = trainer._topo_targets_transform() if hasattr(trainer, "_topo_targets_transform") else None
-    ds = DownsampleSegForDSTransform(ds_scales=scales) if scales is not None else None
-    out, target_times = [], []
+    steps = [DownsampleSegForDSTransform(ds_scales=scales)] if scales is not None else []
+    pipeline = ComposeTransforms(steps)
+    if hasattr(trainer.loss, "insert_targets_transform"):
+        pipeline = trainer.loss.insert_targets_transform(pipeline)
+    elif hasattr(trainer, "_insert_topo_transform"):  # the trainer before its split into components
+        pipeline = trainer._insert_topo_transform(pipeline)
+    out, seg_times = [], []
     zz = np.arange(patch)[:, None, None]
     yy, xx = np.meshgrid(np.arange(patch), np.arange(patch), indexing="ij")
     for _ in range(n):
@@ -78,19 +85,16 @@ def _batches(trainer, patch: int, batch: int, n: int, seed: int = 0):
             lab = (np.abs(zz - surface[None]) < 2).astype(np.int16)
             lab[:, :, -3:] = 2
             img = lab.astype(np.float32) + 0.7 * rng.standard_normal(lab.shape).astype(np.float32)
-            seg = torch.from_numpy(lab[None])
-            if topo is not None:
-                t0 = time.perf_counter()
-                seg = topo(segmentation=seg)["segmentation"]
-                target_times.append(time.perf_counter() - t0)
-            segs.append(seg)
+            t0 = time.perf_counter()
+            segs.append(pipeline(image=None, segmentation=torch.from_numpy(lab[None]))["segmentation"])
+            seg_times.append(time.perf_counter() - t0)
             images.append(torch.from_numpy(img[None]))
-        if ds is not None:
-            target = [torch.stack(t) for t in zip(*[ds(segmentation=s)["segmentation"] for s in segs])]
+        if isinstance(segs[0], list):
+            target = [torch.stack(t) for t in zip(*segs)]
         else:
             target = torch.stack(segs)
         out.append({"data": torch.stack(images), "target": target, "keys": []})
-    return out, 1000 * statistics.mean(target_times) if target_times else 0.0
+    return out, 1000 * statistics.mean(seg_times)
 
 
 def _rss_mib(field: str) -> float:
@@ -128,6 +132,63 @@ def _build(name: str, args: argparse.Namespace, tmp: Path):
     return trainer
 
 
+SYNC_METHODS = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy")
+"""Tensor methods that, on a CUDA tensor, make the host wait for the device."""
+
+
+class SyncSites:
+    """Count the call sites (file:line, outside torch) of :data:`SYNC_METHODS` hit while active.
+
+    On the CPU no call actually waits, but every one of them on a tensor the step computed is a host-device
+    synchronisation on CUDA (the step's tensors live on the device there); torch's own optimizer bookkeeping on CPU
+    step counters is excluded. On CUDA, ``torch.cuda.set_sync_debug_mode`` is the exact alternative."""
+
+    def __init__(self) -> None:
+        self.sites: dict[str, int] = {}
+
+    def __enter__(self) -> SyncSites:
+        import torch
+
+        self._saved = {m: getattr(torch.Tensor, m) for m in SYNC_METHODS}
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, self._wrap(name, original))
+        return self
+
+    def _wrap(self, name, original):
+        def wrapper(tensor, *args, **kwargs):
+            frame = sys._getframe(1)
+            where = frame.f_code.co_filename
+            host = getattr(tensor, "_on_host", False)  # a copy made by .cpu() below: reading it waits for nothing
+            if f"{os.sep}torch{os.sep}" not in where and not host:
+                site = f"{Path(where).name}:{frame.f_lineno} .{name}()"
+                self.sites[site] = self.sites.get(site, 0) + 1
+            result = original(tensor, *args, **kwargs)
+            if name == "cpu":
+                result._on_host = True
+            return result
+
+        return wrapper
+
+    def __exit__(self, *exc) -> None:
+        import torch
+
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+def count_sync_sites(trainers: dict, batches: dict) -> dict[str, dict[str, int]]:
+    """One extra ``train_step`` per trainer with :class:`SyncSites` active: ``{trainer: {site: calls}}``."""
+    import contextlib
+    import io
+
+    out = {}
+    for name, trainer in trainers.items():
+        with SyncSites() as counter, contextlib.redirect_stdout(io.StringIO()):
+            trainer.train_step(batches[name][0])
+        out[name] = counter.sites
+    return out
+
+
 def run_all(args: argparse.Namespace) -> list[dict]:
     """Build every trainer in this process, then time their steps interleaved (round robin), so load changes
     on the machine affect all of them alike. Memory: peak during the step above the memory before it."""
@@ -144,7 +205,11 @@ def run_all(args: argparse.Namespace) -> list[dict]:
         (tmp / "pre" / "Dataset998_Bench" / "bench" / "x.b2nd").touch()
         (tmp / "results").mkdir()
         os.environ.update(
-            {"nnUNet_results": str(tmp / "results"), "nnUNet_preprocessed": str(tmp / "pre"), "nnUNet_compile": "false"}
+            {
+                "nnUNet_results": str(tmp / "results"),
+                "nnUNet_preprocessed": str(tmp / "pre"),
+                "nnUNet_compile": str(args.compile).lower(),
+            }
         )
         os.environ.pop("nnUNet_topo_config", None)
         trainers = {name: _build(name, args, tmp) for name in args.trainers}
@@ -173,12 +238,14 @@ def run_all(args: argparse.Namespace) -> list[dict]:
                     if i >= args.warmup:
                         times[name].append(dt)
                         peaks[name].append(peak)
+        syncs = count_sync_sites(trainers, batches)
         return [
             {
                 "trainer": n,
                 "step_ms": 1000 * statistics.median(times[n]),
                 "peak_mib": max(peaks[n]),
                 "target_ms": target_ms[n],
+                "sync_sites": syncs[n],
             }
             for n in trainers
         ]
@@ -222,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainers", nargs="+", default=TRAINERS)
     parser.add_argument("--quick", action="store_true", help="CPU smoke: patch 32, tiny network, 3 steps")
     parser.add_argument("--json", help="also write the table as JSON here")
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="nnUNet_compile=true: nnU-Net compiles the network (CUDA only; give --warmup >= 2 for the compilation)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     gpu = args.device == "cuda"
@@ -239,17 +310,24 @@ def main(argv: list[str] | None = None) -> int:
     base = next((r for r in rows if r["trainer"] == "nnUNetTrainer"), rows[0])
     print(
         f"\nstep time, {args.device}, patch {args.patch}³, batch {args.batch}, network {args.network}, "
+        f"compile {'on' if args.compile else 'off'}, "
         f"median of {args.iterations} interleaved steps"
     )
-    print(f"{'trainer':38s} {'step ms':>9s} {'x base':>7s} {'peak MiB':>9s} {'x base':>7s} {'targets ms/sample':>18s}")
+    header = f"{'trainer':38s} {'step ms':>9s} {'x base':>7s} {'peak MiB':>9s} {'x base':>7s}"
+    print(f"{header} {'seg transforms ms/sample':>25s}")
     for r in rows:
         r["time_ratio"] = r["step_ms"] / base["step_ms"]
         r["memory_ratio"] = r["peak_mib"] / base["peak_mib"]
         print(
             f"{r['trainer']:38s} {r['step_ms']:9.1f} {r['time_ratio']:7.2f} {r['peak_mib']:9.0f} "
-            f"{r['memory_ratio']:7.2f} {r['target_ms']:18.1f}"
+            f"{r['memory_ratio']:7.2f} {r['target_ms']:25.2f}"
         )
     print("peak = memory above the resident model during one step (CUDA: allocated; CPU: RSS, coarse)")
+    print("\nhost-device sync sites per train_step (calls that wait for the device on CUDA; file:line, calls):")
+    for r in rows:
+        sites = r["sync_sites"]
+        listed = ", ".join(f"{k} x{v}" for k, v in sorted(sites.items())) or "none"
+        print(f"{r['trainer']:38s} {sum(sites.values()):2d} calls at {len(sites)} sites: {listed}")
     ema_ms = ema_update_ms(args)
     print(f"weight EMA (ema_decay > 0): +{ema_ms:.2f} ms per step ({ema_ms / base['step_ms']:.3f}x the base step)")
     rows.append({"trainer": "weight EMA update", "step_ms": ema_ms, "time_ratio": ema_ms / base["step_ms"]})

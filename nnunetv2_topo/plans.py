@@ -1,10 +1,19 @@
-"""Reduced nnU-Net plans for CPU tests, demos and benchmarks.
+"""Reduced nnU-Net plans for CPU tests, demos and benchmarks, for nnU-Net's default (PlainConvUNet) and residual
+encoder (ResEnc) presets.
 
-:func:`make_reduced_plans` derives a small plans file from ``nnUNetPlans.json`` (fewer stages and features, a
+:func:`make_reduced_plans` derives a small plans file from a planner's output (fewer stages and features, a
 smaller patch and batch) that reuses the same preprocessed data, so it is passed to the real commands with ``-p``::
 
     make_reduced_plans(Path(os.environ["nnUNet_preprocessed"]) / "Dataset001_Vesuvius")
     nnUNetv2_train 1 3d_fullres 0 -p nnUNetPlans_tiny -tr nnUNetTrainerTopoWarmup -device cpu
+
+    nnUNetv2_plan_experiment -d 1 -pl nnUNetPlannerResEncM          # -> nnUNetResEncUNetMPlans.json
+    make_reduced_plans(folder, source="nnUNetResEncUNetMPlans")       # -> nnUNetResEncUNetMPlans_tiny.json
+    nnUNetv2_train 1 3d_fullres 0 -p nnUNetResEncUNetMPlans_tiny -tr nnUNetTrainerTopoWarmup -device cpu
+
+nnU-Net's ResEnc planners give ``3d_fullres`` the data identifier ``nnUNetPlans_3d_fullres``: they reuse the
+default plans' preprocessed data, so planning alone (``nnUNetv2_plan_experiment``) is enough once
+``nnUNetv2_plan_and_preprocess`` has run.
 """
 
 from __future__ import annotations
@@ -18,7 +27,23 @@ from pathlib import Path
 from nnunetv2_topo import LABELS
 from nnunetv2_topo.io import atomic_write_text
 
-__all__ = ["make_reduced_plans", "standalone_plans", "vesuvius_dataset_json"]
+__all__ = ["NETWORKS", "RESENC_PLANS", "make_reduced_plans", "standalone_plans", "vesuvius_dataset_json"]
+
+NETWORKS = {
+    "PlainConvUNet": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+    "ResidualEncoderUNet": "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet",
+}
+"""Network classes :func:`standalone_plans` can describe (nnU-Net's default and its residual-encoder preset)."""
+
+RESENC_PLANS = {
+    "nnUNetPlannerResEncM": "nnUNetResEncUNetMPlans",
+    "nnUNetPlannerResEncL": "nnUNetResEncUNetLPlans",
+    "nnUNetPlannerResEncXL": "nnUNetResEncUNetXLPlans",
+}
+"""nnU-Net's ResEnc planners (``-pl``) and the plans identifier (``-p``) each writes."""
+
+RESENC_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
+"""Residual blocks per encoder stage of nnU-Net's ResEnc planners (``UNet_blocks_per_stage_encoder``)."""
 
 
 def _fail(plans_file: Path, message: str) -> ValueError:
@@ -27,7 +52,7 @@ def _fail(plans_file: Path, message: str) -> ValueError:
 
 def make_reduced_plans(
     preprocessed_dataset_dir: str | os.PathLike,
-    name: str = "nnUNetPlans_tiny",
+    name: str | None = None,
     features: Sequence[int] = (4, 8, 16),
     patch: Sequence[int] = (32, 32, 32),
     batch: int = 2,
@@ -35,20 +60,25 @@ def make_reduced_plans(
     source: str = "nnUNetPlans",
     configuration: str = "3d_fullres",
 ) -> Path:
-    """Write ``<preprocessed_dataset_dir>/<name>.json``: ``source`` plans with ``configuration`` reduced.
+    """Write ``<preprocessed_dataset_dir>/<name>.json``: ``source`` plans with ``configuration`` reduced; ``name``
+    defaults to ``<source>_tiny`` (``nnUNetPlans_tiny``, ``nnUNetResEncUNetMPlans_tiny``).
 
     The reduced configuration keeps the ``data_identifier`` (same preprocessed data), the first ``stages`` encoder
     stages (default ``len(features)``) with ``features`` channels, ``patch`` voxels and batch size ``batch``; all
-    other configurations are dropped so the file cannot be used by mistake for a full-size one. Returns the path
+    other configurations are dropped so the file cannot be used by mistake for a full-size one. Works for any
+    network whose ``arch_kwargs`` are per-stage lists (PlainConvUNet's ``n_conv_per_stage``, ResEnc's
+    ``n_blocks_per_stage``; the network class is kept). Returns the path
     (written atomically). Raises ``ValueError`` naming the plans file for impossible settings and
     ``FileNotFoundError`` when the source plans are missing.
     """
     folder = Path(preprocessed_dataset_dir)
+    name = f"{source}_tiny" if name is None else name
     source_file = folder / f"{source}.json"
     if not source_file.is_file():
         raise FileNotFoundError(
-            f"{source_file} not found: run nnUNetv2_plan_and_preprocess for this dataset first "
-            f"(or pass source= with the plans identifier that exists in {folder})"
+            f"{source_file} not found: run nnUNetv2_plan_and_preprocess for this dataset first (for the ResEnc "
+            f"presets also nnUNetv2_plan_experiment -pl {' or '.join(RESENC_PLANS)}), or pass source= with a plans "
+            f"identifier that exists in {folder}"
         )
     if name == source:
         raise ValueError(f"name must differ from source ({source!r}); the source plans would be overwritten")
@@ -107,11 +137,15 @@ def standalone_plans(
     plans_name: str = "nnUNetPlans_standalone",
     data_identifier: str = "nnUNetPlans_3d_fullres",
     median_shape: Sequence[int] | None = None,
+    network: str = "PlainConvUNet",
 ) -> dict:
-    """A complete in-memory nnU-Net plans dict (one ``3d_fullres`` configuration: a PlainConvUNet with one stage
+    """A complete in-memory nnU-Net plans dict (one ``3d_fullres`` configuration: a ``network`` with one stage
     per entry of ``features``, stride 2 after the first, CT normalisation, spacing 1) for building trainers
     without running the planner: unit tests and step-time benchmarks. ``patch`` must be divisible by
-    ``2 ** (len(features) - 1)``."""
+    ``2 ** (len(features) - 1)``. ``network``: a key of :data:`NETWORKS`; ``"ResidualEncoderUNet"`` has the
+    ResEnc planners' blocks per stage (1, 3, 4, 6, ...) and one convolution per decoder stage."""
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
     features = [int(f) for f in features]
     patch = [int(p) for p in patch]
     n = len(features)
@@ -120,6 +154,12 @@ def standalone_plans(
     if any(p < 1 or p % 2 ** (n - 1) for p in patch):
         raise ValueError(f"patch {patch} must be a positive multiple of {2 ** (n - 1)} on every axis for {n} stages")
     shape = [int(s) for s in (median_shape or patch)]
+    if network == "ResidualEncoderUNet":
+        if n > len(RESENC_BLOCKS):
+            raise ValueError(f"features: at most {len(RESENC_BLOCKS)} stages for {network}, got {n}")
+        blocks = {"n_blocks_per_stage": list(RESENC_BLOCKS[:n]), "n_conv_per_stage_decoder": [1] * (n - 1)}
+    else:
+        blocks = {"n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1)}
     configuration = {
         "data_identifier": data_identifier,
         "preprocessor_name": "DefaultPreprocessor",
@@ -136,15 +176,14 @@ def standalone_plans(
         "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
         "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
         "architecture": {
-            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+            "network_class_name": NETWORKS[network],
             "arch_kwargs": {
                 "n_stages": n,
                 "features_per_stage": features,
                 "conv_op": "torch.nn.modules.conv.Conv3d",
                 "kernel_sizes": [[3, 3, 3]] * n,
                 "strides": [[1, 1, 1]] + [[2, 2, 2]] * (n - 1),
-                "n_conv_per_stage": [2] * n,
-                "n_conv_per_stage_decoder": [2] * (n - 1),
+                **blocks,
                 "conv_bias": True,
                 "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
                 "norm_op_kwargs": {"eps": 1e-05, "affine": True},

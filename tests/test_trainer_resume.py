@@ -28,7 +28,7 @@ ORIGINAL = {
 def _epoch(trainer, val_loss: float) -> None:
     """One scripted epoch (see :func:`trainer_fixtures.simulate_epoch`), its log lists padded like nnU-Net's loop."""
     simulate_epoch(trainer, val_loss)
-    trainer._pad_topo_log()
+    trainer.epoch_log.pad(trainer.current_epoch)
     trainer.current_epoch += 1
 
 

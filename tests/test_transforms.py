@@ -153,18 +153,21 @@ def test_transform_appends_channels_in_fixed_order():
     assert only_band.shape[0] == 2 and torch.equal(only_band[1], out[2])
 
 
-def test_pipeline_with_nnunet_deep_supervision_and_split():
-    labs = [sheets_volume(seed=s) for s in (0, 1)]
-    pipeline = ComposeTransforms(
-        [
-            TopoTargetsTransform(targets=("skeleton", "band"), ignore_label=2),
-            DownsampleSegForDSTransform(ds_scales=[[1, 1, 1], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]),
-        ]
-    )
+DS_SCALES = [[1, 1, 1], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]
+
+
+def _collated(pipeline, labs):
     per_sample = [pipeline(image=None, segmentation=torch.from_numpy(lab)[None])["segmentation"] for lab in labs]
     # collate like nnUNetDataLoader: one tensor per scale
-    batch = [torch.stack([s[i] for s in per_sample]) for i in range(3)]
-    assert [tuple(b.shape[1:2]) for b in batch] == [(3,), (3,), (3,)]
+    return [torch.stack([s[i] for s in per_sample]) for i in range(len(DS_SCALES))]
+
+
+def test_pipeline_with_nnunet_deep_supervision_and_split():
+    """The transform after nnU-Net's downsampling: the targets ride on the full-resolution scale only."""
+    labs = [sheets_volume(seed=s) for s in (0, 1)]
+    topo = TopoTargetsTransform(targets=("skeleton", "band"), ignore_label=2)
+    batch = _collated(ComposeTransforms([DownsampleSegForDSTransform(ds_scales=DS_SCALES), topo]), labs)
+    assert [tuple(b.shape[1:2]) for b in batch] == [(3,), (1,), (1,)]
     labels, extras = split_topo_targets(batch, ["band", "skeleton"])
     assert [tuple(lb.shape) for lb in labels] == [(2, 1, 12, 16, 18), (2, 1, 6, 8, 9), (2, 1, 3, 4, 4)]
     assert torch.equal(labels[0][:, 0], torch.from_numpy(np.stack(labs)))
@@ -176,6 +179,18 @@ def test_pipeline_with_nnunet_deep_supervision_and_split():
     # not a list: same structure back
     single, extras1 = split_topo_targets(batch[0], ["skeleton", "band"])
     assert torch.equal(single, labels[0]) and torch.equal(extras1["band"], extras["band"])
+
+    # the earlier placement (before the downsampling, channels at every scale) splits to the same tensors
+    before = _collated(ComposeTransforms([topo, DownsampleSegForDSTransform(ds_scales=DS_SCALES)]), labs)
+    assert [tuple(b.shape[1:2]) for b in before] == [(3,), (3,), (3,)]
+    labels_b, extras_b = split_topo_targets(before, ["skeleton", "band"])
+    assert all(torch.equal(a, b) for a, b in zip(labels, labels_b))
+    assert all(torch.equal(extras[k], extras_b[k]) for k in extras)
+
+
+def test_transform_rejects_empty_scale_list():
+    with pytest.raises(ValueError, match="empty deep-supervision"):
+        TopoTargetsTransform(targets=["skeleton"])(segmentation=[])
 
 
 def test_compute_batch_target_keeps_samples_apart():
@@ -202,5 +217,7 @@ def test_transform_bad_parameters(kwargs, match):
 def test_split_rejects_missing_channels():
     with pytest.raises(ValueError, match=r"expected \(B, 3, \.\.\.\)"):
         split_topo_targets(torch.zeros(2, 2, 4, 4, 4), ["skeleton", "band"])
+    with pytest.raises(ValueError, match=r"target\[0\] has shape \(2, 2, 4, 4, 4\), expected \(B, 3, \.\.\.\)"):
+        split_topo_targets([torch.zeros(2, 2, 4, 4, 4), torch.zeros(2, 1, 2, 2, 2)], ["skeleton", "band"])
     with pytest.raises(ValueError, match="unknown topology target"):
         split_topo_targets(torch.zeros(2, 2, 4, 4, 4), ["skel"])

@@ -8,7 +8,7 @@ The single terms are modules usable on their own: ``FocalTerm()(logits, target)`
 from nnunetv2_topo.losses.base import LossTerm, TermSpec
 from nnunetv2_topo.losses.boundary import BoundaryTerm
 from nnunetv2_topo.losses.cldice import ClDiceTerm
-from nnunetv2_topo.losses.compound import TopologyLoss, default_ds_weights
+from nnunetv2_topo.losses.compound import TermValues, TopologyLoss, default_ds_weights
 from nnunetv2_topo.losses.connectivity import ConnectivityTerm
 from nnunetv2_topo.losses.focal import FocalTerm
 from nnunetv2_topo.losses.morphology import soft_dilate, soft_erode, soft_skeleton
@@ -28,6 +28,7 @@ __all__ = [
     "LossTerm",
     "SkeletonRecallTerm",
     "TermSpec",
+    "TermValues",
     "TopologyLoss",
     "check_weights",
     "default_ds_weights",

@@ -15,24 +15,41 @@ import torch
 from torch import Tensor, nn
 
 from nnunetv2_topo import IGNORE_LABEL
-from nnunetv2_topo.losses.masking import FgParts, check_map
+from nnunetv2_topo.losses.masking import FgParts, batch_mean, check_map
 from nnunetv2_topo.transforms.topo_targets import TARGETS, compute_batch_target
 from nnunetv2_topo.values import Param
 
 
 class LossTerm(nn.Module):
-    """One term on 2-channel logits ``(B, 2, *spatial)`` and labels ``(B, 1, *spatial)`` with an ignore label.
+    """One term on 2-channel logits with an ignore label; ``term(logits, target, **maps)`` returns a scalar.
 
-    Subclasses implement :meth:`compute`. Calling the module prepares the shared tensors in fp32 with autocast
-    disabled, so the term is safe under fp16/bf16 autocast.
+    Shapes: ``logits`` ``(B, 2, *spatial)`` (``*spatial`` = ``Z, Y, X`` or ``Y, X``), ``target`` integer labels
+    ``(B, 1, *spatial)`` (``(B, *spatial)`` accepted), precomputed ``maps`` (``skeleton``, ``band``)
+    ``(B, 1, *spatial)`` or None (computed on the fly).
+
+    Reduction: a per-sample term implements :meth:`per_sample`, which gives each sample's value ``(B,)`` and the
+    samples the value is defined for (bool ``(B,)``: at least one annotated voxel, and for skeleton recall and the
+    boundary loss a non-empty skeleton/band); the term is the mean over those samples only, 0 when there is none.
+    A sample that is entirely ignore therefore neither counts as 0 in the mean nor dilutes the gradient of the
+    others. A term defined on the whole batch (Dice, CE: nnU-Net's own reductions) overrides :meth:`compute`.
+
+    Calling the module prepares the shared tensors in fp32 with autocast disabled, so the term is safe under
+    fp16/bf16 autocast.
     """
 
     def __init__(self, ignore_label: int | None = IGNORE_LABEL) -> None:
         super().__init__()
         self.ignore_label = ignore_label
 
+    def per_sample(self, parts: FgParts, **maps: Tensor) -> tuple[Tensor, Tensor]:
+        """``(values (B,), counted (B,) bool)``: each sample's value and whether it enters the batch mean."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither per_sample nor compute")
+
     def compute(self, parts: FgParts, **maps: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The term's scalar value on the shared ``parts`` of one scale: by default the mean of
+        :meth:`per_sample` over the counted samples (:func:`~nnunetv2_topo.losses.masking.batch_mean`)."""
+        values, counted = self.per_sample(parts, **maps)
+        return batch_mean(values, counted)
 
     def forward(self, logits: Tensor, target: Tensor, **maps: Tensor | None) -> Tensor:
         with torch.autocast(device_type=logits.device.type, enabled=False):

@@ -12,9 +12,10 @@ from nnunetv2_topo.transforms.targets import BOUNDARY_BAND
 
 
 class BoundaryTerm(LossTerm):
-    """``Σ(BCE · w) / Σ w`` per sample (batch mean), ``w`` = band weight: 1 within ``band[0]`` voxels of the target
-    boundary (signed Euclidean distance of the target, ignore set to background), linear to 0 at ``band[1]``,
-    0 on ignore voxels. A sample without a boundary contributes 0. Not Kervadec's signed-distance loss.
+    """``Σ(BCE · w) / Σ w`` per sample, ``w`` = band weight: 1 within ``band[0]`` voxels of the target boundary
+    (signed Euclidean distance of the target, ignore set to background), linear to 0 at ``band[1]``, 0 on ignore
+    voxels. Averaged over the samples with a non-empty band: a sample without a boundary (or entirely ignore) is
+    left out, not counted as 0. Not Kervadec's signed-distance loss.
 
     ``band`` (B, 1, ...) comes precomputed from :class:`~nnunetv2_topo.transforms.TopoTargetsTransform`; when it is
     None it is computed on the fly on the CPU from the labels (correct, slower)."""
@@ -25,11 +26,11 @@ class BoundaryTerm(LossTerm):
         super().__init__(ignore_label)
         self.band = BOUNDARY_BAND.checked(band)
 
-    def compute(self, parts: FgParts, band: Tensor | None = None, **maps: Tensor) -> Tensor:
+    def per_sample(self, parts: FgParts, band: Tensor | None = None, **maps: Tensor) -> tuple[Tensor, Tensor]:
         w = self.target_map(parts, "band", band, boundary_band=self.band)
         dims = parts.spatial_dims
-        per_sample = (bce_with_logits(parts) * w).sum(dims) / w.sum(dims).clamp_min(1e-6)
-        return per_sample.mean()
+        total = w.sum(dims)
+        return (bce_with_logits(parts) * w).sum(dims) / total.clamp_min(1e-6), total > 0
 
 
 SPEC = TermSpec("boundary", BoundaryTerm, target="band")

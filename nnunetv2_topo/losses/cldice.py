@@ -16,7 +16,8 @@ ITERATIONS = Param("cldice_iterations", "iterations", 3, "int >= 1", "soft-skele
 
 
 class ClDiceTerm(LossTerm):
-    """``1 − 2·Tprec·Tsens / (Tprec + Tsens)`` per sample (batch mean), with
+    """``1 − 2·Tprec·Tsens / (Tprec + Tsens)`` per sample, averaged over the samples with annotated voxels (an
+    all-ignore sample would score 0 and is left out), with
     ``Tprec = (Σ skel(p)·t + s) / (Σ skel(p) + s)`` and ``Tsens = (Σ skel(t)·p + s) / (Σ skel(t) + s)``, sums over
     annotated voxels, ``s = 1`` (the reference implementation's smoothing). Probability and target are 0 at ignore
     voxels before skeletonisation. The target's skeleton is computed without autograd; the prediction's uses the
@@ -31,7 +32,7 @@ class ClDiceTerm(LossTerm):
         self.iterations = ITERATIONS.checked(iterations)
         self.smooth = float(smooth)
 
-    def compute(self, parts: FgParts, **maps: Tensor) -> Tensor:
+    def per_sample(self, parts: FgParts, **maps: Tensor) -> tuple[Tensor, Tensor]:
         p, t, v = parts.prob_masked, parts.target, parts.valid_f
         dims, s = parts.spatial_dims, self.smooth
         skel_p = soft_skeleton(p, self.iterations) * v
@@ -39,7 +40,7 @@ class ClDiceTerm(LossTerm):
             skel_t = soft_skeleton(t, self.iterations) * v
         t_prec = ((skel_p * t).sum(dims) + s) / (skel_p.sum(dims) + s)
         t_sens = ((skel_t * p).sum(dims) + s) / (skel_t.sum(dims) + s)
-        return (1.0 - 2.0 * t_prec * t_sens / (t_prec + t_sens)).mean()
+        return 1.0 - 2.0 * t_prec * t_sens / (t_prec + t_sens), parts.labelled
 
 
 SPEC = TermSpec("cldice", ClDiceTerm, params=(ITERATIONS,))

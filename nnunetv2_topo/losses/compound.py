@@ -39,6 +39,45 @@ def default_ds_weights(n_scales: int) -> tuple[float, ...]:
     return tuple(x / total for x in w)
 
 
+class TermValues(Mapping[str, float]):
+    """One call's term values, kept as a device tensor and read to floats on first access (one host-device
+    synchronisation then; :meth:`read_all` reads many records with one)."""
+
+    def __init__(self, names: tuple[str, ...], values: Tensor | None) -> None:
+        self.names = names
+        self.values = values
+        self._floats: dict[str, float] | None = None if names else {}
+
+    def _host(self) -> dict[str, float]:
+        if self._floats is None:
+            self._floats = dict(zip(self.names, self.values.tolist()))
+        return self._floats
+
+    def __getitem__(self, name: str) -> float:
+        return self._host()[name]
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @staticmethod
+    def read_all(records: Sequence[Mapping[str, float]]) -> list[Mapping[str, float]]:
+        """``records`` with every unread :class:`TermValues` read, all in one transfer per device."""
+        pending = [r for r in records if isinstance(r, TermValues) and r._floats is None]
+        by_device: dict[torch.device, list[TermValues]] = {}
+        for r in pending:
+            by_device.setdefault(r.values.device, []).append(r)
+        for group in by_device.values():
+            flat = torch.cat([r.values.reshape(-1) for r in group]).tolist()
+            start = 0
+            for r in group:
+                r._floats = dict(zip(r.names, flat[start : start + len(r.names)]))
+                start += len(r.names)
+        return list(records)
+
+
 class TopologyLoss(nn.Module):
     """Weighted sum of the registered terms (Dice, CE, focal, boundary, clDice, skeleton recall, connectivity) for
     2-channel logits.
@@ -54,6 +93,11 @@ class TopologyLoss(nn.Module):
     - ``**maps``: precomputed full-resolution ``(B, 1, ...)`` targets by name (``skeleton``, ``band``:
       :func:`nnunetv2_topo.transforms.split_topo_targets`) or per-scale lists; missing or None → computed on the
       fly on the CPU.
+
+    Returns a scalar. Reductions: Dice and CE are nnU-Net's (per-sample Dice unless ``batch_dice``; CE over the
+    batch's annotated voxels); the per-sample terms (focal, boundary, clDice, skeleton recall, connectivity) are
+    averaged over the samples they are defined for (:class:`~nnunetv2_topo.losses.base.LossTerm`), so a patch that
+    is entirely ignore does not count as 0.
 
     Every term is >= 0 with minimum 0 for a perfect prediction (Dice is ``1 − Dice``, so ``dice + ce`` equals
     nnU-Net's default loss + 1). ``last_terms`` holds the unweighted values of the last call (DS terms: their
@@ -115,10 +159,14 @@ class TopologyLoss(nn.Module):
     @property
     def last_terms(self) -> dict[str, float]:
         """Unweighted term values of the last call and ``"total"``, as floats (one device sync, on access)."""
+        return dict(self.last_term_values)
+
+    @property
+    def last_term_values(self) -> TermValues:
+        """:attr:`last_terms` still on the device: no host-device synchronisation until a value is read."""
         if not self._last:
-            return {}
-        values = torch.stack([v.float() for v in self._last.values()]).tolist()
-        return dict(zip(self._last.keys(), values))
+            return TermValues((), None)
+        return TermValues(tuple(self._last), torch.stack([v.float() for v in self._last.values()]))
 
     def _scale_list(self, name: str, value, n_scales: int) -> list[Tensor | None]:
         if isinstance(value, (list, tuple)):

@@ -12,8 +12,8 @@ from nnunetv2_topo.losses.morphology import soft_dilate
 
 
 class ConnectivityTerm(LossTerm):
-    """Mean over annotated voxels (per sample, batch mean) of ``(maxpool3(p) − maxpool3(t))²``, 3×3×3 max-pooling,
-    probability and target 0 at ignore voxels.
+    """Mean over annotated voxels (per sample; batch mean over the samples that have any) of
+    ``(maxpool3(p) − maxpool3(t))²``, 3×3×3 max-pooling, probability and target 0 at ignore voxels.
 
     What it measures, honestly: the squared error between the *dilated* prediction and the *dilated* target. It
     tolerates one-voxel shifts of a boundary, and its gradient reaches only the largest probability of each
@@ -21,11 +21,11 @@ class ConnectivityTerm(LossTerm):
     scores nearly the same as an intact one (the gap disappears under the dilation). The name is the original
     recipe's."""
 
-    def compute(self, parts: FgParts, **maps: Tensor) -> Tensor:
+    def per_sample(self, parts: FgParts, **maps: Tensor) -> tuple[Tensor, Tensor]:
         dilated_p = soft_dilate(parts.prob_masked)
         with torch.no_grad():
             dilated_t = soft_dilate(parts.target)
-        return parts.per_sample_mean((dilated_p - dilated_t) ** 2)
+        return parts.voxel_mean((dilated_p - dilated_t) ** 2), parts.labelled
 
 
 SPEC = TermSpec("connectivity", ConnectivityTerm)

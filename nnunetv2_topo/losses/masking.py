@@ -111,10 +111,24 @@ class FgParts:
         """Number of annotated voxels per sample, shape (B,)."""
         return self.valid_f.sum(self.spatial_dims)
 
-    def per_sample_mean(self, values: Tensor) -> Tensor:
-        """Batch mean of each sample's mean of ``values`` over its annotated voxels (0 for an all-ignore sample)."""
+    @cached_property
+    def labelled(self) -> Tensor:
+        """Bool (B,): the sample has at least one annotated (non-ignore) voxel."""
+        return self.valid_count > 0
+
+    def voxel_mean(self, values: Tensor) -> Tensor:
+        """Each sample's mean of ``values`` ``(B, 1, *spatial)`` over its annotated voxels, shape (B,)
+        (0 for an all-ignore sample, which :meth:`batch_mean` then leaves out)."""
         num = (values * self.valid_f).sum(self.spatial_dims)
-        return (num / self.valid_count.clamp_min(1.0)).mean()
+        return num / self.valid_count.clamp_min(1.0)
+
+
+def batch_mean(per_sample: Tensor, counted: Tensor) -> Tensor:
+    """Mean of ``per_sample`` (B,) over the samples where ``counted`` (bool (B,)) holds; 0 (with a zero gradient)
+    when none does. Samples left out contribute neither value nor gradient, whatever ``per_sample`` holds there
+    (NaN included). No host-device synchronisation."""
+    values = torch.where(counted, per_sample, torch.zeros((), dtype=per_sample.dtype, device=per_sample.device))
+    return values.sum() / counted.sum().clamp_min(1).to(per_sample.dtype)
 
 
 def bce_with_logits(parts: FgParts) -> Tensor:

@@ -39,7 +39,8 @@ class WarmupPlateauScheduler:
         factor: LR multiplier on a plateau, in (0, 1).
         patience: epochs without improvement tolerated before reducing.
         min_lr: lower bound of the LR.
-        threshold: relative improvement needed to count as better (torch's default, ``threshold_mode="rel"``).
+        threshold: improvement needed to count as better (torch's default: relative 1e-4).
+        threshold_mode: ``"rel"`` (a fraction of the best value) or ``"abs"`` (in the signal's units).
         cooldown: epochs after a reduction during which bad epochs are not counted.
     """
 
@@ -54,6 +55,7 @@ class WarmupPlateauScheduler:
         min_lr: float = 1e-6,
         threshold: float = 1e-4,
         cooldown: int = 0,
+        threshold_mode: Literal["rel", "abs"] = "rel",
     ) -> None:
         if base_lr <= 0:
             raise ValueError(f"base_lr must be > 0, got {base_lr}")
@@ -73,6 +75,7 @@ class WarmupPlateauScheduler:
             patience=patience,
             min_lr=min_lr,
             threshold=threshold,
+            threshold_mode=threshold_mode,
             cooldown=cooldown,
         )
         self.last_started_epoch: int | None = None

@@ -26,6 +26,7 @@ __all__ = [
     "PROGRESS_JSON",
     "PROGRESS_PNG",
     "TOPO_LOG_KEYS",
+    "console_log",
     "finite_mean_max",
     "load_progress",
     "plot_progress_topo",
@@ -208,3 +209,10 @@ def _draw_progress_topo(plt: Any, log: Mapping[str, Sequence[Any]], output_file:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return out
+
+
+def console_log(message: str, also_print_to_console: bool = True) -> None:
+    """The default ``log`` of the trainer components used without a trainer (the trainer passes its
+    ``print_to_log_file``, which takes the same arguments)."""
+    if also_print_to_console:
+        print(message)

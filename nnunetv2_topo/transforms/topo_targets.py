@@ -2,8 +2,10 @@
 
 nnU-Net's data loader keeps only ``image`` and ``segmentation`` from the transforms, so the skeleton and the
 boundary band travel as extra channels appended to the segmentation by :class:`TopoTargetsTransform` (in the
-data-augmentation workers, on the CPU, at full resolution, after the spatial augmentation). nnU-Net's
-``DownsampleSegForDSTransform`` then carries them to every deep-supervision scale (nearest-exact), and
+data-augmentation workers, on the CPU, after the spatial augmentation). The loss reads them at full resolution
+only (a nearest-downsampled skeleton is not the skeleton of the downsampled labels), so the transform runs *after*
+nnU-Net's ``DownsampleSegForDSTransform`` and appends them to the full-resolution entry alone: the lower
+deep-supervision scales carry only the labels (nothing is downsampled to be thrown away).
 :func:`split_topo_targets` splits them off again in the training step before any loss sees the labels.
 
 The segmentation stays an integer tensor (``int16`` in nnU-Net), so the channels are encoded as integers:
@@ -89,13 +91,15 @@ def target_arguments(names: Iterable[str], params: Mapping[str, Any]) -> dict[st
 
 
 class TopoTargetsTransform(SegOnlyTransform):
-    """Append the requested topology targets as channels of one sample's ``segmentation`` ``(C, Z, Y, X)``.
+    """Append the requested topology targets as channels of one sample's full-resolution ``segmentation``.
 
-    Computed from channel 0 (the labels) at full resolution: ``"skeleton"`` is the per-z-slice medial surface
+    ``segmentation`` is ``(C, Z, Y, X)`` or, after nnU-Net's ``DownsampleSegForDSTransform``, the list of its
+    deep-supervision scales (full resolution first): the channels are appended to the full-resolution entry only.
+    Computed from channel 0 (the labels): ``"skeleton"`` is the per-z-slice medial surface
     (:func:`~nnunetv2_topo.transforms.targets.compute_skeleton`), ``"band"`` the boundary-band weight
     (:func:`~nnunetv2_topo.transforms.targets.compute_band`) encoded as ``round(w * 100)``. Channels are appended
     in the order of :data:`TARGETS`. ``params``: the targets' parameters by key (``skeleton_tube=1``,
-    ``boundary_band=(2, 4)``). Insert it just before nnU-Net's ``DownsampleSegForDSTransform``.
+    ``boundary_band=(2, 4)``). Insert it just after nnU-Net's ``DownsampleSegForDSTransform`` (or last).
     """
 
     def __init__(self, targets: Iterable[str], ignore_label: int | None = IGNORE_LABEL, **params: Any) -> None:
@@ -106,7 +110,16 @@ class TopoTargetsTransform(SegOnlyTransform):
         self.ignore_label = ignore_label
         self.arguments = target_arguments(self.targets, params)
 
-    def _apply_to_segmentation(self, segmentation: torch.Tensor, **params) -> torch.Tensor:
+    def _apply_to_segmentation(
+        self, segmentation: torch.Tensor | list[torch.Tensor], **params
+    ) -> torch.Tensor | list[torch.Tensor]:
+        if isinstance(segmentation, (list, tuple)):
+            if not segmentation:
+                raise ValueError("TopoTargetsTransform: empty deep-supervision segmentation list")
+            return [self._append(segmentation[0]), *segmentation[1:]]
+        return self._append(segmentation)
+
+    def _append(self, segmentation: torch.Tensor) -> torch.Tensor:
         labels = segmentation[0].numpy()
         channels = []
         for name in self.targets:
@@ -121,7 +134,9 @@ def split_topo_targets(
 ) -> tuple[torch.Tensor | list[torch.Tensor], dict[str, torch.Tensor]]:
     """Split the channels appended by :class:`TopoTargetsTransform` off the (batched) target.
 
-    ``target`` is ``(B, 1 + k, ...)`` or a deep-supervision list of such tensors (full resolution first);
+    ``target`` is ``(B, 1 + k, ...)`` or a deep-supervision list (full resolution first) whose first entry is
+    ``(B, 1 + k, ...)``; the lower scales may carry the labels only (the transform placed after
+    ``DownsampleSegForDSTransform``) or the downsampled channels too (placed before it; they are dropped).
     ``names`` are the targets the transform was built with (any order; the channels are in the fixed order).
     Returns the labels in the same structure with channel 0 only, and ``{name: float tensor (B, 1, ...)}`` at full
     resolution: the skeleton as 0/1, the band decoded to weights in [0, 1].
@@ -133,10 +148,11 @@ def split_topo_targets(
     if not scales:
         raise ValueError("split_topo_targets: empty deep-supervision target list")
     for i, t in enumerate(scales):
-        if t.ndim < 3 or t.shape[1] < 1 + k:
+        if t.ndim < 3 or t.shape[1] < (1 + k if i == 0 else 1):
             raise ValueError(
                 f"split_topo_targets: target{f'[{i}]' if is_list else ''} has shape {tuple(t.shape)}, expected "
-                f"(B, {1 + k}, ...) = labels + {list(ordered)}; was TopoTargetsTransform built with the same targets?"
+                f"(B, {1 + k if i == 0 else 1}, ...) = labels{f' + {list(ordered)}' if i == 0 else ''}; was "
+                "TopoTargetsTransform built with the same targets?"
             )
     labels = [t[:, :1] for t in scales]
     full = scales[0]

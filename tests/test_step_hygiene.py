@@ -1,0 +1,131 @@
+"""Step hygiene: one host-device read per training step, term values read once per epoch, no CUDA cache emptying
+inside scoring rounds, and the topology targets only on the full-resolution deep-supervision scale."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+from trainer_fixtures import make_trainer, synthetic_batch
+
+from nnunetv2_topo.losses import TermValues, TopologyLoss
+from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
+from nnunetv2_topo.trainers.loss_adapter import TopoLossCall
+from nnunetv2_topo.trainers.score_predict import cuda_cache_kept
+from nnunetv2_topo.transforms import TopoTargetsTransform
+
+READS = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy")
+"""Tensor methods that wait for the device when the tensor lives on a GPU."""
+
+
+class _Reads:
+    """Count the calls of :data:`READS` made from this package's code (file:line) while active."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sites: list[str] = []
+        package = os.sep + "nnunetv2_topo" + os.sep
+        for name in READS:
+            original = getattr(torch.Tensor, name)
+
+            def wrapper(tensor, *args, _original=original, _name=name, **kwargs):
+                frame = sys._getframe(1)
+                if package in frame.f_code.co_filename:
+                    self.sites.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {_name}")
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, wrapper)
+
+
+def test_train_step_reads_the_device_once(tmp_path, monkeypatch) -> None:
+    """Loss, gradient norm and the skip verdict come back in one transfer; the term values stay on the device (on
+    CUDA each read below would be a synchronisation; the CPU run counts the same call sites)."""
+    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, {"ema_decay": 0.9})
+    trainer.on_train_epoch_start()
+    trainer.train_step(synthetic_batch(seed=0))  # warm-up: lazy initialisations
+    reads = _Reads(monkeypatch)
+    out = trainer.train_step(synthetic_batch(seed=1))
+    assert len(reads.sites) == 1 and "guarded_step.py" in reads.sites[0] and "tolist" in reads.sites[0], reads.sites
+    assert np.isfinite(out["loss"])
+    assert isinstance(trainer._train_terms[-1], TermValues) and trainer._train_terms[-1]._floats is None
+    monkeypatch.undo()
+    trainer.on_train_epoch_end([out])
+    logged = trainer.logger.get_value("train_loss_cldice", step=-1)
+    assert logged == pytest.approx(np.mean([t["cldice"] for t in trainer._train_terms]))
+
+
+def test_term_values_are_read_lazily_and_together() -> None:
+    loss = TopologyLoss({"ce": 1.0, "dice": 1.0})
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (2, 1, 6, 6, 6), generator=g)
+    records = []
+    for _ in range(3):
+        loss(torch.randn(2, 2, 6, 6, 6, generator=g), labels)
+        records.append(loss.last_term_values)
+        assert records[-1]._floats is None
+        assert dict(records[-1]) == loss.last_terms  # reading one record reads it alone
+    fresh = [records[0], TermValues(("ce",), torch.tensor([0.25])), {"ce": 1.0}]
+    out = TermValues.read_all(fresh)
+    assert out[1]["ce"] == 0.25 and out[2] == {"ce": 1.0} and all(r._floats is not None for r in out[:2])
+    assert dict(TermValues((), None)) == {}
+
+
+def test_targets_ride_on_the_full_resolution_scale_only() -> None:
+    adapter = TopoLossCall(TopologyLoss({"ce": 1.0, "skeleton_recall": 1.0, "boundary": 1.0}), ignore_label=2)
+    ds = DownsampleSegForDSTransform(ds_scales=[[1, 1, 1], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]])
+    pipeline = adapter.insert_targets_transform(ComposeTransforms([ds]))
+    assert pipeline.transforms[0] is ds and isinstance(pipeline.transforms[1], TopoTargetsTransform)
+    labels = torch.zeros((1, 8, 8, 8), dtype=torch.int16)
+    labels[:, 3:5] = 1
+    labels[:, :, :, -2:] = 2
+    scales = pipeline(image=None, segmentation=labels)["segmentation"]
+    assert [s.shape[0] for s in scales] == [3, 1, 1]  # labels + skeleton + band at full resolution only
+    batch = {"data": torch.zeros(1, 1, 8, 8, 8), "target": [s[None] for s in scales]}
+    taken = adapter.take_targets(batch, torch.device("cpu"))
+    assert [t.shape[1] for t in taken["target"]] == [1, 1, 1] and set(adapter.extras) == {"skeleton", "band"}
+    # no downsampling step: the transform goes last
+    alone = adapter.insert_targets_transform(ComposeTransforms([]))
+    assert [type(t) for t in alone.transforms] == [TopoTargetsTransform]
+
+
+def _tiny_predictor():
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_topo.plans import standalone_plans, vesuvius_dataset_json
+
+    pm = PlansManager(standalone_plans((16, 16, 16), features=(2, 4)))
+    cm = pm.get_configuration("3d_fullres")
+    net = get_network_from_plans(
+        cm.network_arch_class_name, cm.network_arch_init_kwargs, cm.network_arch_init_kwargs_req_import, 1, 2,
+        deep_supervision=False,
+    )  # fmt: skip
+    predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+    predictor.manual_initialization(net, pm, cm, None, vesuvius_dataset_json(1), "x", (0, 1, 2))
+    return predictor
+
+
+def test_scoring_rounds_do_not_empty_the_cuda_cache(monkeypatch) -> None:
+    """nnU-Net's sliding window empties the cache 3 times per case; inside cuda_cache_kept not once, and the
+    original function is back afterwards, also after an error."""
+    from nnunetv2.inference import predict_from_raw_data
+
+    calls: list[torch.device] = []
+    monkeypatch.setattr(predict_from_raw_data, "empty_cache", calls.append)
+    predictor = _tiny_predictor()
+    image = torch.zeros(1, 20, 20, 20)
+    predictor.predict_sliding_window_return_logits(image)
+    assert len(calls) == 3
+    with cuda_cache_kept():
+        predictor.predict_sliding_window_return_logits(image)
+        predictor.predict_sliding_window_return_logits(image)
+    assert len(calls) == 3
+    with pytest.raises(RuntimeError, match="boom"), cuda_cache_kept():
+        raise RuntimeError("boom")
+    predict_from_raw_data.empty_cache(torch.device("cpu"))
+    assert len(calls) == 4
