@@ -35,7 +35,7 @@ from nnunetv2_topo import IGNORE_LABEL
 from nnunetv2_topo.losses import TERMS, TopologyLoss
 from nnunetv2_topo.losses.masking import FgParts
 from nnunetv2_topo.synth.generator import synthesize_case
-from nnunetv2_topo.synth.probability_maps import simulate_probability
+from nnunetv2_topo.testing.probability_maps import simulate_probability
 from nnunetv2_topo.trainers.config import DEFAULT_LOSS_WEIGHTS, FIVE_TERM_LOSS_WEIGHTS
 from nnunetv2_topo.transforms import compute_batch_target
 
