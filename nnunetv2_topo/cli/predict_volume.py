@@ -59,7 +59,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise CLIError("--input VOLUME.zarr and at least one --model are required")
     if not str(args.output).rstrip("/").lower().endswith(".zarr"):
         raise CLIError(
-            f"--input {args.input} is a Zarr volume: --output must be an OME-Zarr OUT.zarr, got {args.output}"
+            f"--input {args.input} is a Zarr volume: --output must be OUT.zarr (OME-Zarr), got {args.output}"
         )
     for flag, value in (("--csv", args.csv), ("--time-budget-hours", args.time_budget_hours)):
         if value is not None:

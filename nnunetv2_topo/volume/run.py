@@ -310,16 +310,16 @@ def finish_volume(output: str, steps: PostprocessConfig | None, pyramid: int, ch
     import dask.array as da
     import zarr
 
-    from nnunetv2_topo.volume.postprocess import postprocess_classes
+    from nnunetv2_topo.volume.postprocess import postprocess_store
     from nnunetv2_topo.volume.writer import CLASSES, LABELS, finish_metadata, write_pyramid
 
     group = zarr.open_group(output, mode="r+")
     if steps is not None:
-        classes = da.from_zarr(group[CLASSES])
+        classes = group[CLASSES]
         labels = group.create_array(
-            LABELS, shape=classes.shape, chunks=group[CLASSES].chunks, dtype="int32", fill_value=0, overwrite=True
+            LABELS, shape=classes.shape, chunks=classes.chunks, dtype="uint32", fill_value=0, overwrite=True
         )
-        da.store(postprocess_classes(classes, steps, labels), group["0"], lock=False)
+        da.store(postprocess_store(classes, labels, steps), group["0"], lock=False)
     write_pyramid(output, pyramid, chunk)
     level0 = da.from_zarr(group["0"])
     report.foreground_share = float(level0.sum().compute()) / max(math.prod(level0.shape), 1)
