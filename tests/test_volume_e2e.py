@@ -188,3 +188,32 @@ def test_postprocess_config_equals_one_case(setup, tmp_path: Path) -> None:
     assert _run(setup, setup["v3"], out, "--chunk", "16", "--tta", "none", "--config", str(config)) == 0
     _assert_close(_level0(out), reference)
     assert "work_classes" not in zarr.open_group(str(out), mode="r")
+
+
+def test_zscore_plans_use_the_volume_statistics(setup, tmp_path: Path, capsys) -> None:
+    """A per-case ZScore plan: the volume path z-scores with the whole cropped volume's mean/std (float64), nnU-Net
+    with the case's (float32 sums): the labels agree within the issue's bound; with use_mask_for_norm: refused."""
+    import json
+
+    model = write_untrained_model_folder(tmp_path / "results", patch=(32, 32, 32), seed=5)
+    plans = json.loads((model / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["normalization_schemes"] = ["ZScoreNormalization"]
+    (model / "plans.json").write_text(json.dumps(plans))
+    base = ["predict", "--input", str(setup["root"] / "cases"), "--output", str(tmp_path / "ref"), "--model"]
+    assert main([*base, str(model), "--device", "cpu", "--tta", "none", "--quiet"]) == 0
+    reference = read_volume(tmp_path / "ref" / "vol.tif")
+    out = tmp_path / "out.zarr"
+    argv = ["predict", "--input", setup["v3"], "--output", str(out), "--model", str(model), "--device", "cpu"]
+    assert main([*argv, "--quiet", "--chunk", "16", "--tta", "none"]) == 0
+    ours = _level0(out)
+    assert 0.05 < reference.mean() < 0.95
+    assert np.count_nonzero(ours != reference) <= 1e-4 * ours.size
+    scan = zarr.open_group(str(out), mode="r").attrs["nnunetv2_topo"]["scan"]
+    cropped = setup["image"][3:, :, :-4].astype(np.float64)
+    np.testing.assert_allclose(scan["zscore"], [cropped.mean(), cropped.std()], rtol=1e-9)
+    plans["configurations"]["3d_fullres"]["use_mask_for_norm"] = [True]
+    (model / "plans.json").write_text(json.dumps(plans))
+    capsys.readouterr()
+    assert main([*argv[:4], str(tmp_path / "masked.zarr"), *argv[5:], "--quiet"]) == 2
+    assert "ZScoreNormalization (use_mask_for_norm=True)" in capsys.readouterr().err
+    assert not (tmp_path / "masked.zarr").exists()
