@@ -217,3 +217,20 @@ def test_zscore_plans_use_the_volume_statistics(setup, tmp_path: Path, capsys) -
     assert main([*argv[:4], str(tmp_path / "masked.zarr"), *argv[5:], "--quiet"]) == 2
     assert "ZScoreNormalization (use_mask_for_norm=True)" in capsys.readouterr().err
     assert not (tmp_path / "masked.zarr").exists()
+
+
+def test_existing_scheduler_address(setup, tmp_path: Path, capsys) -> None:
+    """--dask tcp://HOST:PORT: the chunks run on a scheduler the command did not start (left running after)."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", dashboard_address=":0"
+    ) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://")
+        out = tmp_path / "out.zarr"
+        assert _run(setup, setup["v3"], out, "--chunk", "24", "--tta", "none", "--dask", address) == 0
+        _assert_close(_level0(out), setup["refs"]["none"])
+        assert "complete" in capsys.readouterr().out
+        with Client(address) as client:  # the cluster is still there
+            assert len(client.scheduler_info()["workers"]) == 1
