@@ -12,7 +12,7 @@ components that cross chunk borders. Prediction stores per voxel a class: 0, 1 (
    it holds a class-2 voxel (hysteresis) and at least ``min_component_size`` voxels (dust removal).
 
 (dask-image's ``ndmeasure.label`` does the same, but with this dask's array expressions it rebuilds the whole graph
-for every chunk face: 45 s of graph construction for 80 chunks here, quadratic in the number of chunks.)
+for every chunk face: quadratic in the number of chunks; see benchmarks/RESULTS.md.)
 
 Local steps (``plug_holes``, ``patch_holes``, ``closing``, ``fill_holes``) run per chunk on the chunk plus a halo
 (``dask.array.map_overlap``, ``HALO`` voxels, no padding at the volume's faces). They differ from the in-memory
