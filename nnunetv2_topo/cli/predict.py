@@ -28,11 +28,14 @@ Example (Kaggle notebook):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from nnunetv2_topo.cli.predict_volume import add_volume_arguments, path_or_url
     from nnunetv2_topo.inference.fusion import FUSION_MODES
     from nnunetv2_topo.inference.predict import TTA_MODES
 
-    parser.add_argument("--input", type=Path, help="folder of test volumes (<id>.tif or <id>_0000.tif)")
-    parser.add_argument("--output", type=Path, required=True, help="output folder, or a .zip for a submission")
+    parser.add_argument("--input", type=path_or_url, help="folder of test volumes (<id>.tif or <id>_0000.tif), or a "
+                        "Zarr/OME-Zarr volume (path or fsspec URL)")  # fmt: skip
+    parser.add_argument("--output", type=path_or_url, required=True,
+                        help="output folder, a .zip for a submission, or OUT.zarr for a volume")  # fmt: skip
     parser.add_argument("--model", type=Path, action="append", default=[], help="trained-model folder (repeatable)")
     parser.add_argument(
         "--folds", nargs="+", help="folds to use in every model (default: every fold with a checkpoint)"
@@ -59,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="predict test images whose intensities lie outside the model's training range (warn instead of refuse)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_volume_arguments(parser)
 
 
 def _device(name: str | None):
@@ -153,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.merge:
         return _merge(args)
+    from nnunetv2_topo.cli.predict_volume import is_volume_run, run_volume
+
+    if is_volume_run(args):
+        return run_volume(args)
     if args.input is None or not args.model:
         raise CLIError("--input and at least one --model are required (or --merge PART_DIR ... to join parts)")
     if args.time_budget_hours is not None and not args.time_budget_hours > 0:

@@ -1,0 +1,181 @@
+"""``nnunetv2_topo predict`` over one Zarr / OME-Zarr volume (the path ``predict`` takes when ``--input`` is a Zarr or
+``--output`` ends in ``.zarr``): its flags, checks and run. See docs/how-to/whole-volume.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+VOLUME_HELP = """\
+Whole volumes (--input a Zarr v2/v3 array or an OME-Zarr group, local or an fsspec URL; --output OUT.zarr):
+one global sliding-window grid, blended exactly chunk by chunk (equal to predicting the volume as one case),
+written as OME-Zarr chunk by chunk, resumable (run the same command again), on Dask with --dask local:N or
+--dask tcp://HOST:PORT, or split into --num-parts jobs that write into the same OUT.zarr. Example:
+  nnunetv2_topo predict --input scroll.zarr --level 0 --bbox 0:2048,0:2048,0:2048 --output scroll_pred.zarr \\
+      --model MODEL_DIR --config postprocess.json --chunk 256 --pyramid 3 --dask local:4
+"""
+
+
+def path_or_url(text: str):
+    """A local path (``Path``) or an fsspec URL kept as text (``Path`` would fold its ``//``)."""
+    from pathlib import Path
+
+    return text if "://" in text else Path(text)
+
+
+def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("whole volumes (Zarr / OME-Zarr input, OUT.zarr output)", VOLUME_HELP)
+    g.add_argument("--level", type=int, help="OME-Zarr level to predict (default 0)")
+    g.add_argument("--bbox", help="region z0:z1,y0:y1,x0:x1 of the volume (default: all of it)")
+    g.add_argument("--chunk", type=int, default=128, help="edge of an output chunk, even (default %(default)s)")
+    g.add_argument("--pyramid", type=int, default=0, help="extra 2x-downsampled OME-Zarr levels (default 0)")
+    g.add_argument("--probabilities", action="store_true", help="also write probabilities (uint8 p*255)")
+    g.add_argument("--dask", help="local:N (a LocalCluster of N workers) or tcp://HOST:PORT (a running scheduler)")
+    g.add_argument("--cache-mb", type=int, default=1024, help="input-chunk cache per worker, MiB (default 1024)")
+    g.add_argument(
+        "--tile-cache-mb",
+        type=int,
+        default=2048,
+        help="cache of tile predictions per worker, MiB (default 2048); smaller recomputes tiles",
+    )
+    g.add_argument(
+        "--no-skip-empty",
+        action="store_true",
+        help="predict chunks whose input is all zero too (default: they are written as background)",
+    )
+
+
+def is_volume_run(args: argparse.Namespace) -> bool:
+    from nnunetv2_topo.volume.source import looks_like_zarr
+
+    out = str(args.output).rstrip("/").lower()
+    return out.endswith(".zarr") or (args.input is not None and looks_like_zarr(str(args.input)))
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    from nnunetv2_topo.cli.main import CLIError
+
+    if args.input is None or not args.model:
+        raise CLIError("--input VOLUME.zarr and at least one --model are required")
+    if not str(args.output).rstrip("/").lower().endswith(".zarr"):
+        raise CLIError(
+            f"--input {args.input} is a Zarr volume: --output must be OUT.zarr (OME-Zarr), got {args.output}"
+        )
+    for flag, value in (("--csv", args.csv), ("--time-budget-hours", args.time_budget_hours)):
+        if value is not None:
+            raise CLIError(f"{flag} applies to folders of cases, not to a Zarr volume; drop it")
+    if args.tta == "mirror+rot90":
+        raise CLIError("--tta mirror+rot90 is not supported for Zarr volumes yet; use --tta mirror or none")
+    if args.chunk < 16 or args.chunk % 2 or args.chunk > 4096:
+        raise CLIError(f"--chunk must be an even number of voxels in 16..4096, got {args.chunk}")
+    if not 0 <= args.pyramid <= 10:
+        raise CLIError(f"--pyramid must be in 0..10, got {args.pyramid}")
+    for flag, value in (("--cache-mb", args.cache_mb), ("--tile-cache-mb", args.tile_cache_mb)):
+        if value < 0:
+            raise CLIError(f"{flag} must be >= 0, got {value}")
+
+
+def run_volume(args: argparse.Namespace) -> int:
+    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.cli.predict import _device, _fusion
+    from nnunetv2_topo.inference.cases import CaseError, check_part
+    from nnunetv2_topo.inference.models import ModelError, check_model_folders, use_topo_trainers
+    from nnunetv2_topo.volume import (
+        ClusterError,
+        OutputError,
+        VolumeInputError,
+        VolumeModelError,
+        open_source,
+        parse_bbox,
+        parse_dask,
+    )
+
+    _check_flags(args)
+    config = None
+    try:
+        check_part(args.num_parts, args.part_id)
+        bbox = None if args.bbox is None else parse_bbox(args.bbox)
+        source = open_source(str(args.input), args.level, bbox)
+        folders = check_model_folders(args.model, args.folds, args.checkpoint)
+        target = None if args.dask is None else parse_dask(args.dask)
+        if args.config is not None:
+            from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
+
+            config = load_postprocess_file(args.config)
+    except (CaseError, ModelError, VolumeInputError, ClusterError) as exc:
+        raise CLIError(str(exc)) from exc
+    except (OSError, ValueError) as exc:  # the post-processing file
+        raise CLIError(str(exc)) from exc
+    mode, weights = _fusion(args, len(folders), config)
+    device = _device(args.device)
+    use_topo_trainers()
+    from nnunetv2_topo.inference.predict import load_models
+    from nnunetv2_topo.volume.run import predict_volume
+
+    try:
+        models = load_models(folders, weights, device, progress=not args.quiet)
+    except ModelError as exc:
+        raise CLIError(str(exc)) from exc
+    output = str(args.output)
+    if getattr(args, "overwrite", False):
+        _remove_output(output)
+    client = None
+    try:
+        if target is not None:
+            from nnunetv2_topo.volume import start_client
+
+            client = start_client(target)
+        report = predict_volume(
+            source,
+            models,
+            folders,
+            weights,
+            device.type,
+            args.tta,
+            mode,
+            None if config is None else config.steps,
+            output,
+            args.chunk,
+            pyramid=args.pyramid,
+            probabilities=args.probabilities,
+            skip_empty=not args.no_skip_empty,
+            client=client,
+            num_parts=args.num_parts,
+            part_id=args.part_id,
+            cache_mb=args.cache_mb,
+            tile_cache_mb=args.tile_cache_mb,
+            progress=not args.quiet,
+        )
+    except (OutputError, VolumeModelError, VolumeInputError, ClusterError) as exc:
+        raise CLIError(str(exc)) from exc
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None)
+            client.close()
+            if cluster is not None and args.dask.startswith("local:"):
+                cluster.close()
+    print(report.summary(__import__("numpy").dtype(source.dtype).itemsize))
+    print(
+        f"wrote {output}"
+        if report.complete
+        else f"wrote part {args.part_id} of {args.num_parts} into {output}; "
+        "the last part to finish completes the volume (or run any part again)"
+    )
+    return 0
+
+
+def _remove_output(output: str) -> None:
+    """--overwrite: remove an earlier predict output (only one this command wrote: it carries the manifest)."""
+    import fsspec
+
+    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.volume.writer import OutputError, read_manifest
+
+    try:
+        manifest = read_manifest(output)
+    except OutputError as exc:
+        raise CLIError(f"{exc}; --overwrite only replaces outputs of 'nnunetv2_topo predict'") from exc
+    if manifest is not None:
+        fs, root = fsspec.core.url_to_fs(output)
+        fs.rm(root, recursive=True)
+        print(f"removed the earlier output {output} (--overwrite)", file=sys.stderr)

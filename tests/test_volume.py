@@ -1,0 +1,268 @@
+"""Whole-volume prediction, the parts without networks: the global grid, the Zarr/OME-Zarr source and its cache,
+the output manifest, the distributed post-processing, the --dask parser and the CLI's flag checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from nnunetv2_topo.volume.grid import Geometry, chunk_boxes
+from nnunetv2_topo.volume.source import CachedReader, VolumeInputError, open_source, parse_bbox
+
+
+def _pad_like_nnunet(image: np.ndarray, crop, transpose, patch) -> np.ndarray:
+    """What nnU-Net's predictor tiles: crop, transpose, then pad_nd_image to the patch size."""
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+
+    cropped = image[tuple(slice(lo, hi) for lo, hi in crop)].transpose(transpose)
+    return pad_nd_image(cropped[None], patch, "constant", {"constant_values": 0}, False, None)[0]
+
+
+@pytest.mark.parametrize("transpose", [(0, 1, 2), (2, 0, 1), (1, 2, 0)])
+def test_grid_regions_match_nnunet_preprocessed_frame(transpose) -> None:
+    rng = np.random.default_rng(1)
+    image = rng.random((30, 41, 19)).astype(np.float32) + 1
+    crop = ((2, 29), (5, 41), (0, 12))  # 12 < patch: padded
+    patch = (16, 16, 16)
+    g = Geometry(image.shape, crop, transpose, patch)
+    padded = _pad_like_nnunet(image, crop, transpose, patch)
+    assert tuple(padded.shape) == g.padded_t
+    seen = set()
+    for box in chunk_boxes(image.shape, (8, 8, 8)):
+        t_box = g.t_box(box)
+        inside = all(max(lo, clo) < min(hi, chi) for (lo, hi), (clo, chi) in zip(box, crop))
+        assert (t_box is None) == (not inside)
+        if t_box is None:
+            continue
+        tiles = g.tiles(t_box)
+        # every tile overlapping the chunk, none other, in nnU-Net's nested order
+        all_tiles = [(a, b, c) for a in g.steps[0] for b in g.steps[1] for c in g.steps[2]]
+        overlapping = [
+            t for t in all_tiles if all(t[d] < t_box[d][1] and t[d] + patch[d] > t_box[d][0] for d in range(3))
+        ]
+        assert tiles == overlapping
+        seen.update(tiles)
+        region = g.region(tiles)
+        img_box, within = g.image_source(region)
+        data = np.zeros(tuple(hi - lo for lo, hi in region), np.float32)
+        data[tuple(slice(lo, hi) for lo, hi in within)] = image[tuple(slice(lo, hi) for lo, hi in img_box)].transpose(
+            transpose
+        )
+        np.testing.assert_array_equal(data, padded[tuple(slice(lo, hi) for lo, hi in region)])
+    assert len(seen) == g.n_tiles
+
+
+def _ome(path: Path, data: np.ndarray, levels: int = 2) -> str:
+    from ome_zarr.writer import write_multiscales_metadata
+
+    group = zarr.open_group(str(path), mode="w")
+    datasets = []
+    for k in range(levels):
+        arr = data[:: 2**k, :: 2**k, :: 2**k]
+        group.create_array(str(k), shape=arr.shape, chunks=(8, 8, 8), dtype=arr.dtype)[:] = arr
+        datasets.append({"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [7.91 * 2**k] * 3}]})
+    write_multiscales_metadata(group, datasets, axes=["z", "y", "x"])
+    return str(path)
+
+
+def test_sources_v2_v3_ome_and_bbox(tmp_path: Path) -> None:
+    data = np.arange(20 * 18 * 17, dtype=np.uint16).reshape(20, 18, 17)
+    for fmt in (2, 3):
+        url = str(tmp_path / f"v{fmt}.zarr")
+        zarr.create_array(url, shape=data.shape, chunks=(8, 8, 8), dtype="uint16", zarr_format=fmt)[:] = data
+        spec = open_source(url, None, parse_bbox("2:19,0:18,5:17"))
+        assert spec.shape == (17, 18, 12) and spec.offset == (2, 0, 5) and spec.spacing == (1.0, 1.0, 1.0)
+        reader = CachedReader(spec, 1 << 20)
+        np.testing.assert_array_equal(reader.read(((0, 17), (0, 18), (0, 12))), data[2:19, :, 5:17])
+        first = reader.bytes_read
+        np.testing.assert_array_equal(reader.read(((3, 9), (1, 4), (2, 7))), data[5:11, 1:4, 7:12])
+        assert reader.bytes_read == first  # from the cache
+    ome = _ome(tmp_path / "ome.zarr", data)
+    spec = open_source(ome, 1)
+    assert spec.shape == (10, 9, 9) and spec.array_path == "1" and spec.spacing == (2.0, 2.0, 2.0)
+    np.testing.assert_array_equal(CachedReader(spec, 0).read(((0, 10), (0, 9), (0, 9))), data[::2, ::2, ::2])
+    spec5 = tmp_path / "tczyx.zarr"
+    zarr.create_array(str(spec5), shape=(1, 1, *data.shape), chunks=(1, 1, 8, 8, 8), dtype="uint16")[:] = data[
+        None, None
+    ]
+    s = open_source(str(spec5))
+    assert s.shape == data.shape and s.lead == 2
+    np.testing.assert_array_equal(CachedReader(s, 0).read(((1, 3), (0, 2), (4, 6))), data[1:3, 0:2, 4:6])
+
+
+def test_cache_read_amplification(tmp_path: Path) -> None:
+    data = np.ones((32, 32, 32), np.uint8)
+    url = str(tmp_path / "a.zarr")
+    zarr.create_array(url, shape=data.shape, chunks=(16, 16, 16), dtype="uint8")[:] = data
+    spec = open_source(url)
+    boxes = [((z, min(z + 20, 32)), (0, 32), (0, 32)) for z in (0, 8, 16)]
+    cached, uncached = CachedReader(spec, 1 << 20), CachedReader(spec, 0)
+    for b in boxes:
+        cached.read(b)
+        uncached.read(b)
+    assert cached.bytes_read == data.nbytes  # each stored chunk decoded once
+    assert uncached.bytes_read > 2 * data.nbytes
+
+
+@pytest.mark.parametrize(
+    ("make", "level", "bbox", "message"),
+    [
+        ("text", None, None, "is not a Zarr array or group"),
+        ("empty", None, None, "is not a Zarr array or group"),
+        ("bool", None, None, "dtype bool is not a number type"),
+        ("2d", None, None, "is not a 3-D (Z, Y, X) volume"),
+        ("4d", None, None, "is not a 3-D (Z, Y, X) volume"),
+        ("v3", None, "0:10,0:10,0:99", "--bbox lies outside the volume (20, 18, 17): x 0:99 (size 17)"),
+        ("v3", 1, None, "is a single Zarr array, not an OME-Zarr group"),
+        ("ome", 5, None, "--level 5:"),
+        ("group", None, None, "without OME-Zarr 'multiscales' metadata"),
+    ],
+)
+def test_bad_inputs(tmp_path: Path, make: str, level, bbox, message: str) -> None:
+    url = str(tmp_path / "in.zarr")
+    shape = {"2d": (20, 18), "4d": (2, 20, 18, 17)}.get(make, (20, 18, 17))
+    if make == "text":
+        Path(url).write_text("not a zarr")
+    elif make == "empty":
+        Path(url).mkdir()
+    elif make == "ome":
+        _ome(Path(url), np.ones(shape, np.uint8))
+    elif make == "group":
+        zarr.open_group(url, mode="w").create_array("raw", shape=shape, dtype="uint8")
+    else:
+        zarr.create_array(url, shape=shape, dtype="bool" if make == "bool" else "uint8")
+    with pytest.raises(VolumeInputError) as err:
+        open_source(url, level, None if bbox is None else parse_bbox(bbox))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["0:10,0:10", "a:b,0:1,0:1", "5:5,0:1,0:1", "0:10,9:3,0:1"])
+def test_bad_bbox(text: str) -> None:
+    with pytest.raises(VolumeInputError, match="--bbox"):
+        parse_bbox(text)
+
+
+def test_manifest_refuses_other_settings_and_foreign_stores(tmp_path: Path) -> None:
+    from nnunetv2_topo.volume.writer import OutputError, prepare_output
+
+    url = str(tmp_path / "out.zarr")
+    manifest = {"settings": {"tta": "mirror", "chunk": 16, "models": ["a"]}, "scan": {}}
+    assert prepare_output(url, manifest, (20, 20, 20), 16, True, False) is None
+    assert prepare_output(url, manifest, (20, 20, 20), 16, True, False)["settings"] == manifest["settings"]
+    other = {"settings": {"tta": "none", "chunk": 16, "models": ["b"]}, "scan": {}}
+    with pytest.raises(OutputError, match=r"models: \['a'\] -> \['b'\]; tta: 'mirror' -> 'none'"):
+        prepare_output(url, other, (20, 20, 20), 16, True, False)
+    foreign = str(tmp_path / "foreign.zarr")
+    zarr.open_group(foreign, mode="w")
+    with pytest.raises(OutputError, match="was not written by 'nnunetv2_topo predict'"):
+        prepare_output(foreign, manifest, (20, 20, 20), 16, True, False)
+
+
+def test_pyramid_keeps_thin_sheets() -> None:
+    from nnunetv2_topo.volume.writer import _down2
+
+    block = np.zeros((5, 6, 7), np.uint8)
+    block[3, :, :] = 1  # a one-voxel sheet on an odd plane
+    down = _down2(block)
+    assert down.shape == (3, 3, 4)
+    assert down[1].all() and not down[0].any() and not down[2].any()
+
+
+def _postprocess(classes: np.ndarray, chunks: int, config, tmp_path: Path) -> np.ndarray:
+    from nnunetv2_topo.volume.postprocess import postprocess_store
+
+    group = zarr.open_group(str(tmp_path / "pp.zarr"), mode="w")
+    stored = group.create_array("c", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint8")
+    stored[:] = classes
+    labels = group.create_array("l", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint32", fill_value=0)
+    return postprocess_store(stored, labels, config).compute()
+
+
+@pytest.mark.parametrize("chunks", [8, 13])
+def test_distributed_hysteresis_and_dust_equal_in_memory(chunks: int, tmp_path: Path) -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
+
+    rng = np.random.default_rng(3)
+    p = gaussian_filter(rng.random((30, 34, 28)), 1.2)
+    p = (p - p.min()) / (p.max() - p.min())
+    config = PostprocessConfig(threshold=0.5, hysteresis_high=0.7, min_component_size=20, patch_holes=0)
+    expected = postprocess_volume(p, config)
+    classes = (p > 0.5).astype(np.uint8)
+    classes[p > 0.7] = 2
+    got = _postprocess(classes, chunks, config, tmp_path)
+    assert 0.01 < expected.mean() < 0.6
+    assert expected.sum() < (p > 0.5).sum()  # the steps removed components
+    np.testing.assert_array_equal(got, expected)  # components crossing chunk borders included
+
+
+def test_local_steps_with_halo_equal_in_memory_for_small_holes(tmp_path: Path) -> None:
+    from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
+
+    mask = np.zeros((24, 40, 40), np.uint8)
+    mask[12] = 1
+    mask[12, 10, 15] = 0  # pinholes on chunk borders and inside
+    mask[12, 20, 20] = 0
+    mask[12, 31, 7] = 0
+    config = PostprocessConfig(threshold=0.5, min_component_size=0, plug_holes=True, plug_method="both", patch_holes=0)
+    expected = postprocess_volume(mask.astype(np.float32), config)
+    got = _postprocess(mask, 20, config, tmp_path)
+    assert expected[12].all()
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("text", ["local:0", "local:x", "localhost:8786", "http://x:1", ""])
+def test_bad_dask(text: str) -> None:
+    from nnunetv2_topo.volume.cluster import ClusterError, parse_dask
+
+    with pytest.raises(ClusterError, match="--dask"):
+        parse_dask(text)
+
+
+def test_good_dask() -> None:
+    from nnunetv2_topo.volume.cluster import parse_dask
+
+    assert parse_dask("local:3").workers == 3
+    assert parse_dask("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--chunk", "15"], "--chunk must be an even number"),
+        (["--chunk", "8"], "--chunk must be an even number"),
+        (["--pyramid", "11"], "--pyramid must be in 0..10"),
+        (["--tta", "mirror+rot90"], "--tta mirror+rot90 is not supported"),
+        (["--time-budget-hours", "1"], "--time-budget-hours applies to folders"),
+        (["--cache-mb", "-1"], "--cache-mb must be >= 0"),
+        (["--dask", "local:0"], "--dask local:0"),
+        (["--bbox", "0:5,0:5"], "--bbox '0:5,0:5'"),
+        (["--level", "2"], "--level 2"),
+    ],
+)
+def test_cli_bad_flags_write_nothing(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+    from nnunetv2_topo.cli.main import main
+    from nnunetv2_topo.inference.untrained import write_untrained_model_folder
+
+    url = str(tmp_path / "in.zarr")
+    zarr.create_array(url, shape=(20, 20, 20), dtype="uint8")
+    model = write_untrained_model_folder(tmp_path / "m", patch=(16, 16, 16))
+    out = tmp_path / "out.zarr"
+    argv = ["predict", "--input", url, "--output", str(out), "--model", str(model), "--device", "cpu", "--quiet"]
+    assert main(argv + extra) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_zarr_input_needs_zarr_output(tmp_path: Path, capsys) -> None:
+    from nnunetv2_topo.cli.main import main
+
+    url = str(tmp_path / "in.zarr")
+    zarr.create_array(url, shape=(20, 20, 20), dtype="uint8")
+    assert main(["predict", "--input", url, "--output", str(tmp_path / "out"), "--model", "m", "--quiet"]) == 2
+    assert "--output must be OUT.zarr" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
