@@ -157,7 +157,9 @@ def build_bundle(req: BundleRequest, progress: Callable[[str], None] = _say) -> 
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "project": PROJECT,
             "project_version": _version(),
-            "models": [{"path": m.relpath, "source": str(m.source), "folds": list(m.folds)} for m in report.models],
+            "models": [
+                {"path": m.relpath, "source": str(m.source.resolve()), "folds": list(m.folds)} for m in report.models
+            ],
             "folds": list(req.folds) if req.folds else None,
             "checkpoint": req.checkpoint,
             "config": "postprocess.json" if req.config is not None else None,

@@ -273,9 +273,11 @@ def check_offline(wheels: Path, target: Target, provided: Provided, work: Path) 
     args += [*target.pip_args(), *_find_links([wheels, stubs]), PROJECT]
     code, output = _pip(args, isolated=True)
     if code != 0:
+        missing = re.search(r"No matching distribution found for (.+?)(?: \(from [^)]*\))?\s*$", output, re.M)
+        why = f": {missing.group(1)} is neither in {wheels.name}/ nor in the image" if missing else ""
         raise BundleError(
             f"the offline check failed: with only {wheels.name}/ and the image's packages, pip cannot install "
-            f"{PROJECT} for {target}:\n{_tail(output)}"
+            f"{PROJECT} for {target}{why}\n{_tail(output, 6)}"
         )
     out, used = [], set()
     for item in json.loads(report.read_text())["install"]:
