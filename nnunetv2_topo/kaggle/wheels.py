@@ -100,7 +100,8 @@ def _pip(args: Sequence[str], isolated: bool = False, stream: Progress | None = 
     for line in proc.stdout:
         lines.append(line)
         if stream is not None and line.lstrip().startswith(("Downloading", "Saved", "File was already", "Building")):
-            stream("    " + line.strip())
+            verb, _, rest = line.strip().partition(" ")
+            stream(f"    {verb} {rest.rsplit('/', 1)[-1]}")  # the file name, not the whole path
     return proc.wait(), "".join(lines)
 
 
