@@ -36,10 +36,10 @@ IMAGE = ("torch", "numpy", "scipy", "scikit-image", "pandas", "matplotlib", "tqd
 
 
 def _pins() -> list[str]:
-    """The image's packages at this machine's versions. ``NNUNETV2_TOPO_E2E_TORCH`` replaces the torch pin (e.g.
-    ``torch==2.13.0+cpu`` where a CPU build is on the machine: a quarter of the size, half the install time)."""
-    out = [os.environ["NNUNETV2_TOPO_E2E_TORCH"]] if os.environ.get("NNUNETV2_TOPO_E2E_TORCH") else []
-    for name in IMAGE[1:] if out else IMAGE:
+    """The image's packages at this machine's versions (torch with its CUDA libraries: a CPU build of torch would
+    not match the CUDA build of torchvision that timm pulls in, and the trainers would not import)."""
+    out = []
+    for name in IMAGE:
         try:
             out.append(f"{name}=={version(name)}")
         except PackageNotFoundError:

@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     from nnunetv2_topo.trainer_discovery import ENV_VAR, ext_trainer_env
 
     os.environ[ENV_VAR] = ext_trainer_env()[ENV_VAR]
+    try:  # nnU-Net's trainer search hides import errors behind "trainer class not found": show the cause first
+        import nnunetv2_topo.trainers  # noqa: F401
+    except Exception as exc:
+        print(f"submit.py: warning: the TopoWarmup trainers do not import here ({type(exc).__name__}: {exc}); "
+              "models trained with them will not load", file=sys.stderr, flush=True)  # fmt: skip
     from nnunetv2_topo.cli.main import main as nnunetv2_topo
 
     command = predict_argv(args, manifest)
