@@ -322,6 +322,12 @@ def test_bad_inputs_exit_2_before_any_work(env, tmp_path: Path, capsys) -> None:
     bad = _provided(tmp_path, "torch>=2\n")
     assert f"--kaggle-provided {bad} line 1" in _error(capsys, tmp_path, "--model", env.model, "--kaggle-provided", bad)
     assert "--find-links " in _error(capsys, tmp_path, *m, "--find-links", tmp_path / "none")
+    assert "--platform 'Linux-x86'" in _error(capsys, tmp_path, *m, "--platform", "Linux-x86")
+    err = _error(capsys, tmp_path, *m, "--checkpoint", "checkpoint_best.pth")
+    assert "has no fold_*/checkpoint_best.pth: is training finished? (found: checkpoint_final.pth" in err
+    (tmp_path / "file").write_text("x")
+    assert main(["kaggle-bundle", *map(str, m), "--output", str(tmp_path / "file")]) == 2
+    assert f"--output {tmp_path / 'file'} is a file" in capsys.readouterr().err
 
 
 def test_config_must_match_the_models(env, tmp_path: Path, capsys) -> None:
