@@ -26,8 +26,8 @@ def check_kaggle_id(value: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
-def _cell(source: str, kind: str = "code") -> dict:
-    cell = {"cell_type": kind, "metadata": {}, "source": source.strip("\n").splitlines(keepends=True)}
+def _cell(source: str, kind: str, cell_id: str) -> dict:
+    cell = {"cell_type": kind, "id": cell_id, "metadata": {}, "source": source.strip("\n").splitlines(keepends=True)}
     if kind == "code":
         cell.update(execution_count=None, outputs=[])
     return cell
@@ -50,9 +50,9 @@ if not os.path.isfile(f"{{BUNDLE}}/{MANIFEST}"):  # attached under another path:
 """
     return {
         "cells": [
-            _cell("# Vesuvius surface detection: offline submission with nnunetv2-topo", "markdown"),
-            _cell(install),
-            _cell(submit),
+            _cell("# Vesuvius surface detection: offline submission with nnunetv2-topo", "markdown", "title"),
+            _cell(install, "code", "install"),
+            _cell(submit, "code", "submit"),
         ],
         "metadata": {
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
