@@ -256,17 +256,40 @@ def test_resolve_errors_name_the_cause(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_compiled_sdist_is_refused_with_the_fix(tmp_path: Path, monkeypatch) -> None:
+    target = Target("3.12", "manylinux_2_35_x86_64")
+    probe_finds: list[str] = ["fastthing-1.0-cp311-cp311-manylinux_2_17_x86_64.whl"]
+    built: list[str] = []
+
     def fake(args, isolated=False, stream=None):
-        out = Path(args[args.index("-w") + 1])
+        args = [str(a) for a in args]
+        if args[0] == "install":  # the probe: which wheel would this machine get?
+            if not probe_finds:
+                return 1, "ERROR: No matching distribution found for fastthing<2\n"
+            url = f"https://x/{probe_finds[0]}"
+            Path(args[args.index("--report") + 1]).write_text(
+                json.dumps({"install": [{"download_info": {"url": url}}]})
+            )
+            return 0, ""
+        out = Path(args[args.index("-w") + 1])  # pip wheel: "builds" the sdist
         out.mkdir(parents=True, exist_ok=True)
-        (out / "fastthing-1.0-cp311-cp311-linux_x86_64.whl").write_bytes(b"")
+        (out / built[0]).write_bytes(b"")
         return 0, ""
 
     monkeypatch.setattr(wheels_mod, "_pip", fake)
-    with pytest.raises(BundleError) as exc:
-        wheels_mod._build_from_sdist("fastthing<2", tmp_path, Target("3.12", "manylinux_2_35_x86_64"), print)
-    assert "fastthing has no wheel for Python 3.12 on manylinux_2_35_x86_64, and its source distribution contains " \
-           "compiled code" in str(exc.value) and "pass --find-links DIR" in str(exc.value)  # fmt: skip
+    with pytest.raises(BundleError) as exc:  # publishes compiled wheels: refused without building
+        wheels_mod._build_from_sdist("fastthing<2", tmp_path, target, print)
+    assert "fastthing has no wheel for Python 3.12 on manylinux_2_35_x86_64; it publishes compiled wheels" in str(
+        exc.value
+    ) and "pass --find-links DIR" in str(exc.value)
+    probe_finds.clear()  # sdist only, but the build gives a platform wheel
+    built.append("fastthing-1.0-cp311-cp311-linux_x86_64.whl")
+    with pytest.raises(BundleError, match="its source distribution contains compiled code"):
+        wheels_mod._build_from_sdist("fastthing<2", tmp_path, target, print)
+    built[0] = "fastthing-1.0-py3-none-any.whl"  # sdist only, pure Python: built and kept
+    said: list[str] = []
+    wheel = wheels_mod._build_from_sdist("fastthing<2", tmp_path, target, said.append)
+    assert wheel == tmp_path / "fastthing-1.0-py3-none-any.whl" and wheel.is_file()
+    assert said[-1] == "    built fastthing-1.0-py3-none-any.whl (pure Python)"
 
 
 # --- submit.py and the notebook --------------------------------------------------------------------------------------

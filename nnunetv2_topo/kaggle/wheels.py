@@ -160,6 +160,21 @@ def _is_pure(wheel: Path) -> bool:
 def _build_from_sdist(requirement: str, out: Path, target: Target, progress: Progress) -> Path:
     """A pure-Python wheel for ``requirement`` built from its source distribution into ``out``."""
     name = Requirement(requirement).name
+    fix = (
+        f"build it on a machine with Python {target.python} on {target.platform} "
+        f"(pip wheel --no-deps '{requirement}' -w DIR) and pass --find-links DIR, or choose another --platform"
+    )
+    # a package that publishes platform wheels (for this machine) has compiled code: building its sdist here
+    # would take long and give a wheel for this machine only
+    probe = out.parent / f".probe-{canonicalize_name(name)}.json"
+    code, _ = _pip(["install", "--dry-run", "--no-deps", "--ignore-installed", "--only-binary=:all:", "--report",
+                    probe, requirement])  # fmt: skip
+    if code == 0:
+        items = json.loads(probe.read_text())["install"]
+        wheel = Path(unquote(items[0]["download_info"]["url"].rsplit("/", 1)[-1])) if items else None
+        probe.unlink()
+        if wheel is not None and not _is_pure(wheel):
+            raise BundleError(f"{name} has no wheel for {target}; it publishes compiled wheels ({wheel.name}): {fix}")
     progress(f"  {name}: no wheel for {target}; building one from its source distribution ({requirement})")
     tmp = out.parent / f".sdist-{canonicalize_name(name)}"
     code, output = _pip(["wheel", "--no-deps", "--no-binary=:all:", "--quiet", "-w", tmp, requirement])
@@ -174,8 +189,7 @@ def _build_from_sdist(requirement: str, out: Path, target: Target, progress: Pro
     if not _is_pure(wheel):
         raise BundleError(
             f"{name} has no wheel for {target}, and its source distribution contains compiled code ({wheel.name} "
-            f"was built for this machine): build it on a machine with Python {target.python} on {target.platform} "
-            f"(pip wheel --no-deps '{requirement}' -w DIR) and pass --find-links DIR"
+            f"was built for this machine): {fix}"
         )
     dest = out / wheel.name
     shutil.move(str(wheel), dest)
