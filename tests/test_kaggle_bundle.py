@@ -222,6 +222,11 @@ CONFLICT = """ERROR: Cannot install nnunetv2-topo==0.1.0 because these package v
 The conflict is caused by:
     nnunetv2-topo 0.1.0 depends on numba<0.70 and >=0.61
     The user requested (constraint) numba==0.60.0
+
+Additionally, some packages in these conflicts have no matching distributions available for your environment:
+    numba
+
+To fix this you could try to:
 """
 
 
@@ -247,7 +252,16 @@ def test_resolve_errors_name_the_cause(tmp_path: Path, monkeypatch) -> None:
     _canned_pip(monkeypatch, [(1, missing)], [])
     with pytest.raises(BundleError) as exc:
         wheels_mod.resolve(tmp_path / "own.whl", target, provided, tmp_path, [], tmp_path, print)
-    assert f"--kaggle-provided {provided_path} pins torch==2.10.0, but no wheel" in str(exc.value)
+    assert f"--kaggle-provided {provided_path} pins torch==2.10.0, but the package index has no wheel" in str(exc.value)
+    # pip's other wording of the same problem (a constraint that no wheel for the target satisfies)
+    unavailable = (
+        "The conflict is caused by:\n    nnunetv2-topo 0.1.0 depends on torch<2.15 and >=2.1\n"
+        "    The user requested (constraint) torch<=2.14.1,==2.10.0\n\nAdditionally, some packages in these "
+        "conflicts have no matching distributions available for your environment:\n    torch\n\nTo fix this\n"
+    )
+    _canned_pip(monkeypatch, [(1, unavailable)], [])
+    with pytest.raises(BundleError, match="pins torch==2.10.0, but the package index has no wheel of that version"):
+        wheels_mod.resolve(tmp_path / "own.whl", target, provided, tmp_path, [], tmp_path, print)
     _canned_pip(monkeypatch, [(1, "WARNING: Location 'x' is ignored: it is neither a file\nERROR: boom\n")], [])
     with pytest.raises(BundleError) as exc:
         wheels_mod.resolve(tmp_path / "own.whl", target, provided, tmp_path, [], tmp_path, print)

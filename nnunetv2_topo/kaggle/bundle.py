@@ -130,7 +130,7 @@ def build_bundle(req: BundleRequest, progress: Callable[[str], None] = _say) -> 
             shutil.copy2(req.config, staging / "postprocess.json")
 
         progress(
-            f"[3/5] resolving the wheels for {target} against {provided.path.name} ({len(provided.versions)} pkgs)"
+            f"[3/5] resolving the wheels for {target} against {provided.path.name} ({len(provided.versions)} packages)"
         )
         wheels = staging / "wheels"
         wheels.mkdir()

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from nnunetv2_topo.kaggle.provided import BundleError, Provided, write_stub_wheels
@@ -198,6 +199,39 @@ def _build_from_sdist(requirement: str, out: Path, target: Target, progress: Pro
     return dest
 
 
+def _unavailable(output: str) -> set[str]:
+    """The names pip lists under "no matching distributions available for your environment"."""
+    names: set[str] = set()
+    lines = output.splitlines()
+    for i, line in enumerate(lines):
+        if "no matching distributions available for your environment" in line:
+            for follow in lines[i + 1 :]:
+                if not follow.startswith((" ", "\t")) or not follow.strip():
+                    break
+                names.update(canonicalize_name(n) for n in re.findall(r"[A-Za-z0-9._-]+", follow))
+    return names
+
+
+def _required(output: str) -> dict[str, list[SpecifierSet]]:
+    """``{name: [specifiers]}`` from pip's "X 1.0 depends on NAME<2 and >=1" conflict lines."""
+    out: dict[str, list[SpecifierSet]] = {}
+    for m in re.finditer(r"depends on ([A-Za-z0-9._-]+)([^\n]*)", output):
+        try:
+            spec = SpecifierSet(m.group(2).strip().replace(" and ", ","))
+        except InvalidSpecifier:
+            continue
+        out.setdefault(canonicalize_name(m.group(1)), []).append(spec)
+    return out
+
+
+def _no_target_wheel(provided: Provided, key: str, target: Target) -> str:
+    return (
+        f"--kaggle-provided {provided.path} pins {provided.names[key]}=={provided.versions[key]}, but the package "
+        f"index has no wheel of that version for {target} (pip needs its metadata to resolve): check --python and "
+        "--platform (the image's) or the version in the file"
+    )
+
+
 def _find_links(folders: Sequence[Path]) -> list[str]:
     return [a for f in folders for a in ("--find-links", str(f))]
 
@@ -230,7 +264,19 @@ def resolve(
                 key = canonicalize_name(name)
                 out.append(Resolved(name, version, provided.has(key, version), item["download_info"]["url"]))
             return out, relaxed
-        conflicting = {canonicalize_name(n) for n in re.findall(r"The user requested \(constraint\) (\S+?)==", output)}
+        # a pinned image package pip cannot find: either no wheel of that version for the target (an error), or
+        # the project excludes that version (a conflict: bundle another version, below)
+        required = _required(output)
+        pinned = sorted(
+            n
+            for n in _unavailable(output)
+            if provided.has(n)
+            and n not in relaxed
+            and all(provided.versions[n] in spec for spec in required.get(n, []))
+        )
+        if pinned:
+            raise BundleError(_no_target_wheel(provided, pinned[0], target))
+        conflicting = {canonicalize_name(n) for n in re.findall(r"requested \(constraint\) ([A-Za-z0-9._-]+)", output)}
         new = sorted(n for n in conflicting if n not in relaxed and provided.has(n))
         if new:
             for n in new:
@@ -246,11 +292,7 @@ def resolve(
             if req is not None:
                 key = canonicalize_name(req.name)
                 if provided.has(key) and key not in relaxed:
-                    raise BundleError(
-                        f"--kaggle-provided {provided.path} pins {req.name}=={provided.versions[key]}, but no wheel of "
-                        f"that version for {target} is on the package index (pip needs its metadata to resolve): fix "
-                        "the version in the file or --python/--platform"
-                    )
+                    raise BundleError(_no_target_wheel(provided, key, target))
                 if key not in built:
                     built.add(key)
                     _build_from_sdist(str(req), wheels, target, progress)
