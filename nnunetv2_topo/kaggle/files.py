@@ -17,10 +17,10 @@ DEFAULT_KAGGLE_ID = "your-kaggle-username/nnunetv2-topo-bundle"
 
 def check_kaggle_id(value: str) -> tuple[str, str]:
     """``owner/slug`` of the Kaggle dataset (the slug is the folder name under ``/kaggle/input``)."""
-    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9_-]*)/([a-z0-9][a-z0-9-]{4,49})", value)
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9_-]*)/([a-z0-9][a-z0-9-]{5,49})", value)
     if not m:
         raise BundleError(
-            f"--kaggle-id {value!r}: expected OWNER/SLUG with a slug of 5-50 lowercase letters, digits and '-', "
+            f"--kaggle-id {value!r}: expected OWNER/SLUG with a slug of 6-50 lowercase letters, digits and '-', "
             "e.g. jdoe/vesuvius-nnunet-bundle"
         )
     return m.group(1), m.group(2)
