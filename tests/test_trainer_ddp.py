@@ -10,11 +10,14 @@ import socket
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
+
+pytestmark = pytest.mark.e2e  # starts a two-process gloo group
 
 RECORDS = {
     0: [{"dice": 1.0, "focal": math.nan, "total": 9.0}, {"dice": 3.0, "focal": 2.0}],

@@ -107,6 +107,7 @@ print(cls.__module__, sys.modules[cls.__module__].__file__)
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_built_wheel_carries_the_trainer_folder_as_a_package(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()

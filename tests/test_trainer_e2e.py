@@ -19,7 +19,7 @@ from nnunetv2_topo.io import read_volume
 from nnunetv2_topo.plans import make_reduced_plans
 from nnunetv2_topo.trainer_discovery import trainer_folder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 BIN = Path(sys.executable).parent
 DATASET = "Dataset001_Vesuvius"
@@ -210,3 +210,4 @@ def test_bad_config_fails_at_start_up(nnunet_data: SimpleNamespace) -> None:
     assert proc.returncode != 0
     assert "'plateau_factor' = 2.0 is invalid: must lie in (0, 1)" in proc.stderr
     assert "Valid keys: initial_lr" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.returncode == 2  # one message, no traceback

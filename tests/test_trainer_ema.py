@@ -101,6 +101,7 @@ def test_checkpoint_holds_the_average_for_prediction_and_resumes_exactly(tmp_pat
     assert b.weight_ema.num_updates == 4
 
 
+@pytest.mark.e2e
 def test_nnunet_loop_writes_final_and_best_with_the_average(tmp_path, monkeypatch) -> None:
     prepare_loop(tmp_path)
     config = {**EMA, "num_epochs": 3, "num_iterations_per_epoch": 2, "num_val_iterations_per_epoch": 1}

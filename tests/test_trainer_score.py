@@ -72,6 +72,7 @@ def replay_rounds(records: list[dict], config: dict, num_epochs: int) -> list[fl
     return lrs
 
 
+@pytest.mark.e2e
 def test_rounds_log_the_score_keep_the_best_checkpoint_and_drive_the_plateau(tmp_path, monkeypatch) -> None:
     # noisy validation images: the score goes up and down, so the plateau acts
     val_keys = write_score_dataset(tmp_path, num_cases=4, val_cases=3, noise=2.0)

@@ -11,13 +11,15 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from nnunetv2_topo.errors import TopoError
+
 __all__ = ["DEFAULT_PROVIDED", "BundleError", "Provided", "read_provided", "write_stub_wheels"]
 
 DEFAULT_PROVIDED = Path(__file__).resolve().parent / "kaggle_provided_default.txt"
 """The default set: the pip freeze of the Colab image Kaggle's current image is built on (the file says which)."""
 
 
-class BundleError(ValueError):
+class BundleError(TopoError, ValueError):
     """A bundle that cannot be built as asked; the message names the file or flag and the fix."""
 
 

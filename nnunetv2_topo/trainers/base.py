@@ -27,9 +27,17 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast, nn
 from torch import distributed as dist
 
+from nnunetv2_topo.errors import exit_if_entry_point
 from nnunetv2_topo.io import atomic_path, atomic_write_text
 from nnunetv2_topo.scheduling import WarmupPlateauScheduler
-from nnunetv2_topo.trainers.config import PLATEAU_MODES, format_config, loss_keys, save_config, to_jsonable
+from nnunetv2_topo.trainers.config import (
+    PLATEAU_MODES,
+    TopoConfigError,
+    format_config,
+    loss_keys,
+    save_config,
+    to_jsonable,
+)
 from nnunetv2_topo.trainers.diagnostics import (
     PROGRESS_PNG,
     TOPO_LOG_KEYS,
@@ -110,13 +118,17 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     ) -> None:
         # configuration first: a bad file fails before nnU-Net creates output folders and log files
         name = type(self).__name__
-        run = run_config(
-            fold_folder(plans, configuration, fold, name),
-            resume=bool(plans.get("continue_training")),
-            variant_defaults=self.merged_topo_defaults(),
-            variant_name=f"{name}.topo_defaults",
-            fixed_keys=self.topo_fixed_keys,
-        )
+        try:
+            run = run_config(
+                fold_folder(plans, configuration, fold, name),
+                resume=bool(plans.get("continue_training")),
+                variant_defaults=self.merged_topo_defaults(),
+                variant_name=f"{name}.topo_defaults",
+                fixed_keys=self.topo_fixed_keys,
+            )
+        except TopoConfigError as exc:
+            exit_if_entry_point(exc)  # nnUNetv2_train: the message, exit 2, no traceback
+            raise
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.topo_config, self.topo_config_path = run.config, run.source
         self.config_history = run.history
@@ -520,6 +532,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
 
     def on_train_start(self) -> None:
         if self._deferred_config_error is not None:
+            exit_if_entry_point(self._deferred_config_error)
             raise self._deferred_config_error
         if not self.was_initialized:
             self.initialize()

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.io import atomic_write_text
 from nnunetv2_topo.values import Checked
 from nnunetv2_topo.values import at_least_one as _at_least_one
@@ -82,7 +83,7 @@ DIRECTIVE_KEYS: dict[str, str] = {
 """Keys of a config file that steer how it is applied; they are not hyperparameters and are not saved."""
 
 
-class TopoConfigError(ValueError):
+class TopoConfigError(TopoError, ValueError):
     """A bad TopoWarmup configuration (names the source, key, value and the fix)."""
 
 
