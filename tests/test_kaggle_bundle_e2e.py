@@ -144,6 +144,7 @@ def test_bundle_installs_offline_and_submits(kaggle_dir: Path, tmp_path: Path, m
         venv_site = next(venv.glob("lib/python*/site-packages"))
         (venv_site / "kaggle_image.pth").write_text(f"import site; site.addsitedir({str(image)!r})\n")
         timings["link the image"] = time.monotonic() - t0
+        t0 = time.monotonic()
         freeze, _ = _run([py, "-m", "pip", "list", "--format=freeze"], _env(), tmp_path, 120)
         listed = {canonicalize_name(ln.split("==")[0]) for ln in freeze.splitlines() if "==" in ln}
         assert listed == set(linked), f"the venv lists {sorted(listed)}, linked {linked}"
@@ -155,6 +156,7 @@ def test_bundle_installs_offline_and_submits(kaggle_dir: Path, tmp_path: Path, m
                  " 'dynamic_network_architectures', 'timm', 'SimpleITK') if u.find_spec(m)])")  # fmt: skip
         leaked, _ = _run([py, "-c", probe], _env(), tmp_path, 300)
         assert leaked.strip().splitlines()[-1] == "[]", f"importable before the offline install: {leaked}"
+        timings["check the image (pip list, pip check, imports)"] = time.monotonic() - t0
         provided = tmp_path / "provided.txt"
         provided.write_text("\n".join(ln for ln in freeze.splitlines() if "==" in ln) + "\n")
 
