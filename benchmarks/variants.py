@@ -141,7 +141,7 @@ def prepare_test_set(work: Path, regime: str, cases: int, shape: list) -> Path:
 def _scores(prob, gt, config) -> dict:
     import numpy as np
 
-    from nnunetv2_topo.inference.scoring import score_prediction
+    from nnunetv2_topo.evaluation.scoring import score_prediction
     from nnunetv2_topo.postprocessing.steps import postprocess_volume
 
     out = {}

@@ -65,8 +65,8 @@ def main(argv=None) -> int:
     from nnunetv2_topo.inference.cases import InputCase
     from nnunetv2_topo.inference.models import check_model_folders, use_topo_trainers
     from nnunetv2_topo.inference.predict import fused_probability, load_models, to_mask
-    from nnunetv2_topo.inference.untrained import write_untrained_model_folder
     from nnunetv2_topo.io import read_volume, write_tiff
+    from nnunetv2_topo.testing.untrained import write_untrained_model_folder
     from nnunetv2_topo.volume import open_source, parse_dask, predict_volume, start_client
 
     work = Path(tempfile.mkdtemp(prefix="volume_bench_"))

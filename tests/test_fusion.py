@@ -89,12 +89,3 @@ def test_fusion_errors() -> None:
     zero.add_probability(np.zeros((2, 2, 2), np.float32), 0.0)
     with pytest.raises(ValueError, match="sum to 0"):
         zero.probability()
-
-
-def test_inference_fusion_is_the_postprocessing_rule() -> None:
-    """``inference.fusion`` (used by predict and other branches) re-exports the one fusion rule."""
-    import nnunetv2_topo.inference.fusion as old
-    import nnunetv2_topo.postprocessing.fusion as rule
-
-    for name in old.__all__:
-        assert getattr(old, name) is getattr(rule, name)

@@ -51,15 +51,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
 
 ORDER = list(LAYERS)
 
-KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
-    # (importing module, imported module prefix): why it is allowed for now
-    ("nnunetv2_topo.inference.untrained", "nnunetv2_topo.testing"): (
-        "re-export left in place for branches written before the move (kaggle tests import it); remove once merged"
-    ),
-    ("nnunetv2_topo.synth.probability_maps", "nnunetv2_topo.testing"): (
-        "re-export left in place for branches written before the move (loss tests import it); remove once merged"
-    ),
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 """Imports that break a rule, each with its reason. Every entry must still occur (a stale entry fails the test)."""
 
 

@@ -17,10 +17,10 @@ from predict_fixtures import nnunet_layout, with_zero_border
 
 from nnunetv2_topo.cli.main import main
 from nnunetv2_topo.inference.cases import PART_MANIFEST, InputCase, index_input_images
-from nnunetv2_topo.inference.fusion import LOGIT_CLAMP
 from nnunetv2_topo.inference.models import check_model_folder, make_predictor, use_topo_trainers
 from nnunetv2_topo.inference.predict import LoadedModel, RunReport, _rotation_dims, load_models, predict_cases
 from nnunetv2_topo.io import read_volume
+from nnunetv2_topo.postprocessing.fusion import LOGIT_CLAMP
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
 from nnunetv2_topo.testing.untrained import write_untrained_model_folder as write_model_folder
 
@@ -243,7 +243,17 @@ def test_time_budget_warns_then_drops_tta(monkeypatch, capsys) -> None:
     ticks = itertools.count(0.0, 1800.0)  # every clock call is half an hour later
     cases = [InputCase(f"c{i}", Path(f"c{i}.tif")) for i in range(4)]
     report = RunReport()
-    masks = dict(predict_cases([], cases, "mirror+rot90", "logit", None, report, 2.0, False, lambda: next(ticks)))
+    lines: list[str] = []
+    masks = dict(
+        predict_cases([], cases, "mirror+rot90", "logit", None, report, 2.0, False, lambda: next(ticks), lines.append)
+    )
+    # one line per case for logs without a progress bar: each case takes 1800 s of the fake clock
+    assert lines == [
+        "case 1/4 c0: 1800.0 s, TTA mirror+rot90",
+        "case 2/4 c1: 1800.0 s, TTA mirror+rot90",
+        "case 3/4 c2: 1800.0 s, TTA none (dropped from mirror+rot90 to fit the time budget)",
+        "case 4/4 c3: 1800.0 s, TTA none (dropped from mirror+rot90 to fit the time budget)",
+    ]
     # cases start at 0.5 h, 1.5 h, 2.5 h, 3.5 h (and end half an hour later): the last two start past the budget
     assert seen == ["mirror+rot90", "mirror+rot90", "none", "none"]
     assert report.without_tta == ["c2", "c3"] and report.budget_warned

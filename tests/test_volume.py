@@ -246,7 +246,7 @@ def test_good_dask() -> None:
 )
 def test_cli_bad_flags_write_nothing(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
     from nnunetv2_topo.cli.main import main
-    from nnunetv2_topo.inference.untrained import write_untrained_model_folder
+    from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
     url = str(tmp_path / "in.zarr")
     zarr.create_array(url, shape=(20, 20, 20), dtype="uint8")

@@ -16,8 +16,8 @@ import pytest
 import zarr
 
 from nnunetv2_topo.cli.main import main
-from nnunetv2_topo.inference.untrained import write_untrained_model_folder
 from nnunetv2_topo.io import read_volume, write_tiff
+from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
 pytestmark = pytest.mark.e2e
 SHAPE = (48, 60, 40)

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, str] = {
     "submit": "submit",
     "plot": "plot",
     "demo": "demo",
+    "kaggle-bundle": "kaggle_bundle",
 }
 
 

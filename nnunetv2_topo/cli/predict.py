@@ -29,8 +29,8 @@ Example (Kaggle notebook):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from nnunetv2_topo.cli.predict_volume import add_volume_arguments, path_or_url
-    from nnunetv2_topo.inference.fusion import FUSION_MODES
     from nnunetv2_topo.inference.predict import TTA_MODES
+    from nnunetv2_topo.postprocessing.fusion import FUSION_MODES
 
     parser.add_argument("--input", type=path_or_url, help="folder of test volumes (<id>.tif or <id>_0000.tif), or a "
                         "Zarr/OME-Zarr volume (path or fsspec URL)")  # fmt: skip
@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="predict test images whose intensities lie outside the model's training range (warn instead of refuse)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--log-cases",
+        action="store_true",
+        help="print one line per finished case (id, seconds, TTA used or dropped to fit --time-budget-hours), "
+        "for logs where a progress bar is unreadable (Kaggle's notebook log)",
+    )
     add_volume_arguments(parser)
 
 
@@ -80,7 +86,7 @@ def _device(name: str | None):
 def _fusion(args: argparse.Namespace, n_models: int, config):
     """(mode, weights): --fusion/--weights when either is given, else the --config file's fusion, else logit/equal."""
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.inference.fusion import check_fusion_weights
+    from nnunetv2_topo.postprocessing.fusion import check_fusion_weights
 
     if config is not None and args.weights is None and args.fusion is None:
         mode, weights, source = config.fusion.mode, config.fusion.weights, f"{args.config} (fusion.weights)"
@@ -218,6 +224,7 @@ def _predict(args, folders, weights, mode, config, device, cases, part, is_zip) 
     volumes = predict_cases(
         models, part, args.tta, mode, None if config is None else config.steps, report,
         budget_hours=args.time_budget_hours, progress=not args.quiet,
+        log_case=(lambda line: print(line, file=sys.stderr, flush=True)) if args.log_cases else None,
     )  # fmt: skip
     try:
         if is_zip:

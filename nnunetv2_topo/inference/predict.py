@@ -4,7 +4,7 @@ Per case and model: nnU-Net's own preprocessing (``preprocessor.run_case_npy``) 
 (``nnUNetPredictor.predict_logits_from_preprocessed_data``: Gaussian weighting, the folds' logits averaged, nnU-Net's
 mirroring when TTA is on), then the logits are taken back to the image's geometry as ``nnUNetv2_predict`` does
 (resampling, un-cropping, un-transposing) and reduced to the binary logit ``l1 - l0``. The models' binary logits are
-fused with :class:`~nnunetv2_topo.inference.fusion.Fusion`; the result is thresholded at 0.5 or post-processed.
+fused with :class:`~nnunetv2_topo.postprocessing.fusion.Fusion`; the result is thresholded at 0.5 or post-processed.
 
 TTA ``mirror+rot90`` adds one view: the preprocessed volume rotated by 90 degrees about the image's z axis (the
 scroll axis); its logits are rotated back before averaging. With nnU-Net's 8 mirrorings inside each view this gives
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nnunetv2_topo.inference.cases import InputCase
-from nnunetv2_topo.inference.fusion import LOGIT_CLAMP, Fusion
 from nnunetv2_topo.inference.models import ModelFolder, load_predictor
+from nnunetv2_topo.postprocessing.fusion import LOGIT_CLAMP, Fusion
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig, binarize, postprocess_volume
 
 TTA_MODES = ("none", "mirror", "mirror+rot90")
@@ -145,10 +145,12 @@ def predict_cases(
     budget_hours: float | None = None,
     progress: bool = True,
     clock: Callable[[], float] = time.monotonic,
+    log_case: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(case id, uint8 mask)`` per case, with a progress bar (per-case time, ETA). With ``budget_hours``:
     a warning when the ETA passes the budget, and once the elapsed time passes it, the remaining cases are
-    predicted without TTA (recorded in ``report``)."""
+    predicted without TTA (recorded in ``report``). ``log_case`` receives one line per finished case (id, seconds,
+    TTA used, and whether TTA was dropped to fit the budget), for logs where a progress bar is unreadable."""
     from tqdm import tqdm
 
     if tta not in TTA_MODES:
@@ -174,6 +176,9 @@ def predict_cases(
             eta = (now - start) / (i + 1) * (len(cases) - i - 1)
             bar.set_postfix_str(f"{case.id} {now - t0:.1f} s/case, ETA {eta / 60:.1f} min", refresh=False)
             bar.update()
+            if log_case is not None:
+                dropped = " (dropped from " + tta + " to fit the time budget)" if case_tta != tta else ""
+                log_case(f"case {i + 1}/{len(cases)} {case.id}: {now - t0:.1f} s, TTA {case_tta}{dropped}")
             if budget_s is not None and not report.budget_warned and now - start + eta > budget_s:
                 report.budget_warned = True
                 tqdm.write(

@@ -1,7 +1,7 @@
 """One output chunk of one model: the plans' normalisation, the global grid's tiles around the chunk, blended exactly
 as ``nnUNetPredictor`` blends a whole case (its Gaussian, its half-precision accumulators, its tile order, the folds'
 mean, its mirroring), reduced to the binary logit ``l1 - l0`` in the image frame; several models fused with
-:class:`~nnunetv2_topo.inference.fusion.Fusion`.
+:class:`~nnunetv2_topo.postprocessing.fusion.Fusion`.
 
 Normalisation: per-voxel schemes (``CTNormalization`` with the dataset's statistics from the plans, ``NoNormalization``,
 ``RGBTo0_1Normalization``) run nnU-Net's own class on each region: exact. ``ZScoreNormalization`` uses statistics of
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnunetv2_topo.inference.fusion import LOGIT_CLAMP, Fusion
 from nnunetv2_topo.inference.predict import LoadedModel
+from nnunetv2_topo.postprocessing.fusion import LOGIT_CLAMP, Fusion
 from nnunetv2_topo.volume.grid import Box, Geometry
 
 PER_VOXEL_SCHEMES = ("CTNormalization", "NoNormalization", "RGBTo0_1Normalization")
