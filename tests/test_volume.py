@@ -266,3 +266,23 @@ def test_cli_zarr_input_needs_zarr_output(tmp_path: Path, capsys) -> None:
     assert main(["predict", "--input", url, "--output", str(tmp_path / "out"), "--model", "m", "--quiet"]) == 2
     assert "--output must be OUT.zarr" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_without_the_volume_extra_names_the_install(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Without zarr/dask/ome-zarr (the ``volume`` extra), a Zarr run is one message naming what to install."""
+    import importlib.util
+
+    from nnunetv2_topo.cli.main import main
+
+    url = str(tmp_path / "in.zarr")
+    zarr.create_array(url, shape=(20, 20, 20), dtype="uint8")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in ("ome_zarr", "dask") else real_find_spec(name, *a)
+    )
+    out = tmp_path / "out.zarr"
+    assert main(["predict", "--input", url, "--output", str(out), "--model", "m", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "needs dask[array,distributed], ome-zarr, which is not installed" in err
+    assert "pip install 'nnunetv2-topo[volume]'" in err and "Traceback" not in err
+    assert not out.exists()

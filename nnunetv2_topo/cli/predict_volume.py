@@ -52,9 +52,27 @@ def is_volume_run(args: argparse.Namespace) -> bool:
     return out.endswith(".zarr") or (args.input is not None and looks_like_zarr(str(args.input)))
 
 
+VOLUME_EXTRA = {"zarr": "zarr", "dask": "dask[array,distributed]", "distributed": "dask[array,distributed]",
+                "ome_zarr": "ome-zarr", "fsspec": "fsspec"}  # fmt: skip
+"""Modules whole-volume prediction imports -> the distribution that brings each (the ``volume`` extra)."""
+
+
+def missing_volume_packages() -> list[str]:
+    """The distributions of the ``volume`` extra that are not installed (empty when all are)."""
+    import importlib.util
+
+    return sorted({dist for module, dist in VOLUME_EXTRA.items() if importlib.util.find_spec(module) is None})
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     from nnunetv2_topo.cli.main import CLIError
 
+    missing = missing_volume_packages()
+    if missing:
+        raise CLIError(
+            f"whole-volume prediction (Zarr input or output) needs {', '.join(missing)}, which is not installed: "
+            "pip install 'nnunetv2-topo[volume]' (make install does)"
+        )
     if args.input is None or not args.model:
         raise CLIError("--input VOLUME.zarr and at least one --model are required")
     if not str(args.output).rstrip("/").lower().endswith(".zarr"):
