@@ -28,8 +28,8 @@ from torch import autocast, nn
 from torch import distributed as dist
 
 from nnunetv2_topo.io import atomic_path, atomic_write_text
-from nnunetv2_topo.scheduling import WarmupPlateauScheduler
-from nnunetv2_topo.trainers.config import PLATEAU_MODES, format_config, loss_keys, save_config, to_jsonable
+from nnunetv2_topo.scheduling import PlateauDriver, WarmupPlateauScheduler
+from nnunetv2_topo.trainers.config import format_config, loss_keys, save_config, to_jsonable
 from nnunetv2_topo.trainers.diagnostics import (
     PROGRESS_PNG,
     TOPO_LOG_KEYS,
@@ -52,9 +52,6 @@ from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
 __all__ = ["TopoLossCall", "nnUNetTrainerTopoWarmup"]
 
 CONFIG_FILE = "topo_config.json"
-
-PLATEAU_LOG_KEYS = {"val_loss": "val_losses", "val_loss_ema": "val_loss_ema", "ema_fg_dice": "ema_fg_dice"}
-"""The logger key each ``plateau_metric`` reads (one value per epoch, identical on every DDP rank)."""
 
 
 class TopoLossCall(nn.Module):
@@ -203,17 +200,8 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             )
         else:
             optimizer = torch.optim.AdamW(params, self.initial_lr, weight_decay=self.weight_decay)
-        scheduler = WarmupPlateauScheduler(
-            optimizer,
-            base_lr=self.initial_lr,
-            warmup_epochs=cfg["warmup_epochs"],
-            mode=PLATEAU_MODES[cfg["plateau_metric"]],
-            factor=cfg["plateau_factor"],
-            patience=cfg["plateau_patience"],
-            min_lr=cfg["plateau_min_lr"],
-            cooldown=cfg["plateau_cooldown"],
-        )
-        return optimizer, scheduler
+        self.plateau_driver = PlateauDriver.from_config(cfg, optimizer, log=self.print_to_log_file)
+        return optimizer, self.plateau_driver.scheduler
 
     def deep_supervision_weights(self) -> list[float] | None:
         """nnU-Net's weights: 1/2^i per scale, the lowest 0 (1e-6 under DDP without compile), normalised."""
@@ -312,15 +300,10 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     def on_train_epoch_start(self) -> None:
         # replaces nnU-Net's version, which calls lr_scheduler.step(current_epoch): the ReduceLROnPlateau trap
         self.network.train()
-        lr = self.lr_scheduler.start_epoch(self.current_epoch)
+        lr = self.plateau_driver.start_epoch(self.current_epoch)
         self.print_to_log_file("")
         self.print_to_log_file(f"Epoch {self.current_epoch}")
-        phase = (
-            f"warmup {self.current_epoch + 1}/{self.lr_scheduler.warmup_epochs}"
-            if self.lr_scheduler.in_warmup(self.current_epoch)
-            else "plateau phase"
-        )
-        self.print_to_log_file(f"Current learning rate: {lr:.6g} ({phase})")
+        self.print_to_log_file(f"Current learning rate: {lr:.6g} ({self.plateau_driver.phase(self.current_epoch)})")
         self.logger.log("lrs", lr, self.current_epoch)
         self._epoch_grad_norms = []
         self._epoch_skipped = 0
@@ -444,28 +427,13 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         super().on_validation_epoch_end(val_outputs)  # logs all-gathered val_losses, mean/ema fg Dice
         for term, value in self._reduce_term_means(self._val_terms).items():
             self.logger.log(f"val_loss_{term}", value, self.current_epoch)
-        self.logger.log("val_loss_ema", self._val_loss_ema(), self.current_epoch)
-        if self.topo_config["plateau_metric"] == "val_score":
-            return  # stepped once per scoring round, when its result arrives (_apply_score_record)
-        metric = float(self.logger.get_value(PLATEAU_LOG_KEYS[self.topo_config["plateau_metric"]], step=-1))
-        lr_before = self.optimizer.param_groups[0]["lr"]
-        if self.lr_scheduler.step_metric(self.current_epoch, metric):
-            self.print_to_log_file(
-                f"ReduceLROnPlateau: no improvement of {self.topo_config['plateau_metric']} for more than "
-                f"{self.topo_config['plateau_patience']} epochs; lr {lr_before:.4g} -> "
-                f"{self.optimizer.param_groups[0]['lr']:.4g} from the next epoch"
-            )
-
-    def _val_loss_ema(self) -> float:
-        """EMA of the per-epoch validation loss (``plateau_ema_smoothing``); starts at the first finite value and
-        is identical on every rank (``val_losses`` is all-gathered). Resumes from the logged values."""
-        s = self.topo_config["plateau_ema_smoothing"]
-        value = float(self.logger.get_value("val_losses", step=-1))
-        previous = self.logger.get_value("val_loss_ema", step=None)[: self.current_epoch]
-        last = float(previous[-1]) if previous else math.nan
-        if not math.isfinite(last):
-            return value
-        return s * last + (1 - s) * value if math.isfinite(value) else last
+        # val_losses and ema_fg_dice are all-gathered by nnU-Net: the plateau steps identically on every rank
+        self.plateau_driver.end_epoch(
+            self.current_epoch,
+            float(self.logger.get_value("val_losses", step=-1)),
+            ema_fg_dice=float(self.logger.get_value("ema_fg_dice", step=-1)),
+        )  # val_score: stepped once per scoring round, when its result arrives (_apply_score_record)
+        self.logger.log("val_loss_ema", self.plateau_driver.val_loss_ema, self.current_epoch)
 
     def _pad_topo_log(self) -> None:
         """One value per epoch for every key of this trainer, also for a term dropped on resume (nnU-Net plots
@@ -492,13 +460,9 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             f"grad norm (pre-clip, clip at {self.grad_clip_norm:g}): mean {gmean:.4g}, max {gmax:.4g}; "
             f"skipped steps {self.logger.get_value('skipped_steps', epoch)}"
         )
-        if not self.lr_scheduler.in_warmup(epoch):
-            plateau = self.lr_scheduler.plateau
-            unit = "scoring rounds" if self.topo_config["plateau_metric"] == "val_score" else "epochs"
-            self.print_to_log_file(
-                f"plateau ({self.topo_config['plateau_metric']}): best {plateau.best:.4g}, "
-                f"{unit} without improvement {plateau.num_bad_epochs}/{plateau.patience}"
-            )
+        status = self.plateau_driver.status(epoch)
+        if status is not None:
+            self.print_to_log_file(status)
         super().on_epoch_end()
         if self.local_rank == 0:
             self.write_diagnostics()
@@ -820,14 +784,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
             if self.local_rank == 0 and pending is not None and not self.disable_checkpointing:
                 self._write_checkpoint(pending.checkpoint, join(self.output_folder, BEST_SCORE_CHECKPOINT))
         self.print_to_log_file(message, also_print_to_console=True)
-        if self.topo_config["plateau_metric"] == "val_score":
-            lr_before = self.optimizer.param_groups[0]["lr"]
-            if self.lr_scheduler.step_metric(epoch, score):
-                self.print_to_log_file(
-                    f"ReduceLROnPlateau: no improvement of val_score for more than "
-                    f"{self.topo_config['plateau_patience']} scoring rounds; lr {lr_before:.4g} -> "
-                    f"{self.optimizer.param_groups[0]['lr']:.4g} from the next epoch"
-                )
+        self.plateau_driver.end_round(epoch, score)
 
     def _load_score_rounds(self, state: dict[str, Any]) -> None:
         self.score_records = [dict(r) for r in state.get("records", [])]
@@ -842,7 +799,7 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
     # ------------------------------------------------------------------ checkpoints
     def _topo_state(self) -> dict[str, Any]:
         return {
-            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "lr_scheduler": self.plateau_driver.state_dict(),
             "config": dict(self.topo_config),
             "config_history": list(self.config_history),
             "weight_ema": self.weight_ema.state_dict() if self.weight_ema is not None else None,
@@ -919,9 +876,11 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
                 f"{checkpoint.get('trainer_name')}); warmup/plateau restart from epoch {self.current_epoch}"
             )
         else:
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+            self.plateau_driver.load_state_dict(state["lr_scheduler"])
             self.consecutive_skips = int(state.get("consecutive_skips", 0))
             self.total_skipped_steps = int(state.get("total_skipped_steps", 0))
             self._load_score_rounds(state.get("score_rounds") or {})
         self._load_weight_ema(checkpoint, state or {})
         self._register_log_keys()
+        if "val_loss_ema" not in ((state or {}).get("lr_scheduler") or {}):  # written before the driver kept it
+            self.plateau_driver.resume_ema(self.logger.get_value("val_loss_ema", step=None)[: self.current_epoch])

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from nnunetv2_topo.io import atomic_write_text
+from nnunetv2_topo.scheduling.plateau_driver import PLATEAU_METRICS, PLATEAU_MODES
 from nnunetv2_topo.values import Checked
 from nnunetv2_topo.values import at_least_one as _at_least_one
 from nnunetv2_topo.values import boolean as _boolean
@@ -67,11 +68,6 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"ce": 1.0, "dice": 1.0, "cldice": 0.5}
 """The default ``loss_weights``: the best setting measured by ``benchmarks/variants.py`` against nnUNetTrainer on
 the competition score (``benchmarks/RESULTS.md``, "Trainer variants against nnUNetTrainer")."""
 
-
-PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice", "val_score")
-"""Signals the plateau scheduler can follow (see the ``plateau_metric`` key)."""
-
-PLATEAU_MODES: dict[str, str] = {"val_loss": "min", "val_loss_ema": "min", "ema_fg_dice": "max", "val_score": "max"}
 
 NULLABLE_KEYS: frozenset[str] = frozenset({"seed", "final_score_workers"})
 """Keys whose ``null`` means "off" (a loss term parameter's ``null`` means its default)."""
