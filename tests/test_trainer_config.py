@@ -30,7 +30,11 @@ def test_defaults_are_the_issue_values() -> None:
     assert cfg["warmup_epochs"] == 10 and cfg["plateau_metric"] == "val_loss_ema"
     # the schedule chosen on simulated logs (benchmarks/schedule_replay.py, docs/explanation/lr-schedule.md)
     assert (cfg["plateau_factor"], cfg["plateau_patience"], cfg["plateau_min_lr"]) == (0.5, 20, 1e-5)
-    assert (cfg["plateau_ema_smoothing"], cfg["plateau_threshold"], cfg["plateau_threshold_mode"]) == (0.95, 1e-3, "abs")
+    assert (cfg["plateau_ema_smoothing"], cfg["plateau_threshold"], cfg["plateau_threshold_mode"]) == (
+        0.95,
+        1e-3,
+        "abs",
+    )
     assert (cfg["plateau_cooldown"], cfg["plateau_final_anneal"]) == (10, 0.2)
     assert cfg["grad_clip_norm"] == 2.0 and cfg["grad_norm_log_every"] == 50 and cfg["max_consecutive_skips"] == 20
     assert cfg["loss_weights"] == C.DEFAULT_LOSS_WEIGHTS == {"ce": 1.0, "dice": 1.0, "cldice": 0.5}
