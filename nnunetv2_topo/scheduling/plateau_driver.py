@@ -25,7 +25,7 @@ import torch
 
 from nnunetv2_topo.scheduling.warmup_plateau import WarmupPlateauScheduler
 
-__all__ = ["PLATEAU_METRICS", "PLATEAU_MODES", "PlateauDriver", "final_anneal_epochs", "smoothed"]
+__all__ = ["PLATEAU_METRICS", "PLATEAU_MODES", "EarlyStop", "PlateauDriver", "final_anneal_epochs", "smoothed"]
 
 PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice", "val_score")
 """Signals the plateau scheduler can follow (the ``plateau_metric`` key)."""
@@ -35,6 +35,11 @@ PLATEAU_MODES: dict[str, str] = {"val_loss": "min", "val_loss_ema": "min", "ema_
 
 ROUND_METRICS: frozenset[str] = frozenset({"val_score"})
 """Signals that arrive once per scoring round, not once per epoch."""
+
+
+class EarlyStop(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by the trainer at the end of an epoch after which :meth:`PlateauDriver.should_stop` holds; its
+    ``run_training`` ends the run as a finished one (``on_train_end``: ``checkpoint_final.pth``, final validation)."""
 
 
 def final_anneal_epochs(config: Mapping[str, Any]) -> int:
@@ -65,6 +70,7 @@ class PlateauDriver:
         num_epochs, anneal_epochs: the final linear anneal over the last ``anneal_epochs`` of ``num_epochs`` epochs
             (:func:`~nnunetv2_topo.scheduling.warmup_plateau.anneal_factor`; 0: none).
         ema_smoothing: ``val_loss_ema = s * previous + (1 - s) * val_loss`` (0: no smoothing).
+        early_stop: :meth:`should_stop` may end the run once the LR sits at ``min_lr`` without improvement.
         log: where the LR-cut messages go (``print`` by default; the trainer passes its log file).
     """
 
@@ -84,6 +90,7 @@ class PlateauDriver:
         num_epochs: int | None = None,
         anneal_epochs: int = 0,
         ema_smoothing: float = 0.9,
+        early_stop: bool = False,
         log: Callable[[str], None] | None = None,
     ) -> None:
         if metric not in PLATEAU_MODES:
@@ -92,6 +99,7 @@ class PlateauDriver:
             raise ValueError(f"ema_smoothing must lie in [0, 1), got {ema_smoothing}")
         self.metric = metric
         self.ema_smoothing = float(ema_smoothing)
+        self.early_stop = bool(early_stop)
         self.scheduler = WarmupPlateauScheduler(
             optimizer,
             base_lr=base_lr,
@@ -130,6 +138,7 @@ class PlateauDriver:
             num_epochs=config["num_epochs"],
             anneal_epochs=final_anneal_epochs(config),
             ema_smoothing=config["plateau_ema_smoothing"],
+            early_stop=config.get("plateau_early_stop", False),
             log=log,
         )
 
@@ -161,9 +170,20 @@ class PlateauDriver:
         return "plateau phase"
 
     def should_stop(self) -> bool:
-        """True once the LR has sat at ``plateau_min_lr`` for more than ``plateau_patience`` plateau steps without
-        improvement (:meth:`WarmupPlateauScheduler.should_stop`); identical on every DDP rank."""
-        return self.scheduler.should_stop()
+        """With ``early_stop``: True once the LR has sat at ``plateau_min_lr`` for more than ``plateau_patience``
+        plateau steps without improvement (:meth:`WarmupPlateauScheduler.should_stop`); identical on every DDP rank
+        (the signal is). The trainer then ends the run after this epoch (:class:`EarlyStop`)."""
+        return self.early_stop and self.scheduler.should_stop()
+
+    def stop_message(self, epoch: int) -> str:
+        """The log line of an early stop after ``epoch``."""
+        s = self.scheduler
+        return (
+            f"Early stop after epoch {epoch}: the LR has sat at plateau_min_lr {s.plateau.min_lrs[0]:g} for "
+            f"{s.floor_bad_epochs} {self.unit} without improvement of {self.metric} (> plateau_patience "
+            f"{s.plateau.patience}); ending the run as finished (checkpoint_final.pth, final validation). "
+            "plateau_early_stop: false trains every epoch"
+        )
 
     def signal_value(self, val_loss: float, ema_fg_dice: float | None = None, val_score: float | None = None) -> float:
         """The value of the followed signal for these observations (``val_loss_ema``: the current EMA, so call it

@@ -31,33 +31,57 @@ class ReplayResult:
     """First epoch after which :meth:`WarmupPlateauScheduler.should_stop` holds; ``None`` if never."""
 
 
-def replay(config: Mapping[str, Any], val_loss: Sequence[float], val_score: Mapping[int, float] | None = None,
-           num_epochs: int | None = None) -> ReplayResult:  # fmt: skip
+def replay(
+    config: Mapping[str, Any],
+    val_loss: Sequence[float],
+    *,
+    ema_fg_dice: Sequence[float] | None = None,
+    score_rounds: Sequence[tuple[int, int, float]] = (),
+    num_epochs: int | None = None,
+) -> ReplayResult:
     """Replay ``config``'s schedule over ``num_epochs`` (default ``config['num_epochs']``) epochs.
 
-    ``val_loss``: one value per epoch; after its end the last value is held. ``val_score``: epoch -> score of the
-    scoring rounds (only read with ``plateau_metric: val_score``; the plateau steps once per round).
+    ``val_loss`` (and ``ema_fg_dice`` for ``plateau_metric: ema_fg_dice``): one value per epoch; after their end the
+    last value is held. ``score_rounds``: ``(scored epoch, applied after epoch, score)`` of the scoring rounds, for
+    ``plateau_metric: val_score``; after the last one, a round every ``score_every_epochs`` epochs scores the last
+    value again.
     """
     n = int(num_epochs if num_epochs is not None else config["num_epochs"])
     if not val_loss:
         raise ValueError("val_loss is empty: nothing to replay")
+    metric = config["plateau_metric"]
+    if metric == "ema_fg_dice" and not ema_fg_dice:
+        raise ValueError("plateau_metric ema_fg_dice needs the pseudo Dice of every epoch")
+    if metric == "val_score" and not score_rounds:
+        raise ValueError("plateau_metric val_score needs scoring rounds")
     cfg = {**config, "num_epochs": n}
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg["initial_lr"])
     driver = PlateauDriver.from_config(cfg, optimizer, log=lambda _message: None)
-    held = list(val_loss) + [val_loss[-1]] * max(0, n - len(val_loss))
-    scores = dict(val_score or {})
+
+    def held(values: Sequence[float]) -> list[float]:
+        return list(values[:n]) + [values[-1]] * max(0, n - len(values))
+
+    losses = held(val_loss)
+    dice = held(ema_fg_dice) if ema_fg_dice else [None] * n
+    applied: dict[int, list[tuple[int, float]]] = {}
+    for scored, after, score in score_rounds:
+        applied.setdefault(after, []).append((scored, score))
     every = int(cfg.get("score_every_epochs") or 0)
-    last_round = max(scores) if scores else None
+    if score_rounds and every:
+        last_applied = max(after for _, after, _ in score_rounds)
+        for epoch in range(last_applied + 1, n):
+            if (epoch + 1) % every == 0:
+                applied.setdefault(epoch, []).append((epoch, score_rounds[-1][2]))
     result = ReplayResult(lr=[])
     for epoch in range(n):
         lr = driver.start_epoch(epoch)
         result.lr.append(lr)
         if result.min_lr_epoch is None and lr <= cfg["plateau_min_lr"] * (1 + 1e-9):
             result.min_lr_epoch = epoch
-        score = scores.get(epoch)
-        if score is None and last_round is not None and epoch > last_round and every and (epoch + 1) % every == 0:
-            score = scores[last_round]  # after the log ends, a round keeps scoring the last value
-        if driver.end_epoch(epoch, held[epoch], val_score=score):
+        cut = driver.end_epoch(epoch, losses[epoch], ema_fg_dice=dice[epoch])
+        for scored, score in applied.get(epoch, []):  # rounds are applied at the end of an epoch, as in the trainer
+            cut = driver.end_round(scored, score) or cut
+        if cut:
             result.cuts.append(epoch)
         if result.stop_epoch is None and driver.should_stop():
             result.stop_epoch = epoch

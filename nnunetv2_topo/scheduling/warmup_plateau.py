@@ -139,9 +139,13 @@ class WarmupPlateauScheduler:
         elif self.in_anneal(epoch):
             assert self.num_epochs is not None
             self._set_lr(self.plateau_lr() * anneal_factor(epoch, self.num_epochs, self.num_epochs - self.anneal_start))
-        elif epoch == self.warmup_epochs and self.num_plateau_steps == 0:
+        elif self.num_plateau_steps == 0:
             # first post-warmup epoch: the plateau phase starts from exactly base_lr
             self._set_lr(self.base_lr)
+        else:
+            # the plateau's own LR (after a resume the optimizer may hold a warmup or anneal LR)
+            for group, lr in zip(self.optimizer.param_groups, self.plateau._last_lr):
+                group["lr"] = float(lr)
         return self.get_last_lr()[0]
 
     def should_stop(self) -> bool:
@@ -161,8 +165,9 @@ class WarmupPlateauScheduler:
         ``value`` must be identical on every DDP rank (nnU-Net's ``val_losses`` / ``ema_fg_dice`` are). Returns
         True when the LR was reduced.
         """
-        if self.in_warmup(epoch) or self.in_anneal(epoch):
-            return False
+        started = self.last_started_epoch
+        if self.in_warmup(epoch) or self.in_anneal(epoch) or (started is not None and self.in_anneal(started)):
+            return False  # (a scoring round of an earlier epoch may arrive during the anneal)
         before = [g["lr"] for g in self.optimizer.param_groups]
         best_before = self.plateau.best
         self.plateau.step(float(value))

@@ -41,6 +41,7 @@ __all__ = [
     "TopoConfigError",
     "check_consistency",
     "config_from_environment",
+    "config_from_file",
     "config_path_from_environment",
     "all_keys",
     "format_config",
@@ -149,6 +150,13 @@ KEYS: dict[str, Key] = {
     ),
     "plateau_factor": Key("float in (0, 1)", 0.5, "LR multiplier on a plateau", _number, _open_unit),
     "plateau_min_lr": Key("float >= 0", 1e-5, "lower bound of the plateau's LR", _number, _non_negative),
+    "plateau_early_stop": Key(
+        "bool",
+        True,
+        "end the run (as finished: checkpoint_final.pth, final validation) once the LR has sat at plateau_min_lr "
+        "for more than plateau_patience epochs without improvement",
+        _boolean,
+    ),
     "plateau_final_anneal": Key(
         "float in [0, 1)",
         0.2,
@@ -357,6 +365,24 @@ def split_directives(data: Mapping[str, Any], source: str) -> tuple[dict[str, An
     return params, directives
 
 
+def config_from_file(
+    path: str | os.PathLike | None,
+    variant_defaults: Mapping[str, Any] | None = None,
+    variant_name: str = "trainer variant",
+    fixed_keys: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Effective configuration from ``variant_defaults`` and the YAML file ``path`` (``None``: the defaults alone),
+    resolved exactly as the trainer resolves its file."""
+    overrides, _ = split_directives(load_yaml_config(path), str(path)) if path else ({}, {})
+    return resolve_config(
+        overrides,
+        variant_defaults,
+        source=str(path) if path else "config",
+        variant_name=variant_name,
+        fixed_keys=fixed_keys,
+    )
+
+
 def config_from_environment(
     variant_defaults: Mapping[str, Any] | None = None,
     variant_name: str = "trainer variant",
@@ -367,15 +393,7 @@ def config_from_environment(
     Returns ``(config, path_or_None)``.
     """
     path = config_path_from_environment()
-    overrides, _ = split_directives(load_yaml_config(path), path) if path else ({}, {})
-    config = resolve_config(
-        overrides,
-        variant_defaults,
-        source=str(path) if path else "config",
-        variant_name=variant_name,
-        fixed_keys=fixed_keys,
-    )
-    return config, path
+    return config_from_file(path, variant_defaults, variant_name, fixed_keys), path
 
 
 def check_consistency(config: Mapping[str, Any], source: str) -> list[str]:
