@@ -240,3 +240,44 @@ def test_every_registered_variant_starts_from_its_own_defaults() -> None:
 def test_scaled_warmup_rule() -> None:
     assert [scaled_warmup(n) for n in (1, 5, 19, 20, 50, 99, 100, 1000, 4000)] == [1, 1, 1, 2, 5, 9, 10, 10, 10]
     assert math.isclose(0.1, scaled_warmup(50) / 50)
+
+
+def test_early_stop_mixin_ends_the_loop_as_a_finished_run() -> None:
+    from nnunetv2_topo.trainers.early_stop import EarlyStopMixin
+
+    class Loop:  # the shape of nnU-Net's run_training
+        def __init__(self) -> None:
+            self.current_epoch, self.started, self.ended, self.lines = 0, [], 0, []
+
+        def print_to_log_file(self, line: str, also_print_to_console: bool = False) -> None:
+            self.lines.append(line)
+
+        def on_epoch_start(self) -> None:
+            self.started.append(self.current_epoch)
+
+        def run_training(self) -> None:
+            for _ in range(self.current_epoch, 10):
+                self.on_epoch_start()
+                self.current_epoch += 1  # (train, validate, on_epoch_end)
+            self.on_train_end()
+
+        def on_train_end(self) -> None:
+            self.ended += 1
+
+    class Driver:
+        def __init__(self, trainer: Loop) -> None:
+            self.trainer = trainer
+
+        def should_stop(self) -> bool:
+            return self.trainer.current_epoch >= 3  # true after the validation of epoch 2
+
+        def stop_message(self, epoch: int) -> str:
+            return f"Early stop after epoch {epoch}"
+
+    class Trainer(EarlyStopMixin, Loop):
+        pass
+
+    t = Trainer()
+    t.plateau_driver = Driver(t)
+    t.run_training()
+    assert t.started == [0, 1, 2] and t.ended == 1 and t.lines == ["Early stop after epoch 2"]

@@ -29,7 +29,6 @@ from torch import distributed as dist
 
 from nnunetv2_topo.io import atomic_path, atomic_write_text
 from nnunetv2_topo.scheduling import PlateauDriver, WarmupPlateauScheduler
-from nnunetv2_topo.scheduling.plateau_driver import EarlyStop
 from nnunetv2_topo.trainers.config import format_config, loss_keys, save_config, to_jsonable
 from nnunetv2_topo.trainers.diagnostics import (
     PROGRESS_PNG,
@@ -38,6 +37,7 @@ from nnunetv2_topo.trainers.diagnostics import (
     plot_progress_topo,
     write_progress_json,
 )
+from nnunetv2_topo.trainers.early_stop import EarlyStopMixin
 from nnunetv2_topo.trainers.run_config import fold_folder, run_config
 from nnunetv2_topo.trainers.score_rounds import (
     BEST_SCORE_CHECKPOINT,
@@ -87,7 +87,7 @@ class TopoLossCall(nn.Module):
         return self.topology_loss(list(output), list(target), **self.extras)
 
 
-class nnUNetTrainerTopoWarmup(nnUNetTrainer):
+class nnUNetTrainerTopoWarmup(EarlyStopMixin, nnUNetTrainer):
     """nnU-Net trainer with the topology loss (by default CE + Dice + clDice, chosen by benchmark) and a warmup ->
     ReduceLROnPlateau schedule."""
 
@@ -467,16 +467,6 @@ class nnUNetTrainerTopoWarmup(nnUNetTrainer):
         super().on_epoch_end()
         if self.local_rank == 0:
             self.write_diagnostics()
-        if self.plateau_driver.should_stop():  # identical on every rank
-            self.print_to_log_file(self.plateau_driver.stop_message(epoch), also_print_to_console=True)
-            raise EarlyStop
-
-    def run_training(self) -> None:
-        """nnU-Net's loop; an early stop (``plateau_early_stop``) ends it as a finished run."""
-        try:
-            super().run_training()
-        except EarlyStop:
-            self.on_train_end()
 
     def write_diagnostics(self) -> None:
         """Write ``progress_topo.json`` and ``progress_topo.png`` into the fold folder (rank 0)."""
