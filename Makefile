@@ -1,4 +1,7 @@
 # nnunetv2-topo — the two set-up commands are `make demo` and `make test`.
+# make test       ruff + the whole suite (what CI runs), with the 20 slowest tests listed
+# make test-fast  ruff + the unit tier: everything not marked e2e or slow (the inner development loop)
+# make docs       regenerate docs/reference/ from the code (a unit test fails while they are stale)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +14,7 @@ PYTEST_ARGS ?=
 # whenever anything else runs on the machine (tests spawn several processes).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test lint demo benchmarks clean
+.PHONY: install test test-fast lint docs demo benchmarks clean
 
 install: $(STAMP)
 
@@ -27,7 +30,13 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)
+
+test-fast: lint
+	$(PY) -m pytest -m "not e2e and not slow" --durations=10 $(PYTEST_ARGS)
+
+docs: install
+	$(PY) -m nnunetv2_topo.cli.reference_docs
 
 demo: install
 	$(VENV)/bin/nnunetv2_topo demo --work demo_work

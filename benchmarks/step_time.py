@@ -66,7 +66,11 @@ def _batches(trainer, patch: int, batch: int, n: int, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     scales = trainer._get_deep_supervision_scales()
-    topo = trainer._topo_targets_transform() if hasattr(trainer, "_topo_targets_transform") else None
+    topo = (
+        trainer.loss.targets_transform(trainer.label_manager.ignore_label)
+        if hasattr(trainer.loss, "targets_transform")
+        else None
+    )
     ds = DownsampleSegForDSTransform(ds_scales=scales) if scales is not None else None
     out, target_times = [], []
     zz = np.arange(patch)[:, None, None]

@@ -23,6 +23,7 @@ from pathlib import Path
 from dataset_conversion.splits import DEFAULT_SEED, SPLIT_MODES, SplitError, describe_splits, make_splits, save_splits
 from dataset_conversion.validation import VERIFY_MODES, CaseResult, ConversionError, check_case, find_tiff, nbytes
 from nnunetv2_topo import LABELS
+from nnunetv2_topo.errors import EXIT_USER_ERROR, TopoError, describe_os_error
 from nnunetv2_topo.io import staged_directory
 
 PROG = "nnUNetv2_convert_vesuvius"
@@ -361,9 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             progress=not args.quiet,
         )
-    except ConversionError as exc:
+    except TopoError as exc:  # ConversionError, SplitError, KaggleCSVError, VolumeError
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except OSError as exc:  # a read-only or full nnUNet_raw, permissions
+        print(f"{PROG}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130

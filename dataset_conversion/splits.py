@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.io import atomic_write_text
 
 SPLIT_MODES = ("stratified", "by-scroll", "none")
 DEFAULT_SEED = 12345  # nnU-Net's own split seed
 
 
-class SplitError(ValueError):
+class SplitError(TopoError, ValueError):
     """A split that cannot be made (too few cases or scrolls for the folds); the message says what to change."""
 
 

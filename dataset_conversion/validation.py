@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.io import VolumeError, read_volume, tiff_header
+from nnunetv2_topo.volume_checks import label_value_problem
 
-VALID_LABELS = (0, 1, IGNORE_LABEL)
 VERIFY_MODES = ("full", "header")
 
 
-class ConversionError(Exception):
+class ConversionError(TopoError):
     """A user error: the message names the bad file/key/value and how to fix it."""
 
 
@@ -86,14 +86,11 @@ def check_case(case: str, image: Path, label: Path | None, csv_name: str, full: 
             f"shape: {_fix(case, csv_name)}"
         )
     if lab[1] is not None:
-        counts = np.bincount(lab[1].ravel(), minlength=256)
-        bad = [int(v) for v in np.flatnonzero(counts) if v not in VALID_LABELS]
-        if bad:
-            shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+        problem = label_value_problem(lab[1])
+        if problem:
             problems.append(
-                f"{label}: label values {shown} outside {{0, 1, 2}} (0 background, 1 surface, 2 unlabeled); "
-                f"remap them (binary 0/255 masks such as deprecated_train_labels are not training labels) or "
-                f"remove id {case} from {csv_name}"
+                f"{label}: {problem}; remap them (binary 0/255 masks such as deprecated_train_labels are not "
+                f"training labels) or remove id {case} from {csv_name}"
             )
     return problems
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from nnunetv2_topo.errors import TopoError
+
 T = TypeVar("T")
 
 MARKER = ".nnunetv2_topo_demo"
@@ -30,7 +32,7 @@ DEMO_FOLDS = 3
 the post-processing from, so more of them than nnU-Net's default 5 folds would leave."""
 
 
-class DemoError(RuntimeError):
+class DemoError(TopoError, RuntimeError):
     """A demo stage failed; the message names the stage and its log file."""
 
 

@@ -6,6 +6,7 @@ Every failure raises :class:`VolumeError` naming the file and what to do about i
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -13,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 VOLUME_SUFFIXES = TIFF_SUFFIXES + NIFTI_SUFFIXES
 
 
-class VolumeError(ValueError):
+class VolumeError(TopoError, ValueError):
     """A volume file that cannot be used; the message names the file and the fix."""
 
 
@@ -40,9 +43,8 @@ def read_volume(path: str | os.PathLike) -> np.ndarray:
         raise VolumeError(f"{path}: no such file")
     try:
         if name.endswith(TIFF_SUFFIXES):
-            import tifffile
-
-            arr = tifffile.imread(path)
+            with _open_tiff(path) as tif:
+                arr = tif.asarray()
         elif name.endswith(NIFTI_SUFFIXES):
             import SimpleITK as sitk
 
@@ -60,21 +62,56 @@ def read_volume(path: str | os.PathLike) -> np.ndarray:
     except Exception as exc:  # tifffile/SimpleITK raise many types on corrupt files
         raise VolumeError(f"{path}: unreadable volume ({type(exc).__name__}: {exc})") from exc
     if arr.ndim != 3:
-        raise VolumeError(f"{path}: expected a 3-D volume, got shape {tuple(arr.shape)}")
+        raise VolumeError(
+            f"{path}: expected a 3-D volume, got shape {tuple(arr.shape)} (a volume TIFF has one page per z-slice)"
+        )
     return arr
+
+
+@contextlib.contextmanager
+def _open_tiff(path: Path):
+    """``tifffile.TiffFile`` of ``path``, refused as truncated when its pages point past the end of the file or its
+    shape record promises more pages than are there (tifffile alone reads a cut file as fewer pages)."""
+    import tifffile
+
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # its complaints about a cut file become our one message
+    try:
+        with tifffile.TiffFile(path) as tif:
+            problem = _truncation(tif)
+            if problem:
+                raise VolumeError(f"{path}: truncated TIFF ({problem}); copy or write the file again")
+            yield tif
+    finally:
+        log.setLevel(level)
+
+
+def _truncation(tif) -> str | None:
+    size = tif.filehandle.size
+    for i, page in enumerate(tif.pages):
+        ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)]
+        if ends and max(ends) > size:
+            return f"page {i + 1} needs {max(ends)} bytes, the file has {size}"
+    shaped = tif.shaped_metadata
+    if shaped and "shape" in shaped[0]:
+        promised = tuple(int(s) for s in shaped[0]["shape"])
+        if int(np.prod(promised)) != int(np.prod(tif.series[0].shape)):
+            return f"its header promises shape {promised}, only {len(tif.pages)} page(s) are readable"
+    return None
 
 
 def tiff_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a TIFF's first series without decoding its pixels."""
-    import tifffile
-
     path = Path(path)
     if not path.is_file():
         raise VolumeError(f"{path}: no such file")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _open_tiff(path) as tif:
             series = tif.series[0]
             return tuple(series.shape), np.dtype(series.dtype)
+    except VolumeError:
+        raise
     except Exception as exc:  # tifffile raises many types on corrupt files
         raise VolumeError(f"{path}: unreadable TIFF ({type(exc).__name__}: {exc})") from exc
 
@@ -112,13 +149,20 @@ def index_volumes(folder: str | os.PathLike, role: str = "input") -> dict[str, P
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write to; it replaces ``path`` only if the block succeeds.
 
-    A failure (or Ctrl-C) removes the temporary file, so ``path`` is never left half-written.
+    A failure (or Ctrl-C) removes the temporary file, so ``path`` is never left half-written. The temporary name keeps
+    the suffix (``.partial-<pid>-<name>``: writers that choose the format by the suffix still work), and an
+    ``OSError`` that names the temporary file or no file (a full disk) is re-raised naming ``path``.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp = path.with_name(f".partial-{os.getpid()}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None or os.fspath(exc.filename) == os.fspath(tmp):
+            exc.filename = os.fspath(path)
+            exc.filename2 = None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -152,6 +196,12 @@ def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
         os.rename(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        name = os.fspath(exc.filename) if exc.filename is not None else ""
+        if not name or name.startswith(os.fspath(tmp)):  # a file inside the staging folder: name the target
+            exc.filename = os.fspath(target) + name[len(os.fspath(tmp)) :]
+            exc.filename2 = None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

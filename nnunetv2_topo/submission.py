@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, atomic_path, case_id, is_volume_file, read_volume
 from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from nnunetv2_topo.postprocessing import FusionSpec, PostprocessConfig
 
 
-class SubmissionError(ValueError):
+class SubmissionError(TopoError, ValueError):
     """The submission cannot be written as asked; the message names the id/file and the fix."""
 
 

@@ -100,6 +100,7 @@ def test_link_falls_back_to_copy_across_file_systems(kaggle_dir, nnunet_env, mon
     assert dst.read_bytes() == (kaggle_dir / "train_labels" / f"{case}.tif").read_bytes()
 
 
+@pytest.mark.e2e
 def test_parallel_conversion_matches_serial(kaggle_dir: Path, nnunet_env: SimpleNamespace) -> None:
     convert(kaggle_dir, 5, num_processes=2, progress=False, mode="copy")
     convert(kaggle_dir, 6, num_processes=1, progress=False, mode="copy")

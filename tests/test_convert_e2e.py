@@ -23,6 +23,7 @@ def _script(name: str) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_plan_and_preprocess_accepts_converted_dataset(
     tmp_path: Path, nnunet_env: SimpleNamespace, capsys: pytest.CaptureFixture
 ) -> None:

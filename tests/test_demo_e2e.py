@@ -15,7 +15,7 @@ from nnunetv2_topo.cli.main import main
 from nnunetv2_topo.demo import BASELINE_TRAINER, MARKER, TOPO_TRAINER
 from nnunetv2_topo.score_table import format_table
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")

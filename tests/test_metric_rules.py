@@ -154,6 +154,7 @@ def test_numba_cache_dir_choice(tmp_path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "fork"])
+@pytest.mark.e2e
 def test_plain_script_without_main_guard(tmp_path, start_method) -> None:
     """A script with no ``if __name__ == "__main__":`` guard, under any start method: engine worker processes do
     not re-run it (they used to, and died with BrokenProcessPool)."""

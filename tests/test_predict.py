@@ -73,6 +73,7 @@ def _single_logits(setup, folder: Path, tta: str) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------------- outputs
 
 
+@pytest.mark.e2e
 def test_both_input_layouts_give_the_same_binary_volumes(setup, tmp_path: Path) -> None:
     assert _predict("--input", setup.kaggle, "--output", tmp_path / "k", "--model", setup.a, "--tta", "none") == 0
     assert _predict("--input", setup.nnunet, "--output", tmp_path / "n", "--model", setup.a, "--tta", "none") == 0
@@ -89,6 +90,7 @@ def test_both_input_layouts_give_the_same_binary_volumes(setup, tmp_path: Path) 
         assert (logits[cid][:3] == -LOGIT_CLAMP).all()
 
 
+@pytest.mark.e2e
 def test_zip_output_is_a_checked_submission(setup, tmp_path: Path) -> None:
     out = tmp_path / "submission.zip"
     args = ("--input", setup.kaggle, "--model", setup.a, "--tta", "none", "--csv", setup.csv)
@@ -100,9 +102,10 @@ def test_zip_output_is_a_checked_submission(setup, tmp_path: Path) -> None:
             with zf.open(f"{cid}.tif") as f:
                 vol = tifffile.imread(f)
             np.testing.assert_array_equal(vol, read_volume(tmp_path / "f" / f"{cid}.tif"))
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob(".*partial*"))
 
 
+@pytest.mark.e2e
 def test_two_models_fuse_weighted_logits_and_probabilities(setup, tmp_path: Path) -> None:
     la, lb = _single_logits(setup, setup.a, "none"), _single_logits(setup, setup.b, "none")
     common = ("--input", setup.kaggle, "--model", setup.a, "--model", setup.b, "--tta", "none")
@@ -120,6 +123,7 @@ def test_two_models_fuse_weighted_logits_and_probabilities(setup, tmp_path: Path
         assert (fused[cid] != (la[cid] > 0)).any() and (fused[cid] != (lb[cid] > 0)).any()
 
 
+@pytest.mark.e2e
 def test_config_supplies_fusion_and_post_processing(setup, tmp_path: Path) -> None:
     from nnunetv2_topo.postprocessing.config_file import FusionSpec, PostprocessFile, save_postprocess_file
 
@@ -145,6 +149,7 @@ def test_rotation_dims_follow_the_image_z_axis(transpose, dims) -> None:
     assert _rotation_dims(transpose) == dims
 
 
+@pytest.mark.e2e
 def test_rot90_tta_makes_the_prediction_rotation_equivariant(setup) -> None:
     """With the 16 views the fused logit of a volume rotated about z is the rotated logit, up to the float16 rounding
     of nnU-Net's sliding-window accumulators; with nnU-Net's mirroring alone it is not (random weights are not
@@ -169,6 +174,7 @@ def test_rot90_tta_makes_the_prediction_rotation_equivariant(setup) -> None:
 # ---------------------------------------------------------------------------------------------------- parts
 
 
+@pytest.mark.e2e
 def test_parts_merge_into_the_same_submission(setup, tmp_path: Path) -> None:
     common = ("--input", setup.kaggle, "--model", setup.a, "--tta", "none", "--num-parts", "2")
     for k in (0, 1):
@@ -249,6 +255,7 @@ def test_time_budget_warns_then_drops_tta(monkeypatch, capsys) -> None:
     )
 
 
+@pytest.mark.e2e
 def test_cli_time_budget_summary(setup, tmp_path: Path, capsys) -> None:
     args = ("--input", setup.kaggle, "--model", setup.a, "--folds", "0", "--output", tmp_path / "o")
     assert _predict(*args, "--time-budget-hours", "1e-9") == 0
@@ -276,6 +283,7 @@ def test_predictor_device_settings(monkeypatch) -> None:
     assert _device(None).type == "cuda"
 
 
+@pytest.mark.e2e
 def test_logits_come_back_on_the_cpu_for_rotated_views(setup) -> None:
     """The rotated view goes through the predictor and back without a device mismatch; the result is on the CPU,
     float32, the preprocessed shape."""

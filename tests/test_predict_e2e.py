@@ -17,7 +17,7 @@ from nnunetv2_topo.inference.untrained import write_untrained_model_folder as wr
 from nnunetv2_topo.io import read_volume
 from nnunetv2_topo.trainer_discovery import trainer_folder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 BIN = Path(sys.executable).parent
 
 

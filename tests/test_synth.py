@@ -87,6 +87,7 @@ def test_dataset_is_deterministic_for_a_seed(kaggle_dir: Path, tmp_path: Path) -
     assert (other / "train.csv").read_text() != (kaggle_dir / "train.csv").read_text()
 
 
+@pytest.mark.e2e
 def test_parallel_writing_gives_the_same_files(kaggle_dir: Path, tmp_path: Path) -> None:
     par = tmp_path / "par"
     write_kaggle_dataset(par, KAGGLE_CASES, KAGGLE_SHAPE, KAGGLE_TEST_CASES, seed=0, num_processes=2, progress=False)
@@ -289,7 +290,7 @@ def test_cli_writes_dataset_and_refuses_non_empty_out(tmp_path: Path, capsys: py
 
     assert cli_main(args + ["--seed", "3"]) == 2
     err = capsys.readouterr().err
-    assert f"{out}: folder exists and is not empty" in err and "--overwrite" in err
+    assert f"--out {out} is not empty" in err and "--overwrite" in err
     assert (out / "train.csv").read_text() == before  # untouched
 
     assert cli_main(args + ["--seed", "3", "--overwrite"]) == 0
@@ -322,4 +323,4 @@ def test_cli_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     f = tmp_path / "file"
     f.write_text("x")
     assert cli_main(["synth", "--out", str(f), "--quiet"]) == 2
-    assert "exists and is not a folder" in capsys.readouterr().err
+    assert f"--out {f} is a file; give a folder" in capsys.readouterr().err

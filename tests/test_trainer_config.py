@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from nnunetv2_topo.trainers import config as C
+from nnunetv2_topo.trainers import config_file as CF
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 from nnunetv2_topo.trainers.variants import (
     nnUNetTrainerTopoWarmup_250epochs,
@@ -63,7 +64,7 @@ def test_yaml_overrides_variant_and_replaces_loss_weights(tmp_path: Path, monkey
         "num_epochs: 7\ninitial_lr: 1e-3\nloss_weights: {ce: 1, dice: 1, cldice: 0}\nboundary_band: [2, 4]\n",
     )
     monkeypatch.setenv(C.CONFIG_ENV_VAR, str(path))
-    cfg, source = C.config_from_environment({"num_epochs": 250, "optimizer": "adamw"})
+    cfg, source = CF.config_from_environment({"num_epochs": 250, "optimizer": "adamw"})
     assert source == str(path)
     assert cfg["num_epochs"] == 7  # YAML beats the variant
     assert cfg["optimizer"] == "adamw"  # the variant beats the default
@@ -74,9 +75,9 @@ def test_yaml_overrides_variant_and_replaces_loss_weights(tmp_path: Path, monkey
 
 def test_empty_yaml_and_unset_variable_give_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(C.CONFIG_ENV_VAR, raising=False)
-    assert C.config_from_environment() == (C.resolve_config(), None)
+    assert CF.config_from_environment() == (C.resolve_config(), None)
     monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "")))
-    assert C.config_from_environment()[0] == C.resolve_config()
+    assert CF.config_from_environment()[0] == C.resolve_config()
 
 
 @pytest.mark.parametrize(
@@ -131,7 +132,7 @@ def test_bad_values_fail_with_key_value_and_valid_keys(
     path = _write(tmp_path, yaml_text)
     monkeypatch.setenv(C.CONFIG_ENV_VAR, str(path))
     with pytest.raises(C.TopoConfigError, match=match) as info:
-        C.config_from_environment()
+        CF.config_from_environment()
     message = str(info.value)
     assert str(path) in message
     assert "Valid keys: initial_lr, weight_decay, num_epochs" in message
@@ -142,18 +143,18 @@ def test_null_turns_optional_keys_off(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv(
         C.CONFIG_ENV_VAR, str(_write(tmp_path, "seed: null\nfinal_score_workers: 2\nema_decay: 0.999\n"))
     )
-    cfg = C.config_from_environment()[0]
+    cfg = CF.config_from_environment()[0]
     assert (cfg["seed"], cfg["final_score_workers"], cfg["ema_decay"]) == (None, 2, 0.999)
     monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "initial_lr: null\n")))
     with pytest.raises(C.TopoConfigError, match=r"'initial_lr' = None is invalid"):
-        C.config_from_environment()
+        CF.config_from_environment()
 
 
 def test_empty_variable_is_an_error_not_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for value in ("", "  "):
         monkeypatch.setenv(C.CONFIG_ENV_VAR, value)
         with pytest.raises(C.TopoConfigError, match=r"nnUNet_topo_config is set but empty.*unset nnUNet_topo_config"):
-            C.config_from_environment()
+            CF.config_from_environment()
 
 
 def test_epoch_variant_refuses_another_epoch_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -161,14 +162,14 @@ def test_epoch_variant_refuses_another_epoch_count(tmp_path: Path, monkeypatch: 
     kwargs = {"variant_name": "nnUNetTrainerTopoWarmup_250epochs.topo_defaults", "fixed_keys": cls.topo_fixed_keys}
     monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "num_epochs: 1000\n")))
     with pytest.raises(C.TopoConfigError) as info:
-        C.config_from_environment(cls.merged_topo_defaults(), **kwargs)
+        CF.config_from_environment(cls.merged_topo_defaults(), **kwargs)
     assert "'num_epochs' = 1000 contradicts the trainer: nnUNetTrainerTopoWarmup_250epochs has num_epochs = 250" in (
         str(info.value)
     )
     assert "train nnUNetTrainerTopoWarmup with num_epochs: 1000" in str(info.value)
     # repeating the promised value is fine, and so is a file without the key
     monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "num_epochs: 250\ninitial_lr: 0.001\n")))
-    assert C.config_from_environment(cls.merged_topo_defaults(), **kwargs)[0]["num_epochs"] == 250
+    assert CF.config_from_environment(cls.merged_topo_defaults(), **kwargs)[0]["num_epochs"] == 250
 
 
 @pytest.mark.parametrize(
@@ -202,13 +203,13 @@ SAVED = C.resolve_config({"loss_weights": {"ce": 1, "cldice": 1}, "num_epochs": 
 
 
 def test_resume_without_a_file_continues_the_saved_configuration() -> None:
-    cfg, changes, notes, warnings = C.resume_config(SAVED, None, None)
+    cfg, changes, notes, warnings = CF.resume_config(SAVED, None, None)
     assert cfg == SAVED and changes == {} and notes == [] and warnings == []
 
 
 def test_resume_compares_only_the_keys_the_file_sets() -> None:
     # a default that differs from the saved value (initial_lr) is no change when the file does not set it
-    cfg, changes, notes, _ = C.resume_config(SAVED, {"num_epochs": 500, "warmup_epochs": 0}, "f.yaml")
+    cfg, changes, notes, _ = CF.resume_config(SAVED, {"num_epochs": 500, "warmup_epochs": 0}, "f.yaml")
     assert changes == {"num_epochs": (300, 500)}
     assert notes == ["num_epochs raised 300 -> 500 (training continues to the new end)"]
     assert cfg["initial_lr"] == 1e-3 and cfg["loss_weights"] == {"ce": 1.0, "cldice": 1.0} and cfg["num_epochs"] == 500
@@ -217,7 +218,7 @@ def test_resume_compares_only_the_keys_the_file_sets() -> None:
 def test_resume_refuses_changes_and_lists_each() -> None:
     file = {"num_epochs": 1000, "initial_lr": 0.01, "warmup_epochs": 10, "loss_weights": {"ce": 1, "cldice": 1}}
     with pytest.raises(C.TopoConfigError) as info:
-        C.resume_config(SAVED, file, "job.yaml")
+        CF.resume_config(SAVED, file, "job.yaml")
     message = str(info.value)
     assert message.startswith("job.yaml: --c would change the configuration this run was trained with: ")
     assert "initial_lr: 0.001 -> 0.01; warmup_epochs: 0 -> 10." in message
@@ -225,11 +226,11 @@ def test_resume_refuses_changes_and_lists_each() -> None:
     assert "allow_config_change: true" in message
     # lowering num_epochs is a change like any other
     with pytest.raises(C.TopoConfigError, match=r"num_epochs: 300 -> 200"):
-        C.resume_config(SAVED, {"num_epochs": 200}, "job.yaml")
+        CF.resume_config(SAVED, {"num_epochs": 200}, "job.yaml")
 
 
 def test_resume_with_permission_warns() -> None:
-    cfg, changes, _, warnings = C.resume_config(SAVED, {"initial_lr": 0.002, "allow_config_change": True}, "job.yaml")
+    cfg, changes, _, warnings = CF.resume_config(SAVED, {"initial_lr": 0.002, "allow_config_change": True}, "job.yaml")
     assert cfg["initial_lr"] == 0.002 and changes == {"initial_lr": (1e-3, 0.002)}
     assert warnings == ["configuration changed on resume (allow_config_change: true): initial_lr: 0.001 -> 0.002"]
     assert "allow_config_change" not in cfg
@@ -245,14 +246,14 @@ def test_resume_with_permission_warns() -> None:
 def test_bad_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yaml_text: str, match: str) -> None:
     monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, yaml_text)))
     with pytest.raises(C.TopoConfigError, match=match):
-        C.config_from_environment()
+        CF.config_from_environment()
 
 
 def test_missing_file_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "nope.yaml"
     monkeypatch.setenv(C.CONFIG_ENV_VAR, str(missing))
     with pytest.raises(C.TopoConfigError, match=rf"nnUNet_topo_config={missing}: no such file"):
-        C.config_from_environment()
+        CF.config_from_environment()
 
 
 def test_bad_variant_defaults_name_the_variant() -> None:
@@ -263,7 +264,7 @@ def test_bad_variant_defaults_name_the_variant() -> None:
 def test_save_and_format_config(tmp_path: Path) -> None:
     cfg = C.resolve_config({"boundary_band": [1, 2]})
     out = tmp_path / "fold_0" / "topo_config.json"
-    C.save_config(cfg, out, extra={"trainer": "X"})
+    CF.save_config(cfg, out, extra={"trainer": "X"})
     saved = json.loads(out.read_text())
     assert saved["trainer"] == "X"
     assert saved["config"]["boundary_band"] == [1.0, 2.0]

@@ -1,5 +1,6 @@
 """The trainer's DDP collectives on two CPU processes (gloo): term means reduced over ranks, the step-skip decision
-identical on every rank, rank 0's scoring rounds broadcast to all. (nnU-Net's DDP itself needs CUDA; these are the
+identical on every rank, an object of rank 0 broadcast to all, and a scoring round with a metric far slower than the
+process group's timeout that no rank waits for inside a collective. (nnU-Net's DDP itself needs CUDA; these are the
 trainer's own collectives.)"""
 
 from __future__ import annotations
@@ -8,13 +9,15 @@ import json
 import math
 import socket
 from pathlib import Path
-from types import SimpleNamespace
 
-import torch
+import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
+from nnunetv2_topo.trainers.distributed import from_rank0, reduce_term_means
+from nnunetv2_topo.trainers.guarded_step import GuardedStep
+
+pytestmark = pytest.mark.e2e  # starts a two-process gloo group
 
 RECORDS = {
     0: [{"dice": 1.0, "focal": math.nan, "total": 9.0}, {"dice": 3.0, "focal": 2.0}],
@@ -25,19 +28,15 @@ RECORDS = {
 def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        fake = SimpleNamespace(is_ddp=True, device=torch.device("cpu"), active_terms=("dice", "focal", "boundary"))
-        fake._all_ranks = lambda flag: nnUNetTrainerTopoWarmup._all_ranks(fake, flag)
-        means = nnUNetTrainerTopoWarmup._reduce_term_means(fake, RECORDS[rank])
+        means = reduce_term_means(RECORDS[rank], ("dice", "focal", "boundary"))
         result = {
             "means": means,
             # the loss is non-finite on rank 1 only, the gradient norm (all-reduced by DDP) is the same everywhere
-            "skip_when_one_rank_nan": nnUNetTrainerTopoWarmup._update_allowed(fake, math.nan if rank else 0.5, 1.0),
-            "all_finite": nnUNetTrainerTopoWarmup._update_allowed(fake, 0.5, 1.0),
-            "nan_norm": nnUNetTrainerTopoWarmup._update_allowed(fake, 0.5, math.nan),
-            # a scoring round finished on rank 0 only (the others have none): every rank applies rank 0's records
-            "score_records": nnUNetTrainerTopoWarmup._from_rank0(
-                fake, [{"epoch": 4, "score": 0.5}] if rank == 0 else []
-            ),
+            "skip_when_one_rank_nan": GuardedStep.update_allowed(math.nan if rank else 0.5, 1.0),
+            "all_finite": GuardedStep.update_allowed(0.5, 1.0),
+            "nan_norm": GuardedStep.update_allowed(0.5, math.nan),
+            # an object of rank 0 only reaches every rank
+            "score_records": from_rank0([{"epoch": 4, "score": 0.5}] if rank == 0 else []),
         }
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
@@ -62,3 +61,90 @@ def test_collectives_agree_on_every_rank(tmp_path: Path) -> None:
     assert results[0]["all_finite"] is True
     assert results[0]["nan_norm"] is False
     assert results[1]["score_records"] == [{"epoch": 4, "score": 0.5}]
+
+
+# ---------------------------------------------------------------------- scoring rounds under a short timeout
+PG_TIMEOUT_S = 3
+SLOW_METRIC_S = 2.5 * PG_TIMEOUT_S
+CASES = ["case_a", "case_b", "case_c"]
+
+
+def slow_metric(segmentation, gt_file: str, reader_class) -> dict[str, float]:
+    """The injected metric: far slower than the process group's timeout; the score encodes the case."""
+    import time
+
+    time.sleep(SLOW_METRIC_S)
+    score = 0.1 * (1 + CASES.index(gt_file))
+    return {"score": score, "topo": score, "surface_dice": score, "voi_score": score, "seconds": SLOW_METRIC_S}
+
+
+def _fake_predict(cases: list[str]):
+    import time
+
+    import numpy as np
+
+    for case in cases:
+        time.sleep(0.2)
+        yield np.zeros((4, 4, 4), dtype=np.uint8), case
+
+
+def _score_worker(rank: int, port: int, out_dir: str) -> None:
+    from datetime import timedelta
+
+    import torch
+
+    from nnunetv2_topo.trainers.distributed import all_ranks, process_group_timeout
+    from nnunetv2_topo.trainers.score_controller import ScoreRoundController
+    from nnunetv2_topo.trainers.score_rounds import ScoringPool
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+        timeout=timedelta(seconds=PG_TIMEOUT_S),
+    )  # fmt: skip
+    messages: list[str] = []
+    controller = ScoreRoundController(
+        1, log=lambda m, **_: messages.append(m), pool=ScoringPool(metric=slow_metric), poll_seconds=0.2
+    )
+    written: list[dict] = []
+    try:
+        started = controller.start(0, CASES, _fake_predict, object, snapshot=lambda: {"topo_state": {}})
+        early = controller.collect(0, must_wait=False)  # still scoring: not applied, nobody blocks
+        for _ in range(3):  # the next epoch's gradient all-reduces go on meanwhile
+            t = torch.ones(4)
+            dist.all_reduce(t)
+        records = controller.collect(1, must_wait=True)  # the next round is due: every rank polls until done
+        best = controller.accept(records[0], written.append if rank == 0 else None)
+        # a round estimated near the timeout is capped (with a warning)
+        controller.seconds_per_case = 10.0
+        capped = controller.round_cases(CASES)
+        result = {
+            "timeout": process_group_timeout(),
+            "mine": started.cases,
+            "early": early,
+            "record": {k: v for k, v in records[0].items() if k not in ("wall_seconds", "predict_seconds")},
+            "best": best,
+            "written": [w["topo_state"]["score_rounds"]["best_score"] for w in written],
+            "capped": capped,
+            "warned": any("near the process group's timeout" in m for m in messages),
+            "alive": all_ranks(True),
+        }
+        Path(out_dir, f"score{rank}.json").write_text(json.dumps(result))
+    finally:
+        controller.shutdown()
+        dist.destroy_process_group()
+
+
+@pytest.mark.e2e
+def test_scoring_round_with_a_metric_slower_than_the_timeout_survives(tmp_path: Path) -> None:
+    mp.spawn(_score_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"score{r}.json").read_text()) for r in (0, 1)]
+    assert results[0]["timeout"] == PG_TIMEOUT_S
+    assert results[0]["mine"] == ["case_a", "case_c"] and results[1]["mine"] == ["case_b"]  # sharded
+    assert results[0]["early"] == [] and results[1]["early"] == []
+    assert results[0]["record"] == results[1]["record"]  # every rank applies the same record
+    record = results[0]["record"]
+    assert record["error"] is None and record["num_cases"] == 3 and record["epoch"] == 0
+    assert record["score"] == pytest.approx((0.1 + 0.2 + 0.3) / 3)
+    assert results[0]["best"] and results[0]["written"] == [pytest.approx(0.2)] and results[1]["written"] == []
+    assert results[0]["capped"] == ["case_a", "case_b"] and results[0]["warned"]  # at least 1 per rank
+    assert results[0]["alive"] and results[1]["alive"]

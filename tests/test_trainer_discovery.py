@@ -46,7 +46,7 @@ def test_all_variants_exported() -> None:
     assert set(trainers.__all__) == EXPECTED_NAMES
     for n in (5, 50, 100, 250, 500, 2000, 4000):
         cls = getattr(trainers, f"nnUNetTrainerTopoWarmup_{n}epochs")
-        assert cls.merged_topo_defaults() == {"num_epochs": n}
+        assert cls.merged_topo_defaults() == {"num_epochs": n, "warmup_epochs": min(10, max(1, n // 10))}
         assert cls.__qualname__ == cls.__name__ == f"nnUNetTrainerTopoWarmup_{n}epochs"
         assert issubclass(cls, trainers.nnUNetTrainerTopoWarmup)
 
@@ -107,6 +107,7 @@ print(cls.__module__, sys.modules[cls.__module__].__file__)
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_built_wheel_carries_the_trainer_folder_as_a_package(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()

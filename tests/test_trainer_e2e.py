@@ -19,7 +19,7 @@ from nnunetv2_topo.io import read_volume
 from nnunetv2_topo.plans import make_reduced_plans
 from nnunetv2_topo.trainer_discovery import trainer_folder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 BIN = Path(sys.executable).parent
 DATASET = "Dataset001_Vesuvius"
@@ -137,7 +137,7 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
     assert np.mean(val[-2:]) < 0.9 * val[0], f"validation loss did not drop clearly: {val}"
 
     # the checkpoints hold the EMA weights for prediction, the raw ones for --c
-    assert resumed["topo_state"]["weight_ema"]["averaged"]["n_averaged"] == 42
+    assert resumed["topo_state"]["weight_ema"] == {"decay": 0.9, "num_updates": 42}  # the average: network_weights
     assert "raw_network_weights" in resumed
 
     raw = nnunet_data.root / "nnUNet_raw" / DATASET
@@ -212,3 +212,46 @@ def test_bad_config_fails_at_start_up(nnunet_data: SimpleNamespace) -> None:
     assert proc.returncode != 0
     assert "'plateau_factor' = 2.0 is invalid: must lie in (0, 1)" in proc.stderr
     assert "Valid keys: initial_lr" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.returncode == 2  # one message, no traceback
+
+
+def test_val_npz_in_a_fresh_shell_is_what_predict_writes(nnunet_data: SimpleNamespace) -> None:
+    """``--val --npz`` of an EMA run with the config variable unset (and with another file set) writes the
+    probabilities ``nnUNetv2_predict`` writes from checkpoint_final.pth; the raw weights would not."""
+    import shutil
+
+    trainer = "nnUNetTrainerTopoWarmup_clDice"
+    config = {**SHORT, "num_iterations_per_epoch": 4, "num_epochs": 2, "warmup_epochs": 0, "seed": 2}
+    _train(nnunet_data, trainer, {**config, "ema_decay": 0.9})
+    fold = _fold(nnunet_data, trainer)
+    case = nnunet_data.cases[0]  # the validation case of fold 0
+    raw = nnunet_data.root / "nnUNet_raw" / DATASET
+    inputs = nnunet_data.root / "val_case_input"
+    inputs.mkdir(exist_ok=True)
+    for source in raw.glob(f"imagesTr/{case}_0000.*"):
+        shutil.copy(source, inputs / source.name)
+
+    def predicted(checkpoint: str) -> np.ndarray:
+        out = nnunet_data.root / f"val_case_{checkpoint}"
+        cmd = [BIN / "nnUNetv2_predict", "-i", inputs, "-o", out, "-d", "1", "-c", "3d_fullres", "-p", PLANS]
+        cmd += ["-tr", trainer, "-f", "0", "-chk", checkpoint, "--save_probabilities", "-device", "cpu"]
+        _run(cmd + ["-npp", "1", "-nps", "1"], nnunet_data.env)
+        return np.load(out / f"{case}.npz")["probabilities"]
+
+    def validated(env: dict[str, str]) -> np.ndarray:
+        cmd = [BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-p", PLANS, "-tr", trainer, "-device", "cpu"]
+        proc = _run(cmd + ["--val", "--npz"], env)
+        assert "Validating the EMA weights (ema_decay 0.9, 8 updates)" in proc.stdout
+        return np.load(fold / "validation" / f"{case}.npz")["probabilities"]
+
+    final = predicted("checkpoint_final.pth")
+    fresh = {k: v for k, v in nnunet_data.env.items() if k != "nnUNet_topo_config"}
+    assert np.abs(validated(fresh) - final).max() <= 1e-3
+    other = nnunet_data.root / "no_ema.yaml"
+    other.write_text("ema_decay: 0.0\n")
+    assert np.abs(validated({**nnunet_data.env, "nnUNet_topo_config": str(other)}) - final).max() <= 1e-3
+
+    # the comparison tells the weights apart: the raw weights predict measurably different probabilities
+    ckpt = _final(fold)
+    torch.save({**ckpt, "network_weights": ckpt["raw_network_weights"]}, fold / "checkpoint_raw.pth")
+    assert np.abs(predicted("checkpoint_raw.pth") - final).max() > 1e-3

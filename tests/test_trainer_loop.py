@@ -16,6 +16,8 @@ from trainer_fixtures import make_trainer, prepare_loop, with_synthetic_data
 from nnunetv2_topo.scheduling import warmup_lr
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 
+pytestmark = pytest.mark.e2e  # every test trains through nnU-Net's run_training loop
+
 # validation draws one of three batches in turn, one of them far noisier: a validation signal that goes up and
 # down like nnU-Net's from random patches
 LoopTrainer = with_synthetic_data(nnUNetTrainerTopoWarmup, val_batches=((100, 0.5), (101, 0.5), (102, 6.0)))

@@ -87,7 +87,7 @@ def test_cli_falls_back_to_the_newest_checkpoint(tmp_path: Path) -> None:
         ("missing", "is not a folder"),
         ("empty", "has neither progress_topo.json nor a checkpoint"),
         ("no_epochs", "holds no finished epoch yet"),
-        ("bad_out", "does not exist"),
+        ("bad_out", "is a file, not a folder"),
     ],
 )
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture, setup: str, match: str) -> None:
@@ -99,6 +99,7 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture, setup: str, m
         (fold / "progress_topo.json").write_text(json.dumps({"train_losses": []}))
     if setup == "bad_out":
         (fold / "progress_topo.json").write_text(json.dumps(_log()))
-        args += ["--out", str(tmp_path / "nowhere" / "x.png")]
+        (tmp_path / "file").write_text("x")
+        args += ["--out", str(tmp_path / "file" / "x.png")]
     assert main(args) == 2
     assert match in capsys.readouterr().err

@@ -22,13 +22,14 @@ ORIGINAL = {
     "initial_lr": 1e-3,
     "warmup_epochs": 0,
     "plateau_patience": 1,
+    "plateau_metric": "val_loss",  # the raw loss: the assertions read its best value
 }
 
 
 def _epoch(trainer, val_loss: float) -> None:
     """One scripted epoch (see :func:`trainer_fixtures.simulate_epoch`), its log lists padded like nnU-Net's loop."""
     simulate_epoch(trainer, val_loss)
-    trainer._pad_topo_log()
+    trainer.epoch_log.pad(trainer.current_epoch)
     trainer.current_epoch += 1
 
 

@@ -72,12 +72,13 @@ def replay_rounds(records: list[dict], config: dict, num_epochs: int) -> list[fl
     return lrs
 
 
+@pytest.mark.e2e
 def test_rounds_log_the_score_keep_the_best_checkpoint_and_drive_the_plateau(tmp_path, monkeypatch) -> None:
     # noisy validation images: the score goes up and down, so the plateau acts
     val_keys = write_score_dataset(tmp_path, num_cases=4, val_cases=3, noise=2.0)
     trainer = _train(tmp_path, monkeypatch, SCORED)
     log = trainer.logger.local_logger.my_fantastic_logging
-    records = trainer.score_records
+    records = trainer.score_rounds.records
 
     # a round every epoch, applied when the next one is due (the last one awaited at the end of training)
     assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4, 5]
@@ -88,7 +89,7 @@ def test_rounds_log_the_score_keep_the_best_checkpoint_and_drive_the_plateau(tmp
 
     # checkpoint_best_score.pth: the weights of the best round, in nnU-Net's layout
     best = max(records, key=lambda r: r["score"])
-    assert trainer.best_score == best["score"] and trainer.best_score_epoch == best["epoch"]
+    assert trainer.score_rounds.best_score == best["score"] and trainer.score_rounds.best_score_epoch == best["epoch"]
     ckpt = torch.load(fold_dir(tmp_path) / BEST_SCORE_CHECKPOINT, map_location="cpu", weights_only=False)
     assert ckpt["current_epoch"] == best["epoch"] + 1
     assert ckpt["trainer_name"] == "nnUNetTrainerTopoWarmup" and set(ckpt["network_weights"]) == set(
@@ -132,14 +133,15 @@ def test_rounds_log_the_score_keep_the_best_checkpoint_and_drive_the_plateau(tmp
     # --c (rounds every 2 epochs from now on): rounds, best score and the plateau continue
     more = {**SCORED, "num_epochs": 9, "score_every_epochs": 2, "allow_config_change": True}
     resumed = _train(tmp_path, monkeypatch, more, resume_from=str(fold_dir(tmp_path) / "checkpoint_final.pth"))
-    assert [r["epoch"] for r in resumed.score_records] == [0, 1, 2, 3, 4, 5, 7]
-    assert resumed.score_records[:6] == records
-    new_best = max(resumed.score_records, key=lambda r: r["score"])
-    assert resumed.best_score == new_best["score"] and resumed.best_score_epoch == new_best["epoch"]
+    assert [r["epoch"] for r in resumed.score_rounds.records] == [0, 1, 2, 3, 4, 5, 7]
+    assert resumed.score_rounds.records[:6] == records
+    new_best = max(resumed.score_rounds.records, key=lambda r: r["score"])
+    rounds = resumed.score_rounds
+    assert rounds.best_score == new_best["score"] and rounds.best_score_epoch == new_best["epoch"]
     resumed_log = resumed.logger.local_logger.my_fantastic_logging
     assert resumed_log["val_score"][:6] == pytest.approx(log["val_score"], nan_ok=True)
-    assert resumed_log["lrs"] == pytest.approx(replay_rounds(resumed.score_records, SCORED, 9), rel=1e-12)
-    _assert_logged_at_round_epochs(resumed_log, resumed.score_records, 9)  # NaN at epochs 6 and 8
+    assert resumed_log["lrs"] == pytest.approx(replay_rounds(resumed.score_rounds.records, SCORED, 9), rel=1e-12)
+    _assert_logged_at_round_epochs(resumed_log, resumed.score_rounds.records, 9)  # NaN at epochs 6 and 8
 
 
 def _assert_logged_at_round_epochs(log: dict, records: list[dict], num_epochs: int) -> None:
@@ -160,14 +162,14 @@ def test_failed_case_leaves_nan_and_does_not_step(tmp_path, monkeypatch) -> None
 
     trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, {**SCORED, "warmup_epochs": 0})
     trainer.current_epoch = 1
-    trainer._pad_topo_log()
+    trainer.epoch_log.pad(trainer.current_epoch)
     failed: Future = Future()
     failed.set_exception(MemoryError("no memory"))
-    trainer._score_round = ScoreRound(1, ["a"], {}, futures=[failed])
+    trainer.score_rounds.pending = ScoreRound(1, ["a"], {}, futures=[failed])
     steps = trainer.lr_scheduler.num_plateau_steps
-    trainer._apply_score_record(trainer._score_round.record(applied_epoch=1))
+    trainer._apply_score_record(trainer.score_rounds.pending.record(applied_epoch=1))
     assert math.isnan(trainer.logger.get_value("val_score", 1))
-    assert trainer.lr_scheduler.num_plateau_steps == steps and trainer.best_score is None
+    assert trainer.lr_scheduler.num_plateau_steps == steps and trainer.score_rounds.best_score is None
     assert "MemoryError: no memory" in log_text(fold_dir(tmp_path))
 
 
@@ -223,17 +225,17 @@ def test_a_pending_round_is_awaited_only_before_checkpoint_latest(tmp_path, monk
     trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, {**SCORED, "score_every_epochs": 3})
     trainer.save_every = 2  # nnU-Net writes checkpoint_latest.pth after epochs 1, 3, ...
     future: Future = Future()
-    trainer._score_round = ScoreRound(0, ["a"], {}, futures=[future])
+    trainer.score_rounds.pending = ScoreRound(0, ["a"], {}, futures=[future])
     trainer.current_epoch = 0
-    trainer._pad_topo_log()
+    trainer.epoch_log.pad(trainer.current_epoch)
     trainer._score_rounds_epoch_end()  # epoch 0: neither due: not awaited
-    assert trainer.score_records == [] and trainer._score_round is not None
+    assert trainer.score_rounds.records == [] and trainer.score_rounds.pending is not None
     result = {"score": 0.5, "topo": 0.4, "surface_dice": 0.6, "voi_score": 0.7, "seconds": 0.1}
     threading.Timer(0.3, future.set_result, args=(result,)).start()
     trainer.current_epoch = 1
-    trainer._pad_topo_log()
+    trainer.epoch_log.pad(trainer.current_epoch)
     trainer._score_rounds_epoch_end()  # epoch 1: checkpoint_latest follows: awaited
-    assert [(r["epoch"], r["applied_epoch"], r["score"]) for r in trainer.score_records] == [(0, 1, 0.5)]
+    assert [(r["epoch"], r["applied_epoch"], r["score"]) for r in trainer.score_rounds.records] == [(0, 1, 0.5)]
     assert trainer.logger.get_value("val_score", 0) == 0.5 and math.isnan(trainer.logger.get_value("val_score", 1))
-    assert trainer.best_score == 0.5 and trainer._score_round is None
+    assert trainer.score_rounds.best_score == 0.5 and trainer.score_rounds.pending is None
     assert "Waiting for the competition scoring of epoch 0" in log_text(fold_dir(tmp_path))

@@ -52,7 +52,7 @@ def test_update_is_a_clipped_gradient_of_norm_2(tmp_path, monkeypatch) -> None:
     lr = trainer.optimizer.param_groups[0]["lr"]
     before = parameters_snapshot(trainer)
     trainer.train_step(synthetic_batch(0))
-    raw_norm = trainer._epoch_grad_norms[-1]
+    raw_norm = trainer.guarded_step.epoch_grad_norms[-1]
     assert raw_norm > 20.0
     # SGD (momentum 0.99, Nesterov, no weight decay), first step: update = -lr * 1.99 * g_clipped
     delta = [b - a for a, b in zip(before, parameters_snapshot(trainer))]
@@ -72,7 +72,7 @@ def test_clipping_happens_after_amp_unscale(tmp_path, monkeypatch) -> None:
     # clipped after unscaling: the optimizer sees the true gradient clipped to 2 (clipping the scaled gradient
     # would leave 2 / 2**14 after unscaling), and the logged pre-clip norm is the unscaled one
     assert seen == [pytest.approx(2.0, rel=1e-4)]
-    assert 20.0 < trainer._epoch_grad_norms[-1] < 1e6
+    assert 20.0 < trainer.guarded_step.epoch_grad_norms[-1] < 1e6
 
 
 def test_non_finite_loss_skips_the_step(tmp_path, monkeypatch) -> None:
@@ -84,10 +84,14 @@ def test_non_finite_loss_skips_the_step(tmp_path, monkeypatch) -> None:
     out = trainer.train_step(bad)
     assert math.isnan(float(out["loss"]))
     assert all(torch.equal(a, b) for a, b in zip(before, parameters_snapshot(trainer)))
-    assert (trainer.consecutive_skips, trainer._epoch_skipped, trainer.total_skipped_steps) == (1, 1, 1)
+    assert (
+        trainer.guarded_step.consecutive_skips,
+        trainer.guarded_step.epoch_skipped,
+        trainer.guarded_step.total_skipped_steps,
+    ) == (1, 1, 1)
 
     trainer.train_step(synthetic_batch(1))  # a good step updates and resets the run of skips
-    assert trainer.consecutive_skips == 0 and trainer._epoch_skipped == 1
+    assert trainer.guarded_step.consecutive_skips == 0 and trainer.guarded_step.epoch_skipped == 1
     assert not all(torch.equal(a, b) for a, b in zip(before, parameters_snapshot(trainer)))
 
     trainer.train_step(bad)
@@ -109,12 +113,12 @@ def test_non_finite_gradient_skips_the_step(tmp_path, monkeypatch) -> None:
     handle.remove()
     assert math.isnan(float(out["loss"]))
     assert all(torch.equal(a, b) for a, b in zip(before, parameters_snapshot(trainer)))
-    assert trainer.consecutive_skips == 1 and trainer._epoch_grad_norms == []
+    assert trainer.guarded_step.consecutive_skips == 1 and trainer.guarded_step.epoch_grad_norms == []
 
 
 def _with_topo_targets(trainer, batch: dict) -> dict:
     """What nnU-Net's data loader delivers with the trainer's transforms: extra channels at every DS scale."""
-    transform = trainer._topo_targets_transform()
+    transform = trainer.loss.targets_transform(trainer.label_manager.ignore_label)
     full = torch.stack([transform(segmentation=s)["segmentation"] for s in batch["target"][0]])
     ds = DownsampleSegForDSTransform(ds_scales=trainer._get_deep_supervision_scales())
     target = [torch.stack(t) for t in zip(*[ds(segmentation=s)["segmentation"] for s in full])]
@@ -138,7 +142,7 @@ def test_five_term_trainer_epoch_logs_every_term(tmp_path, monkeypatch) -> None:
         assert math.isfinite(log[f"train_loss_{term}"][0]) and log[f"train_loss_{term}"][0] >= 0
         assert math.isfinite(log[f"val_loss_{term}"][0])
     assert "train_loss_ce" not in log  # weight 0: not computed, not logged
-    norms = trainer._epoch_grad_norms
+    norms = trainer.guarded_step.epoch_grad_norms
     assert len(norms) == 2
     assert log["grad_norm_mean"][0] == pytest.approx(np.mean(norms))
     assert log["grad_norm_max"][0] == pytest.approx(max(norms))
@@ -158,7 +162,14 @@ def test_five_term_trainer_epoch_logs_every_term(tmp_path, monkeypatch) -> None:
 
 
 VAL_LOSSES = [0.9, 0.8, 0.7, 0.7, 0.71, 0.6, 0.65, 0.66, 0.64, 0.5, 0.55, 0.55, 0.55, 0.56]
-RESUME_CONFIG = {"warmup_epochs": 3, "plateau_patience": 1, "plateau_factor": 0.5, "initial_lr": 0.01}
+RESUME_CONFIG = {
+    "warmup_epochs": 3,
+    "plateau_patience": 1,
+    "plateau_factor": 0.5,
+    "initial_lr": 0.01,
+    "plateau_metric": "val_loss",
+    "plateau_cooldown": 0,
+}  # fmt: skip (cuts on the raw loss)
 
 
 def test_checkpoint_resume_gives_the_same_lr_trajectory(tmp_path, monkeypatch) -> None:
@@ -192,7 +203,7 @@ def test_checkpoint_round_trip_keeps_counters_and_log_keys(tmp_path, monkeypatch
     for epoch, v in enumerate(VAL_LOSSES[:8]):
         a.current_epoch = epoch
         simulate_epoch(a, v)
-    a.total_skipped_steps, a.consecutive_skips = 5, 2
+    a.guarded_step.total_skipped_steps, a.guarded_step.consecutive_skips = 5, 2
     path = tmp_path / "ckpt.pth"
     a.save_checkpoint(str(path))
     saved = torch.load(path, map_location="cpu", weights_only=False)
@@ -202,7 +213,7 @@ def test_checkpoint_round_trip_keeps_counters_and_log_keys(tmp_path, monkeypatch
 
     b = make_trainer(tmp_path / "b", monkeypatch, nnUNetTrainerTopoWarmup, RESUME_CONFIG)
     b.load_checkpoint(str(path))
-    assert (b.total_skipped_steps, b.consecutive_skips) == (5, 2)
+    assert (b.guarded_step.total_skipped_steps, b.guarded_step.consecutive_skips) == (5, 2)
     assert b.lr_scheduler.plateau.best == a.lr_scheduler.plateau.best
     assert b.lr_scheduler.plateau.num_bad_epochs == a.lr_scheduler.plateau.num_bad_epochs
     assert b.optimizer.param_groups[0]["lr"] == a.optimizer.param_groups[0]["lr"]
@@ -229,6 +240,6 @@ def test_amp_overflow_skips_the_step_and_lowers_the_scale(tmp_path, monkeypatch)
     handle.remove()
     assert all(torch.equal(a, b) for a, b in zip(before, parameters_snapshot(trainer)))
     assert trainer.grad_scaler.get_scale() == 2.0**13  # GradScaler.update() still ran
-    assert trainer.consecutive_skips == 1
+    assert trainer.guarded_step.consecutive_skips == 1
     trainer.train_step(synthetic_batch(1))  # the next finite step goes through
-    assert trainer.consecutive_skips == 0
+    assert trainer.guarded_step.consecutive_skips == 0

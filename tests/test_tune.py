@@ -130,6 +130,7 @@ def test_cache_counts_hits_for_unchanged_tiles(tmp_path: Path) -> None:
         assert ev.results[base]["c0"]["score"] == pytest.approx(1.0)
 
 
+@pytest.mark.e2e
 def test_pool_gives_the_same_scores_as_serial(tmp_path: Path) -> None:
     prob_dir, gt_dir = write_case_folders(tmp_path, 2)
     configs = [PostprocessConfig(threshold=t) for t in (0.25, 0.3, 0.5)]
@@ -197,6 +198,7 @@ def _cli(capsys, *argv: str) -> tuple[int, str]:
     return rc, captured.out + captured.err
 
 
+@pytest.mark.e2e
 def test_cli_end_to_end_with_extra_gt_and_fused_npz_inputs(tmp_path: Path, capsys) -> None:
     prob_dir, gt_dir = write_case_folders(tmp_path, 2, with_extra_gt=True)
     npz_dir = tmp_path / "npz"
@@ -236,7 +238,7 @@ def cli_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
         (lambda p, g, o: ["--time-budget", "0"], "--time-budget must be a positive number"),
         (lambda p, g, o: ["--cv-folds", "1"], "--cv-folds must be at least 2"),
         (lambda p, g, o: ["-np", "-1"], "-np must be >= 0"),
-        (lambda p, g, o: ["--output", str(g.parent / "missing" / "pp.json")], "folder .*missing does not exist"),
+        (lambda p, g, o: ["--output", str(g / "c0.tif" / "pp.json")], "c0.tif is a file, not a folder"),
     ],
 )
 def test_cli_bad_arguments(capsys, cli_folders, change, message) -> None:
@@ -316,6 +318,7 @@ def test_cli_is_registered() -> None:
     assert SUBCOMMANDS["tune"] == "tune"
 
 
+@pytest.mark.e2e
 def test_workers_do_not_run_the_callers_main_script(tmp_path: Path) -> None:
     """A script without an ``if __name__ == "__main__"`` guard runs once, not once more per worker."""
     import subprocess

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.errors import EXIT_USER_ERROR, CLIError, TopoError, describe_os_error
 
 __all__ = ["SUBCOMMANDS", "CLIError", "build_parser", "main"]
 
@@ -52,16 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Every user error (:class:`TopoError`: bad input, refused output) and every
+    operating-system error (read-only or full disk, permissions, a path of the wrong kind) ends in one line on
+    stderr and exit status 2; Ctrl-C in 130. Anything else is a bug and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except CLIError as exc:
-        print(f"nnunetv2_topo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except TopoError as exc:
+        return _fail(args.command, str(exc))
+    except OSError as exc:
+        return _fail(args.command, describe_os_error(exc))
+    except MemoryError:
+        return _fail(args.command, "out of memory; use smaller volumes, fewer worker processes (-np) or more RAM")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"nnunetv2_topo {command}: error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -22,24 +22,48 @@ example:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fold_dir", metavar="FOLD_DIR", help="the fold_X folder of a training")
-    parser.add_argument("-o", "--out", help="output PNG (default: FOLD_DIR/progress_topo.png)")
+    parser.add_argument(
+        "-o",
+        "--out",
+        help="output PNG (default: FOLD_DIR/progress_topo.png, which the trainer redraws every epoch and plot "
+        "replaces; another existing file needs --overwrite)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.trainers.diagnostics import PROGRESS_PNG, load_progress, plot_progress_topo
+    from nnunetv2_topo.outputs import check_output_file
+    from nnunetv2_topo.trainers.diagnostics import PROGRESS_JSON, PROGRESS_PNG, load_progress, plot_progress_topo
 
+    bad = Path(args.fold_dir) / PROGRESS_JSON
     try:
-        log, source = load_progress(args.fold_dir)
+        try:
+            log, source = load_progress(args.fold_dir)
+        except ValueError as exc:
+            if not str(exc).startswith(str(bad)):
+                raise
+            # a truncated or corrupt progress_topo.json: say so, and read the checkpoints instead
+            print(f"warning: {exc}; reading the log from the checkpoints instead", file=sys.stderr)
+            try:
+                log, source = load_progress(args.fold_dir, use_json=False)
+            except FileNotFoundError:
+                raise CLIError(
+                    f"{exc}, and {args.fold_dir} holds no checkpoint_{{latest,final,best}}.pth to read the log from"
+                ) from None
     except FileNotFoundError as exc:
         raise CLIError(f"{exc}. Pass the fold_X folder of a training (it holds training_log_*.txt).") from None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     if not log.get("train_losses"):
         raise CLIError(f"{source}: the log holds no finished epoch yet; nothing to plot")
-    out = Path(args.out) if args.out else Path(args.fold_dir) / PROGRESS_PNG
-    if not out.parent.is_dir():
-        raise CLIError(f"--out {out}: folder {out.parent} does not exist")
+    default_out = Path(args.fold_dir) / PROGRESS_PNG
+    out = Path(args.out) if args.out else default_out
+    # the default file is the trainer's own view of the same log: redrawn without asking
+    check_output_file(out, args.overwrite or out == default_out, "--out", PROGRESS_PNG)
     plot_progress_topo(log, out)
     print(f"wrote {out} ({len(log['train_losses'])} epochs, from {source})")
     return 0

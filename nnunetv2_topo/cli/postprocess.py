@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 HELP = "fuse probability maps and clean them up: threshold/hysteresis, dust, holes, closing"
@@ -159,13 +160,18 @@ def resolve_options(args: argparse.Namespace):
 
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.postprocessing import PostprocessConfig, load_postprocess_file
+    from nnunetv2_topo.postprocessing.config_file import unfinished_search_warning
 
     n_inputs = len(args.input or [])
+    notes: list[str] = []
     if args.config is not None:
         try:
             pf = load_postprocess_file(args.config)
         except ValueError as exc:
             raise CLIError(str(exc)) from exc
+        warning = unfinished_search_warning(pf, args.config)
+        if warning:
+            notes.append(warning)
         if pf.fusion.inputs and len(pf.fusion.inputs) != n_inputs:
             raise CLIError(
                 f"{args.config} was tuned on {len(pf.fusion.inputs)} input(s) ({', '.join(pf.fusion.inputs)}); "
@@ -174,7 +180,6 @@ def resolve_options(args: argparse.Namespace):
         base, steps, source = pf.fusion, pf.steps, str(args.config)
     else:
         base, steps, source = None, PostprocessConfig(), None
-    notes: list[str] = []
     changes = {}
     for flag, (field, dest) in STEP_FLAGS.items():
         value = getattr(args, dest, None)
@@ -203,7 +208,9 @@ def _show(value) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_probability_arguments(parser)
     parser.add_argument("--output", required=True, type=Path, help="folder for the cleaned <id>.tif volumes")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing files in --output")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty --output, replacing files of the same name"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -212,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.inference import ProbabilityError, fused_probability, paired_cases
     from nnunetv2_topo.io import write_tiff
+    from nnunetv2_topo.outputs import check_output_folder
     from nnunetv2_topo.postprocessing import postprocess_volume
 
     inputs, fusion, steps, notes = resolve_options(args)
@@ -224,10 +232,7 @@ def run(args: argparse.Namespace) -> int:
         cases = paired_cases(inputs)
     except ProbabilityError as exc:
         raise CLIError(str(exc)) from exc
-    out_dir.mkdir(parents=True, exist_ok=True)
-    existing = [cid for cid in cases if (out_dir / f"{cid}.tif").exists()]
-    if existing and not args.overwrite:
-        raise CLIError(f"{len(existing)} output file(s) exist in {out_dir} (e.g. {existing[0]}.tif); add --overwrite")
+    check_output_folder(out_dir, args.overwrite, "--output")
     for cid, paths in tqdm(cases.items(), desc="postprocess", unit="case"):
         try:
             probability = fused_probability(paths, fusion.weights, fusion.mode)
@@ -236,4 +241,19 @@ def run(args: argparse.Namespace) -> int:
         write_tiff(out_dir / f"{cid}.tif", postprocess_volume(probability, steps))
         del probability
     print(f"wrote {len(cases)} volume(s) to {out_dir} ({len(inputs)} input(s), {fusion.mode} fusion; {steps})")
+    warn_stale(out_dir, [f"{cid}.tif" for cid in cases])
     return 0
+
+
+def warn_stale(folder: Path, written: list[str]) -> None:
+    """After an --overwrite: name the files of an earlier run that this run did not replace (kept as they are)."""
+    from nnunetv2_topo.outputs import stale_files
+
+    stale = stale_files(folder, written)
+    if stale:
+        shown = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")
+        print(
+            f"warning: {folder} also holds {len(stale)} file(s) this run did not write ({shown}); they were kept, "
+            "remove them before scoring the folder",
+            file=sys.stderr,
+        )

@@ -48,7 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--part-id", type=int, default=0, help="the part to predict, 0..N-1 (default 0)")
     parser.add_argument("--time-budget-hours", type=float, help="warn when the ETA exceeds it; past it, no TTA")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="PART_DIR", help="join part folders into --output")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output .zip")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output .zip, or write into a non-empty output folder (replacing <id>.tif files)",
+    )
+    parser.add_argument(
+        "--allow-intensity-mismatch",
+        action="store_true",
+        help="predict test images whose intensities lie outside the model's training range (warn instead of refuse)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -82,16 +91,36 @@ def _fusion(args: argparse.Namespace, n_models: int, config):
 def _check_output(args: argparse.Namespace) -> bool:
     """True for a zip output; refuses an existing zip without --overwrite and a zip for one part of several."""
     from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.outputs import check_output_file, check_output_folder
 
     is_zip = args.output.suffix.lower() == ".zip"
-    if is_zip and args.output.exists() and not args.overwrite:
-        raise CLIError(f"{args.output} exists; add --overwrite to replace it")
-    if not is_zip and args.output.exists() and not args.output.is_dir():
-        raise CLIError(f"--output {args.output} is a file; pass a folder or a .zip")
     if is_zip and args.num_parts > 1:
         raise CLIError("--num-parts > 1 writes one folder per part; pass a folder as --output and join the parts "
                        "with --merge PART_DIR ... --output submission.zip")  # fmt: skip
+    if is_zip:
+        check_output_file(args.output, args.overwrite, "--output", "submission.zip")
+    else:
+        check_output_folder(args.output, args.overwrite, "--output", create=False)
     return is_zip
+
+
+def _check_intensities(args: argparse.Namespace, folders, part) -> None:
+    """Test images outside the models' training intensities (dataset fingerprint): refused, or with
+    --allow-intensity-mismatch a warning per case."""
+    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.volume_checks import test_image_problems, training_intensities
+
+    problems = test_image_problems([(c.id, c.image) for c in part], [training_intensities(f.path) for f in folders])
+    if not problems:
+        return
+    if not args.allow_intensity_mismatch:
+        more = f" (and {len(problems) - 3} more case(s))" if len(problems) > 3 else ""
+        raise CLIError(
+            "; ".join(problems[:3]) + more + ". Predictions on such images are unreliable: rescale the images, or "
+            "add --allow-intensity-mismatch to predict them anyway"
+        )
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -104,8 +133,9 @@ def _merge(args: argparse.Namespace) -> int:
         raise CLIError(f"--merge only joins finished parts; drop {', '.join(extra + ['--model'] * bool(args.model))}")
     if args.output.suffix.lower() != ".zip":
         raise CLIError(f"--merge writes a submission: --output must end in .zip, got {args.output}")
-    if args.output.exists() and not args.overwrite:
-        raise CLIError(f"{args.output} exists; add --overwrite to replace it")
+    from nnunetv2_topo.outputs import check_output_file
+
+    check_output_file(args.output, args.overwrite, "--output", "submission.zip")
     try:
         files = merged_part_files(args.merge)
         ids = list(files)
@@ -144,15 +174,19 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     config = None
     if args.config is not None:
-        from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
+        from nnunetv2_topo.postprocessing.config_file import load_postprocess_file, unfinished_search_warning
 
         try:
             config = load_postprocess_file(args.config)
         except (OSError, ValueError) as exc:
             raise CLIError(str(exc)) from exc
+        warning = unfinished_search_warning(config, args.config)
+        if warning:
+            print(warning, file=sys.stderr)
     mode, weights = _fusion(args, len(folders), config)
     device = _device(args.device)
     part = split_part(cases, args.num_parts, args.part_id)
+    _check_intensities(args, folders, part)
     return _predict(args, folders, weights, mode, config, device, cases, part, is_zip)
 
 
@@ -190,4 +224,9 @@ def _predict(args, folders, weights, mode, config, device, cases, part, is_zip) 
         raise CLIError(str(exc)) from exc
     print(report.summary(args.tta, args.time_budget_hours))
     print(f"wrote {args.output}")
+    if not is_zip:
+        from nnunetv2_topo.cli.postprocess import warn_stale
+        from nnunetv2_topo.inference.cases import PART_MANIFEST
+
+        warn_stale(args.output, [f"{c.id}.tif" for c in part] + [PART_MANIFEST])
     return 0

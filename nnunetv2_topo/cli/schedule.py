@@ -113,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.scheduling.plateau_driver import final_anneal_epochs, smoothed
     from nnunetv2_topo.scheduling.replay import replay
     from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs
-    from nnunetv2_topo.trainers.config import TopoConfigError, check_consistency, config_from_file
+    from nnunetv2_topo.trainers.config import TopoConfigError, check_consistency
+    from nnunetv2_topo.trainers.config_file import config_from_file
 
     if args.num_epochs is not None and args.num_epochs < 1:
         raise CLIError(f"--num-epochs {args.num_epochs}: must be >= 1")

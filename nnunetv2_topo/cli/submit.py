@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.postprocess import STEP_FLAGS, resolve_options
+    from nnunetv2_topo.outputs import check_output_file
     from nnunetv2_topo.submission import SubmissionError, write_submission, write_submission_from_probabilities
 
     if (args.pred is None) == (args.input is None):
@@ -48,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
             )
     elif args.binarize:
         raise CLIError("--binarize applies to --pred; --input probability maps are post-processed into 0/1")
-    if args.out.exists() and not args.overwrite:
-        raise CLIError(f"{args.out} exists; add --overwrite to replace it")
+    check_output_file(args.out, args.overwrite, "--out", "submission.zip")
     try:
         if args.pred is not None:
             out = write_submission(args.pred, args.images, args.csv, args.out, binarize=args.binarize)

@@ -45,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cv-folds", type=int, default=2, help="folds of the cross-validated gain estimate (default 2)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output and the tune_report.md/.png beside it"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -94,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.postprocess import resolve_fusion
+    from nnunetv2_topo.outputs import check_output_file
     from nnunetv2_topo.tuning import tune
-    from nnunetv2_topo.tuning.report import ablation_table
+    from nnunetv2_topo.tuning.report import REPORT_MD, REPORT_PNG, ablation_table
     from nnunetv2_topo.tuning.space import describe
 
     _, fusion, _ = resolve_fusion(args)
@@ -105,12 +108,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--cv-folds must be at least 2, got {args.cv_folds}")
     if args.num_processes is not None and args.num_processes < 0:
         raise CLIError(f"-np must be >= 0, got {args.num_processes}")
-    if args.output.exists() and not args.overwrite:
-        raise CLIError(f"--output {args.output} exists; add --overwrite to replace it")
-    if args.output.is_dir():
-        raise CLIError(f"--output {args.output} is a folder; give a file name such as {args.output}/postprocess.json")
-    if not args.output.parent.is_dir():
-        raise CLIError(f"--output: folder {args.output.parent} does not exist")
+    check_output_file(args.output, args.overwrite, "--output", "postprocess.json")
+    for name in (REPORT_MD, REPORT_PNG):  # written beside it: the same rule
+        check_output_file(args.output.parent / name, args.overwrite, f"--output's report {name}:")
     sources = _sources(args, fusion)
     np_ = args.num_processes
     if np_ is None:
@@ -141,5 +141,5 @@ def run(args: argparse.Namespace) -> int:
         f"tile cache hit rate {cache['hit_rate']:.1%} ({cache['hits']} hits, {cache['computed']} computed)"
     )
     print(f"best: {describe(outcome.best)} ({s['status']})")
-    print(f"wrote {args.output}, {outcome.report_md}, {outcome.report_png}")
+    print(f"wrote {', '.join(str(p) for p in (args.output, outcome.report_md, outcome.report_png) if p)}")
     return 0

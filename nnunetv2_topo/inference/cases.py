@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, read_volume
 
 PART_MANIFEST = "predict_part.json"
 _CHANNEL = re.compile(r"^(?P<id>.+)_(?P<channel>\d{4})$")
 
 
-class CaseError(ValueError):
+class CaseError(TopoError, ValueError):
     """The input/part folders cannot be used as given; the message names the folder/file and the fix."""
 
 

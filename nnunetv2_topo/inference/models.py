@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunetv2_topo.errors import TopoError
 
-class ModelError(ValueError):
+
+class ModelError(TopoError, ValueError):
     """A model folder (or a set of them) that cannot be used; the message names the folder and the fix."""
 
 

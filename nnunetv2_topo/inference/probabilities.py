@@ -16,15 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.inference.fusion import Fusion, check_fusion_weights
 from nnunetv2_topo.io import VolumeError, case_id, is_volume_file, read_volume
+from nnunetv2_topo.volume_checks import label_map_problem
 
 NPZ_KEY = "probabilities"
 NNUNET_SUFFIX = ".npz"
 _CHUNK = 1 << 18  # bytes decompressed at a time: .npz reads never hold a second copy of the volume
 
 
-class ProbabilityError(ValueError):
+class ProbabilityError(TopoError, ValueError):
     """A probability input that cannot be used; the message names the file and the fix."""
 
 
@@ -123,6 +125,9 @@ def read_probability(path: str | os.PathLike) -> np.ndarray:
     except VolumeError as exc:
         raise ProbabilityError(str(exc)) from exc
     if volume.dtype == bool or np.issubdtype(volume.dtype, np.integer):
+        problem = label_map_problem(volume)
+        if problem:
+            raise ProbabilityError(f"{path}: {problem}")
         return (volume != 0).astype(np.float32)
     if not np.issubdtype(volume.dtype, np.floating):
         raise ProbabilityError(f"{path}: dtype {volume.dtype} is not a probability map; expected float or integer")

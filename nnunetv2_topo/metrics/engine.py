@@ -33,6 +33,8 @@ from types import ModuleType
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
+
 ENGINE_MALLOC_TUNABLES = (
     "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:"
     "glibc.malloc.trim_threshold=68719476736:glibc.malloc.top_pad=268435456"
@@ -43,7 +45,7 @@ ENGINE_BYTES_PER_VOXEL = 1200
 """Measured peak memory of one engine call per tile voxel (4.6 GB at 160³), used to cap parallel workers."""
 
 
-class EngineUnavailableError(RuntimeError):
+class EngineUnavailableError(TopoError, RuntimeError):
     """The Betti-matching engine from the ``topolosses`` wheel cannot be found or loaded."""
 
 

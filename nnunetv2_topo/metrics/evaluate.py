@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.io import VolumeError, index_volumes, read_volume
 from nnunetv2_topo.metrics.engine import auto_workers, make_engine_pool
 from nnunetv2_topo.metrics.leaderboard import MetricInputError, PendingScore, start_score
 from nnunetv2_topo.metrics.topo_score import check_engine
+from nnunetv2_topo.volume_checks import label_map_problem, label_value_problem
 
 MEAN_KEYS = ("score", "topo", "surface_dice", "voi_score")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(TopoError, ValueError):
     """The folders cannot be evaluated (missing pairs, empty folder, unreadable or mismatched volumes)."""
 
 
@@ -95,6 +97,15 @@ def _start_case(
         gt = read_volume(gt_path)
     except VolumeError as exc:
         raise EvaluationError(f"case '{cid}': {exc}") from exc
+    problem = label_value_problem(gt)
+    if problem:
+        raise EvaluationError(
+            f"case '{cid}': ground truth {gt_path}: {problem}; remap it (0/255 masks such as deprecated_train_labels "
+            "are not labels) or remove the case"
+        )
+    problem = label_map_problem(pred)
+    if problem:
+        raise EvaluationError(f"case '{cid}': prediction {pred_path}: {problem}")
     try:
         return start_score(pred, gt, executor, engine, rules_executor, engine_executor)
     except MetricInputError as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.metrics.engine import auto_workers, shared_pool
 from nnunetv2_topo.metrics.rule_threads import auto_threads, shared_threads
 from nnunetv2_topo.metrics.surface_dice import surface_dice
@@ -37,7 +38,7 @@ def combine_score(topo: float, surface_dice: float, voi_score: float) -> float:
     return float(min(1.0, max(0.0, score)))
 
 
-class MetricInputError(ValueError):
+class MetricInputError(TopoError, ValueError):
     """Prediction and ground truth cannot be compared (not 3-D, or different shapes)."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunetv2_topo.inference.fusion import FUSION_MODES, check_fusion_weights
+from nnunetv2_topo.io import atomic_write_text
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
 POSTPROCESS_FILE_VERSION = 1
@@ -134,6 +135,17 @@ def load_postprocess_file(path: str | os.PathLike) -> PostprocessFile:
     return parse_postprocess_dict(d, str(path))
 
 
+def unfinished_search_warning(pf: PostprocessFile, source: str | os.PathLike) -> str | None:
+    """A warning when ``pf`` was saved by a ``tune`` run that never finished (killed while its status was
+    "searching": the steps are the best found up to then); None otherwise."""
+    if pf.measured.get("status") != "searching":
+        return None
+    return (
+        f"warning: {source} comes from a tune run that did not finish (status 'searching', e.g. killed): its steps "
+        "are the best found until then, not the result of a complete search; run nnunetv2_topo tune again to finish"
+    )
+
+
 def save_postprocess_file(path: str | os.PathLike, pf: PostprocessFile) -> None:
     """Write ``pf`` as JSON, atomically (temporary file + ``os.replace``)."""
     path = Path(path)
@@ -141,10 +153,4 @@ def save_postprocess_file(path: str | os.PathLike, pf: PostprocessFile) -> None:
     _finite_json(d, "postprocess file")
     text = json.dumps(d, indent=2, sort_keys=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, text)

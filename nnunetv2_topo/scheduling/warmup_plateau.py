@@ -224,6 +224,12 @@ class WarmupPlateauScheduler:
         for key in self._PLATEAU_COUNTERS:
             if key in saved:
                 setattr(self.plateau, key, saved[key])
+        old_base = float(state.get("base_lr", self.base_lr))
+        if old_base != self.base_lr and "_last_lr" in saved:
+            # a new base LR on resume scales the plateau's LR alike: its cuts are kept (start_epoch applies it)
+            self.plateau._last_lr = [
+                max(float(lr) * self.base_lr / old_base, m) for lr, m in zip(saved["_last_lr"], self.plateau.min_lrs)
+            ]
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.errors import TopoError
 
 BORDER = 3
 """Width (voxels) of the unlabeled border on every face, as in the real labels."""
@@ -54,7 +55,7 @@ class ScrollStyle:
         )
 
 
-class SheetTopologyError(ValueError):
+class SheetTopologyError(TopoError, ValueError):
     """A bad :class:`SheetTopology` knob; ``field`` names it (so a CLI can name its own flag)."""
 
     def __init__(self, field: str, message: str) -> None:

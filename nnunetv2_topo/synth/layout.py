@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.io import staged_directory, write_tiff
 from nnunetv2_topo.kaggle_csv import KaggleCSVError, Row, read_ids_csv, write_ids_csv
 from nnunetv2_topo.synth.generator import ScrollStyle, SheetTopology, synthesize_case
 
 
-class SynthError(ValueError):
+class SynthError(TopoError, ValueError):
     """Bad synthesis request (output folder, ids CSV, sizes); the message names what and the fix."""
 
 
@@ -124,6 +125,8 @@ def write_kaggle_dataset(
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 10:
         raise SynthError(f"--shape must be three sizes >= 10 (Z Y X), got {' '.join(map(str, shape))}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SynthError(f"--seed must be an integer >= 0, got {seed!r}")
     _prepare_target(out, overwrite)
     train, test = plan_rows(cases, test_cases, seed, ids_from)
 

@@ -4,8 +4,8 @@ nnU-Net finds them by name through ``nnUNet_extTrainer`` (see :mod:`nnunetv2_top
 """
 
 from nnunetv2_topo.trainers import variants as _variants
-from nnunetv2_topo.trainers.base import nnUNetTrainerTopoWarmup
 from nnunetv2_topo.trainers.baseline import nnUNetTrainer_TopoBudget
+from nnunetv2_topo.trainers.topo_warmup import nnUNetTrainerTopoWarmup
 
 __all__ = ["nnUNetTrainerTopoWarmup", "nnUNetTrainer_TopoBudget"] + [
     n for n in _variants.__all__ if n.startswith("nnUNetTrainer")

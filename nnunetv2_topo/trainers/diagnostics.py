@@ -26,6 +26,7 @@ __all__ = [
     "PROGRESS_JSON",
     "PROGRESS_PNG",
     "TOPO_LOG_KEYS",
+    "console_log",
     "finite_mean_max",
     "load_progress",
     "plot_progress_topo",
@@ -79,17 +80,25 @@ def write_progress_json(log: Mapping[str, Sequence[Any]], output_folder: str | o
     return path
 
 
-def load_progress(fold_dir: str | os.PathLike) -> tuple[dict[str, list], Path]:
-    """The training log of a fold folder: ``progress_topo.json`` if present, else the newest checkpoint's log.
+def load_progress(fold_dir: str | os.PathLike, use_json: bool = True) -> tuple[dict[str, list], Path]:
+    """The training log of a fold folder: ``progress_topo.json`` if present (and ``use_json``), else the newest
+    checkpoint's log.
 
-    Raises ``FileNotFoundError`` naming the folder when neither exists.
+    Raises ``FileNotFoundError`` naming the folder when neither exists, ``ValueError`` naming the file when
+    ``progress_topo.json`` is not a JSON object (truncated, corrupt).
     """
     folder = Path(fold_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder (expected an nnU-Net fold_X output folder)")
     progress = folder / PROGRESS_JSON
-    if progress.is_file():
-        return json.loads(progress.read_text()), progress
+    if use_json and progress.is_file():
+        try:
+            log = json.loads(progress.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{progress}: not valid JSON ({exc})") from None
+        if not isinstance(log, dict):
+            raise ValueError(f"{progress}: expected a JSON object, got {type(log).__name__}")
+        return log, progress
     candidates = [folder / n for n in ("checkpoint_latest.pth", "checkpoint_final.pth", "checkpoint_best.pth")]
     candidates = [c for c in candidates if c.is_file()]
     if not candidates:
@@ -100,7 +109,10 @@ def load_progress(fold_dir: str | os.PathLike) -> tuple[dict[str, list], Path]:
 
     best: tuple[int, dict, Path] | None = None
     for c in candidates:
-        ckpt = torch.load(c, map_location="cpu", weights_only=False, mmap=True)
+        try:
+            ckpt = torch.load(c, map_location="cpu", weights_only=False, mmap=True)
+        except Exception as exc:  # a truncated/corrupt checkpoint: torch raises many types
+            raise ValueError(f"{c}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
         epoch = int(ckpt.get("current_epoch", 0))
         if best is None or epoch > best[0]:
             best = (epoch, ckpt["logging"], c)
@@ -197,3 +209,10 @@ def _draw_progress_topo(plt: Any, log: Mapping[str, Sequence[Any]], output_file:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return out
+
+
+def console_log(message: str, also_print_to_console: bool = True) -> None:
+    """The default ``log`` of the trainer components used without a trainer (the trainer passes its
+    ``print_to_log_file``, which takes the same arguments)."""
+    if also_print_to_console:
+        print(message)

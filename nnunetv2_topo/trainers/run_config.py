@@ -2,7 +2,7 @@
 
 * fresh: the variant's defaults and the file named by ``nnUNet_topo_config``;
 * ``--c``: the configuration saved in the checkpoint nnU-Net resumes from, changed only as
-  :func:`nnunetv2_topo.trainers.config.resume_config` allows; the history of configurations is kept;
+  :func:`nnunetv2_topo.trainers.config_file.resume_config` allows; the history of configurations is kept;
 * ``--val`` (and anything else that only loads ``checkpoint_final.pth``): when the file is gone or broken, the saved
   configuration (validation needs no training settings); training from there still fails with the file's error.
 """
@@ -15,17 +15,28 @@ from typing import Any
 
 import torch
 
-from nnunetv2_topo.trainers.config import (
-    CONFIG_ENV_VAR,
-    TopoConfigError,
-    check_consistency,
+from nnunetv2_topo.errors import exit_if_entry_point
+from nnunetv2_topo.trainers.config import CONFIG_ENV_VAR, TopoConfigError, check_consistency
+from nnunetv2_topo.trainers.config_file import (
     config_from_environment,
     config_path_from_environment,
     load_yaml_config,
     resume_config,
 )
 
-__all__ = ["RESUME_CHECKPOINTS", "RunConfig", "fold_folder", "run_config", "saved_topo_state"]
+__all__ = [
+    "CONFIG_JSON",
+    "RESUME_CHECKPOINTS",
+    "RunConfig",
+    "fold_folder",
+    "log_run_config",
+    "run_config",
+    "saved_topo_state",
+    "write_config_json",
+]
+
+CONFIG_JSON = "topo_config.json"
+"""The configuration in use and the run's history of configurations, in the fold folder."""
 
 RESUME_CHECKPOINTS = ("checkpoint_final.pth", "checkpoint_latest.pth", "checkpoint_best.pth")
 """The checkpoints ``nnUNetv2_train --c`` looks for, in nnU-Net's order (``run_training.maybe_load_checkpoint``)."""
@@ -86,12 +97,29 @@ def run_config(
     variant_defaults: dict[str, Any],
     variant_name: str,
     fixed_keys: tuple[str, ...] = (),
+    consistency: bool = True,
 ) -> RunConfig:
-    """The configuration of this run (see the module docstring)."""
+    """The configuration of this run (see the module docstring). ``consistency``: check the relations between
+    TopoWarmup keys (off for a trainer that uses only the budget keys)."""
+    try:
+        return _run_config(folder, resume, variant_defaults, variant_name, fixed_keys, consistency)
+    except TopoConfigError as exc:
+        exit_if_entry_point(exc)  # nnUNetv2_train: the message, exit 2, no traceback
+        raise
+
+
+def _run_config(
+    folder: Path | None,
+    resume: bool,
+    variant_defaults: dict[str, Any],
+    variant_name: str,
+    fixed_keys: tuple[str, ...],
+    consistency: bool,
+) -> RunConfig:
     kwargs = {"variant_defaults": variant_defaults, "variant_name": variant_name, "fixed_keys": fixed_keys}
     saved = saved_topo_state(folder) if resume else None
     if saved is not None:
-        return _resumed(saved, read_file=True, **kwargs)
+        return _resumed(saved, read_file=True, consistency=consistency, **kwargs)
     try:
         config, source = config_from_environment(**kwargs)
     except TopoConfigError as exc:
@@ -100,11 +128,11 @@ def run_config(
             raise
         # --val of a finished run: the saved configuration serves; training would still need a valid file
         path = final[0]
-        out = _resumed(final, read_file=False, **kwargs)
+        out = _resumed(final, read_file=False, consistency=consistency, **kwargs)
         out.deferred_error = exc
         out.warnings.insert(0, f"{exc.args[0].split('. Valid keys')[0]}; using the configuration saved in {path}")
         return out
-    warnings = check_consistency(config, source or variant_name)
+    warnings = check_consistency(config, source or variant_name) if consistency else []
     return RunConfig(config, source, warnings=warnings, history=[_history_entry(0, config, source)])
 
 
@@ -115,6 +143,7 @@ def _resumed(
     variant_defaults: dict[str, Any],
     variant_name: str,
     fixed_keys: tuple[str, ...],
+    consistency: bool,
 ) -> RunConfig:
     path, state = saved
     epoch = int(state["epoch"])
@@ -133,5 +162,35 @@ def _resumed(
         notes.insert(0, f"{CONFIG_ENV_VAR} is unset: continuing with the configuration saved in {path}")
     else:
         notes.insert(0, f"resuming from {path}: the saved configuration, with what {source} sets")
-    warnings = check_consistency(config, source or f"configuration saved in {path}") + warnings
+    if consistency:
+        warnings = check_consistency(config, source or f"configuration saved in {path}") + warnings
     return RunConfig(config, source, notes, warnings, history)
+
+
+def log_run_config(run: RunConfig, trainer_name: str, log: Any) -> None:
+    """Log the effective configuration, where it came from, and the run's notes and warnings."""
+    from nnunetv2_topo.trainers.config import format_config
+
+    origin = f"from {run.source}" if run.source else "set nnUNet_topo_config to override"
+    if run.notes and not run.source:
+        origin = "the saved configuration"
+    log(
+        f"{trainer_name} configuration ({origin}):\n" + format_config(run.config),
+        also_print_to_console=True,
+        add_timestamp=False,
+    )
+    for note in run.notes:
+        log(f"Configuration: {note}", also_print_to_console=True)
+    for warning in run.warnings:
+        log(f"WARNING (configuration): {warning}", also_print_to_console=True)
+
+
+def write_config_json(run: RunConfig, trainer_name: str, folder: str | Path) -> None:
+    """``topo_config.json``: the configuration in use and every configuration the run used (``history``, each with
+    the epoch it took effect)."""
+    from nnunetv2_topo.trainers.config import to_jsonable
+    from nnunetv2_topo.trainers.config_file import save_config
+
+    history = [{**h, "config": to_jsonable(h["config"])} for h in run.history]
+    extra = {"trainer": trainer_name, "config_file": run.source, "history": history}
+    save_config(run.config, Path(folder) / CONFIG_JSON, extra=extra)

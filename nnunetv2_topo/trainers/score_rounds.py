@@ -1,10 +1,11 @@
 """Checkpoint selection by the competition score (``score_every_epochs``): scoring rounds during training.
 
-Every ``score_every_epochs`` epochs the trainer (rank 0) predicts a fixed, seeded subset of ``score_num_cases``
-validation cases of its fold with nnU-Net's sliding-window predictor, in the training process between two epochs,
-with the weights of that epoch (the EMA weights when ``ema_decay`` is on, as validation uses them). Each predicted
-segmentation goes, with the path of its ground truth, to one spawned background process that returns
-``leaderboard_score(pred, gt, workers=0)``, so the training loop does not wait for the Betti matching.
+Every ``score_every_epochs`` epochs the trainer predicts a fixed, seeded subset of ``score_num_cases`` validation
+cases of its fold with nnU-Net's sliding-window predictor, in the training process between two epochs (under DDP each
+rank its share of the cases), with the weights of that epoch (the EMA weights when ``ema_decay`` is on, as validation
+uses them). Each predicted segmentation goes, with the path of its ground truth, to the rank's spawned background
+process that returns ``leaderboard_score(pred, gt, workers=0)``, so the training loop does not wait for the Betti
+matching. This module holds one round; :mod:`nnunetv2_topo.trainers.score_controller` runs them.
 
 A round's result is applied at the first epoch end where all its cases are scored (at the latest when the next round
 is due, before ``checkpoint_latest.pth`` is written, and at the end of training): ``val_score`` (and its topo,
@@ -20,7 +21,7 @@ import math
 import multiprocessing
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "ScoringPool",
     "cpu_copy",
     "mean_scores",
+    "round_record",
     "score_case",
     "select_score_cases",
 ]
@@ -114,33 +116,53 @@ class ScoreRound:
     def done(self) -> bool:
         return all(f.done() for f in self.futures)
 
+    def local_results(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """This process's cases: each ``{"case", <score fields>, "seconds"}`` or ``{"case", "error"}`` (waits for
+        the cases, ``timeout`` seconds at most each)."""
+        out = []
+        for case, future in zip(self.cases, self.futures):
+            try:
+                out.append({"case": case, **future.result(timeout=timeout)})
+            except Exception as exc:  # noqa: BLE001 (any failure of the metric or the worker ends this round only)
+                out.append({"case": case, "error": f"{type(exc).__name__}: {exc}"})
+        return out
+
     def record(self, applied_epoch: int, timeout: float | None = None) -> dict[str, Any]:
-        """Wait for the cases (``timeout`` seconds at most each) and summarise the round: the mean scores (NaN and
-        ``error`` when a case failed), timings, the epoch at which it is applied."""
-        record: dict[str, Any] = {
-            "epoch": self.epoch,
-            "applied_epoch": int(applied_epoch),
-            "num_cases": len(self.cases),
-            "predict_seconds": round(self.predict_seconds, 3),
-            "error": None,
-        }
-        try:
-            results = [f.result(timeout=timeout) for f in self.futures]
-        except Exception as exc:  # noqa: BLE001 (any failure of the metric or the worker ends this round only)
-            record.update({f: math.nan for f in SCORE_LOG_KEYS.values()})
-            record["error"] = f"{type(exc).__name__}: {exc}"
-        else:
-            record.update(mean_scores(results))
-            record["metric_seconds"] = round(sum(r["seconds"] for r in results), 3)
-        record["wall_seconds"] = round(time.perf_counter() - self.started, 3)
-        return record
+        """Wait for the cases (``timeout`` seconds at most each) and summarise the round (:func:`round_record`)."""
+        return round_record(self.epoch, applied_epoch, self.local_results(timeout), self.predict_seconds, self.started)
+
+
+def round_record(
+    epoch: int, applied_epoch: int, results: Sequence[dict[str, Any]], predict_seconds: float, started: float
+) -> dict[str, Any]:
+    """The record of a round from its per-case ``results`` (of every rank): the mean scores (NaN and ``error`` when
+    a case failed), timings, the epoch at which it is applied."""
+    record: dict[str, Any] = {
+        "epoch": int(epoch),
+        "applied_epoch": int(applied_epoch),
+        "num_cases": len(results),
+        "predict_seconds": round(predict_seconds, 3),
+        "error": None,
+    }
+    errors = [f"{r['case']}: {r['error']}" if len(results) > 1 else r["error"] for r in results if "error" in r]
+    if errors or not results:
+        record.update({f: math.nan for f in SCORE_LOG_KEYS.values()})
+        record["error"] = "; ".join(errors) or "no case was scored"
+    else:
+        record.update(mean_scores(results))
+        record["metric_seconds"] = round(sum(r["seconds"] for r in results), 3)
+    record["wall_seconds"] = round(time.perf_counter() - started, 3)
+    return record
 
 
 class ScoringPool:
-    """One spawned worker process that scores cases (created on first use; a dead worker is replaced)."""
+    """One spawned worker process that scores cases (created on first use; a dead worker is replaced).
 
-    def __init__(self) -> None:
+    ``metric``: a picklable ``(segmentation, gt_file, reader_class) -> result`` (:func:`score_case`)."""
+
+    def __init__(self, metric: Callable[..., dict[str, float]] = score_case) -> None:
         self._executor: cf.ProcessPoolExecutor | None = None
+        self.metric = metric
 
     def start(self) -> None:
         """Spawn the worker now and let it load the metric's compiled kernels, so the first round does not wait
@@ -152,7 +174,7 @@ class ScoringPool:
     def submit(self, segmentation: np.ndarray, gt_file: str, reader_class: type) -> cf.Future:
         self.start()
         try:
-            return self._executor.submit(score_case, segmentation, gt_file, reader_class)
+            return self._executor.submit(self.metric, segmentation, gt_file, reader_class)
         except cf.process.BrokenProcessPool:
             self.shutdown()
             return self.submit(segmentation, gt_file, reader_class)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from nnunetv2_topo.trainers.base import nnUNetTrainerTopoWarmup
 from nnunetv2_topo.trainers.config import FIVE_TERM_LOSS_WEIGHTS
+from nnunetv2_topo.trainers.topo_warmup import nnUNetTrainerTopoWarmup
 
 __all__ = [
     "EPOCH_VARIANTS",

@@ -51,10 +51,19 @@ class WeightEMA:
         return self.averaged.module.state_dict()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "averaged": self.averaged.state_dict()}
+        """Decay and update count; the averaged weights are the checkpoint's ``network_weights`` (stored once)."""
+        return {"decay": self.decay, "num_updates": self.num_updates}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.averaged.load_state_dict(state["averaged"])
+    def load_state_dict(self, state: dict[str, Any], weights: dict[str, torch.Tensor] | None = None) -> None:
+        """Restore :meth:`state_dict` with the averaged ``weights`` (``network_weights`` of the checkpoint); an
+        older state holding the averaged model itself (``averaged``) needs none."""
+        if "averaged" in state:
+            self.averaged.load_state_dict(state["averaged"])
+            return
+        if weights is None:
+            raise ValueError("WeightEMA.load_state_dict needs the averaged weights (the checkpoint's network_weights)")
+        self.averaged.module.load_state_dict(weights)
+        self.averaged.n_averaged.fill_(int(state["num_updates"]))
 
     @contextmanager
     @torch.no_grad()

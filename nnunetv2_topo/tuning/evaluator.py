@@ -39,10 +39,14 @@ class CaseSource:
 def load_case(source: CaseSource) -> tuple[np.ndarray, np.ndarray]:
     """``(fused foreground probability, ground truth)``; ValueError naming the files on a shape mismatch."""
     from nnunetv2_topo.inference.probabilities import fused_probability
-    from nnunetv2_topo.io import read_volume
+    from nnunetv2_topo.io import VolumeError, read_volume
+    from nnunetv2_topo.volume_checks import label_value_problem
 
-    prob = fused_probability(source.inputs, source.weights, source.fusion_mode)
     gt = read_volume(source.gt)
+    problem = label_value_problem(gt)
+    if problem:
+        raise VolumeError(f"case '{source.case}': ground truth {source.gt}: {problem}; remap it or remove the case")
+    prob = fused_probability(source.inputs, source.weights, source.fusion_mode)
     if prob.shape != gt.shape:
         raise ValueError(
             f"case '{source.case}': probability map {source.inputs[0]} has shape {prob.shape} but ground truth "

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import fields, replace
 from pathlib import Path
 
+from nnunetv2_topo.io import atomic_path, atomic_write_text
 from nnunetv2_topo.tuning.evaluator import RESULT_KEYS, Evaluator
 from nnunetv2_topo.tuning.search import AblationRow
 from nnunetv2_topo.tuning.space import describe, no_postprocessing
@@ -59,14 +59,24 @@ def write_plot(evaluator: Evaluator, path: Path, max_lines: int = 8) -> None:
     if lines:
         axes[0, 0].legend(fontsize=7, title="other steps (vs none)", title_fontsize=7)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.partial.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
 
 
-def write_markdown(path: Path, summary: dict, rows: list[AblationRow], evaluator: Evaluator, top: int = 10) -> None:
-    """The report: inputs, scores, cross-validated gain, cache, ablation table and the best configurations."""
+def write_markdown(
+    path: Path,
+    summary: dict,
+    rows: list[AblationRow],
+    evaluator: Evaluator,
+    top: int = 10,
+    plot: str | None = REPORT_PNG,
+) -> None:
+    """The report: inputs, scores, cross-validated gain, cache, ablation table and the best configurations.
+
+    ``plot``: the plot's file name to link, or what went wrong drawing it (``plot_error``), or None for no line."""
     cv = summary.get("cross_validated")
     more = " …" if len(evaluator.cases) > 12 else ""
     lines = [
@@ -107,7 +117,8 @@ def write_markdown(path: Path, summary: dict, rows: list[AblationRow], evaluator
             f"| {i} | {describe(config)} | {m['score']:.4f} | {m['topo']:.4f} | {m['surface_dice']:.4f} | "
             f"{m['voi_score']:.4f} |"
         )
-    lines += ["", f"Plot: {REPORT_PNG} (score and components versus threshold, one line per setting of the steps)", ""]
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    if plot == REPORT_PNG:
+        lines += ["", f"Plot: {REPORT_PNG} (score and components versus threshold, one line per setting of the steps)"]
+    elif plot:
+        lines += ["", f"Plot: not written ({plot})"]
+    atomic_write_text(path, "\n".join(lines + [""]))

@@ -123,9 +123,17 @@ def tune(
             gain_in_sample=summary["score_tuned"] - summary["score_default"],
         )
         outcome.report_md = output.parent / REPORT_MD
-        outcome.report_png = output.parent / REPORT_PNG
-        write_markdown(outcome.report_md, summary, rows, evaluator)
-        write_plot(evaluator, outcome.report_png)
+        png = output.parent / REPORT_PNG
+        plot_error: OSError | None = None
+        try:  # the plot first: the report links it only once it is written
+            write_plot(evaluator, png)
+            outcome.report_png = png
+        except OSError as exc:
+            plot_error = exc
+        plot = REPORT_PNG if plot_error is None else f"{type(plot_error).__name__}: {plot_error.strerror or plot_error}"
+        write_markdown(outcome.report_md, summary, rows, evaluator, plot=plot)
+        if plot_error is not None and interrupt is None:
+            raise plot_error
     if interrupt is not None:
         raise interrupt
     return outcome
