@@ -180,16 +180,17 @@ def run_model(task: dict) -> dict:
     plans, device = task.get("plans", PLANS), task.get("device", "cpu")
     model = Path(env["nnUNet_results"]) / dataset / f"{trainer}__{plans}__3d_fullres"
     fold = model / "fold_0"
-    if fold.exists():
-        shutil.rmtree(fold)
     logs = work / "logs"
+    reuse = task.get("reuse_trained") and (fold / "checkpoint_final.pth").is_file()
+    if fold.exists() and not reuse:
+        shutil.rmtree(fold)
     if device == "cpu":
         cmd = [sys.executable, "-c", CPU_LAUNCHER, dataset, trainer, plans]
     else:  # nnU-Net's own command on the GPU (data augmentation workers as nnU-Net sets them)
         cmd = [BIN / "nnUNetv2_train", dataset, "3d_fullres", "0", "-tr", trainer, "-p", plans, "-device", device,
                "--npz"]  # fmt: skip
         env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
-    train_s = run_logged(cmd, env, logs / f"train_{tag}.log")
+    train_s = math.nan if reuse else run_logged(cmd, env, logs / f"train_{tag}.log")
 
     t0 = time.time()
     gt_dir = work / "nnUNet_preprocessed" / dataset / "gt_segmentations"
@@ -197,7 +198,7 @@ def run_model(task: dict) -> dict:
     if tuned.exists():
         tuned.unlink()
     tune_cmd = [BIN / "nnunetv2_topo", "tune", "--input", fold / "validation", "--gt", gt_dir, "--output", tuned]
-    run_logged([*tune_cmd, "-np", "0", "--quiet"], env, logs / f"tune_{tag}.log")
+    run_logged([*tune_cmd, "-np", "0", "--quiet", "--overwrite"], env, logs / f"tune_{tag}.log")
     tune_s = time.time() - t0
 
     import torch
@@ -384,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                         "its reduced plans (4/8/16 features), 25 epochs x 25 iterations, warmup 5, 6 test cases; "
                         "TopoWarmup with its own schedule defaults (no budget scaling) against nnUNetTrainer, seeds "
                         "0-2 unless --seeds/--variants say otherwise")  # fmt: skip
+    parser.add_argument("--reuse-trained", action="store_true", help="a model whose fold already holds "
+                        "checkpoint_final.pth is not trained again (only tuned and tested; train s = nan)")  # fmt: skip
     parser.add_argument("--report", action="store_true", help="only print the table of the results so far")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
@@ -444,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                     config = {**budget, **(schedule if topo else {}), **extra, "seed": seed}
                     task = {"work": str(work), "label": label, "trainer": trainer, "config": config,
                             "regime": regime, "seed": seed, "dataset": names[(regime, seed)],
-                            "test_dir": str(tests[regime]), "plans": args.plans, "device": args.device}  # fmt: skip
+                            "test_dir": str(tests[regime]), "plans": args.plans, "device": args.device,
+                            "reuse_trained": args.reuse_trained}  # fmt: skip
                     futures[pool.submit(run_model, task)] = f"{label}@{regime}{seed}"
         for done, fut in enumerate(as_completed(futures), 1):
             tag = futures[fut]
