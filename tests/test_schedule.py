@@ -281,3 +281,11 @@ def test_early_stop_mixin_ends_the_loop_as_a_finished_run() -> None:
     t.plateau_driver = Driver(t)
     t.run_training()
     assert t.started == [0, 1, 2] and t.ended == 1 and t.lines == ["Early stop after epoch 2"]
+
+
+def test_log_takes_several_files_as_a_shell_glob_gives_them(tmp_path: Path) -> None:
+    a = write_nnunet_log(tmp_path / "training_log_1.txt", [0.3, 0.2, 0.1])
+    b = write_nnunet_log(tmp_path / "training_log_2.txt", [0.15, 0.05], first_epoch=2)
+    out = tmp_path / "lr.json"
+    assert _cli("--log", a, b, "--num-epochs", 12, "--json", out) == 0
+    assert len(json.loads(out.read_text())["lr"]) == 12

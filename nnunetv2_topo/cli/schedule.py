@@ -19,7 +19,7 @@ would watch (plateau_metric), read from the log's lines:
   val_score                the 'Competition score of epoch E' lines of a TopoWarmup run with scoring rounds
 
 The log may come from nnU-Net's own trainer or a TopoWarmup trainer (the LR it actually used plays no role).
-A resumed run writes one log per start: pass them all (--log a.txt --log b.txt). After the log ends, the signal
+A resumed run writes one log per start: pass them all (--log fold_0/training_log_*.txt). After the log ends, the signal
 holds its last value up to --num-epochs (default: the configuration's num_epochs).
 
 Prints the epochs of every LR cut, where the LR reaches plateau_min_lr and where the final anneal starts.
@@ -34,8 +34,9 @@ BASE_TRAINER = "nnUNetTrainerTopoWarmup"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log", action="append", required=True, metavar="TRAINING_LOG",
-                        help="nnU-Net's fold_X/training_log_*.txt (repeat for the logs of a resumed run)")  # fmt: skip
+    parser.add_argument("--log", action="extend", nargs="+", required=True, metavar="TRAINING_LOG",
+                        help="nnU-Net's fold_X/training_log_*.txt; several files (a resumed run writes one per "
+                        "start) are read as one run")  # fmt: skip
     parser.add_argument("--config", metavar="FILE", help="YAML configuration (the keys of nnUNet_topo_config)")
     parser.add_argument("--trainer", default=BASE_TRAINER, metavar="NAME",
                         help=f"TopoWarmup trainer whose defaults to start from (default {BASE_TRAINER})")  # fmt: skip
