@@ -79,7 +79,8 @@ def _check_output(flag: str, path: str) -> None:
         raise CLIError(f"{flag} {path}: folder {parent} does not exist")
 
 
-def _plot(path: str, signal_name: str, signal: list[float], lrs: list[float], cuts: list[int], title: str) -> None:
+def _plot(path: str, signal_name: str, signal: list[float], lrs: list[float], cuts: list[int], title: str,
+          raw: list[float] | None = None, stop: int | None = None) -> None:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,6 +89,8 @@ def _plot(path: str, signal_name: str, signal: list[float], lrs: list[float], cu
     from nnunetv2_topo.io import atomic_path
 
     fig, ax = plt.subplots(figsize=(10, 5))
+    if raw is not None:
+        ax.plot(range(len(raw)), raw, color="tab:gray", lw=0.5, alpha=0.6, label="val_loss")
     ax.plot(range(len(signal)), signal, color="tab:red", lw=0.8, label=signal_name)
     ax.set_xlabel("epoch")
     ax.set_ylabel(signal_name)
@@ -97,6 +100,8 @@ def _plot(path: str, signal_name: str, signal: list[float], lrs: list[float], cu
     ax2.set_ylabel("learning rate")
     for cut in cuts:
         ax2.axvline(cut + 1, color="tab:blue", lw=0.5, ls=":")
+    if stop is not None:
+        ax2.axvline(stop + 1, color="black", lw=1.0, ls="--", label=f"early stop (after epoch {stop})")
     ax.set_title(title, fontsize=9)
     fig.legend(loc="upper right")
     fig.tight_layout()
@@ -197,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         signal = {"val_loss": held[:n], "val_loss_ema": ema[1:]}
         shown = signal.get(metric, held[:n])
         _plot(args.plot, metric if metric in signal else "val_loss", shown, result.lr, result.cuts,
-              f"{cls.__name__}: {len(result.cuts)} cuts; {names}")  # fmt: skip
+              f"{cls.__name__}: {len(result.cuts)} cuts; {names}",
+              raw=held[:n] if metric == "val_loss_ema" else None, stop=result.stop_epoch)  # fmt: skip
         print(f"wrote {args.plot}")
     return 0
