@@ -78,6 +78,18 @@ FIXES: dict[str, tuple[str, dict]] = {
 }
 """Candidate fixes for a losing variant, one change each (the likely causes: focal alpha on a minority class, the
 loss weights, clipping, the warmup)."""
+SCHEDULES: dict[str, tuple[str, dict]] = {
+    "TopoWarmup": ("nnUNetTrainerTopoWarmup", {}),
+    "TopoWarmup~noanneal": ("nnUNetTrainerTopoWarmup", {"plateau_final_anneal": 0.0}),
+    "TopoWarmup~seedplateau": ("nnUNetTrainerTopoWarmup", {
+        "plateau_metric": "val_loss", "plateau_patience": 8, "plateau_threshold": 1e-4,
+        "plateau_threshold_mode": "rel", "plateau_cooldown": 0, "plateau_min_lr": 1e-6, "plateau_final_anneal": 0.0}),
+}  # fmt: skip
+"""The default TopoWarmup (its own schedule defaults, no budget scaling) and its schedule without the final anneal /
+with the original recipe's plateau, for ``--demo-budget``."""
+DEMO_BUDGET = {"cases": 10, "folds": 3, "test_cases": 6, "shape": [64, 64, 64], "epochs": 25, "iterations": 25,
+               "val_iterations": 4, "warmup_epochs": 5, "features": [4, 8, 16]}  # fmt: skip
+"""``nnunetv2_topo demo``'s budget (DemoOptions, its reduced plans) with 6 held-out test cases."""
 
 CPU_LAUNCHER = (
     "import sys, torch; torch.set_num_threads(1); "
@@ -105,7 +117,8 @@ def _synth_cmd(out: Path, cases: int, shape: list, seed: int, regime: str) -> li
             "--seed", seed, "--regime", regime, "--quiet"]  # fmt: skip
 
 
-def prepare_dataset(work: str, regime: str, seed: int, cases: int, shape: list, folds: int) -> str:
+def prepare_dataset(work: str, regime: str, seed: int, cases: int, shape: list, folds: int,
+                    features: tuple = (8, 16, 32)) -> str:  # fmt: skip
     """synth -> convert -> plan/preprocess -> reduced plans for one (regime, data seed); returns the dataset name."""
     from nnunetv2_topo.plans import make_reduced_plans
 
@@ -125,7 +138,7 @@ def prepare_dataset(work: str, regime: str, seed: int, cases: int, shape: list, 
     plan_env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
     run_logged([BIN / "nnUNetv2_plan_and_preprocess", "-d", did, "-c", "3d_fullres", "-np", "1"], plan_env,
          logs / f"plan_{name}.log")  # fmt: skip
-    make_reduced_plans(pre, name=PLANS, features=(8, 16, 32), patch=(32, 32, 32), batch=2)
+    make_reduced_plans(pre, name=PLANS, features=tuple(features), patch=(32, 32, 32), batch=2)
     return name
 
 
@@ -167,16 +180,17 @@ def run_model(task: dict) -> dict:
     plans, device = task.get("plans", PLANS), task.get("device", "cpu")
     model = Path(env["nnUNet_results"]) / dataset / f"{trainer}__{plans}__3d_fullres"
     fold = model / "fold_0"
-    if fold.exists():
-        shutil.rmtree(fold)
     logs = work / "logs"
+    reuse = task.get("reuse_trained") and (fold / "checkpoint_final.pth").is_file()
+    if fold.exists() and not reuse:
+        shutil.rmtree(fold)
     if device == "cpu":
         cmd = [sys.executable, "-c", CPU_LAUNCHER, dataset, trainer, plans]
     else:  # nnU-Net's own command on the GPU (data augmentation workers as nnU-Net sets them)
         cmd = [BIN / "nnUNetv2_train", dataset, "3d_fullres", "0", "-tr", trainer, "-p", plans, "-device", device,
                "--npz"]  # fmt: skip
         env = {k: v for k, v in env.items() if k != "nnUNet_n_proc_DA"}
-    train_s = run_logged(cmd, env, logs / f"train_{tag}.log")
+    train_s = math.nan if reuse else run_logged(cmd, env, logs / f"train_{tag}.log")
 
     t0 = time.time()
     gt_dir = work / "nnUNet_preprocessed" / dataset / "gt_segmentations"
@@ -184,7 +198,7 @@ def run_model(task: dict) -> dict:
     if tuned.exists():
         tuned.unlink()
     tune_cmd = [BIN / "nnunetv2_topo", "tune", "--input", fold / "validation", "--gt", gt_dir, "--output", tuned]
-    run_logged([*tune_cmd, "-np", "0", "--quiet"], env, logs / f"tune_{tag}.log")
+    run_logged([*tune_cmd, "-np", "0", "--quiet", "--overwrite"], env, logs / f"tune_{tag}.log")
     tune_s = time.time() - t0
 
     import torch
@@ -367,9 +381,29 @@ def main(argv: list[str] | None = None) -> int:
                         "nnUNetPlans = nnU-Net's own, for a GPU run at real size)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: clDice and nnUNetTrainer, seed 0, "
                         "nominal, 6 cases of 40³, 6 epochs x 5 iterations")  # fmt: skip
+    parser.add_argument("--demo-budget", action="store_true", help="the demo's budget: 10 cases of 64³ (3 folds), "
+                        "its reduced plans (4/8/16 features), 25 epochs x 25 iterations, warmup 5, 6 test cases; "
+                        "TopoWarmup with its own schedule defaults (no budget scaling) against nnUNetTrainer, seeds "
+                        "0-2 unless --seeds/--variants say otherwise")  # fmt: skip
+    parser.add_argument("--reuse-trained", action="store_true", help="a model whose fold already holds "
+                        "checkpoint_final.pth is not trained again (only tuned and tested; train s = nan)")  # fmt: skip
     parser.add_argument("--report", action="store_true", help="only print the table of the results so far")
     args = parser.parse_args(argv)
     work = Path(args.work).resolve()
+    features = (8, 16, 32)
+    schedule_scaled = True
+    if args.demo_budget:
+        d = DEMO_BUDGET
+        if args.variants == list(VARIANTS):
+            args.variants = ["nnUNetTrainer", "TopoWarmup", "TopoWarmup~noanneal"]
+        if args.seeds == [0, 1, 2, 3, 4]:
+            args.seeds = [0, 1, 2]
+        args.regimes = ["nominal"] if args.regimes == list(REGIMES) else args.regimes
+        args.cases, args.folds, args.test_cases, args.shape = d["cases"], d["folds"], d["test_cases"], d["shape"]
+        args.epochs, args.iterations, args.val_iterations = d["epochs"], d["iterations"], d["val_iterations"]
+        features, schedule_scaled = tuple(d["features"]), False
+        if args.work == parser.get_default("work"):
+            work = work.with_name(work.name + "_demo_budget")
     if args.report:
         print(report(work))
         png = plot(work)
@@ -380,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         args.cases, args.folds, args.test_cases, args.shape = 6, 3, 2, [40, 40, 40]
         args.epochs, args.iterations, args.val_iterations = 6, 5, 1
         work = work.with_name(work.name + "_quick")
-    known = {**VARIANTS, **FIXES}
+    known = {**VARIANTS, **FIXES, **SCHEDULES}
     unknown = [v for v in args.variants if v not in known]
     if unknown:
         raise SystemExit(f"unknown --variants {unknown}; choose from {', '.join(known)}")
@@ -392,10 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     budget = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations,
               "num_val_iterations_per_epoch": args.val_iterations}  # fmt: skip
     schedule = {"warmup_epochs": max(1, args.epochs // 10), "plateau_patience": max(1, args.epochs // 10)}
+    if not schedule_scaled:  # the demo's configuration: only the warmup is set, the rest are the trainer's defaults
+        schedule = {"warmup_epochs": DEMO_BUDGET["warmup_epochs"]}
     t_start = time.time()
     ctx = get_context("spawn")
     with ProcessPoolExecutor(args.jobs, mp_context=ctx) as pool:
-        data = {(r, s): pool.submit(prepare_dataset, str(work), r, s, args.cases, args.shape, args.folds)
+        data = {(r, s): pool.submit(prepare_dataset, str(work), r, s, args.cases, args.shape, args.folds, features)
                 for s in args.seeds for r in args.regimes}  # fmt: skip
         tests = {r: prepare_test_set(work, r, args.test_cases, args.shape) for r in args.regimes}
         names = {k: f.result() for k, f in data.items()}
@@ -411,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                     config = {**budget, **(schedule if topo else {}), **extra, "seed": seed}
                     task = {"work": str(work), "label": label, "trainer": trainer, "config": config,
                             "regime": regime, "seed": seed, "dataset": names[(regime, seed)],
-                            "test_dir": str(tests[regime]), "plans": args.plans, "device": args.device}  # fmt: skip
+                            "test_dir": str(tests[regime]), "plans": args.plans, "device": args.device,
+                            "reuse_trained": args.reuse_trained}  # fmt: skip
                     futures[pool.submit(run_model, task)] = f"{label}@{regime}{seed}"
         for done, fut in enumerate(as_completed(futures), 1):
             tag = futures[fut]

@@ -16,7 +16,8 @@ def _optimizer(lr: float = 1.0) -> torch.optim.Optimizer:
 
 
 def _config(**overrides) -> dict:
-    base = {"initial_lr": 1.0, "warmup_epochs": 0, "plateau_patience": 0, "plateau_factor": 0.5}
+    base = {"initial_lr": 1.0, "warmup_epochs": 0, "plateau_patience": 0, "plateau_factor": 0.5,
+            "plateau_metric": "val_loss", "plateau_cooldown": 0, "plateau_final_anneal": 0.0}  # fmt: skip
     return resolve_config({**base, **overrides})
 
 

@@ -28,8 +28,15 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_defaults_are_the_issue_values() -> None:
     cfg = C.resolve_config()
     assert cfg["initial_lr"] == 1e-2 and cfg["weight_decay"] == 3e-5 and cfg["optimizer"] == "sgd"
-    assert cfg["warmup_epochs"] == 10 and cfg["plateau_metric"] == "val_loss"
-    assert (cfg["plateau_factor"], cfg["plateau_patience"], cfg["plateau_min_lr"]) == (0.5, 8, 1e-6)
+    assert cfg["warmup_epochs"] == 10 and cfg["plateau_metric"] == "val_loss_ema"
+    # the schedule chosen on simulated logs (benchmarks/schedule_replay.py, docs/explanation/lr-schedule.md)
+    assert (cfg["plateau_factor"], cfg["plateau_patience"], cfg["plateau_min_lr"]) == (0.5, 20, 1e-5)
+    assert (cfg["plateau_ema_smoothing"], cfg["plateau_threshold"], cfg["plateau_threshold_mode"]) == (
+        0.95,
+        1e-3,
+        "abs",
+    )
+    assert (cfg["plateau_cooldown"], cfg["plateau_final_anneal"]) == (10, 0.2)
     assert cfg["grad_clip_norm"] == 2.0 and cfg["grad_norm_log_every"] == 50 and cfg["max_consecutive_skips"] == 20
     assert cfg["loss_weights"] == C.DEFAULT_LOSS_WEIGHTS == {"ce": 1.0, "dice": 1.0, "cldice": 0.5}
     five_terms = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
@@ -38,11 +45,12 @@ def test_defaults_are_the_issue_values() -> None:
 
 def test_variant_defaults_merge_along_the_class_hierarchy() -> None:
     assert nnUNetTrainerTopoWarmup.merged_topo_defaults() == {}
-    assert nnUNetTrainerTopoWarmup_250epochs.merged_topo_defaults() == {"num_epochs": 250}
+    assert nnUNetTrainerTopoWarmup_250epochs.merged_topo_defaults() == {"num_epochs": 250, "warmup_epochs": 10}
     assert nnUNetTrainerTopoWarmup_AdamW.merged_topo_defaults() == {
         "optimizer": "adamw",
         "initial_lr": 1e-4,
         "weight_decay": 1e-5,
+        "plateau_min_lr": 1e-7,
     }
     cfg = C.resolve_config(None, nnUNetTrainerTopoWarmup_SkelRecall.merged_topo_defaults())
     assert cfg["loss_weights"] == {"ce": 1.0, "dice": 1.0, "skeleton_recall": 1.0}

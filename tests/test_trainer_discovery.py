@@ -46,7 +46,7 @@ def test_all_variants_exported() -> None:
     assert set(trainers.__all__) == EXPECTED_NAMES
     for n in (5, 50, 100, 250, 500, 2000, 4000):
         cls = getattr(trainers, f"nnUNetTrainerTopoWarmup_{n}epochs")
-        assert cls.merged_topo_defaults() == {"num_epochs": n}
+        assert cls.merged_topo_defaults() == {"num_epochs": n, "warmup_epochs": min(10, max(1, n // 10))}
         assert cls.__qualname__ == cls.__name__ == f"nnUNetTrainerTopoWarmup_{n}epochs"
         assert issubclass(cls, trainers.nnUNetTrainerTopoWarmup)
 

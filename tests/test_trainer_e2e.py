@@ -90,8 +90,9 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
     # the final validation reads nnU-Net's gt_segmentations copy, which now has the raw labels' spacing sidecars
     assert "no spacing file found" not in first.stdout + first.stderr
     log = ckpt["logging"]
-    assert log["lrs"] == pytest.approx([0.005, 0.01, 0.01, 0.01, 0.01])
-    assert ckpt["topo_state"]["lr_scheduler"]["num_plateau_steps"] == 3  # epochs 2, 3, 4, after validation
+    # warmup 2, plateau, the final anneal over round(0.2 * 5) = 1 epoch: 0.01 * 1/2
+    assert log["lrs"] == pytest.approx([0.005, 0.01, 0.01, 0.01, 0.005])
+    assert ckpt["topo_state"]["lr_scheduler"]["num_plateau_steps"] == 2  # epochs 2, 3 (not in the anneal)
     saved = json.loads((fold / "topo_config.json").read_text())
     assert saved["trainer"] == trainer and saved["config"]["num_epochs"] == 5
     assert saved["config"]["focal_alpha"] == 0.25  # the loss API's default, recorded as used
@@ -110,14 +111,15 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
     assert [e for e, v in enumerate(log["val_score"]) if v == v] == [1, 3]
     assert "this epoch's EMA weights" in text and (fold / "checkpoint_best_score.pth").is_file()
 
-    # --c with more epochs continues the same schedule (patience 8: no reduction yet); a changed LR is refused
+    # --c with more epochs continues the same schedule (patience 20: no reduction yet; the plateau's LR, not the
+    # annealed LR the optimizer was saved with, then the anneal at the new end); a changed LR is refused
     refused = _train(nnunet_data, trainer, {**config, "num_epochs": 7, "initial_lr": 0.1}, "--c", ok=False)
     assert "--c would change the configuration this run was trained with: initial_lr: 0.01 -> 0.1" in refused.stderr
     _train(nnunet_data, trainer, {**config, "num_epochs": 7}, "--c")
     resumed = _final(fold)
     assert resumed["current_epoch"] == 7
-    assert resumed["logging"]["lrs"] == pytest.approx([0.005] + [0.01] * 6)
-    assert resumed["topo_state"]["lr_scheduler"]["num_plateau_steps"] == 5
+    assert resumed["logging"]["lrs"] == pytest.approx([0.005, 0.01, 0.01, 0.01, 0.005, 0.01, 0.005])
+    assert resumed["topo_state"]["lr_scheduler"]["num_plateau_steps"] == 3
     assert resumed["logging"]["train_losses"][:5] == pytest.approx(log["train_losses"])
     resumed_rounds = resumed["topo_state"]["score_rounds"]
     assert resumed_rounds["records"][:2] == rounds["records"] and resumed_rounds["records"][2]["epoch"] == 5
@@ -193,7 +195,7 @@ def test_epoch_variant_uses_its_epoch_count(nnunet_data: SimpleNamespace) -> Non
     _train(nnunet_data, trainer, {"num_iterations_per_epoch": 1, "num_val_iterations_per_epoch": 1, "warmup_epochs": 3})
     ckpt = _final(_fold(nnunet_data, trainer))
     assert ckpt["current_epoch"] == 5
-    assert ckpt["logging"]["lrs"] == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2, 1e-2])
+    assert ckpt["logging"]["lrs"] == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2, 1e-2 / 2])  # anneal: 1 epoch
 
 
 def test_epoch_variant_refuses_another_epoch_count(nnunet_data: SimpleNamespace) -> None:

@@ -32,6 +32,12 @@ LOOP = {
     "plateau_patience": 0,
     "plateau_factor": 0.5,
     "plateau_min_lr": 1e-5,
+    # torch's own plateau settings (the replay below is bare ReduceLROnPlateau), no anneal or early stop
+    "plateau_cooldown": 0,
+    "plateau_threshold": 1e-4,
+    "plateau_threshold_mode": "rel",
+    "plateau_final_anneal": 0.0,
+    "plateau_early_stop": False,
     "seed": 0,
 }
 

@@ -22,6 +22,7 @@ ORIGINAL = {
     "initial_lr": 1e-3,
     "warmup_epochs": 0,
     "plateau_patience": 1,
+    "plateau_metric": "val_loss",  # the raw loss: the assertions read its best value
 }
 
 

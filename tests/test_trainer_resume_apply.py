@@ -24,6 +24,8 @@ ORIGINAL = {
     "weight_decay": 3e-5,
     "warmup_epochs": 0,
     "plateau_patience": 0,
+    "plateau_metric": "val_loss",  # every worse epoch counts (the default follows an EMA, with a cooldown)
+    "plateau_cooldown": 0,
     "seed": 0,
 }
 

@@ -162,7 +162,14 @@ def test_five_term_trainer_epoch_logs_every_term(tmp_path, monkeypatch) -> None:
 
 
 VAL_LOSSES = [0.9, 0.8, 0.7, 0.7, 0.71, 0.6, 0.65, 0.66, 0.64, 0.5, 0.55, 0.55, 0.55, 0.56]
-RESUME_CONFIG = {"warmup_epochs": 3, "plateau_patience": 1, "plateau_factor": 0.5, "initial_lr": 0.01}
+RESUME_CONFIG = {
+    "warmup_epochs": 3,
+    "plateau_patience": 1,
+    "plateau_factor": 0.5,
+    "initial_lr": 0.01,
+    "plateau_metric": "val_loss",
+    "plateau_cooldown": 0,
+}  # fmt: skip (cuts on the raw loss)
 
 
 def test_checkpoint_resume_gives_the_same_lr_trajectory(tmp_path, monkeypatch) -> None:

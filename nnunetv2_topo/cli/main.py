@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "predict": "predict",
     "submit": "submit",
     "plot": "plot",
+    "schedule": "schedule",
     "demo": "demo",
     "kaggle-bundle": "kaggle_bundle",
 }

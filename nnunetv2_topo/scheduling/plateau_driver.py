@@ -25,7 +25,7 @@ import torch
 
 from nnunetv2_topo.scheduling.warmup_plateau import WarmupPlateauScheduler
 
-__all__ = ["PLATEAU_METRICS", "PLATEAU_MODES", "PlateauDriver", "smoothed"]
+__all__ = ["PLATEAU_METRICS", "PLATEAU_MODES", "EarlyStop", "PlateauDriver", "final_anneal_epochs", "smoothed"]
 
 PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice", "val_score")
 """Signals the plateau scheduler can follow (the ``plateau_metric`` key)."""
@@ -35,6 +35,17 @@ PLATEAU_MODES: dict[str, str] = {"val_loss": "min", "val_loss_ema": "min", "ema_
 
 ROUND_METRICS: frozenset[str] = frozenset({"val_score"})
 """Signals that arrive once per scoring round, not once per epoch."""
+
+
+class EarlyStop(Exception):  # noqa: N818 (a signal, not an error)
+    """Raised by the trainer at the end of an epoch after which :meth:`PlateauDriver.should_stop` holds; its
+    ``run_training`` ends the run as a finished one (``on_train_end``: ``checkpoint_final.pth``, final validation)."""
+
+
+def final_anneal_epochs(config: Mapping[str, Any]) -> int:
+    """Epochs of the final anneal of a configuration: ``round(plateau_final_anneal * num_epochs)`` (0 without the
+    key)."""
+    return int(round(float(config.get("plateau_final_anneal", 0.0)) * int(config["num_epochs"])))
 
 
 def smoothed(previous: float, value: float, smoothing: float) -> float:
@@ -56,7 +67,10 @@ class PlateauDriver:
         warmup_epochs: linear warmup epochs (0: none).
         metric: one of :data:`PLATEAU_METRICS`.
         factor, patience, min_lr, cooldown, threshold, threshold_mode: ``ReduceLROnPlateau``'s settings.
+        num_epochs, anneal_epochs: the final linear anneal over the last ``anneal_epochs`` of ``num_epochs`` epochs
+            (:func:`~nnunetv2_topo.scheduling.warmup_plateau.anneal_factor`; 0: none).
         ema_smoothing: ``val_loss_ema = s * previous + (1 - s) * val_loss`` (0: no smoothing).
+        early_stop: :meth:`should_stop` may end the run once the LR sits at ``min_lr`` without improvement.
         log: where the LR-cut messages go (``print`` by default; the trainer passes its log file).
     """
 
@@ -73,7 +87,10 @@ class PlateauDriver:
         cooldown: int = 0,
         threshold: float = 1e-4,
         threshold_mode: str = "rel",
+        num_epochs: int | None = None,
+        anneal_epochs: int = 0,
         ema_smoothing: float = 0.9,
+        early_stop: bool = False,
         log: Callable[[str], None] | None = None,
     ) -> None:
         if metric not in PLATEAU_MODES:
@@ -82,6 +99,7 @@ class PlateauDriver:
             raise ValueError(f"ema_smoothing must lie in [0, 1), got {ema_smoothing}")
         self.metric = metric
         self.ema_smoothing = float(ema_smoothing)
+        self.early_stop = bool(early_stop)
         self.scheduler = WarmupPlateauScheduler(
             optimizer,
             base_lr=base_lr,
@@ -93,6 +111,8 @@ class PlateauDriver:
             threshold=threshold,
             threshold_mode=threshold_mode,
             cooldown=cooldown,
+            num_epochs=num_epochs,
+            anneal_epochs=anneal_epochs,
         )
         self.val_loss_ema = math.nan
         """The EMA of the validation loss after the last :meth:`end_epoch` (NaN before the first finite loss)."""
@@ -115,7 +135,10 @@ class PlateauDriver:
             cooldown=config["plateau_cooldown"],
             threshold=config.get("plateau_threshold", 1e-4),
             threshold_mode=config.get("plateau_threshold_mode", "rel"),
+            num_epochs=config["num_epochs"],
+            anneal_epochs=final_anneal_epochs(config),
             ema_smoothing=config["plateau_ema_smoothing"],
+            early_stop=config.get("plateau_early_stop", False),
             log=log,
         )
 
@@ -141,7 +164,26 @@ class PlateauDriver:
         """``warmup i/n`` or ``plateau phase``, for the epoch log."""
         if self.scheduler.in_warmup(epoch):
             return f"warmup {epoch + 1}/{self.scheduler.warmup_epochs}"
+        if self.scheduler.in_anneal(epoch):
+            start, end = self.scheduler.anneal_start, self.scheduler.num_epochs
+            return f"final anneal {epoch - start + 1}/{end - start}"
         return "plateau phase"
+
+    def should_stop(self) -> bool:
+        """With ``early_stop``: True once the LR has sat at ``plateau_min_lr`` for more than ``plateau_patience``
+        plateau steps without improvement (:meth:`WarmupPlateauScheduler.should_stop`); identical on every DDP rank
+        (the signal is). The trainer then ends the run after this epoch (:class:`EarlyStop`)."""
+        return self.early_stop and self.scheduler.should_stop()
+
+    def stop_message(self, epoch: int) -> str:
+        """The log line of an early stop after ``epoch``."""
+        s = self.scheduler
+        return (
+            f"Early stop after epoch {epoch}: the LR has sat at plateau_min_lr {s.plateau.min_lrs[0]:g} for "
+            f"{s.floor_bad_epochs} {self.unit} without improvement of {self.metric} (> plateau_patience "
+            f"{s.plateau.patience}); ending the run as finished (checkpoint_final.pth, final validation). "
+            "plateau_early_stop: false trains every epoch"
+        )
 
     def signal_value(self, val_loss: float, ema_fg_dice: float | None = None, val_score: float | None = None) -> float:
         """The value of the followed signal for these observations (``val_loss_ema``: the current EMA, so call it
@@ -188,6 +230,8 @@ class PlateauDriver:
         """The plateau's state after ``epoch`` for the epoch log (None during warmup)."""
         if self.scheduler.in_warmup(epoch):
             return None
+        if self.scheduler.in_anneal(epoch):
+            return f"final anneal: lr {self.current_lr():.4g} (the plateau is not stepped)"
         plateau = self.scheduler.plateau
         return (
             f"plateau ({self.metric}): best {plateau.best:.4g}, {self.unit} without improvement "

@@ -1,4 +1,4 @@
-"""Per-epoch linear warmup followed by ``ReduceLROnPlateau`` on a validation metric.
+"""Per-epoch linear warmup, ``ReduceLROnPlateau`` on a validation metric, and an optional final linear anneal.
 
 nnU-Net's ``on_train_epoch_start`` calls ``lr_scheduler.step(current_epoch)``. A ``ReduceLROnPlateau`` stepped there
 takes the epoch number as its metric and silently halves the LR every ``patience + 1`` epochs. This scheduler
@@ -8,6 +8,11 @@ therefore has two explicit entry points instead of ``step``:
 * :meth:`WarmupPlateauScheduler.step_metric` once per epoch **after validation** with the (all-gathered) metric.
 
 Calling ``step`` raises a ``TypeError`` that explains this, so the trap cannot be walked into by accident.
+
+The last ``anneal_epochs`` epochs of a run of ``num_epochs`` anneal linearly from the plateau's LR towards 0
+(:func:`anneal_factor`; the plateau is not stepped then), so a run ends at a small LR as nnU-Net's poly schedule does
+even when the plateau never cut. :meth:`WarmupPlateauScheduler.should_stop` says when the LR has sat at ``min_lr``
+for ``patience`` epochs without improvement (nothing left to gain from more epochs of this schedule).
 """
 
 from __future__ import annotations
@@ -17,7 +22,17 @@ from typing import Any, Literal
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-__all__ = ["WarmupPlateauScheduler", "warmup_lr"]
+__all__ = ["WarmupPlateauScheduler", "anneal_factor", "warmup_lr"]
+
+
+def anneal_factor(epoch: int, num_epochs: int, anneal_epochs: int) -> float:
+    """LR multiplier of ``epoch`` in the final anneal: 1 before the last ``anneal_epochs`` epochs, then
+    ``(num_epochs - epoch) / (anneal_epochs + 1)`` (linear, ``A/(A+1)`` in the first annealed epoch, ``1/(A+1)`` in
+    the last one: no epoch is spent at LR 0)."""
+    start = num_epochs - anneal_epochs
+    if anneal_epochs <= 0 or epoch < start:
+        return 1.0
+    return max(num_epochs - epoch, 1) / (anneal_epochs + 1)
 
 
 def warmup_lr(base_lr: float, epoch: int, warmup_epochs: int) -> float:
@@ -39,9 +54,13 @@ class WarmupPlateauScheduler:
         factor: LR multiplier on a plateau, in (0, 1).
         patience: epochs without improvement tolerated before reducing.
         min_lr: lower bound of the LR.
-        threshold: improvement needed to count as better (torch's default: relative 1e-4).
-        threshold_mode: ``"rel"`` (a fraction of the best value) or ``"abs"`` (in the signal's units).
+        threshold: improvement needed to count as better.
+        threshold_mode: ``"abs"``: better means ``value < best - threshold`` (mode min); ``"rel"``: ``value <
+            best * (1 - threshold)`` (torch's default; with a negative loss, as nnU-Net's Dice terms give, a
+            slightly *worse* value counts as better).
         cooldown: epochs after a reduction during which bad epochs are not counted.
+        num_epochs: length of the run (needed by the final anneal; ``None``: no anneal).
+        anneal_epochs: the last this many epochs anneal linearly from the plateau's LR (:func:`anneal_factor`).
     """
 
     def __init__(
@@ -56,6 +75,8 @@ class WarmupPlateauScheduler:
         threshold: float = 1e-4,
         cooldown: int = 0,
         threshold_mode: Literal["rel", "abs"] = "rel",
+        num_epochs: int | None = None,
+        anneal_epochs: int = 0,
     ) -> None:
         if base_lr <= 0:
             raise ValueError(f"base_lr must be > 0, got {base_lr}")
@@ -65,6 +86,8 @@ class WarmupPlateauScheduler:
             raise ValueError(f"factor must lie in (0, 1), got {factor}")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if anneal_epochs < 0 or (anneal_epochs > 0 and num_epochs is None):
+            raise ValueError(f"anneal_epochs must be >= 0 and needs num_epochs, got {anneal_epochs}, {num_epochs}")
         self.optimizer = optimizer
         self.base_lr = float(base_lr)
         self.warmup_epochs = int(warmup_epochs)
@@ -78,36 +101,81 @@ class WarmupPlateauScheduler:
             threshold_mode=threshold_mode,
             cooldown=cooldown,
         )
+        self.num_epochs = None if num_epochs is None else int(num_epochs)
+        self.anneal_epochs = int(anneal_epochs)
         self.last_started_epoch: int | None = None
         self.num_plateau_steps = 0
         self.num_reductions = 0
+        self.floor_bad_epochs = 0
+        """Plateau steps in a row at ``min_lr`` without improvement (:meth:`should_stop`)."""
 
     # ------------------------------------------------------------------ hooks
     def in_warmup(self, epoch: int) -> bool:
         """True while ``epoch`` is a warmup epoch (the plateau scheduler is not stepped then)."""
         return epoch < self.warmup_epochs
 
+    @property
+    def anneal_start(self) -> int | None:
+        """First epoch of the final anneal (``None`` without one)."""
+        if self.anneal_epochs <= 0 or self.num_epochs is None:
+            return None
+        return max(self.num_epochs - self.anneal_epochs, self.warmup_epochs)
+
+    def in_anneal(self, epoch: int) -> bool:
+        """True in the final anneal (the plateau scheduler is not stepped then)."""
+        start = self.anneal_start
+        return start is not None and epoch >= start
+
+    def plateau_lr(self) -> float:
+        """The plateau's LR (before the anneal factor), i.e. the LR the anneal starts from."""
+        return float(self.plateau._last_lr[0]) if self.num_plateau_steps else self.base_lr
+
     def start_epoch(self, epoch: int) -> float:
-        """Set the LR for ``epoch`` (warmup epochs, and the first epoch after warmup); return the LR in use."""
+        """Set the LR for ``epoch`` (warmup epochs, the first epoch after warmup, anneal epochs); return the LR in
+        use."""
         self.last_started_epoch = int(epoch)
         if self.in_warmup(epoch):
             self._set_lr(warmup_lr(self.base_lr, epoch, self.warmup_epochs))
-        elif epoch == self.warmup_epochs and self.num_plateau_steps == 0:
+        elif self.in_anneal(epoch):
+            assert self.num_epochs is not None
+            self._set_lr(self.plateau_lr() * anneal_factor(epoch, self.num_epochs, self.num_epochs - self.anneal_start))
+        elif self.num_plateau_steps == 0:
             # first post-warmup epoch: the plateau phase starts from exactly base_lr
             self._set_lr(self.base_lr)
+        else:
+            # the plateau's own LR (after a resume the optimizer may hold a warmup or anneal LR)
+            for group, lr in zip(self.optimizer.param_groups, self.plateau._last_lr):
+                group["lr"] = float(lr)
         return self.get_last_lr()[0]
 
+    def should_stop(self) -> bool:
+        """True once the plateau has cut to ``min_lr`` and then seen ``patience`` more epochs without improvement
+        (never during warmup or the final anneal). Identical on every DDP rank when the metric is."""
+        if self.num_plateau_steps == 0 or self.in_anneal(self.last_started_epoch or 0):
+            return False
+        return self.floor_bad_epochs > self.plateau.patience
+
+    def _at_floor(self) -> bool:
+        return all(lr <= m + self.plateau.eps for lr, m in zip(self.plateau._last_lr, self.plateau.min_lrs))
+
     def step_metric(self, epoch: int, value: float) -> bool:
-        """Feed the validation metric of ``epoch``; steps the plateau scheduler only after warmup.
+        """Feed the validation metric of ``epoch``; steps the plateau scheduler only after warmup and before the
+        final anneal.
 
         ``value`` must be identical on every DDP rank (nnU-Net's ``val_losses`` / ``ema_fg_dice`` are). Returns
         True when the LR was reduced.
         """
-        if self.in_warmup(epoch):
-            return False
+        started = self.last_started_epoch
+        if self.in_warmup(epoch) or self.in_anneal(epoch) or (started is not None and self.in_anneal(started)):
+            return False  # (a scoring round of an earlier epoch may arrive during the anneal)
         before = [g["lr"] for g in self.optimizer.param_groups]
+        best_before = self.plateau.best
         self.plateau.step(float(value))
         self.num_plateau_steps += 1
+        # torch resets its bad-epoch counter when it "reduces" at min_lr: count the epochs at the floor here
+        at_floor = self._at_floor() and all(b <= m + self.plateau.eps for b, m in zip(before, self.plateau.min_lrs))
+        improved = self.plateau.best != best_before
+        self.floor_bad_epochs = self.floor_bad_epochs + 1 if at_floor and not improved else 0
         reduced = any(g["lr"] < b for g, b in zip(self.optimizer.param_groups, before))
         self.num_reductions += int(reduced)
         return reduced
@@ -131,6 +199,7 @@ class WarmupPlateauScheduler:
             "last_started_epoch": self.last_started_epoch,
             "num_plateau_steps": self.num_plateau_steps,
             "num_reductions": self.num_reductions,
+            "floor_bad_epochs": self.floor_bad_epochs,
             "plateau": self.plateau.state_dict(),
         }
 
@@ -146,6 +215,7 @@ class WarmupPlateauScheduler:
         self.last_started_epoch = state["last_started_epoch"]
         self.num_plateau_steps = int(state["num_plateau_steps"])
         self.num_reductions = int(state["num_reductions"])
+        self.floor_bad_epochs = int(state.get("floor_bad_epochs", 0))
         saved = state["plateau"]
         if saved.get("mode") != self.plateau.mode:
             # a metric switch (val_loss <-> ema_fg_dice) on resume: the saved best value means nothing any more
@@ -154,6 +224,12 @@ class WarmupPlateauScheduler:
         for key in self._PLATEAU_COUNTERS:
             if key in saved:
                 setattr(self.plateau, key, saved[key])
+        old_base = float(state.get("base_lr", self.base_lr))
+        if old_base != self.base_lr and "_last_lr" in saved:
+            # a new base LR on resume scales the plateau's LR alike: its cuts are kept (start_epoch applies it)
+            self.plateau._last_lr = [
+                max(float(lr) * self.base_lr / old_base, m) for lr, m in zip(saved["_last_lr"], self.plateau.min_lrs)
+            ]
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

@@ -112,24 +112,49 @@ KEYS: dict[str, Key] = {
     ),
     "plateau_metric": Key(
         " | ".join(PLATEAU_METRICS),
-        "val_loss",
+        "val_loss_ema",
         "metric of ReduceLROnPlateau (val_loss, val_loss_ema: mode min; ema_fg_dice, val_score: mode max; "
         "val_score steps once per scoring round and needs score_every_epochs > 0)",
         _choice(*PLATEAU_METRICS),
     ),
     "plateau_ema_smoothing": Key(
         "float in [0, 1)",
-        0.9,
-        "val_loss_ema = s * previous + (1 - s) * val_loss of the epoch (0 = no smoothing)",
+        0.95,
+        "val_loss_ema = s * previous + (1 - s) * val_loss of the epoch (EMA alpha = 1 - s; 0 = no smoothing)",
         _number,
         _half_open_unit,
     ),
-    "plateau_patience": Key("int >= 0", 8, "epochs without improvement before a reduction", _integer, _non_negative),
+    "plateau_patience": Key("int >= 0", 20, "epochs without improvement before a reduction", _integer, _non_negative),
+    "plateau_threshold": Key(
+        "float >= 0", 1e-3, "improvement of the metric needed to count as better", _number, _non_negative
+    ),
+    "plateau_threshold_mode": Key(
+        "abs | rel",
+        "abs",
+        "abs: better = beyond best by plateau_threshold; rel: beyond best * (1 -+ plateau_threshold) (torch's rel; "
+        "on a negative loss a slightly worse value counts as better)",
+        _choice("abs", "rel"),
+    ),
     "plateau_cooldown": Key(
-        "int >= 0", 0, "epochs after a reduction before bad epochs count again", _integer, _non_negative
+        "int >= 0", 10, "epochs after a reduction before bad epochs count again", _integer, _non_negative
     ),
     "plateau_factor": Key("float in (0, 1)", 0.5, "LR multiplier on a plateau", _number, _open_unit),
-    "plateau_min_lr": Key("float >= 0", 1e-6, "lower bound of the LR", _number, _non_negative),
+    "plateau_min_lr": Key("float >= 0", 1e-5, "lower bound of the plateau's LR", _number, _non_negative),
+    "plateau_early_stop": Key(
+        "bool",
+        True,
+        "end the run (as finished: checkpoint_final.pth, final validation) once the LR has sat at plateau_min_lr "
+        "for more than plateau_patience epochs without improvement",
+        _boolean,
+    ),
+    "plateau_final_anneal": Key(
+        "float in [0, 1)",
+        0.2,
+        "the last round(f * num_epochs) epochs anneal linearly from the plateau's LR towards 0 (the plateau is not "
+        "stepped then); 0 = off",
+        _number,
+        _half_open_unit,
+    ),
     "grad_clip_norm": Key(
         "float > 0", 2.0, "clip the total gradient norm to this (after AMP unscale)", _number, _positive
     ),

@@ -27,6 +27,7 @@ from nnunetv2_topo.trainers.config import (
 
 __all__ = [
     "config_from_environment",
+    "config_from_file",
     "config_path_from_environment",
     "load_yaml_config",
     "resume_config",
@@ -96,6 +97,24 @@ def split_directives(data: Mapping[str, Any], source: str) -> tuple[dict[str, An
     return params, directives
 
 
+def config_from_file(
+    path: str | os.PathLike | None,
+    variant_defaults: Mapping[str, Any] | None = None,
+    variant_name: str = "trainer variant",
+    fixed_keys: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Effective configuration from ``variant_defaults`` and the YAML file ``path`` (``None``: the defaults alone),
+    resolved as the trainer resolves the file of ``nnUNet_topo_config`` (``nnunetv2_topo schedule --config``)."""
+    overrides, _ = split_directives(load_yaml_config(path), str(path)) if path else ({}, {})
+    return resolve_config(
+        overrides,
+        variant_defaults,
+        source=str(path) if path else "config",
+        variant_name=variant_name,
+        fixed_keys=fixed_keys,
+    )
+
+
 def config_from_environment(
     variant_defaults: Mapping[str, Any] | None = None,
     variant_name: str = "trainer variant",
@@ -106,15 +125,7 @@ def config_from_environment(
     Returns ``(config, path_or_None)``.
     """
     path = config_path_from_environment()
-    overrides, _ = split_directives(load_yaml_config(path), path) if path else ({}, {})
-    config = resolve_config(
-        overrides,
-        variant_defaults,
-        source=str(path) if path else "config",
-        variant_name=variant_name,
-        fixed_keys=fixed_keys,
-    )
-    return config, path
+    return config_from_file(path, variant_defaults, variant_name, fixed_keys), path
 
 
 def resume_config(

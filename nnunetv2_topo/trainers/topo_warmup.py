@@ -30,6 +30,7 @@ from nnunetv2_topo.scheduling import PlateauDriver, WarmupPlateauScheduler
 from nnunetv2_topo.trainers.checkpoint import TOPO_STATE_KEY, load_checkpoint_file, nnunet_payload, write_checkpoint
 from nnunetv2_topo.trainers.diagnostics import PROGRESS_PNG, finite_mean_max, plot_progress_topo, write_progress_json
 from nnunetv2_topo.trainers.distributed import gather_objects, reduce_term_means
+from nnunetv2_topo.trainers.early_stop import EarlyStopMixin
 from nnunetv2_topo.trainers.epoch_log import EpochLog
 from nnunetv2_topo.trainers.final_validation import FinalValidation, gt_segmentations_dir
 from nnunetv2_topo.trainers.guarded_step import GuardedStep
@@ -46,7 +47,7 @@ from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
 __all__ = ["TopoLossCall", "nnUNetTrainerTopoWarmup"]
 
 
-class nnUNetTrainerTopoWarmup(ResumeMixin, nnUNetTrainer):
+class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
     """nnU-Net trainer with the topology loss (by default CE + Dice + clDice, chosen by benchmark) and a warmup ->
     ReduceLROnPlateau schedule."""
 

@@ -12,6 +12,7 @@ from nnunetv2_topo.trainers.topo_warmup import nnUNetTrainerTopoWarmup
 
 __all__ = [
     "EPOCH_VARIANTS",
+    "scaled_warmup",
     "nnUNetTrainerTopoWarmup_AdamW",
     "nnUNetTrainerTopoWarmup_DiceFocal",
     "nnUNetTrainerTopoWarmup_FiveTerm",
@@ -48,10 +49,22 @@ class nnUNetTrainerTopoWarmup_clDice(nnUNetTrainerTopoWarmup):
 class nnUNetTrainerTopoWarmup_AdamW(nnUNetTrainerTopoWarmup):
     """The original recipe's optimizer, AdamW with base LR 1e-4 and weight decay 1e-5, with the default loss."""
 
-    topo_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adamw", "initial_lr": 1e-4, "weight_decay": 1e-5}
+    topo_defaults: ClassVar[dict[str, Any]] = {
+        "optimizer": "adamw",
+        "initial_lr": 1e-4,
+        "weight_decay": 1e-5,
+        "plateau_min_lr": 1e-7,  # the default's 0.1 % of the base LR
+    }
 
 
 EPOCH_VARIANTS: tuple[int, ...] = (5, 50, 100, 250, 500, 2000, 4000)
+
+
+def scaled_warmup(num_epochs: int) -> int:
+    """Warmup of a ``_<N>epochs`` variant: the default 10 epochs, but at most a tenth of the run and at least one
+    epoch (``min(10, max(1, N // 10))``: 5 -> 1, 50 -> 5, 100 and more -> 10). The final anneal
+    (``plateau_final_anneal``) is a fraction of ``num_epochs`` and scales by itself."""
+    return min(10, max(1, num_epochs // 10))
 
 
 def _epoch_variant(num_epochs: int) -> type[nnUNetTrainerTopoWarmup]:
@@ -62,11 +75,11 @@ def _epoch_variant(num_epochs: int) -> type[nnUNetTrainerTopoWarmup]:
         name,
         (nnUNetTrainerTopoWarmup,),
         {
-            "topo_defaults": {"num_epochs": num_epochs},
+            "topo_defaults": {"num_epochs": num_epochs, "warmup_epochs": scaled_warmup(num_epochs)},
             "topo_fixed_keys": ("num_epochs",),
             "__module__": __name__,
             "__qualname__": name,
-            "__doc__": f"nnUNetTrainerTopoWarmup with {num_epochs} epochs.",
+            "__doc__": f"nnUNetTrainerTopoWarmup with {num_epochs} epochs (warmup {scaled_warmup(num_epochs)} epochs).",
         },
     )
     globals()[name] = cls

@@ -1,0 +1,208 @@
+"""``nnunetv2_topo schedule --log TRAINING_LOG``: replay the TopoWarmup LR schedule on a recorded training log."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "replay the TopoWarmup LR schedule (warmup -> plateau -> final anneal) on an nnU-Net training log"
+DESCRIPTION = f"""{HELP}.
+
+Check a schedule on last month's log before spending GPU days on it. The replay runs the trainer's own plateau
+driver (nnunetv2_topo.scheduling.PlateauDriver), built from the configuration the trainer would resolve: the
+defaults of --trainer (default nnUNetTrainerTopoWarmup), overridden by --config FILE (the YAML you would point
+nnUNet_topo_config at; the variable itself is not read here). Epoch by epoch it feeds the signal the trainer
+would watch (plateau_metric), read from the log's lines:
+
+  val_loss, val_loss_ema   the 'val_loss' lines (rounded to 4 decimals by nnU-Net; the EMA is computed as the
+                           trainer computes it)
+  ema_fg_dice              the 'Pseudo dice' lines (nnU-Net's EMA 0.9/0.1 of their mean)
+  val_score                the 'Competition score of epoch E' lines of a TopoWarmup run with scoring rounds
+
+The log may come from nnU-Net's own trainer or a TopoWarmup trainer (the LR it actually used plays no role).
+A resumed run writes one log per start: pass them all (--log fold_0/training_log_*.txt). After the log ends, the signal
+holds its last value up to --num-epochs (default: the configuration's num_epochs).
+
+Prints the epochs of every LR cut, where the LR reaches plateau_min_lr and where the final anneal starts.
+
+examples:
+  nnunetv2_topo schedule --log fold_0/training_log_2026_1_7_21_20_00.txt
+  nnunetv2_topo schedule --log fold_0/training_log_*.txt --config my_config.yaml --json lr.json --plot lr.png
+  nnunetv2_topo schedule --log old.txt --trainer nnUNetTrainerTopoWarmup_250epochs
+"""
+
+BASE_TRAINER = "nnUNetTrainerTopoWarmup"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", action="extend", nargs="+", required=True, metavar="TRAINING_LOG",
+                        help="nnU-Net's fold_X/training_log_*.txt; several files (a resumed run writes one per "
+                        "start) are read as one run")  # fmt: skip
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration (the keys of nnUNet_topo_config)")
+    parser.add_argument("--trainer", default=BASE_TRAINER, metavar="NAME",
+                        help=f"TopoWarmup trainer whose defaults to start from (default {BASE_TRAINER})")  # fmt: skip
+    parser.add_argument("--num-epochs", type=int, metavar="N", help="epochs to replay (default: num_epochs of the "
+                        "configuration); the final anneal is placed at the end of these N epochs")  # fmt: skip
+    parser.add_argument("--json", metavar="OUT", help='write {"lr": [LR of epoch 0, 1, ...], "cuts": [epochs], '
+                        '"min_lr_epoch": epoch or null, "stop_epoch": epoch or null}; the LRs run to --num-epochs '
+                        "also after an early stop (what the schedule would do without it)")  # fmt: skip
+    parser.add_argument("--plot", metavar="PNG", help="draw the signal and the LR (log axis) into this PNG")
+
+
+def _trainer_class(name: str) -> type:
+    import difflib
+
+    import nnunetv2_topo.trainers as trainers
+    from nnunetv2_topo.errors import CLIError
+
+    topo = getattr(trainers, BASE_TRAINER)
+    names = [n for n in trainers.__all__ if issubclass(getattr(trainers, n), topo)]
+    cls = getattr(trainers, name, None) if name in trainers.__all__ else None
+    if cls is None:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise CLIError(f"--trainer {name}: unknown trainer{hint}. TopoWarmup trainers: {', '.join(names)}")
+    if not issubclass(cls, topo):
+        raise CLIError(
+            f"--trainer {name}: uses nnU-Net's poly schedule, not the TopoWarmup plateau; nothing to replay. Choose "
+            f"one of {', '.join(names)}"
+        )
+    return cls
+
+
+def _check_output(flag: str, path: str) -> None:
+    from pathlib import Path
+
+    from nnunetv2_topo.errors import CLIError
+
+    parent = Path(path).resolve().parent
+    if not parent.is_dir():
+        raise CLIError(f"{flag} {path}: folder {parent} does not exist")
+
+
+def _plot(path: str, signal_name: str, signal: list[float], lrs: list[float], cuts: list[int], title: str,
+          raw: list[float] | None = None, stop: int | None = None) -> None:  # fmt: skip
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nnunetv2_topo.io import atomic_path
+
+    fig, ax = plt.subplots(figsize=(10, 5))
+    if raw is not None:
+        ax.plot(range(len(raw)), raw, color="tab:gray", lw=0.5, alpha=0.6, label="val_loss")
+    ax.plot(range(len(signal)), signal, color="tab:red", lw=0.8, label=signal_name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(signal_name)
+    ax2 = ax.twinx()
+    ax2.plot(range(len(lrs)), lrs, color="tab:blue", lw=1.5, label="learning rate")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("learning rate")
+    for cut in cuts:
+        ax2.axvline(cut + 1, color="tab:blue", lw=0.5, ls=":")
+    if stop is not None:
+        ax2.axvline(stop + 1, color="black", lw=1.0, ls="--", label=f"early stop (after epoch {stop})")
+    ax.set_title(title, fontsize=9)
+    fig.legend(loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from nnunetv2_topo.errors import CLIError
+    from nnunetv2_topo.io import atomic_write_text
+    from nnunetv2_topo.scheduling.plateau_driver import final_anneal_epochs, smoothed
+    from nnunetv2_topo.scheduling.replay import replay
+    from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs
+    from nnunetv2_topo.trainers.config import TopoConfigError, check_consistency
+    from nnunetv2_topo.trainers.config_file import config_from_file
+
+    if args.num_epochs is not None and args.num_epochs < 1:
+        raise CLIError(f"--num-epochs {args.num_epochs}: must be >= 1")
+    if args.config is not None and not Path(args.config).is_file():
+        raise CLIError(f"--config {args.config}: no such file")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            _check_output(flag, path)
+    cls = _trainer_class(args.trainer)
+    try:
+        config = config_from_file(
+            args.config,
+            cls.merged_topo_defaults(),
+            variant_name=f"{cls.__name__}.topo_defaults",
+            fixed_keys=cls.topo_fixed_keys,
+        )
+        if args.num_epochs is not None:
+            config["num_epochs"] = args.num_epochs
+        warnings = check_consistency(config, args.config or f"{cls.__name__}.topo_defaults")
+    except TopoConfigError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        log = read_training_logs(args.log)
+    except TrainingLogError as exc:
+        raise CLIError(str(exc)) from None
+    metric = config["plateau_metric"]
+    names = ", ".join(args.log)
+    if metric == "val_score" and not log.score_rounds:
+        raise CLIError(
+            f"{names}: plateau_metric is val_score but the log has no 'Competition score of epoch' lines (a "
+            "TopoWarmup run with score_every_epochs > 0 writes them); replay with another plateau_metric"
+        )
+    dice = log.ema_fg_dice()
+    if metric == "ema_fg_dice" and not any(d == d for d in dice):
+        raise CLIError(f"{names}: plateau_metric is ema_fg_dice but the log has no readable 'Pseudo dice' lines")
+
+    n = config["num_epochs"]
+    result = replay(config, log.val_loss, ema_fg_dice=dice, score_rounds=log.score_rounds, num_epochs=n)
+
+    base = config["initial_lr"]
+    for warning in warnings:
+        print(f"note (configuration): {warning}")
+    settings = ", ".join(f"{k.removeprefix('plateau_')} {config[k]}" for k in config if k.startswith("plateau_"))
+    print(f"{cls.__name__}{' + ' + args.config if args.config else ''}: initial_lr {base}, warmup "
+          f"{config['warmup_epochs']} epochs, {settings}")  # fmt: skip
+    print(f"log: {len(log.val_loss)} epochs of val_loss from {names}"
+          + (f"; held at its last value up to epoch {n - 1}" if n > len(log.val_loss) else ""))  # fmt: skip
+    if result.cuts:
+        print(f"{len(result.cuts)} LR cuts (after the validation of epoch -> LR from the next epoch):")
+        for cut in result.cuts:
+            after = result.lr[cut + 1] if cut + 1 < n else float("nan")
+            print(f"  epoch {cut:>5}: {result.lr[cut]:.4g} -> {after:.4g}")
+    else:
+        print("no LR cut")
+    if result.min_lr_epoch is not None:
+        print(f"the LR reaches plateau_min_lr {config['plateau_min_lr']:g} at epoch {result.min_lr_epoch}")
+    else:
+        print(f"the LR never reaches plateau_min_lr {config['plateau_min_lr']:g}")
+    anneal = final_anneal_epochs(config)
+    if anneal:
+        start = max(n - anneal, config["warmup_epochs"])
+        print(f"final anneal: epochs {start}-{n - 1} (from {result.lr[start]:.4g} to {result.lr[-1]:.4g})")
+    if result.stop_epoch is not None:
+        print(f"early stop: the trainer stops after epoch {result.stop_epoch} (the LR sat at plateau_min_lr without "
+              "improvement for more than plateau_patience epochs; plateau_early_stop: false trains on)")  # fmt: skip
+    high = sum(lr >= 0.1 * base for lr in result.lr)
+    print(f"{high}/{n} epochs ({100.0 * high / n:.0f} %) at >= 10 % of initial_lr")
+
+    if args.json:
+        payload = {"lr": result.lr, "cuts": result.cuts, "min_lr_epoch": result.min_lr_epoch,
+                   "stop_epoch": result.stop_epoch}  # fmt: skip
+        atomic_write_text(args.json, json.dumps(payload) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        held = log.val_loss + [log.val_loss[-1]] * max(0, n - len(log.val_loss))
+        ema = [float("nan")]
+        for value in held[:n]:
+            ema.append(smoothed(ema[-1], value, config["plateau_ema_smoothing"]))
+        signal = {"val_loss": held[:n], "val_loss_ema": ema[1:]}
+        shown = signal.get(metric, held[:n])
+        _plot(args.plot, metric if metric in signal else "val_loss", shown, result.lr, result.cuts,
+              f"{cls.__name__}: {len(result.cuts)} cuts; {names}",
+              raw=held[:n] if metric == "val_loss_ema" else None, stop=result.stop_epoch)  # fmt: skip
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,31 @@
+"""The early stop of the TopoWarmup trainers (``plateau_early_stop``), as a mixin over nnU-Net's training loop.
+
+Once the plateau driver says the LR has sat at ``plateau_min_lr`` without improvement
+(:meth:`~nnunetv2_topo.scheduling.plateau_driver.PlateauDriver.should_stop`, identical on every DDP rank), the next
+epoch does not start: the run ends as a finished one through nnU-Net's own ``on_train_end``
+(``checkpoint_final.pth``, the final validation), after the last epoch's ``on_epoch_end`` wrote its checkpoints and
+diagnostics as usual.
+"""
+
+from __future__ import annotations
+
+from nnunetv2_topo.scheduling.plateau_driver import EarlyStop
+
+__all__ = ["EarlyStopMixin"]
+
+
+class EarlyStopMixin:
+    """Put before ``nnUNetTrainer`` in the bases; needs ``self.plateau_driver``."""
+
+    def on_epoch_start(self) -> None:
+        if self.current_epoch > 0 and self.plateau_driver.should_stop():
+            self.print_to_log_file(self.plateau_driver.stop_message(self.current_epoch - 1), also_print_to_console=True)
+            raise EarlyStop
+        super().on_epoch_start()
+
+    def run_training(self) -> None:
+        """nnU-Net's loop; an early stop ends it as a finished run."""
+        try:
+            super().run_training()
+        except EarlyStop:
+            self.on_train_end()
