@@ -61,3 +61,11 @@ def real_train_csv() -> Path:
     if not path.is_file():
         pytest.skip(f"real train.csv not found at {path} (CI keeps ../shared beside the clone)")
     return path
+
+
+@pytest.fixture
+def restore_ext_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``predict`` and ``kaggle-bundle`` list the TopoWarmup trainers in ``nnUNet_extTrainer``; a module that runs
+    them uses this fixture for every test (``pytestmark = pytest.mark.usefixtures("restore_ext_trainer")``), so the
+    variable is restored after each test."""
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)

@@ -27,6 +27,8 @@ from nnunetv2_topo.io import VolumeError, read_volume, write_tiff
 from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
 from nnunetv2_topo.volume_checks import label_map_problem, label_value_problem
 
+pytestmark = pytest.mark.usefixtures("restore_ext_trainer")
+
 
 @dataclass
 class Outcome:
@@ -555,11 +557,6 @@ def model(tmp_path_factory) -> Path:
     fingerprint = {"foreground_intensity_properties_per_channel": {"0": {"min": 20.0, "max": 230.0}}}
     (folder / "dataset_fingerprint.json").write_text(json.dumps(fingerprint))
     return folder
-
-
-@pytest.fixture(autouse=True)
-def _restore_ext_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,7 @@ from nnunetv2_topo.kaggle.models import CHECKPOINT_FIELDS, bundle_names, slim_co
 from nnunetv2_topo.kaggle.provided import DEFAULT_PROVIDED, write_stub_wheels
 from nnunetv2_topo.testing.untrained import write_untrained_model_folder as write_model_folder
 
-
-@pytest.fixture(autouse=True)
-def _restore_ext_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+pytestmark = pytest.mark.usefixtures("restore_ext_trainer")
 
 
 @pytest.fixture(scope="module")

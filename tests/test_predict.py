@@ -24,13 +24,9 @@ from nnunetv2_topo.postprocessing.fusion import LOGIT_CLAMP
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
 from nnunetv2_topo.testing.untrained import write_untrained_model_folder as write_model_folder
 
+pytestmark = pytest.mark.usefixtures("restore_ext_trainer")
+
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _restore_ext_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """predict lists the TopoWarmup trainers in nnUNet_extTrainer; restore the variable after each test."""
-    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
 
 
 @pytest.fixture(scope="module")

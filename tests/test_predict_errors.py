@@ -17,11 +17,7 @@ from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 from nnunetv2_topo.submission import SubmissionError, write_volumes_zip
 from nnunetv2_topo.testing.untrained import write_untrained_model_folder as write_model_folder
 
-
-@pytest.fixture(autouse=True)
-def _restore_ext_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """predict lists the TopoWarmup trainers in nnUNet_extTrainer; restore the variable after each test."""
-    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+pytestmark = pytest.mark.usefixtures("restore_ext_trainer")
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,13 @@ import math
 
 import pytest
 import torch
-from trainer_fixtures import make_trainer, prepare_loop, with_synthetic_data
+from trainer_fixtures import make_trainer, noisy_validation_trainer, prepare_loop
 
 from nnunetv2_topo.scheduling import warmup_lr
-from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 
 pytestmark = pytest.mark.e2e  # every test trains through nnU-Net's run_training loop
 
-# validation draws one of three batches in turn, one of them far noisier: a validation signal that goes up and
-# down like nnU-Net's from random patches
-LoopTrainer = with_synthetic_data(nnUNetTrainerTopoWarmup, val_batches=((100, 0.5), (101, 0.5), (102, 6.0)))
+LoopTrainer = noisy_validation_trainer()
 
 LOOP = {
     "loss_weights": {"ce": 1.0, "dice": 1.0},

@@ -12,8 +12,8 @@ from trainer_fixtures import (
     fold_dir,
     log_text,
     make_trainer,
+    noisy_validation_trainer,
     prepare_loop,
-    with_synthetic_data,
     write_score_dataset,
 )
 
@@ -22,7 +22,7 @@ from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 from nnunetv2_topo.trainers.config import TopoConfigError, check_consistency, resolve_config
 from nnunetv2_topo.trainers.score_rounds import BEST_SCORE_CHECKPOINT, ScoreRound, mean_scores, select_score_cases
 
-LoopTrainer = with_synthetic_data(nnUNetTrainerTopoWarmup, val_batches=((100, 0.5), (101, 0.5), (102, 6.0)))
+LoopTrainer = noisy_validation_trainer()
 
 SCORED = {
     "loss_weights": {"ce": 1.0, "dice": 1.0},

@@ -189,3 +189,11 @@ def write_score_dataset(tmp_path: Path, num_cases: int = 4, val_cases: int = 3, 
     (base / "splits_final.json").write_text(json.dumps(splits))
     (data_folder / "case.b2nd").unlink(missing_ok=True)
     return val
+
+
+def noisy_validation_trainer() -> type:
+    """TopoWarmup on synthetic data whose validation draws one of three batches in turn, one of them far noisier: a
+    validation signal that goes up and down like nnU-Net's from random patches."""
+    from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
+
+    return with_synthetic_data(nnUNetTrainerTopoWarmup, val_batches=((100, 0.5), (101, 0.5), (102, 6.0)))

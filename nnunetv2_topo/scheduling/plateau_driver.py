@@ -66,12 +66,13 @@ class PlateauDriver:
         base_lr: LR at the end of warmup (``initial_lr``).
         warmup_epochs: linear warmup epochs (0: none).
         metric: one of :data:`PLATEAU_METRICS`.
-        factor, patience, min_lr, cooldown, threshold, threshold_mode: ``ReduceLROnPlateau``'s settings.
-        num_epochs, anneal_epochs: the final linear anneal over the last ``anneal_epochs`` of ``num_epochs`` epochs
-            (:func:`~nnunetv2_topo.scheduling.warmup_plateau.anneal_factor`; 0: none).
         ema_smoothing: ``val_loss_ema = s * previous + (1 - s) * val_loss`` (0: no smoothing).
         early_stop: :meth:`should_stop` may end the run once the LR sits at ``min_lr`` without improvement.
         log: where the LR-cut messages go (``print`` by default; the trainer passes its log file).
+        **schedule: the :class:`~nnunetv2_topo.scheduling.warmup_plateau.WarmupPlateauScheduler` settings, with its
+            defaults: ``factor``, ``patience``, ``min_lr``, ``cooldown``, ``threshold``, ``threshold_mode``
+            (``ReduceLROnPlateau``'s) and ``num_epochs``, ``anneal_epochs`` (the final linear anneal over the last
+            ``anneal_epochs`` of ``num_epochs`` epochs; 0: none).
     """
 
     def __init__(
@@ -81,17 +82,10 @@ class PlateauDriver:
         base_lr: float,
         warmup_epochs: int,
         metric: str = "val_loss",
-        factor: float = 0.5,
-        patience: int = 8,
-        min_lr: float = 1e-6,
-        cooldown: int = 0,
-        threshold: float = 1e-4,
-        threshold_mode: str = "rel",
-        num_epochs: int | None = None,
-        anneal_epochs: int = 0,
         ema_smoothing: float = 0.9,
         early_stop: bool = False,
         log: Callable[[str], None] | None = None,
+        **schedule: Any,
     ) -> None:
         if metric not in PLATEAU_MODES:
             raise ValueError(f"metric must be one of {', '.join(PLATEAU_METRICS)}, got {metric!r}")
@@ -101,18 +95,7 @@ class PlateauDriver:
         self.ema_smoothing = float(ema_smoothing)
         self.early_stop = bool(early_stop)
         self.scheduler = WarmupPlateauScheduler(
-            optimizer,
-            base_lr=base_lr,
-            warmup_epochs=warmup_epochs,
-            mode=PLATEAU_MODES[metric],
-            factor=factor,
-            patience=patience,
-            min_lr=min_lr,
-            threshold=threshold,
-            threshold_mode=threshold_mode,
-            cooldown=cooldown,
-            num_epochs=num_epochs,
-            anneal_epochs=anneal_epochs,
+            optimizer, base_lr=base_lr, warmup_epochs=warmup_epochs, mode=PLATEAU_MODES[metric], **schedule
         )
         self.val_loss_ema = math.nan
         """The EMA of the validation loss after the last :meth:`end_epoch` (NaN before the first finite loss)."""
