@@ -35,6 +35,13 @@ SCORED = {
     "plateau_patience": 0,
     "plateau_factor": 0.5,
     "plateau_min_lr": 1e-5,
+    # the plateau as torch's ReduceLROnPlateau defaults have it, which replay_rounds reproduces: no cooldown,
+    # relative threshold, no final anneal, no early stop (the defaults' own behaviour is tested in test_schedule)
+    "plateau_cooldown": 0,
+    "plateau_threshold": 1e-4,
+    "plateau_threshold_mode": "rel",
+    "plateau_final_anneal": 0.0,
+    "plateau_early_stop": False,
     "score_every_epochs": 1,
     "score_num_cases": 2,
     "seed": 0,
