@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 HELP = "package trained models, wheels, submit.py and a notebook into a dataset folder for an offline Kaggle notebook"
@@ -37,14 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from nnunetv2_topo.kaggle.bundle import BundleRequest
 
     d = BundleRequest(models=(), output=Path())
-    parser.add_argument("--model", type=Path, action="append", default=[], required=True,
+    # every dest is a BundleRequest field: run() builds the request from them
+    parser.add_argument("--model", dest="models", metavar="MODEL_DIR", type=Path, action="append", default=[], required=True,
                         help="trained-model folder <trainer>__<plans>__<configuration> (repeatable)")  # fmt: skip
     parser.add_argument("--folds", nargs="+", help="folds to bundle, in every model (default: every fold with one)")
     parser.add_argument("--checkpoint", default=d.checkpoint, help="checkpoint file name (default %(default)s)")
     parser.add_argument("--config", type=Path, help="postprocess.json from tune: fusion weights and post-processing")
     parser.add_argument("--output", type=Path, required=True, help="bundle folder to create")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output")
-    parser.add_argument("--kaggle-provided", type=Path, default=d.provided, metavar="FILE",
+    parser.add_argument("--kaggle-provided", dest="provided", type=Path, default=d.provided, metavar="FILE",
                         help="NAME==VERSION lines the image has (default: Kaggle's image, see its header)")  # fmt: skip
     parser.add_argument("--python", default=d.python, help="the image's Python MAJOR.MINOR (default %(default)s)")
     parser.add_argument("--platform", default=d.platform,
@@ -63,20 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.kaggle.bundle import BundleRequest, build_bundle
     from nnunetv2_topo.kaggle.provided import BundleError
 
-    request = BundleRequest(
-        models=args.model,
-        output=args.output,
-        folds=args.folds,
-        checkpoint=args.checkpoint,
-        config=args.config,
-        provided=args.kaggle_provided,
-        python=args.python,
-        platform=args.platform,
-        kaggle_id=args.kaggle_id,
-        tta=args.tta,
-        find_links=args.find_links,
-        overwrite=args.overwrite,
-    )
+    request = BundleRequest(**{field.name: getattr(args, field.name) for field in dataclasses.fields(BundleRequest)})
     try:
         report = build_bundle(request)
     except BundleError as exc:
