@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = BundleRequest(models=(), output=Path())
     # every dest is a BundleRequest field: run() builds the request from them
     parser.add_argument("--model", dest="models", metavar="MODEL_DIR", type=Path, action="append", default=[],
-                        required=True, help="trained-model folder <trainer>__<plans>__<configuration> (repeatable)")  # fmt: skip
+                        required=True,
+                        help="trained-model folder <trainer>__<plans>__<configuration> (repeatable)")  # fmt: skip
     parser.add_argument("--folds", nargs="+", help="folds to bundle, in every model (default: every fold with one)")
     parser.add_argument("--checkpoint", default=d.checkpoint, help="checkpoint file name (default %(default)s)")
     parser.add_argument("--config", type=Path, help="postprocess.json from tune: fusion weights and post-processing")
