@@ -104,7 +104,7 @@ def test_num_epochs_and_trainer_defaults(tmp_path: Path) -> None:
     assert _cli("--log", path, "--trainer", "nnUNetTrainerTopoWarmup_5epochs", "--json", out) == 0
     # the 5-epoch variant's own warmup (1 epoch) and its anneal (1 epoch)
     assert json.loads(out.read_text())["lr"] == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.005])
-    assert _cli("--log", path, "--num-epochs", 40, "--json", out) == 0
+    assert _cli("--log", path, "--num-epochs", 40, "--json", out, "--overwrite") == 0
     lr = json.loads(out.read_text())["lr"]
     assert len(lr) == 40 and lr[:10] == pytest.approx([0.001 * (e + 1) for e in range(10)])
 
@@ -144,13 +144,14 @@ def test_bad_options_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
         (("--config", score_cfg), "plateau_metric is val_score but the log has no 'Competition score of epoch'"),
         (("--trainer", "nnUNetTrainerTopoWarmup_5epoch"), "did you mean nnUNetTrainerTopoWarmup_5epochs?"),
         (("--trainer", "nnUNetTrainer_TopoBudget"), "uses nnU-Net's poly schedule"),
-        (("--json", tmp_path / "no" / "lr.json"), f"--json {tmp_path / 'no' / 'lr.json'}: folder"),
+        (("--json", log), f"--json {log} exists; add --overwrite to replace it"),
+        (("--plot", tmp_path), f"--plot {tmp_path} is a folder; give a file name"),
     ]
     for extra, message in cases:
         assert _cli("--log", log, *extra) == 2, extra
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (extra, err)
-    assert not (tmp_path / "no").exists()
+    assert log.read_text().count("val_loss") == 2  # the log refused as --json output is untouched
 
 
 # ------------------------------------------------------------------------------------------------ the schedule

@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         '"min_lr_epoch": epoch or null, "stop_epoch": epoch or null}; the LRs run to --num-epochs '
                         "also after an early stop (what the schedule would do without it)")  # fmt: skip
     parser.add_argument("--plot", metavar="PNG", help="draw the signal and the LR (log axis) into this PNG")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json or --plot file")
 
 
 def _trainer_class(name: str) -> type:
@@ -67,16 +68,6 @@ def _trainer_class(name: str) -> type:
             f"one of {', '.join(names)}"
         )
     return cls
-
-
-def _check_output(flag: str, path: str) -> None:
-    from pathlib import Path
-
-    from nnunetv2_topo.errors import CLIError
-
-    parent = Path(path).resolve().parent
-    if not parent.is_dir():
-        raise CLIError(f"{flag} {path}: folder {parent} does not exist")
 
 
 def _plot(path: str, signal_name: str, signal: list[float], lrs: list[float], cuts: list[int], title: str,
@@ -116,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.io import atomic_write_text
+    from nnunetv2_topo.outputs import check_output_file
     from nnunetv2_topo.scheduling.plateau_driver import final_anneal_epochs, smoothed
     from nnunetv2_topo.scheduling.replay import replay
     from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs
@@ -128,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--config {args.config}: no such file")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
-            _check_output(flag, path)
+            check_output_file(path, args.overwrite, flag)
     cls = _trainer_class(args.trainer)
     try:
         config = config_from_file(
