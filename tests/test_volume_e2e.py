@@ -234,3 +234,36 @@ def test_existing_scheduler_address(setup, tmp_path: Path, capsys) -> None:
         assert "complete" in capsys.readouterr().out
         with Client(address) as client:  # the cluster is still there
             assert len(client.scheduler_info()["workers"]) == 1
+
+
+def test_worker_with_two_threads_and_two_folds_equals_one_process(setup, tmp_path: Path) -> None:
+    """A Dask worker whose 2 threads take work units at once: its folds share one network whose weights each fold
+    loads in turn, so without one engine per unit at a time tiles are predicted with the other fold's weights."""
+    import torch
+    from distributed import Client, LocalCluster
+
+    from nnunetv2_topo.inference.models import check_model_folders
+    from nnunetv2_topo.inference.predict import load_models
+    from nnunetv2_topo.volume import open_source, predict_volume
+
+    tall = str(tmp_path / "tall.zarr")  # 6 slabs / 4 blocks of chunks: units overlap on the two threads
+    image = np.concatenate([setup["image"][3:, :40], setup["image"][3:, :40], setup["image"][3:9, :40]])
+    zarr.create_array(tall, shape=image.shape, chunks=(16, 20, 16), dtype="uint8")[:] = image
+    folders = check_model_folders([setup["model"]], None, "checkpoint_final.pth")
+    assert folders[0].folds == ("0", "1")
+    models = load_models(folders, [1.0], torch.device("cpu"), progress=False)
+    outputs = [str(tmp_path / "one.zarr"), str(tmp_path / "threads.zarr")]
+    kwargs = {"probabilities": True, "progress": False}
+    predict_volume(open_source(tall), models, folders, [1.0], "cpu", "none", "logit", None, outputs[0], 16, **kwargs)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        report = predict_volume(
+            open_source(tall), models, folders, [1.0], "cpu", "none", "logit", None, outputs[1], 16, client=client,
+            **kwargs,
+        )  # fmt: skip
+    assert report.complete and len(report.stats) >= 2  # units ran on both threads
+    one, threads = (zarr.open_group(o, mode="r")["probabilities"][:] for o in outputs)
+    np.testing.assert_array_equal(threads, one)
+    assert models == []  # the driver keeps no model copy when workers predict
