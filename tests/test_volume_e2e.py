@@ -267,3 +267,40 @@ def test_worker_with_two_threads_and_two_folds_equals_one_process(setup, tmp_pat
     one, threads = (zarr.open_group(o, mode="r")["probabilities"][:] for o in outputs)
     np.testing.assert_array_equal(threads, one)
     assert models == []  # the driver keeps no model copy when workers predict
+
+
+def test_resume_refuses_a_changed_checkpoint_and_accepts_harmless_changes(
+    setup, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(setup["model"], model)
+    out = tmp_path / "out.zarr"
+    argv = ["predict", "--output", str(out), "--model", str(model), "--device", "cpu", "--quiet", "--chunk", "24",
+            "--tta", "none", "--num-parts", "2"]  # fmt: skip
+    assert main([*argv, "--input", setup["v3"], "--part-id", "0"]) == 0
+    checkpoint = model / "fold_1" / "checkpoint_final.pth"
+    original = checkpoint.read_bytes()
+    shutil.copy(model / "fold_0" / "checkpoint_final.pth", checkpoint)  # same path, other weights
+    capsys.readouterr()
+    assert main([*argv, "--input", setup["v3"], "--part-id", "1"]) == 2
+    assert "model 1: fold_1/checkpoint_final.pth changed (content hash)" in capsys.readouterr().err
+    checkpoint.write_bytes(original)
+    monkeypatch.chdir(Path(setup["v3"]).parent)  # the input spelled relative, with a trailing slash; another --pyramid
+    assert main([*argv, "--input", Path(setup["v3"]).name + "/", "--part-id", "1", "--pyramid", "1"]) == 0
+    assert "complete" in capsys.readouterr().out
+    _assert_close(_level0(out), setup["refs"]["none"])
+
+
+def test_mask_predicts_only_where_nonzero(setup, tmp_path: Path, capsys) -> None:
+    mask = np.ones(SHAPE, bool)
+    mask[:16] = False  # whole chunks out
+    mask[:, :, 30:] = False  # chunks partly out
+    url = str(tmp_path / "mask.zarr")
+    zarr.create_array(url, shape=SHAPE, chunks=(16, 16, 16), dtype="bool")[:] = mask
+    out = tmp_path / "out.zarr"
+    assert _run(setup, setup["v3"], out, "--chunk", "16", "--tta", "none", "--mask", url) == 0
+    text = capsys.readouterr().out
+    assert "(12 empty or masked, skipped)" in text  # the 3 x 4 chunks of the first layer
+    np.testing.assert_array_equal(_level0(out), setup["refs"]["none"] * mask)

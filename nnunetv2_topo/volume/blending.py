@@ -61,8 +61,8 @@ class TileCache:
     :meth:`expect` tells it how many chunks of the current work unit still need each tile: a tile is kept from its
     prediction until the last of those chunks is blended (:meth:`release`), and not kept at all when only the chunk
     that made it needs it. Work units are sized so that the tiles kept at once fit
-    (:func:`~nnunetv2_topo.volume.grid.plan_block`); past ``max_bytes`` the least recently used tile is dropped
-    (and predicted again if needed: exact, slower)."""
+    (:func:`~nnunetv2_topo.volume.grid.plan_block`); past ``max_bytes`` a new tile is not kept (within a unit) or the
+    least recently used one is dropped (without :meth:`expect`), and predicted again when needed: exact, slower."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -90,6 +90,8 @@ class TileCache:
         size = value.element_size() * value.nelement()
         if size > self.max_bytes or (self._uses and self._uses.get(key[-1], 0) <= 1):
             return  # too large, or no later chunk of this unit needs it
+        if self._uses and self._held + size > self.max_bytes:
+            return  # full within a unit: keep the tiles held (evicting them would cascade), predict this one again
         self._items[key] = value
         self._keys_of.setdefault(key[-1], []).append(key)
         self._held += size

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 Box = tuple[tuple[int, int], ...]
 
@@ -37,7 +38,7 @@ class Geometry:
     def pad_below(self) -> tuple[int, ...]:
         return tuple((p - s) // 2 for s, p in zip(self.cropped_t, self.padded_t, strict=True))
 
-    @property
+    @cached_property
     def steps(self) -> list[list[int]]:
         from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
@@ -151,9 +152,9 @@ def plan_block(
     grid = [-(-s // chunk) for s in shape]
     widest = max(grid[1], grid[2])
 
-    def fits(k: int) -> bool:
+    def fits(k: int) -> bool:  # with a tenth to spare: blocks at the volume's faces may differ a little
         sample = chunk_blocks(shape, chunk, (min(grid[0], 3), k, k))[0]
-        return all(peak_tiles(g, sample)[0] <= n for g, n in zip(geometries, budgets, strict=True))
+        return all(peak_tiles(g, sample)[0] <= 0.9 * n for g, n in zip(geometries, budgets, strict=True))
 
     lo, hi = 1, widest  # largest k in [1, widest] that fits (monotone); 1 when none does
     while lo < hi:

@@ -148,6 +148,22 @@ def part_units(units: list, num_parts: int, part_id: int) -> list:
     return units[part_id * n // num_parts : (part_id + 1) * n // num_parts]
 
 
+def split_units(units: list[list[Box]], at_least: int, chunk: int) -> list[list[Box]]:
+    """Each unit cut into equal runs of its z layers of chunks so that there are ``at_least`` units (as far as the
+    layers allow); the tiles on a cut are predicted on both sides."""
+    if not units or len(units) >= at_least:
+        return units
+    pieces = -(-at_least // len(units))
+    out = []
+    for unit in units:
+        layers = sorted({b[0][0] for b in unit})
+        n = min(pieces, len(layers))
+        for i in range(n):
+            keep = set(layers[i * len(layers) // n : (i + 1) * len(layers) // n])
+            out.append([b for b in unit if b[0][0] in keep])
+    return out
+
+
 @dataclass
 class VolumeReport:
     voxels: int = 0
@@ -350,10 +366,10 @@ def predict_volume(
         (tile_cache_mb << 20) // len(loaded) // (h * math.prod(g.patch) * itemsize * f)
         for g, h, f in zip(geometries, heads, folds, strict=True)
     ]
-    info = {} if client is None else client.scheduler_info(n_workers=-1).get("workers", {})
-    workers = max(1, sum(int(w.get("nthreads", 1)) for w in info.values()))  # threads that take units at once
-    report.block = plan_block(geometries, source.shape, chunk, budgets, min_units=2 * workers if workers > 1 else 1)
-    manifest = {"settings": settings, "scan": scan, "grid": [g.to_dict() for g in geometries]}
+    # the blocks are planned once, by the run that creates the output, so that every part splits them alike
+    block = old.get("block") if old is not None else None
+    report.block = tuple(block or plan_block(geometries, source.shape, chunk, budgets, min_units=num_parts))
+    manifest = {"settings": settings, "scan": scan, "grid": [g.to_dict() for g in geometries], "block": report.block}
     classes = steps is not None
     prepare_output(output, manifest, source.shape, chunk, probabilities, classes)
     threshold = 0.5 if steps is None else steps.threshold
@@ -375,6 +391,9 @@ def predict_volume(
     report.chunks_total = sum(len(u) for u in all_units)
     done = done_keys(output)
     mine = part_units(all_units, num_parts, part_id)
+    if client is not None:  # at least two units per worker thread: split this part's blocks in z
+        info = client.scheduler_info(n_workers=-1).get("workers", {})
+        mine = split_units(mine, 2 * max(1, sum(int(w.get("nthreads", 1)) for w in info.values())), chunk)
     todo = [[b for b in u if chunk_key(b, (chunk,) * 3) not in done] for u in mine]
     todo = [u for u in todo if u]
     report.chunks_before = len(done)
