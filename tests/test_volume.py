@@ -341,6 +341,13 @@ def test_plan_block_fits_the_cache_and_splits_for_workers() -> None:
     assert plan_block([g], shape, 16, [10**6]) == (4, 13, 13)  # all fits: one unit
     assert plan_block([g], shape, 16, [10**6], min_units=4)[0] == 1  # split in z for 4 workers
     assert plan_block([g], shape, 16, [0])[1:] == (1, 1)  # nothing fits: one chunk column
+    from nnunetv2_topo.volume.run import input_fits
+    from nnunetv2_topo.volume.source import SourceSpec
+
+    source = SourceSpec("in.zarr", "", 0, (0, 0, 0), shape, "|u1", (1.0, 1.0, 1.0), (16, 16, 16))
+    for cached, k in ((100, 2), (400, 8)):  # an input cache of 100 or 400 stored chunks: narrower blocks
+        fits = input_fits([g], source, cached * 16**3)
+        assert plan_block([g], shape, 16, [10**6], input_fits=fits)[1:] == (k, k)
 
 
 def test_retried_unit_skips_chunks_marked_done(monkeypatch) -> None:

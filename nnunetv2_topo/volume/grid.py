@@ -11,7 +11,7 @@ the chunk's voxels receives exactly the tiles (and in the same order) that a pre
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -143,18 +143,34 @@ def peak_tiles(geometry: Geometry, boxes: Sequence[Box]) -> tuple[int, int]:
 
 
 def plan_block(
-    geometries: Sequence[Geometry], shape: Sequence[int], chunk: int, budgets: Sequence[int], min_units: int = 1
+    geometries: Sequence[Geometry],
+    shape: Sequence[int],
+    chunk: int,
+    budgets: Sequence[int],
+    min_units: int = 1,
+    input_fits: Callable[[list[Box]], bool] | None = None,
 ) -> tuple[int, int, int]:
     """The work unit, in chunks (z, y, x): the widest square block in y and x whose walk keeps at most ``budgets[i]``
     tiles of model ``i`` at once (so each tile inside a block is predicted once; only tiles on a block's border are
-    predicted again by its neighbour), as deep in z as the volume, then split in z until there are ``min_units``
-    units (for parallel workers). The peak is found on a three-layer block (it recurs at every layer boundary)."""
+    predicted again by its neighbour) and whose one layer of chunks passes ``input_fits`` (its input fits the input
+    cache), as deep in z as the volume, then split in z until there are ``min_units`` units (for parallel workers).
+    The peak is found on a three-layer block (it recurs at every layer boundary)."""
     grid = [-(-s // chunk) for s in shape]
     widest = max(grid[1], grid[2])
 
+    def sample(dims: Sequence[int]) -> list[Box]:  # a block one chunk in from the volume's corner (if it fits)
+        corner = [min(1, max(g - d, 0)) for g, d in zip(grid, dims, strict=True)]
+        ranges = [range(c, min(c + d, g)) for c, d, g in zip(corner, dims, grid, strict=True)]
+        return [
+            tuple((i * chunk, min((i + 1) * chunk, s)) for i, s in zip(idx, shape, strict=True))
+            for idx in itertools.product(*ranges)
+        ]
+
     def fits(k: int) -> bool:  # with a tenth to spare: blocks at the volume's faces may differ a little
-        sample = chunk_blocks(shape, chunk, (min(grid[0], 3), k, k))[0]
-        return all(peak_tiles(g, sample)[0] <= 0.9 * n for g, n in zip(geometries, budgets, strict=True))
+        if input_fits is not None and not input_fits(sample((1, k, k))):
+            return False
+        three = sample((3, k, k))
+        return all(peak_tiles(g, three)[0] <= 0.9 * n for g, n in zip(geometries, budgets, strict=True))
 
     lo, hi = 1, widest  # largest k in [1, widest] that fits (monotone); 1 when none does
     while lo < hi:

@@ -148,6 +148,28 @@ def part_units(units: list, num_parts: int, part_id: int) -> list:
     return units[part_id * n // num_parts : (part_id + 1) * n // num_parts]
 
 
+def input_fits(geometries, source: SourceSpec, cache_bytes: int) -> Callable[[list[Box]], bool]:
+    """Whether the stored input chunks under a layer of chunks (their tiles' regions, every model) fit the input
+    cache, so that a block's walk reads each of them once."""
+    itemsize = np.dtype(source.dtype).itemsize * math.prod(source.chunks)
+
+    def fits(boxes: list[Box]) -> bool:
+        total = 0
+        for g in geometries:
+            t_boxes = [t for t in (g.t_box(b) for b in boxes) if t is not None]
+            if not t_boxes:
+                continue
+            union = tuple((min(t[d][0] for t in t_boxes), max(t[d][1] for t in t_boxes)) for d in range(3))
+            img, _ = g.image_source(g.region(g.tiles(union)))
+            total += math.prod(
+                (hi + o - 1) // n - (lo + o) // n + 1 if hi > lo else 0
+                for (lo, hi), o, n in zip(img, source.offset, source.chunks, strict=True)
+            )
+        return total * itemsize <= cache_bytes
+
+    return fits
+
+
 def split_units(units: list[list[Box]], at_least: int, chunk: int) -> list[list[Box]]:
     """Each unit cut into equal runs of its z layers of chunks so that there are ``at_least`` units (as far as the
     layers allow); the tiles on a cut are predicted on both sides."""
@@ -368,7 +390,10 @@ def predict_volume(
     ]
     # the blocks are planned once, by the run that creates the output, so that every part splits them alike
     block = old.get("block") if old is not None else None
-    report.block = tuple(block or plan_block(geometries, source.shape, chunk, budgets, min_units=num_parts))
+    if block is None:
+        fits = input_fits(geometries, source, cache_mb << 20)
+        block = plan_block(geometries, source.shape, chunk, budgets, min_units=num_parts, input_fits=fits)
+    report.block = tuple(block)
     manifest = {"settings": settings, "scan": scan, "grid": [g.to_dict() for g in geometries], "block": report.block}
     classes = steps is not None
     prepare_output(output, manifest, source.shape, chunk, probabilities, classes)
