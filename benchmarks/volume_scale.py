@@ -7,7 +7,8 @@ the grid's tiles need ``--ratio``x the cache or more. Rows, side by side in one 
 
   scaled cache          predict_volume in this process with the small tile cache (the issue's target: <= 1.25 tiles
                         predicted per grid tile, <= 1.5x bytes read per input byte)
-  ample cache           the same with the default 2048 MiB tile cache (every tile fits): the labels must be equal
+  ample caches          the same with the default caches (2048 MiB of tiles, 1024 MiB of input: all fits, one
+                        work unit): the labels must be equal
   Dask 1 worker         (--worker) the small cache on a 1-worker LocalCluster: the worker's peak RSS
 
 Run it against another checkout (e.g. main) with PYTHONPATH=that/checkout to compare; fields a checkout does not
@@ -62,6 +63,13 @@ def main(argv=None) -> int:
     from nnunetv2_topo.testing.untrained import write_untrained_model_folder
     from nnunetv2_topo.volume import open_source, parse_dask, predict_volume, start_client
 
+    try:
+        from nnunetv2_topo.volume.cluster import peak_rss_mb
+    except ImportError:  # an older checkout
+
+        def peak_rss_mb() -> float:
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
     work = Path(tempfile.mkdtemp(prefix="volume_scale_"))
     features = (32, 64, 128, 256, 320, 320) if args.default_network else tuple(args.features)
     model = write_untrained_model_folder(work / "results", patch=(args.patch,) * 3, features=features)
@@ -82,14 +90,14 @@ def main(argv=None) -> int:
         f"MiB, tile cache {args.tile_cache_mb} MiB ({math.prod(steps) * tile_mb / args.tile_cache_mb:.1f}x)"
     )
 
-    def row(name, tile_cache_mb, client=None):
+    def row(name, tile_cache_mb, client=None, cache_mb=None):
         loaded = load_models(folders, [1.0], device if client is None else torch.device("cpu"), progress=False)
         extra = {"deterministic": args.deterministic} if "deterministic" in accepts and args.deterministic else {}
         out = str(work / f"{name.replace(' ', '_')}.zarr")
         t0, c0 = time.perf_counter(), time.process_time()
         report = predict_volume(
             open_source(url), loaded, folders, [1.0], device.type, "none", "logit", None, out, args.chunk,
-            client=client, progress=False, tile_cache_mb=tile_cache_mb, cache_mb=args.cache_mb, **extra,
+            client=client, progress=False, tile_cache_mb=tile_cache_mb, cache_mb=cache_mb or args.cache_mb, **extra,
         )  # fmt: skip
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         stages = getattr(report, "stages", {})
@@ -110,9 +118,9 @@ def main(argv=None) -> int:
         }
 
     rows = [row("scaled cache", args.tile_cache_mb)]
-    rows[0]["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # this process, so far
+    rows[0]["peak_rss_mb"] = peak_rss_mb()  # this process, so far
     if not args.no_ample:
-        rows.append(row("ample cache", 2048))
+        rows.append(row("ample caches", 2048, cache_mb=1024))
         a, b = (zarr.open_group(r["output"], mode="r")["0"][:] for r in rows[:2])
         rows[0]["labels_differing_from_ample"] = int(np.count_nonzero(a != b))
     if args.worker:

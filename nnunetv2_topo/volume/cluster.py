@@ -122,6 +122,20 @@ def engine_for(run) -> object:
     return engine
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: ``VmHWM`` on Linux (its own; ``ru_maxrss`` of a process started by
+    fork + exec, as Dask's workers are, keeps the parent's peak when that is higher), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+
+
 def process_unit(run, boxes: list[Box], topic: str | None = None, on_chunk=None) -> dict:
     """Predict and write the chunks of one work unit that are not marked done yet (a unit retried after a lost
     worker skips what it finished); returns its statistics. Progress: ``on_chunk()`` here, or one event per chunk
@@ -151,7 +165,6 @@ def process_unit(run, boxes: list[Box], topic: str | None = None, on_chunk=None)
         after = engine.counters()
     stats = {k: after[k] - before[k] for k in after}
     stats["seconds"] = time.monotonic() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    stats["peak_rss_mb"] = rss / 1024 if sys.platform != "darwin" else rss / 2**20
+    stats["peak_rss_mb"] = peak_rss_mb()
     stats["pid"] = os.getpid()
     return stats
