@@ -396,7 +396,9 @@ def predict_volume(
     report.block = tuple(block)
     manifest = {"settings": settings, "scan": scan, "grid": [g.to_dict() for g in geometries], "block": report.block}
     classes = steps is not None
-    prepare_output(output, manifest, source.shape, chunk, probabilities, classes)
+    existing = prepare_output(output, manifest, source.shape, chunk, probabilities, classes)
+    if existing is not None and existing.get("block"):  # another part created the output meanwhile: its plan
+        manifest["block"] = report.block = tuple(existing["block"])
     threshold = 0.5 if steps is None else steps.threshold
     high = None if steps is None else steps.hysteresis_high
     run = RunSpec(
