@@ -215,7 +215,7 @@ class VolumeReport:
             f"{self.voxels} voxels, {self.chunks_total} chunks: {done} predicted ({int(self.total('skipped'))} empty "
             f"or masked, skipped), {self.chunks_before} done before; {self.seconds:.1f} s ({stages}; "
             f"{rate:.3g} voxels/s){fg}; tiles predicted / grid tiles {tiles:.2f} "
-            f"({int(self.total('tiles_predicted'))} of {self.grid_tiles} per fold, reused "
+            f"({int(self.total('tiles_predicted'))} of {self.grid_tiles} with every fold and model, reused "
             f"{int(self.total('tiles_reused'))}); bytes read / input bytes {amp:.2f} (read amplification); "
             f"work units of {'x'.join(map(str, self.block))} chunks; peak memory per worker {peak:.0f} MB; "
             f"{'complete' if self.complete else 'not complete (other parts)'}"
