@@ -189,8 +189,8 @@ KEYS: dict[str, Key] = {
     "score_every_epochs": Key(
         "int >= 0",
         0,
-        "every N epochs predict score_num_cases validation cases (rank 0, sliding window) and score them with the "
-        "competition metric in a background process: val_score, checkpoint_best_score.pth; 0 = off",
+        "every N epochs predict score_num_cases validation cases (each rank its share, sliding window) and score "
+        "them with the competition metric in background processes: val_score, checkpoint_best_score.pth; 0 = off",
         _integer,
         _non_negative,
     ),
