@@ -21,6 +21,7 @@ from trainer_fixtures import make_trainer, synthetic_batch
 from nnunetv2_topo.losses import TermValues, TopologyLoss
 from nnunetv2_topo.trainers import (
     nnUNetTrainerTopoWarmup,
+    nnUNetTrainerTopoWarmup_AdamW,
     nnUNetTrainerTopoWarmup_FiveTerm,
     nnUNetTrainerTopoWarmup_SkelRecall,
 )
@@ -152,35 +153,60 @@ class _Transfers:
 
 
 def _device_tensors(trainer) -> list[torch.Tensor]:
-    """What a CUDA run holds on the device before a step: weights, gradients, optimizer state, the EMA's average."""
+    """What a CUDA run holds on the device before a step: weights, gradients, optimizer state, the EMA's average,
+    the AMP scale."""
     modules = [trainer.network, trainer.loss]
     ema = trainer.weight_ema
     if ema is not None:
         modules.append(getattr(ema, "module", None) or ema.averaged.module)  # main kept torch's AveragedModel
     out = [t for m in modules for t in (*m.parameters(), *m.buffers())]
     out += [p.grad for p in trainer.network.parameters() if p.grad is not None]
-    out += [v for s in trainer.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    # torch keeps an optimizer's scalar step counters in host memory (unless capturable or fused)
+    out += [v for s in trainer.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor) and v.ndim]
+    scaler = trainer.grad_scaler  # GradScaler creates its scale and growth tracker on the loss's device
+    out += [t for t in (getattr(scaler, "_scale", None), getattr(scaler, "_growth_tracker", None)) if t is not None]
     return out
 
 
+class _ResidentReads:
+    """Count the calls of :data:`READS` on tensors a CUDA run holds on the device, by any code (torch's included)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, residence: _Residence) -> None:
+        self.sites: list[str] = []
+        for name in READS:
+            original = getattr(torch.Tensor, name)
+
+            def wrapper(tensor, *args, _original=original, _name=name, **kwargs):
+                if residence.resident(tensor):
+                    frame = sys._getframe(1)
+                    self.sites.append(f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno} {_name}")
+                return _original(tensor, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, wrapper)
+
+
 @pytest.mark.parametrize(
-    ("trainer_cls", "config"),
+    ("trainer_cls", "config", "amp"),
     [
-        (nnUNetTrainerTopoWarmup, {"ema_decay": 0.9}),  # torch's AveragedModel copied its counter every step
-        (nnUNetTrainerTopoWarmup_SkelRecall, {}),  # target channels: non-contiguous pageable slices
-        (nnUNetTrainerTopoWarmup_FiveTerm, {"ema_decay": 0.5}),
+        (nnUNetTrainerTopoWarmup, {"ema_decay": 0.9}, False),  # torch's AveragedModel copied its counter every step
+        (nnUNetTrainerTopoWarmup_SkelRecall, {}, False),  # target channels: non-contiguous pageable slices
+        (nnUNetTrainerTopoWarmup_FiveTerm, {"ema_decay": 0.5}, False),
+        (nnUNetTrainerTopoWarmup_AdamW, {}, False),
+        (nnUNetTrainerTopoWarmup, {"ema_decay": 0.9}, True),  # GradScaler.step read its found-inf flags (.item())
     ],
 )
-def test_train_step_copies_only_the_batch_and_never_waits(tmp_path, monkeypatch, trainer_cls, config) -> None:
+def test_train_step_copies_only_the_batch_and_never_waits(tmp_path, monkeypatch, trainer_cls, config, amp) -> None:
     """Every variant: the only host-to-device copies of a step are the batch's own tensors, contiguous and
-    non-blocking; no stream synchronisation; one device read (the guarded step's)."""
+    non-blocking; no stream synchronisation; one device read by any code (the guarded step's)."""
     trainer = make_trainer(tmp_path, monkeypatch, trainer_cls, {**config, "seed": 0})
+    if amp:  # the CUDA path (scale, unscale, clip, step, update) with torch's CPU GradScaler
+        trainer.grad_scaler = torch.GradScaler("cpu", init_scale=2.0**14)
     trainer.on_train_epoch_start()
     trainer.train_step(_batch_for(trainer, 0))  # warm-up: lazy initialisations, the EMA's first copy
     batch = _batch_for(trainer, 1)
     residence = _Residence(_device_tensors(trainer))
     transfers = _Transfers(monkeypatch, batch, residence)
-    reads = _Reads(monkeypatch)
+    reads = _ResidentReads(monkeypatch, residence)
     with residence:
         trainer.train_step(batch)
     monkeypatch.undo()
