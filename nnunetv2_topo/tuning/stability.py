@@ -6,7 +6,8 @@ wins in bootstrap resamples, and cross-validated gains. Pure functions of per-ca
   2.5 and 97.5 percentiles of the mean difference. An interval that includes 0 means the cases do not tell A from
   B apart: the choice is within noise.
 - **Win rate**: per resample, the best of a coordinate's groups of settings (each group scored by its best setting
-  on the resampled cases, so a group's threshold is chosen again); the share of resamples won by the chosen group.
+  on the resampled cases, so a group's threshold is chosen again); the share of resamples in which the chosen
+  group is not beaten (a tie counts as a win: two values that give the same masks cannot be told apart).
 - **Cross-validated gain**: the cases are dealt into folds (case ``i`` to fold ``i % k``); on each fold the winner
   and the runner-up are chosen on the other folds' cases (again re-choosing within each group) and their
   difference is measured on the fold's cases; the mean over all cases, with its bootstrap interval. A positive
@@ -66,12 +67,12 @@ def _group_best(scores: np.ndarray, groups: Sequence[int], weights: np.ndarray) 
 def win_rate(
     scores: np.ndarray, groups: Sequence[int], chosen: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = SEED
 ) -> float:
-    """Share of bootstrap resamples of the cases in which group ``chosen`` has the best setting.
+    """Share of bootstrap resamples of the cases in which group ``chosen`` is not beaten by another group.
 
     ``scores``: (settings, cases); ``groups[s]``: the group (value of the coordinate) of setting ``s``."""
     scores = np.asarray(scores, float)
     best, _ = _group_best(scores, groups, resample_counts(scores.shape[1], resamples, seed))
-    return float(np.mean(np.argmax(best, axis=1) == chosen))
+    return float(np.mean(best[:, chosen] >= best.max(axis=1) - 1e-12))
 
 
 def folds_of(n_cases: int, folds: int) -> list[np.ndarray]:
