@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             d = row["difference"]
             print(f"  without {Path(row['input']).name:16s} {d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]")
         cv = pf.measured["cross_validated"]
-        print(f"  cross-validated gain over equal weights + default steps: {cv['gain']:+.4f} {cv['gain_ci']}")
+        lo, hi = cv["gain_ci"]
+        print(f"  cross-validated gain over equal weights + default steps: {cv['gain']:+.4f} [{lo:+.4f}, {hi:+.4f}]")
         if args.json is not None:
             args.json.write_text(
                 json.dumps(
