@@ -174,8 +174,16 @@ def test_report_gives_intervals_win_rates_and_the_ablation_of_each_model(tuned_e
     assert lo <= w["difference"]["mean"] <= hi and 0 <= w["win_rate"] <= 1
     assert w["cross_validated"] is not None and len(w["cross_validated"]["per_case"]) == 2
     assert "## How sure is each choice" in md and "| weights |" in md and "Per-case paired differences" in md
-    # two cases cannot separate two ways of dropping the weak model (both score 1): marked as noise
-    assert "**within noise**" in md
+    # dust 500 and 64 keep the same sheets and drop the same dust: a tie, marked as such
+    dust = next(line for line in md.splitlines() if line.startswith("| min_component_size |"))
+    assert dust.endswith("| *tie* |")
+    from nnunetv2_topo.tuning.report import _mark
+
+    assert _mark(stability.paired([0.9, 0.1], [0.1, 0.9]), None) == "**within noise**"
+    assert _mark(stability.paired([0.9, 0.8], [0.1, 0.2]), None) == ""
+    cv_noisy = stability.cross_validated_gain(np.array([[0.9, 0.6, 0.9, 0.6], [0.6, 0.8, 0.6, 0.8]]), [0, 1])
+    assert cv_noisy["ci"][1] < 0  # chosen on one fold, the other value wins on the other
+    assert _mark(stability.paired([0.9, 0.8], [0.1, 0.2]), cv_noisy) == "**reversed held-out**"
     assert "gain over default" in md and "95 % interval" in md
     for row in measured["without_model"]:  # only models that take part
         assert load_postprocess_file(out).fusion.weights[row["index"]] > 0

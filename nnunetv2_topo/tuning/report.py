@@ -93,6 +93,7 @@ def write_markdown(
     ``plot``: the plot's file name to link, or what went wrong drawing it (``plot_error``), or None for no line."""
     cv = summary.get("cross_validated")
     more = " …" if len(evaluator.cases) > 12 else ""
+    start = "" if summary["start_fusion"] == summary["best_fusion"] else f"; {describe_fusion(summary['start_fusion'])}"
     lines = [
         "# nnunetv2_topo tune report",
         "",
@@ -104,19 +105,19 @@ def write_markdown(
         f"(hit rate {evaluator.cache.hit_rate:.1%})",
         f"- status: {summary['status']}",
         "",
-        "Strategy: coordinate descent over grids"
+        "Strategy: coordinate descent over grids: "
         + (
-            f" (the ensemble first: {', '.join(summary['ensemble_search'])}, each at every threshold)"
+            f"the ensemble first ({', '.join(summary['ensemble_search'])}; each value at every threshold), then "
             if summary.get("ensemble_search")
             else ""
         )
-        + ", threshold first, then each step in pipeline order, repeated until a round changes nothing; every "
+        + "the threshold, then each step in pipeline order, repeated until a round changes nothing; every "
         "configuration scored with the exact competition metric.",
         "",
         "## Scores (mean over cases)",
         "",
-        f"- raw argmax (threshold 0.5, no steps): {summary['score_argmax']:.4f}",
-        f"- default `postprocess`: {summary['score_default']:.4f}",
+        f"- raw argmax (threshold 0.5, no steps{start}): {summary['score_argmax']:.4f}",
+        f"- default `postprocess`{start}: {summary['score_default']:.4f}",
         f"- tuned, in-sample: {summary['score_tuned']:.4f} (gain over default {summary['gain_in_sample']:+.4f})",
     ]
     if cv is not None:
@@ -144,6 +145,14 @@ def write_markdown(
     atomic_write_text(path, "\n".join(lines + [""]))
 
 
+def _mark(d: dict, cv: dict | None) -> str:
+    if not any(d["per_case"]):
+        return "*tie*"
+    if cv is not None and cv["ci"][1] < 0:
+        return "**reversed held-out**"
+    return "**within noise**" if d["includes_zero"] or (cv is not None and cv["includes_zero"]) else ""
+
+
 def _ci(ci) -> str:
     return f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
 
@@ -159,8 +168,9 @@ def stability_section(stable: list[dict], dropped: list[dict], cases: list[str])
         "setting kept; on an ensemble coordinate each value at its best threshold): mean paired difference over "
         "the cases with its bootstrap 95 % interval, the share of bootstrap resamples of the cases in which the "
         "chosen value still wins, and the cross-validated gain (winner minus runner-up chosen on the other folds, "
-        "measured on the held-out fold). **within noise**: the interval includes 0, the cases do not separate "
-        "the two values.",
+        "measured on the held-out fold). **within noise**: an interval includes 0, the cases do not separate "
+        "the two values; **reversed held-out**: the cross-validated interval lies below 0 (chosen on some cases, the "
+        "runner-up wins on the others); *tie*: the two give the same score on every case.",
         "",
         "| coordinate | chosen | runner-up | difference | 95 % interval | wins | cross-validated | 95 % interval | |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -168,10 +178,9 @@ def stability_section(stable: list[dict], dropped: list[dict], cases: list[str])
     for r in stable:
         d, cv = r["difference"], r["cross_validated"]
         cvs = ("", "") if cv is None else (f"{cv['mean']:+.4f}", _ci(cv["ci"]))
-        noisy = d["includes_zero"] or (cv is not None and cv["includes_zero"])
         lines.append(
             f"| {r['axis']} | {r['chosen']} | {r['runner_up']} | {d['mean']:+.4f} | {_ci(d['ci'])} | "
-            f"{r['win_rate']:.0%} | {cvs[0]} | {cvs[1]} | {'**within noise**' if noisy else ''} |"
+            f"{r['win_rate']:.0%} | {cvs[0]} | {cvs[1]} | {_mark(d, cv)} |"
         )
     lines.append("")
     if dropped:
@@ -183,7 +192,7 @@ def stability_section(stable: list[dict], dropped: list[dict], cases: list[str])
         ]
         for r in dropped:
             d = r["difference"]
-            mark = "**within noise**" if d["includes_zero"] else ""
+            mark = _mark(d, None)
             lines.append(
                 f"| {r['input']} | {r['score_without']:.4f} | {r['threshold_without']} | {d['mean']:+.4f} | "
                 f"{_ci(d['ci'])} | {mark} |"
