@@ -288,15 +288,24 @@ def test_postprocess_file_bad_checkpoints(checkpoints, message) -> None:
 # ------------------------------------------------------------------ predict reads the chosen ensemble
 
 
-@pytest.mark.usefixtures("restore_ext_trainer")
+def _model_folder(root: Path, *checkpoints: str) -> Path:
+    """What ``check_model_folders`` reads (no weights are loaded here): dataset.json, plans.json, fold_0/<ckpt>."""
+    root.mkdir(parents=True)
+    labels = {"background": 0, "surface": 1, "ignore": 2}
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": labels}))
+    (root / "plans.json").write_text("{}")
+    (root / "fold_0").mkdir()
+    for name in checkpoints:
+        (root / "fold_0" / name).write_bytes(b"")
+    return root
+
+
 def test_predict_loads_the_chosen_checkpoints_and_skips_weight_zero(tmp_path: Path, capsys) -> None:
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.predict import resolve_models
-    from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
-    a = write_untrained_model_folder(tmp_path / "m1")
-    shutil.copy(a / "fold_0" / "checkpoint_final.pth", a / "fold_0" / "checkpoint_best_score.pth")
-    b = write_untrained_model_folder(tmp_path / "m2", plans_name="nnUNetPlans_b")
+    a = _model_folder(tmp_path / "m1", "checkpoint_final.pth", "checkpoint_best_score.pth")
+    b = _model_folder(tmp_path / "m2", "checkpoint_final.pth")
     config = PostprocessFile(FusionSpec("prob", (0.7, 0.0, 0.3), ("a", "x", "b"),
                                         ("checkpoint_best_score.pth", "checkpoint_nope.pth", None)))  # fmt: skip
     args = Namespace(model=[a, tmp_path / "missing", b], folds=None, checkpoint=None, weights=None, fusion=None,
