@@ -95,9 +95,9 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def run_volume(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.cli.predict import _device, _fusion
+    from nnunetv2_topo.cli.predict import _device, load_config, resolve_models
     from nnunetv2_topo.inference.cases import CaseError, check_part
-    from nnunetv2_topo.inference.models import ModelError, check_model_folders, use_topo_trainers
+    from nnunetv2_topo.inference.models import ModelError, use_topo_trainers
     from nnunetv2_topo.volume import (
         ClusterError,
         OutputError,
@@ -114,17 +114,13 @@ def run_volume(args: argparse.Namespace) -> int:
         check_part(args.num_parts, args.part_id)
         bbox = None if args.bbox is None else parse_bbox(args.bbox)
         source = open_source(str(args.input), args.level, bbox)
-        folders = check_model_folders(args.model, args.folds, args.checkpoint)
         target = None if args.dask is None else parse_dask(args.dask)
-        if args.config is not None:
-            from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
-
-            config = load_postprocess_file(args.config)
+        config = load_config(args)
+        folders, mode, weights = resolve_models(args, config)
     except (CaseError, ModelError, VolumeInputError, ClusterError) as exc:
         raise CLIError(str(exc)) from exc
-    except (OSError, ValueError) as exc:  # the post-processing file
+    except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
-    mode, weights = _fusion(args, len(folders), config)
     device = _device(args.device)
     use_topo_trainers()
     from nnunetv2_topo.inference.predict import load_models
