@@ -123,7 +123,11 @@ def _score_worker(rank: int, port: int, out_dir: str) -> None:
         # one case's prediction near the timeout: a warning, but every round still scores all its cases
         controller.seconds_per_case = 10.0
         controller.check_imbalance()
-        second = controller.start(1, CASES, _fake_predict, object)
+        # a case that never finishes on rank 0: killed at its deadline there, the round failed on every rank
+        controller.pool.timeout_s = 1.0
+        second = controller.start(1, ["hang", "case_x", "case_y"], _fake_predict, object)
+        (failed,) = controller.collect(2, must_wait=True)
+        not_compared = not controller.accept(failed) and controller.best_score == records[0]["score"]
         result = {
             "timeout": process_group_timeout(),
             "mine": started.cases,
@@ -132,6 +136,8 @@ def _score_worker(rank: int, port: int, out_dir: str) -> None:
             "best": best,
             "written": [w["topo_state"]["score_rounds"]["best_score"] for w in written],
             "second": second.cases,
+            "failed": failed["error"],
+            "not_compared": not_compared,
             "warned": [m for m in messages if "near the process group's timeout" in m],
             "alive": all_ranks(True),
         }
@@ -153,6 +159,8 @@ def test_scoring_round_with_a_metric_slower_than_the_timeout_survives(tmp_path: 
     assert record["error"] is None and record["num_cases"] == 3 and record["epoch"] == 0
     assert record["score"] == pytest.approx((0.1 + 0.2 + 0.3) / 3)
     assert results[0]["best"] and results[0]["written"] == [pytest.approx(0.2)] and results[1]["written"] == []
-    assert results[0]["second"] == ["case_a", "case_c"] and results[1]["second"] == ["case_b"]  # not capped
+    assert results[0]["second"] == ["hang", "case_y"] and results[1]["second"] == ["case_x"]  # not capped
+    assert results[0]["failed"] == results[1]["failed"] and "hang: CaseTimeoutError" in results[1]["failed"]
+    assert results[0]["not_compared"] and results[1]["not_compared"]
     assert "a multiple of the number of GPUs" in results[0]["warned"][0] and len(results[1]["warned"]) == 1
     assert results[0]["alive"] and results[1]["alive"]

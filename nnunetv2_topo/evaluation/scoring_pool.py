@@ -46,6 +46,9 @@ __all__ = [
     "threads_per_rank",
 ]
 
+WARM_UP_TIMEOUT_S = 600.0
+"""The least deadline of the warm-up (loading, or on a new installation compiling, the metric's kernels)."""
+
 DEFAULT_CASE_TIMEOUT_S = 900.0
 """The default ``score_case_timeout_s``: many times the metric's time on a 320³ case on one CPU core (see
 benchmarks/results/trainers.md), short enough that a wedged case costs one round, not the run."""
@@ -86,7 +89,7 @@ def _worker_env(threads: int | None) -> dict[str, str]:
 class _Worker:
     """One worker process, its pipes, its pending futures and the two threads that feed and read it."""
 
-    def __init__(self, timeout_s: float | None, threads: int | None, poll_seconds: float, module: str) -> None:
+    def __init__(self, threads: int | None, poll_seconds: float, module: str) -> None:
         from multiprocessing.connection import Connection
 
         task_r, task_w = os.pipe()
@@ -102,17 +105,16 @@ class _Worker:
             os.close(result_w)
         self.tasks = Connection(task_w, readable=False)
         self.results = Connection(result_r, writable=False)
-        self.timeout_s = timeout_s
         self.poll_seconds = poll_seconds
         self.lock = threading.Lock()
-        self.pending: dict[int, tuple[cf.Future, str, bool]] = {}
+        self.pending: dict[int, tuple[cf.Future, str, float | None]] = {}
         self.running: tuple[int, float] | None = None
         self.alive = True
         self.outbox: queue.Queue = queue.Queue()
         for target, name in ((self._feed, "scoring-feeder"), (self._read, "scoring-reader")):
             threading.Thread(target=target, name=name, daemon=True).start()
 
-    def submit(self, task_id: int, payload: bytes, future: cf.Future, label: str, deadline: bool) -> None:
+    def submit(self, task_id: int, payload: bytes, future: cf.Future, label: str, deadline: float | None) -> None:
         with self.lock:
             self.pending[task_id] = (future, label, deadline)
         self.outbox.put((task_id, payload))
@@ -163,13 +165,11 @@ class _Worker:
         with self.lock:
             running = self.running
             entry = self.pending.get(running[0]) if running is not None else None
-        if entry is None or not entry[2] or self.timeout_s is None:
-            return False
-        if time.monotonic() - running[1] <= self.timeout_s:
+        if entry is None or entry[2] is None or time.monotonic() - running[1] <= entry[2]:
             return False
         self.stop(
             CaseTimeoutError,
-            f"{entry[1]} ran past its deadline (score_case_timeout_s = {self.timeout_s:g} s): the scoring process "
+            f"{entry[1]} ran past its deadline (score_case_timeout_s = {entry[2]:g} s): the scoring process "
             "was killed and a new one scores the next round",
             first=running[0],
         )
@@ -245,15 +245,20 @@ class ScoringPool:
         return worker.process.pid if worker is not None and worker.alive else None
 
     def start(self) -> None:
-        """Start the worker now and let it load the metric's compiled kernels (not under the deadline), so the
-        first round does not wait for that (called at the start of training)."""
+        """Start the worker now and let it load the metric's compiled kernels, so the first round does not wait for
+        that (called at the start of training; the warm-up's deadline is at least :data:`WARM_UP_TIMEOUT_S`)."""
         if self._worker is None or not self._worker.alive:
-            self._worker = _Worker(self.timeout_s, self.threads, self.poll_seconds, self.worker_module)
+            self._worker = _Worker(self.threads, self.poll_seconds, self.worker_module)
             self.workers_started += 1
-            self.call(warm_up, deadline=False)
+            limit = None if self.timeout_s is None else max(self.timeout_s, WARM_UP_TIMEOUT_S)
+            self.call(warm_up, timeout_s=limit)
 
-    def call(self, function: Callable[..., Any], *args: Any, label: str = "", deadline: bool = True) -> cf.Future:
-        """Run ``function(*args)`` in the worker (``function`` picklable by reference); its future."""
+    def call(
+        self, function: Callable[..., Any], *args: Any, label: str = "", timeout_s: float | str | None = "pool"
+    ) -> cf.Future:
+        """Run ``function(*args)`` in the worker (``function`` picklable by reference); its future. ``timeout_s``:
+        its deadline from the moment it starts (default: the pool's)."""
+        deadline = self.timeout_s if timeout_s == "pool" else timeout_s
         self.start()
         future: cf.Future = cf.Future()
         payload = pickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL)

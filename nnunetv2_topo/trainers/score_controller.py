@@ -178,10 +178,11 @@ class ScoreRoundController:
             return []
         if must_wait:
             if not pending.done():
+                limit = getattr(self.pool, "timeout_s", None)
                 self.log(
                     f"Waiting for the competition scoring of epoch {pending.epoch} (the next round is due, "
                     "checkpoint_latest.pth is written now or training ends; raise score_every_epochs if this "
-                    "repeats)"
+                    "repeats" + (f"; each case at most score_case_timeout_s = {limit:g} s)" if limit else ")")
                 )
             wait_on_every_rank(pending.done, self.poll_seconds)
         elif not all_ranks(pending.done()):
