@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "positive from N (default: the post-processing's dust size, 500)",
     )
     parser.add_argument(
-        "--overwrite", action="store_true", help="write into a non-empty --errors folder, replacing files of the same name"
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --errors folder, replacing files of the same name",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-case table")
 

@@ -67,7 +67,8 @@ def summarize_costs(costs: dict[str, dict[str, dict]]) -> dict:
 
 def format_error_summary(summary: dict) -> str:
     """The summary as a fixed-width table (mean score lost per case, by kind and part)."""
-    head = f"{'error kind':<15}{'errors':>7}{'cases':>7}{'voxels':>11}{'topo':>9}{'SD':>9}{'VOI':>9}{'score':>9}{'share':>7}"
+    head = f"{'error kind':<15}{'errors':>7}{'cases':>7}{'voxels':>11}"
+    head += f"{'topo':>9}{'SD':>9}{'VOI':>9}{'score':>9}{'share':>7}"
     lines = [f"where the score is lost (mean over {summary['cases']} case(s); costs are score points):", head]
     lines.append("-" * len(head))
     for kind, r in summary["kinds"].items():

@@ -76,7 +76,7 @@ def topo_feature_costs(counts: np.ndarray, weights: Sequence[float] = TOPO_WEIGH
     active = counts[:, 1] + counts[:, 2] > 0
     total = float(sum(w for w, a in zip(weights, active) if a))
     cost = np.zeros(3)
-    for k, (m, p, g) in enumerate(counts):
+    for k, (_, p, g) in enumerate(counts):
         if active[k]:
             cost[k] = weights[k] / total / ((p + g) if g > 0 else (p + 0.5))
     return cost

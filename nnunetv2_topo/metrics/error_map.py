@@ -261,7 +261,7 @@ def _voi_bits(listed, ci, cj, cn, on, size_p, on_gt, covered, n_union) -> list[t
     out = []
     bg_gt = int(cn[(ci > 0) & (cj == 0)].sum())  # n_·0: prediction-only voxels
     bg_pred = int(cn[(ci == 0) & (cj > 0)].sum())  # n_0·: ground-truth-only voxels
-    for kind, comps, sheets, _, label in listed:
+    for kind, _, _, _, label in listed:
         split = merge = 0.0
         if kind == "merge":
             cells = on & (ci == label)
@@ -348,9 +348,9 @@ def _surface_claims(listed, pred, gt, lp, lg, codes, tau) -> dict:
     misses = surface_misses(pred, gt, tau)
     index = {(key, label): e for e, (_, _, _, key, label) in enumerate(listed)}
     area = [0.0] * len(listed)
-    owners = {"pred": ("p", lp, pred, ("merge", "false_positive", "dust")), "gt": ("g", lg, gt, ("split", "missed"))}
+    owners = {"pred": ("p", lp, ("merge", "false_positive", "dust")), "gt": ("g", lg, ("split", "missed"))}
     flat_codes = codes.ravel()
-    for side, (key, lab, mask, kinds) in owners.items():
+    for side, (key, lab, kinds) in owners.items():
         corners, areas = misses[side]
         if areas.size == 0:
             continue

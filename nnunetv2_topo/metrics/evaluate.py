@@ -172,9 +172,14 @@ def evaluate_folders(
     pending: deque[tuple[str, PendingScore]] = deque()
     try:
         for cid, pred_path, gt_path in pairs:
-            pending.append((cid, _start_case(
-                cid, pred_path, gt_path, executor, engine, rules_executor, fallback_pool, diagnose is not None
-            )))
+            pending.append(
+                (
+                    cid,
+                    _start_case(
+                        cid, pred_path, gt_path, executor, engine, rules_executor, fallback_pool, diagnose is not None
+                    ),
+                )
+            )
             # keep a bounded number of cases in flight so volumes are not all read ahead
             while len(pending) > max(1, num_processes):
                 done_id, done = pending.popleft()
