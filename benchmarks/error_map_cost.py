@@ -2,8 +2,9 @@
 
 The folder holds synthetic cases (``benchmarks/metric_speed.make_pair``: wavy sheets, 56 % ignore, dust, pinholes, a
 hole, a bridge, noise in the ignore region) with more planted errors: one sheet missed, one cut in two, a false
-positive slab. Each measurement is ``evaluate_folders`` in a freshly spawned process (its CPU time counts every
-thread), plain and with the error maps alternately, ``--repeats`` times; the ratio of the medians is the cost.
+positive blob, and two sheets bridged. Each measurement is ``evaluate_folders`` in a freshly spawned process
+(its CPU time counts every thread), plain and with the error maps alternately, ``--repeats`` times; the ratio
+of the medians is the cost.
 The scores of the two are compared exactly, and the error run's summary table is printed.
 
     .venv/bin/python benchmarks/error_map_cost.py            # 2 cases of 320³, ~3 min on 2 idle cores
@@ -26,24 +27,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from metric_speed import in_fresh_process, make_pair  # noqa: E402
 
 
+def _bridge(pred: np.ndarray, gt: np.ndarray, a: np.ndarray, b: np.ndarray, rng) -> None:
+    """Join sheets ``a`` and ``b`` (masks) by the shortest of 300 random straight lines, 2 voxels thick; ignored
+    voxels on it become labelled background (else the metric would not see the bridge)."""
+    pa, pb = np.argwhere(a), np.argwhere(b)
+    best = None
+    for _ in range(300):
+        u, v = pa[rng.integers(len(pa))], pb[rng.integers(len(pb))]
+        line = np.round(np.linspace(u, v, int(np.abs(v - u).max()) + 1)).astype(int)
+        if best is None or len(line) < len(best):
+            best = line
+    thick = np.concatenate([best + d for d in ([0, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 1])])
+    thick = tuple(np.minimum(thick, np.array(gt.shape) - 1).T)
+    gt[thick] = np.where(gt[thick] == 2, 0, gt[thick])
+    pred[thick] = 1
+
+
 def make_case(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``make_pair`` plus a missed sheet, a sheet cut in two and a false-positive slab."""
+    """``make_pair`` plus a missed sheet, a sheet cut in two, two sheets bridged and a false-positive blob."""
     import cc3d
+    from scipy import ndimage
 
     pred, gt = make_pair(size, seed)
+    rng = np.random.default_rng(seed)
     sheets, n = cc3d.connected_components(gt == 1, connectivity=26, return_N=True)
-    sizes = np.bincount(sheets.ravel())[1:]
-    order = np.argsort(sizes)
-    if n >= 2:
-        pred[sheets == order[len(order) // 2] + 1] = 0  # a middle-sized sheet missed
-        cut = sheets == order[-1] + 1  # the largest sheet cut across its extent along axis 2
+    order = np.argsort(np.bincount(sheets.ravel())[1:])[::-1] + 1  # largest first
+    if n >= 3:
+        pred[sheets == order[2]] = 0  # the third largest sheet missed
+        cut = sheets == order[0]  # the largest cut across its extent along axis 2
         xs = np.flatnonzero(cut.any(axis=(0, 1)))
         mid = xs[len(xs) // 2]
         pred[:, :, mid : mid + 3][cut[:, :, mid : mid + 3]] = 0
-    s = size // 8
-    slab = np.zeros_like(pred, dtype=bool)
-    slab[s : 2 * s, s : 2 * s, size // 2 : size // 2 + 3] = True
-    pred[slab & (gt == 0)] = 1
+        _bridge(pred, gt, sheets == order[0], sheets == order[1], rng)
+    far = ndimage.distance_transform_edt(gt == 0)
+    z, y, x = np.unravel_index(int(np.argmax(far)), far.shape)
+    r = int(min(4, far[z, y, x] - 2))
+    if r >= 1:
+        pred[z - r : z + r, y - r : y + r, x - r : x + r] = 1  # a false-positive blob far from every sheet
     return pred, gt
 
 
