@@ -100,15 +100,14 @@ def _bits(n: np.ndarray, total: np.ndarray, union: int) -> np.ndarray:
     return -(n / union) * np.log2(n / total)
 
 
-def _touching(owner: np.ndarray, n_owner: int, other: np.ndarray, offset: int, box: tuple) -> dict[int, set]:
-    """For each label of ``owner`` (inside ``box``): the set of ``other`` labels its voxels are 26-adjacent to."""
-    sub_owner, sub_other = owner[box], other[box]
-    graph = np.where(sub_owner > 0, sub_owner, np.where(sub_other > 0, sub_other.astype(np.uint32) + offset, 0))
+def _touching(graph: np.ndarray, n_owner: int) -> dict[int, set]:
+    """For each label ``1..n_owner`` of ``graph``: the set of labels ``> n_owner`` (minus ``n_owner``) its voxels are
+    26-adjacent to."""
     found: dict[int, set] = {}
-    for a, b in cc3d.region_graph(graph.astype(np.uint32), connectivity=26):
+    for a, b in cc3d.region_graph(graph, connectivity=26):
         a, b = sorted((int(a), int(b)))
         if 0 < a <= n_owner < b:
-            found.setdefault(a, set()).add(b - offset)
+            found.setdefault(a, set()).add(b - n_owner)
     return found
 
 
@@ -129,10 +128,13 @@ def _bridges(side: np.ndarray, lab: np.ndarray, n_lab: int, other_lab: np.ndarra
     inside[who] = True
     box = _box_of(stats, who)
     keep = inside[lab[box]]
-    owner = np.where(keep & side[box], pieces[box], 0)
-    overlap = np.where(keep & (other_lab[box] > 0) & ~side[box] & (lab[box] > 0), other_lab[box], 0)
-    full = tuple(slice(0, s) for s in owner.shape)
-    for piece, labels in _touching(owner, n_pieces, overlap, n_pieces, full).items():
+    own = side[box]
+    graph = np.zeros(keep.shape, np.uint32)
+    both = keep & ~own  # the components' voxels in both masks, labelled by the other mask's component
+    graph[both] = other_lab[box][both] + np.uint32(n_pieces)
+    keep &= own  # the components' one-mask voxels, labelled by their piece
+    graph[keep] = pieces[box][keep]
+    for piece, labels in _touching(graph, n_pieces).items():
         if len(labels) >= 2:
             marked[piece] = True
     return pieces, marked
