@@ -80,7 +80,10 @@ def _run(folder: str, errors: str | None, workers: int, queue) -> None:
     summary = writer.write_summary() if writer is not None else None
     c1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
-    queue.put({"wall": time.perf_counter() - t0, "cpu": cpu, "cases": result["cases"], "summary": summary})
+    peak = c1.ru_maxrss / 2**20  # KiB -> GB
+    queue.put(
+        {"wall": time.perf_counter() - t0, "cpu": cpu, "peak": peak, "cases": result["cases"], "summary": summary}
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,16 +113,20 @@ def main(argv: list[str] | None = None) -> int:
                 out = str(folder / f"errors{r}") if kind == "errors" else None
                 res = in_fresh_process(_run, str(folder), out, args.workers)
                 runs[kind].append(res)
-                print(f"  {kind:<7} wall {res['wall']:6.1f} s  cpu {res['cpu']:6.1f} s", flush=True)
+                print(
+                    f"  {kind:<7} wall {res['wall']:6.1f} s  cpu {res['cpu']:6.1f} s  peak {res['peak']:5.2f} GB",
+                    flush=True,
+                )
         same = all(run["cases"] == runs["plain"][0]["cases"] for run in runs["plain"] + runs["errors"])
-        med = {k: {m: statistics.median(run[m] for run in v) for m in ("wall", "cpu")} for k, v in runs.items()}
+        med = {k: {m: statistics.median(run[m] for run in v) for m in ("wall", "cpu", "peak")} for k, v in runs.items()}
         print(
             f"median: plain wall {med['plain']['wall']:.1f} s cpu {med['plain']['cpu']:.1f} s; --errors wall "
             f"{med['errors']['wall']:.1f} s cpu {med['errors']['cpu']:.1f} s"
         )
         print(
             f"--errors / plain: CPU {med['errors']['cpu'] / med['plain']['cpu']:.2f}x, "
-            f"wall {med['errors']['wall'] / med['plain']['wall']:.2f}x (target <= 2x); scores identical: {same}"
+            f"wall {med['errors']['wall'] / med['plain']['wall']:.2f}x (target <= 2x); peak memory "
+            f"{med['plain']['peak']:.2f} -> {med['errors']['peak']:.2f} GB; scores identical: {same}"
         )
         print(format_error_summary(runs["errors"][-1]["summary"]))
     return 0
