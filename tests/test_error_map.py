@@ -228,3 +228,16 @@ def test_cli_refuses_bad_errors_options(folders, tmp_path, capsys) -> None:
     assert "--dust-size needs --errors" in capsys.readouterr().err
     assert _evaluate(pred, gt, "--errors", str(pred)) == 2
     assert "is the --pred folder" in capsys.readouterr().err
+
+
+def test_diagnose_with_parallel_tiles_sees_every_case_and_keeps_the_scores(folders, tmp_path) -> None:
+    from nnunetv2_topo.evaluation.error_maps import ErrorMapWriter
+    from nnunetv2_topo.metrics import evaluate_folders
+
+    pred, gt = folders
+    writer = ErrorMapWriter(tmp_path / "maps", dust_size=50)
+    with_maps = evaluate_folders(pred, gt, num_processes=2, progress=False, diagnose=writer)
+    assert with_maps == evaluate_folders(pred, gt, num_processes=0, progress=False)
+    assert sorted(writer.costs) == ["a", "b"]
+    lost = sum(row["score"] for row in writer.costs["a"].values())
+    assert lost == pytest.approx(1 - with_maps["cases"]["a"]["score"], abs=1e-9)
