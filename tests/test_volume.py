@@ -172,13 +172,17 @@ def test_pyramid_keeps_thin_sheets() -> None:
 
 
 def _postprocess(classes: np.ndarray, chunks: int, config, tmp_path: Path) -> np.ndarray:
-    from nnunetv2_topo.volume.postprocess import postprocess_store
+    from nnunetv2_topo.volume.finalize import make_runner
+    from nnunetv2_topo.volume.postprocess import WorkArrays, postprocess_chunks
 
-    group = zarr.open_group(str(tmp_path / "pp.zarr"), mode="w")
-    stored = group.create_array("c", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint8")
-    stored[:] = classes
-    labels = group.create_array("l", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint32", fill_value=0)
-    return postprocess_store(stored, labels, config).compute()
+    url = str(tmp_path / "pp.zarr")
+    group = zarr.open_group(url, mode="w")
+    group.create_array("c", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint8")[:] = classes
+    group.create_array("out", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint8", fill_value=0)
+    result = postprocess_chunks(WorkArrays(url, "c", "out", "t"), config, make_runner(progress=False))
+    out = group["out"][:]
+    assert result["foreground"] == out.sum()
+    return out
 
 
 @pytest.mark.parametrize("chunks", [8, 13])
