@@ -80,8 +80,9 @@ def test_zarr_equals_one_case_predict_with_tta_folds_pyramid(setup, tmp_path: Pa
     node = next(iter(Reader(parse_url(str(out)))()))
     assert [tuple(d.shape) for d in node.data] == [SHAPE, (24, 30, 20), (12, 15, 10)]
     group = zarr.open_group(str(out), mode="r")
-    assert group["probabilities"].dtype == np.uint8
-    probabilities, labels = group["probabilities"][:], setup["refs"]["mirror"]
+    assert group["probabilities/0"].dtype == np.uint8
+    assert group["probabilities/2"].shape == (12, 15, 10)  # its own pyramid
+    probabilities, labels = group["probabilities/0"][:], setup["refs"]["mirror"]
     assert (probabilities[labels == 1] >= 128).all() and (probabilities[labels == 0] <= 128).all()
     assert len(np.unique(probabilities)) > 50
     assert group.attrs["nnunetv2_topo"]["complete"] is True
@@ -102,7 +103,8 @@ def test_parts_into_one_output(setup, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.zarr"
     assert _run(setup, setup["v3"], out, "--chunk", "16", "--tta", "none", "--num-parts", "2", "--part-id", "1") == 0
     assert "wrote part 1 of 2" in capsys.readouterr().out
-    assert "ome" not in zarr.open_group(str(out), mode="r").attrs  # not complete: no multiscales yet
+    attrs = zarr.open_group(str(out), mode="r").attrs
+    assert "ome" not in attrs and "multiscales" not in attrs  # not complete: no multiscales yet
     assert _run(setup, setup["v3"], out, "--chunk", "16", "--tta", "none", "--num-parts", "2", "--part-id", "0") == 0
     assert "complete" in capsys.readouterr().out
     _assert_close(_level0(out), setup["refs"]["none"])

@@ -164,6 +164,15 @@ def _leftovers(url: str) -> list[str]:
     return [w for w in (*WORK, TAKEOVER) if fs.exists(f"{root.rstrip('/')}/{w}")]
 
 
+def _locked(url: str) -> bool:
+    import fsspec
+
+    from nnunetv2_topo.volume.lock import LOCK
+
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs.exists(f"{root.rstrip('/')}/{LOCK}")
+
+
 def _cleanup(url: str, lock) -> None:
     import fsspec
 
@@ -221,7 +230,7 @@ def finalize_volume(url: str, client=None, progress: bool = True, wait_s: float 
             manifest = read_manifest(url) or manifest  # a finalizer may have completed it and removed the markers
             if not manifest.get("complete"):
                 return report
-    if manifest.get("complete") and not _leftovers(url):
+    if manifest.get("complete") and not _leftovers(url) and not _locked(url):
         report.complete, report.missing = True, 0
         return report
     lock = StoreLock(url, "finalize")

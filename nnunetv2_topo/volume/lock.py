@@ -64,12 +64,24 @@ class StoreLock:
 
     def holder(self) -> dict | None:
         """The lock's content (owner, purpose, time), None when there is no lock."""
-        try:
-            return json.loads(self.fs.cat_file(self.path))
-        except FileNotFoundError:
-            return None
-        except ValueError:  # being written: treat as fresh
-            return {"owner": "?", "purpose": "?", "time": time.time()}
+        for _ in range(50):
+            try:
+                return json.loads(self.fs.cat_file(self.path))
+            except FileNotFoundError:
+                return None
+            except ValueError:  # caught between a rewrite's truncation and its write
+                time.sleep(0.01)
+        return {"owner": "?", "purpose": "?", "time": time.time()}
+
+    def _rewrite(self) -> None:
+        """The heartbeat: a new time, replacing the lock in one step (a rename on a file system; object stores
+        replace objects whole)."""
+        if "file" in self.fs.protocol:
+            tmp = f"{self.path}.{self.token.replace(':', '_')}"
+            self.fs.pipe_file(tmp, self._body())
+            os.replace(tmp, self.path)
+        else:
+            self.fs.pipe_file(self.path, self._body())
 
     def _create(self) -> bool:
         self.fs.makedirs(self.root, exist_ok=True)
@@ -100,8 +112,9 @@ class StoreLock:
         self.fs.rm(self.path)
         return self.try_acquire()
 
-    def acquire(self, wait_s: float, poll_s: float = 0.5) -> StoreLock:
+    def acquire(self, wait_s: float, poll_s: float | None = None) -> StoreLock:
         """Take the lock, waiting up to ``wait_s`` seconds for a live holder; :class:`LockBusyError` after that."""
+        poll_s = min(0.5, self.stale_s / 4) if poll_s is None else poll_s
         deadline = time.monotonic() + wait_s
         while not self.try_acquire():
             if time.monotonic() >= deadline:
@@ -132,7 +145,7 @@ class StoreLock:
                 held = self.holder()
                 if held is None or held.get("owner") != self.token:
                     return
-                self.fs.pipe_file(self.path, self._body())
+                self._rewrite()
 
         self._thread = threading.Thread(target=beat, args=(self._stop,), daemon=True, name="nnunetv2_topo-lock")
         self._thread.start()

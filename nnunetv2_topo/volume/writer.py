@@ -55,6 +55,9 @@ def read_manifest(url: str) -> dict | None:
     fs, root = _fs(url)
     if not fs.exists(root):
         return None
+    names = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False, refresh=True)}
+    if not {n for n in names if not n.startswith(LOCK)}:
+        return None  # empty, or only the lock of a process that is about to create it
     try:
         group = zarr.open_group(url, mode="r")
     except Exception:
