@@ -195,7 +195,8 @@ def test_cli_overwrite_refused_by_a_check_keeps_the_old_output(tmp_path: Path, c
     group = zarr.open_group(ome, mode="w")
     for k in (0, 1):
         group.create_array(str(k), shape=(20 // 2**k,) * 3, dtype="uint8")
-    datasets = [{"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": [2.0**k] * 3}]} for k in (0, 1)]
+    scales = [[{"type": "scale", "scale": [2.0**k] * 3}] for k in (0, 1)]
+    datasets = [{"path": str(k), "coordinateTransformations": scales[k]} for k in (0, 1)]
     write_multiscales_metadata(group, datasets, axes=["z", "y", "x"])
     out = _predicted(str(tmp_path / "out.zarr"))
     before = _snapshot(out)

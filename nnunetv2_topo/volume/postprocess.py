@@ -6,7 +6,7 @@ components that cross chunk borders. Prediction stores per voxel a class: 0, 1 (
 array names; never a table of all chunks), on Dask workers or local threads:
 
 1. **label**: each chunk's 26-connected components of class >= 1 (``cc3d``, deterministic); the chunk's six
-   boundary faces of labels go to ``work_faces/<key>.npz``; the task returns only the *border* labels (those on a
+   boundary faces of labels go to ``work_faces/<key>`` (zlib); the task returns only the *border* labels (those on a
    face) with their voxel counts and whether they hold a class-2 voxel. Labels are global as
    ``chunk index * 2^32 + local label``: no offsets to agree on.
 2. **join**: each chunk pairs its faces with the touching faces, edges and corners of its 13 forward neighbours
@@ -26,7 +26,6 @@ where a step's decision depends on voxels further away than the halo. See docs/h
 from __future__ import annotations
 
 import functools
-import io
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -117,32 +116,73 @@ def _label(work: WorkArrays, idx):
     return c, cc3d.connected_components(c >= 1, connectivity=26, out_dtype=np.uint32)
 
 
+def _face_shapes(work: WorkArrays, idx) -> list[tuple[int, int]]:
+    classes = _open(work.url, work.classes, work.token)
+    box = [s.stop - s.start for s in _slices(idx, classes.chunks, classes.shape)]
+    return [tuple(n for a, n in enumerate(box) if a != ax) for ax in range(3) for _ in range(2)]  # type: ignore
+
+
+FACE_ORDER = [f"{ax}{side}" for ax in range(3) for side in "lh"]
+
+
 def label_chunk(work: WorkArrays, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 1: (border labels, their voxel counts, whether they hold class 2); writes the chunk's faces."""
+    import zlib
+
     c, lab = _label(work, idx)
     k = int(lab.max())
     if k == 0:
         return np.zeros(0, np.uint32), np.zeros(0, np.int64), np.zeros(0, bool)
-    faces = {f"{ax}{side}": np.take(lab, i, axis=ax) for ax in range(3) for side, i in (("l", 0), ("h", -1))}
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **faces)
+    faces = [np.take(lab, i, axis=ax) for ax in range(3) for i in (0, -1)]
+    flat = np.concatenate([f.ravel() for f in faces])
     fs, root = _fs(work.url)
-    fs.pipe_file(f"{root.rstrip('/')}/{work.faces}/{_key(idx)}.npz", buf.getvalue())
-    border = np.unique(np.concatenate([f.ravel() for f in faces.values()]))
+    fs.pipe_file(f"{root.rstrip('/')}/{work.faces}/{_key(idx)}", zlib.compress(flat.tobytes(), 1))
+    border = np.unique(flat)
     border = border[border != 0]
     sizes = np.bincount(lab.ravel(), minlength=k + 1)
     high = np.bincount(lab[c == 2], minlength=k + 1) > 0
     return border, sizes[border].astype(np.int64), high[border]
 
 
-def _faces(work: WorkArrays, idx) -> dict | None:
-    fs, root = _fs(work.url)
-    try:
-        data = fs.cat_file(f"{root.rstrip('/')}/{work.faces}/{_key(idx)}.npz")
-    except FileNotFoundError:
-        return None  # no foreground in that chunk
-    with np.load(io.BytesIO(data)) as z:
-        return {k: z[k] for k in z.files}
+class _FaceCache:
+    """Decoded faces by (pass token, chunk), least recently used dropped beyond ``max_bytes`` (a chunk's faces are
+    read by itself and up to 13 neighbours, which a worker mostly handles close together)."""
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.items: OrderedDict = OrderedDict()
+        self.max_bytes, self.held, self.lock = max_bytes, 0, threading.Lock()
+
+    def get(self, work: WorkArrays, idx) -> dict | None:
+        import zlib
+
+        key = (work.token, work.url, idx)
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        fs, root = _fs(work.url)
+        try:
+            data = fs.cat_file(f"{root.rstrip('/')}/{work.faces}/{_key(idx)}")
+        except FileNotFoundError:
+            faces = None  # no foreground in that chunk
+        else:
+            flat = np.frombuffer(zlib.decompress(data), np.uint32)
+            shapes = _face_shapes(work, idx)
+            parts = np.split(flat, np.cumsum([a * b for a, b in shapes])[:-1])
+            faces = {n: f.reshape(sh) for n, f, sh in zip(FACE_ORDER, parts, shapes, strict=True)}
+        with self.lock:
+            self.items[key] = faces
+            self.held += 0 if faces is None else sum(f.nbytes for f in faces.values())
+            while self.held > self.max_bytes and len(self.items) > 1:
+                _, old = self.items.popitem(last=False)
+                self.held -= 0 if old is None else sum(f.nbytes for f in old.values())
+        return faces
+
+
+_FACES = _FaceCache()
 
 
 def _part(faces: dict, d, own: bool) -> np.ndarray:
@@ -159,7 +199,7 @@ def _part(faces: dict, d, own: bool) -> np.ndarray:
 
 def join_chunk(work: WorkArrays, idx, grid) -> np.ndarray:
     """Pass 2: global label pairs (a, b) that touch across the borders of chunk ``idx`` and its forward neighbours."""
-    own = _faces(work, idx)
+    own = _FACES.get(work, idx)
     out = [np.zeros((0, 2), np.int64)]
     if own is None:
         return out[0]
@@ -167,7 +207,7 @@ def join_chunk(work: WorkArrays, idx, grid) -> np.ndarray:
         nidx = tuple(i + di for i, di in zip(idx, d, strict=True))
         if not all(0 <= n < g for n, g in zip(nidx, grid, strict=True)):
             continue
-        neighbour = _faces(work, nidx)
+        neighbour = _FACES.get(work, nidx)
         if neighbour is None:
             continue
         a_face, b_face = _part(own, d, True), _part(neighbour, d, False)
@@ -181,7 +221,7 @@ def join_chunk(work: WorkArrays, idx, grid) -> np.ndarray:
             m = (a != 0) & (b != 0)
             if m.any():
                 pairs = np.stack([a[m].astype(np.int64) + _base(idx, grid), b[m].astype(np.int64) + _base(nidx, grid)])
-                out.append(np.unique(pairs.T, axis=0))
+                out.append(pairs.T)
     return np.unique(np.concatenate(out), axis=0)
 
 
