@@ -305,8 +305,9 @@ def test_zarr_format_2_output_opens_with_zarr_python_2(setup, tmp_path: Path) ->
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     meta = json.loads(run.stdout)
-    (scale0, shift0), (scale1, shift1) = [[t.get("scale") or t.get("translation") for t in d["coordinateTransformations"]]
-                                          for d in meta["datasets"]]  # fmt: skip
+    transforms = [[t.get("scale") or t.get("translation") for t in d["coordinateTransformations"]]
+                  for d in meta["datasets"]]  # fmt: skip
+    (scale0, shift0), (scale1, shift1) = transforms
     np.testing.assert_allclose(scale0, [7.91] * 3)
     np.testing.assert_allclose(shift0, [5 * 7.91, 10 * 7.91, 0])  # the --bbox start, in micrometres
     np.testing.assert_allclose(scale1, [15.82] * 3)
