@@ -11,7 +11,8 @@ DESCRIPTION = f"""{HELP}.
 'predict --num-parts N' completes the volume in the part that finishes last; run this when that part was killed,
 or to finish on another machine. Exactly one process finalizes (a lock object in OUT.zarr; a lock without a
 heartbeat for NNUNETV2_TOPO_LOCK_STALE_S seconds, default 300, is taken over); a kill at any point followed by
-another run gives the same result. Safe to run any number of times.
+another run gives the same result. Safe to run any number of times. Exit status 0 when the volume is complete
+(or another process is finalizing it), 1 when chunks are still missing (it says how many).
 
 Example:
   nnunetv2_topo finalize /scratch/scroll_pred.zarr --dask local:4
