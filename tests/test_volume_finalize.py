@@ -175,6 +175,10 @@ def test_overwrite_replaces_only_after_checks_and_never_another_parts_work(tmp_p
         prepare_output(url, _manifest(pyramid=2), SHAPE, CHUNK, True, True)
     with pytest.raises(OutputError, match=r"zarr_format: 2 -> 3"):
         prepare_output(url, _manifest(3), SHAPE, CHUNK, True, True)
+    old = _manifest()
+    del old["output"]  # an output of an earlier version (Zarr v3, no frame, probabilities as one array)
+    with pytest.raises(OutputError, match="output layout: an earlier nnunetv2_topo version's"):
+        prepare_output(str(_predicted(str(tmp_path / "old.zarr"), manifest=old)), _manifest(), SHAPE, CHUNK, True, True)
     assert sorted(p.name for p in (Path(url) / ".done").iterdir()) == done
     # other settings with --overwrite (all checks passed): replaced
     assert prepare_output(url, _manifest(pyramid=2), SHAPE, CHUNK, True, True, overwrite=True, num_parts=2) is None

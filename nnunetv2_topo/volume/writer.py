@@ -82,6 +82,8 @@ def manifest_differences(old: dict, new: dict) -> list[str]:
 
 def _differences(old: dict, manifest: dict) -> list[str]:
     diff = manifest_differences(old["settings"], manifest["settings"])
+    if "output" not in old:  # made before the output had a format, a frame and a probabilities group
+        return [*diff, "output layout: an earlier nnunetv2_topo version's -> this version's"]
     fmt_old = old.get("output", {}).get("zarr_format", 3)
     fmt_new = manifest.get("output", {}).get("zarr_format", fmt_old)
     return diff + ([f"zarr_format: {fmt_old} -> {fmt_new}"] if fmt_old != fmt_new else [])
