@@ -80,8 +80,8 @@ def manifest_differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def _differences(old: dict, manifest: dict) -> list[str]:
-    diff = manifest_differences(old["settings"], manifest["settings"])
+def _differences(old: dict, manifest: dict, differences=manifest_differences) -> list[str]:
+    diff = differences(old["settings"], manifest["settings"])
     if "output" not in old:  # made before the output had a format, a frame and a probabilities group
         return [*diff, "output layout: an earlier nnunetv2_topo version's -> this version's"]
     fmt_old = old.get("output", {}).get("zarr_format", 3)
@@ -89,14 +89,17 @@ def _differences(old: dict, manifest: dict) -> list[str]:
     return diff + ([f"zarr_format: {fmt_old} -> {fmt_new}"] if fmt_old != fmt_new else [])
 
 
-def existing_output(url: str, manifest: dict, overwrite: bool, num_parts: int) -> dict | None:
+def existing_output(
+    url: str, manifest: dict, overwrite: bool, num_parts: int, differences=manifest_differences
+) -> dict | None:
     """The manifest of an output to resume, or None when this run (re)creates it. Refuses an output made with other
-    settings unless ``overwrite``; with ``overwrite`` and ``num_parts > 1``, an output with the same settings is kept
-    (it holds the other parts' work). Deletes nothing (:func:`prepare_output` replaces, under the lock)."""
+    settings (``differences(old_settings, new_settings)`` names them) unless ``overwrite``; with ``overwrite`` and
+    ``num_parts > 1``, an output with the same settings is kept (it holds the other parts' work). Deletes nothing
+    (:func:`prepare_output` replaces, under the lock)."""
     old = read_manifest(url)
     if old is None:
         return None
-    diff = _differences(old, manifest)
+    diff = _differences(old, manifest, differences)
     if diff and not overwrite:
         raise OutputError(
             f"--output {url} was made with other settings ({'; '.join(diff)}); resume with the same settings, "
@@ -150,6 +153,7 @@ def prepare_output(
     overwrite: bool = False,
     num_parts: int = 1,
     wait_s: float = CREATE_WAIT_S,
+    differences=manifest_differences,
 ) -> dict | None:
     """Resume the output (returns its manifest) or create it, exclusively: under the output's lock, re-read, replace
     an output that :func:`existing_output` gives up (``overwrite``), create the arrays, write the manifest last.
@@ -159,12 +163,12 @@ def prepare_output(
 
     from nnunetv2_topo.volume.lock import LOCK, TAKEOVER, StoreLock
 
-    old = existing_output(url, manifest, overwrite, num_parts)
+    old = existing_output(url, manifest, overwrite, num_parts, differences)
     if old is not None:
         return old
     with StoreLock(url, "create").acquire(wait_s):
         old = read_manifest(url)  # again, under the lock: another part may have created it meanwhile
-        if old is not None and existing_output(url, manifest, overwrite, num_parts) is not None:
+        if old is not None and existing_output(url, manifest, overwrite, num_parts, differences) is not None:
             return old
         fs, root = _fs(url)
         if fs.exists(root):
