@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing output .zip, or write into a non-empty output folder (replacing <id>.tif files)",
+        help="replace an existing output .zip, or write into a non-empty output folder (replacing <id>.tif files); "
+        "an OUT.zarr made with other settings is replaced only after every check passed (never the work of "
+        "another --num-parts part of the same settings)",
     )
     parser.add_argument(
         "--allow-intensity-mismatch",
