@@ -119,7 +119,7 @@ class _Pool:
     def __init__(self, futures: list[Future]) -> None:
         self.futures = list(futures)
 
-    def submit(self, *args) -> Future:
+    def submit(self, *args, **kwargs) -> Future:
         return self.futures.pop(0)
 
     def start(self) -> None: ...
@@ -165,10 +165,15 @@ def test_a_failed_case_names_itself_and_keeps_the_best() -> None:
     assert not controller.accept(record) and controller.best_score == 0.2 and controller.records == [record]
 
 
-def test_round_cases_are_not_capped_without_a_process_group() -> None:
-    controller = ScoreRoundController(1)
+def test_rounds_are_never_capped() -> None:
+    """However slow the last round was, the next one scores every case (a capped round would be compared with a
+    best of full rounds); without a process group nothing is warned about."""
+    logs: list[str] = []
+    controller = ScoreRoundController(1, log=lambda m, **_: logs.append(m), pool=_Pool([Future() for _ in range(3)]))
     controller.seconds_per_case = 1e6
-    assert controller.round_cases(["a", "b", "c"]) == ["a", "b", "c"]
+    controller.check_imbalance()
+    started = controller.start(1, ["a", "b", "c"], lambda mine: ((0, f"{c}.tif") for c in mine), object)
+    assert started.cases == ["a", "b", "c"] and len(started.futures) == 3 and logs == []
 
 
 def test_best_score_file_without_its_own_score_is_looked_up_in_the_records() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -141,6 +140,7 @@ class VolumeReport:
     grid_tiles: int = 0
     foreground_share: float | None = None
     complete: bool = False
+    finalize: object = None  # the FinalizeReport of nnunetv2_topo.volume.finalize
 
     def total(self, key: str) -> float:
         return sum(s.get(key, 0) for s in self.stats)
@@ -199,13 +199,16 @@ def predict_volume(
     cache_mb: int = 1024,
     tile_cache_mb: int = 2048,
     progress: bool = True,
+    overwrite: bool = False,
+    zarr_format: int = 2,
 ) -> VolumeReport:
     """Run (or resume) the prediction of ``source`` into ``output``; see the module doc. ``loaded``: the models as
     :func:`~nnunetv2_topo.inference.predict.load_models` gives them (checked, and used when ``client`` is None)."""
     from tqdm import tqdm
 
     from nnunetv2_topo.volume.blending import ChunkModel, check_spacing, normalization_of
-    from nnunetv2_topo.volume.writer import manifest_differences, prepare_output, read_manifest
+    from nnunetv2_topo.volume.finalize import finalize_volume
+    from nnunetv2_topo.volume.writer import existing_output, physical_frame, prepare_output
 
     for m in loaded:
         normalization_of(m)
@@ -213,17 +216,11 @@ def predict_volume(
     settings = settings_of(source, folders, weights, fusion, tta, steps, chunk, pyramid, probabilities, skip_empty)
     report = VolumeReport(voxels=int(np.prod(source.shape)))
     t0 = time.monotonic()
-    old = read_manifest(output)
+    output_meta = {"zarr_format": zarr_format, "frame": physical_frame(source)}
+    old = existing_output(output, {"settings": settings, "output": output_meta}, overwrite, num_parts)
     if old is not None:
-        diff = manifest_differences(old["settings"], settings)
-        if diff:
-            from nnunetv2_topo.volume.writer import OutputError
-
-            raise OutputError(
-                f"--output {output} was made with other settings ({'; '.join(diff)}); resume with the "
-                "same settings, or choose another --output"
-            )
         if old.get("complete"):
+            report.finalize = finalize_volume(output, progress=False)  # ends a clean-up that a kill cut short
             report.complete = True
             report.chunks_total = report.chunks_before = len(chunk_boxes(source.shape, (chunk,) * 3))
             return report
@@ -238,9 +235,9 @@ def predict_volume(
         for m in loaded
     ]
     report.grid_tiles = sum(g.n_tiles for g in geometries)
-    manifest = {"settings": settings, "scan": scan, "grid": [g.to_dict() for g in geometries]}
+    manifest = {"settings": settings, "scan": scan, "grid": [g.to_dict() for g in geometries], "output": output_meta}
     classes = steps is not None
-    prepare_output(output, manifest, source.shape, chunk, probabilities, classes)
+    prepare_output(output, manifest, source.shape, chunk, probabilities, classes, overwrite, num_parts)
     threshold = 0.5 if steps is None else steps.threshold
     high = None if steps is None else steps.hysteresis_high
     run = RunSpec(
@@ -297,30 +294,8 @@ def predict_volume(
                 bar.update(sizes[f.key])
     finally:
         bar.close()
-    all_keys = {chunk_key(b, (chunk,) * 3) for u in all_units for b in u}
-    if all_keys <= done_keys(output):
-        finish_volume(output, steps, pyramid, chunk, source.spacing, report)
-        report.complete = True
+    report.finalize = finalize_volume(output, client, progress)
+    report.complete = report.finalize.complete
+    report.foreground_share = report.finalize.foreground_share
     report.seconds = time.monotonic() - t0
     return report
-
-
-def finish_volume(output: str, steps: PostprocessConfig | None, pyramid: int, chunk: int, spacing, report) -> None:
-    """Global post-processing (from the class codes), pyramid, foreground share, OME-Zarr metadata."""
-    import dask.array as da
-    import zarr
-
-    from nnunetv2_topo.volume.postprocess import postprocess_store
-    from nnunetv2_topo.volume.writer import CLASSES, LABELS, finish_metadata, write_pyramid
-
-    group = zarr.open_group(output, mode="r+")
-    if steps is not None:
-        classes = group[CLASSES]
-        labels = group.create_array(
-            LABELS, shape=classes.shape, chunks=classes.chunks, dtype="uint32", fill_value=0, overwrite=True
-        )
-        da.store(postprocess_store(classes, labels, steps), group["0"], lock=False)
-    write_pyramid(output, pyramid, chunk)
-    level0 = da.from_zarr(group["0"])
-    report.foreground_share = float(level0.sum().compute()) / max(math.prod(level0.shape), 1)
-    finish_metadata(output, pyramid, spacing, {"voxels": report.voxels, "foreground_share": report.foreground_share})
