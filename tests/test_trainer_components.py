@@ -12,6 +12,7 @@ from concurrent.futures import Future
 import pytest
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from trainer_fixtures import make_trainer
 
 from nnunetv2_topo.trainers import nnUNetTrainer_TopoBudget, nnUNetTrainerTopoWarmup
@@ -84,10 +85,31 @@ def test_ema_state_holds_no_weights_and_restores_from_network_weights() -> None:
     assert other.num_updates == 3 and all(torch.equal(ema.weights()[k], other.weights()[k]) for k in ema.weights())
     with pytest.raises(ValueError, match="needs the averaged weights"):
         other.load_state_dict(state)
-    legacy = {"decay": 0.5, "averaged": ema.averaged.state_dict()}  # checkpoints before the EMA was stored once
+    # checkpoints before the EMA was stored once held torch's AveragedModel state
+    averaged = AveragedModel(net, use_buffers=True)
+    averaged.n_averaged.fill_(3)
     older = WeightEMA(torch.nn.Linear(3, 2), 0.5)
-    older.load_state_dict(legacy)
-    assert older.num_updates == 3
+    older.load_state_dict({"decay": 0.5, "averaged": averaged.state_dict()})
+    assert older.num_updates == 3 and torch.equal(older.weights()["weight"], net.weight)
+
+
+def test_ema_equals_torchs_averaged_model() -> None:
+    """The foreach update (a Python-int counter, no host-device copy) computes what AveragedModel computes."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ours = WeightEMA(net, 0.9)
+    torchs = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(4):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        net(torch.randn(5, 3))  # moves the running statistics and num_batches_tracked
+        ours.update(net)
+        torchs.update_parameters(net)
+    expected = torchs.module.state_dict()
+    assert ours.num_updates == 4 and set(ours.weights()) == set(expected)
+    for key, value in ours.weights().items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------------- score rounds (one process)

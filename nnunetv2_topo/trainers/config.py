@@ -365,3 +365,9 @@ def format_config(config: Mapping[str, Any]) -> str:
     """One ``key: value`` line per key, in the order of :func:`all_keys`."""
     width = max(len(k) for k in config)
     return "\n".join(f"  {k:<{width}} : {json.dumps(to_jsonable(v))}" for k, v in config.items())
+
+
+def logged_config(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A configuration :func:`format_config` printed into a training log, read back and validated (keys unknown to
+    this version are dropped, keys it did not print take their defaults)."""
+    return resolve_config({k: v for k, v in values.items() if k in all_keys()}, source=source)

@@ -28,7 +28,16 @@ from torch import autocast
 from nnunetv2_topo.errors import exit_if_entry_point
 from nnunetv2_topo.evaluation.scoring_pool import ScoringPool, threads_per_rank
 from nnunetv2_topo.scheduling import PlateauDriver, WarmupPlateauScheduler
-from nnunetv2_topo.trainers.checkpoint import TOPO_STATE_KEY, load_checkpoint_file, nnunet_payload, write_checkpoint
+from nnunetv2_topo.trainers.checkpoint import (
+    LOAD_ORDER,
+    TOPO_STATE_KEY,
+    LoadedCheckpoint,
+    load_checkpoint_file,
+    nnunet_payload,
+    restore_checkpoint,
+    topo_state,
+    write_checkpoint,
+)
 from nnunetv2_topo.trainers.diagnostics import (
     PLOT_EVERY_EPOCHS,
     PROGRESS_PNG,
@@ -342,21 +351,10 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
     def save_topo_config(self) -> None:
         write_config_json(self.topo_run, type(self).__name__, self.output_folder)
 
-    def topo_state(self) -> dict[str, Any]:
-        """Every component's state (``checkpoint[TOPO_STATE_KEY]``)."""
-        return {
-            "lr_scheduler": self.plateau_driver.state_dict(),
-            "config": dict(self.topo_config),
-            "config_history": list(self.config_history),
-            "weight_ema": self.weight_ema.state_dict() if self.weight_ema is not None else None,
-            **self.guarded_step.state_dict(),
-            "score_rounds": self.score_rounds.state_dict(),
-        }
-
     def checkpoint_payload(self) -> dict[str, Any]:
-        """nnU-Net's keys (:func:`~nnunetv2_topo.trainers.checkpoint.nnunet_payload`) and ``topo_state``; the
-        tensors are the live ones."""
-        return {**nnunet_payload(self, self.weight_ema), TOPO_STATE_KEY: self.topo_state()}
+        """nnU-Net's keys (:func:`~nnunetv2_topo.trainers.checkpoint.nnunet_payload`) and ``topo_state``
+        (:func:`~nnunetv2_topo.trainers.checkpoint.topo_state`); the tensors are the live ones."""
+        return {**nnunet_payload(self, self.weight_ema), TOPO_STATE_KEY: topo_state(self)}
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint plus ``topo_state``, written atomically (rank 0)."""
@@ -367,32 +365,21 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
             return
         write_checkpoint(self.checkpoint_payload(), filename)
 
+    load_order: ClassVar[tuple[str, ...]] = LOAD_ORDER
+    """The load steps (:data:`~nnunetv2_topo.trainers.checkpoint.LOAD_ORDER`)."""
+
     def load_checkpoint(self, filename_or_checkpoint: str | dict) -> None:
-        """nnU-Net's loading, then every component's state (``--c`` continues the same run; ``--val`` validates
+        """Every load step of :attr:`load_order` on the file (``--c`` continues the same run; ``--val`` validates
         the model the checkpoint holds: see :class:`~nnunetv2_topo.trainers.resume.ResumeMixin`)."""
         if not isinstance(filename_or_checkpoint, (str, os.PathLike)):
             raise TypeError(f"{type(self).__name__}.load_checkpoint expects a checkpoint file name")
-        checkpoint = load_checkpoint_file(filename_or_checkpoint)
+        path = str(filename_or_checkpoint)
+        checkpoint = load_checkpoint_file(path)
         state = checkpoint.get(TOPO_STATE_KEY)
         if not self.was_initialized:
             self.initialize()
         if not self.resuming:
-            self.adopt_trained_model(state, str(filename_or_checkpoint))
-        switched = self.prepare_optimizer_switch(state)
-        super().load_checkpoint(str(filename_or_checkpoint))
-        if state is None:
-            self.print_to_log_file(
-                f"WARNING: {filename_or_checkpoint} has no TopoWarmup scheduler state (written by "
-                f"{checkpoint.get('trainer_name')}); warmup/plateau restart from epoch {self.current_epoch}"
-            )
-        else:
-            self.restore_optimizer(checkpoint, state, switched)
-            self.plateau_driver.load_state_dict(state["lr_scheduler"])
-            self.guarded_step.load_state_dict(state)
-            self.score_rounds.load_state_dict(state.get("score_rounds") or {})
-            if self.resuming:
-                self.adopt_best_score_file()
-        self.restore_weight_ema(checkpoint, state or {})
+            self.adopt_trained_model(state, path)
+        self.prepare_optimizer_switch(state)
+        restore_checkpoint(self, LoadedCheckpoint(path, checkpoint, state or {}), self.load_order)
         self.epoch_log.register(self.current_epoch)
-        if "val_loss_ema" not in ((state or {}).get("lr_scheduler") or {}):  # written before the driver kept it
-            self.plateau_driver.resume_ema(self.logger.get_value("val_loss_ema", step=None)[: self.current_epoch])
