@@ -30,19 +30,21 @@ CONFIGS = {
 
 
 def chunked(p: np.ndarray, config, chunk: int, halo: int, work: Path) -> np.ndarray:
-    """The whole-volume route: class codes stored as Zarr chunks, then ``postprocess_store``."""
+    """The whole-volume route: class codes stored as Zarr chunks, then the finalize passes (one thread)."""
     import zarr
 
-    from nnunetv2_topo.volume.postprocess import postprocess_store
+    from nnunetv2_topo.volume.finalize import make_runner
+    from nnunetv2_topo.volume.postprocess import WorkArrays, postprocess_chunks
 
     codes = (p > config.threshold).astype(np.uint8)
     if config.hysteresis_high is not None:
         codes += p > config.hysteresis_high
-    shards = (chunk,) * 3
-    classes = zarr.create_array(work / "classes.zarr", shape=p.shape, chunks=shards, dtype="uint8", overwrite=True)
-    classes[...] = codes
-    labels = zarr.create_array(work / "labels.zarr", shape=p.shape, chunks=shards, dtype="uint32", overwrite=True)
-    return np.asarray(postprocess_store(classes, labels, config, halo=halo).compute())
+    url = str(work / "pp.zarr")
+    group = zarr.open_group(url, mode="w")
+    group.create_array("classes", shape=p.shape, chunks=(chunk,) * 3, dtype="uint8")[...] = codes
+    group.create_array("out", shape=p.shape, chunks=(chunk,) * 3, dtype="uint8", fill_value=0)
+    postprocess_chunks(WorkArrays(url, "classes", "out", "bench"), config, make_runner(progress=False, threads=1), halo)
+    return group["out"][...]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--halos", type=int, nargs="+", default=[8, 16], help="halo widths (predict uses 16)")
     args = ap.parse_args(argv)
 
-    import dask
-
     from nnunetv2_topo.metrics.leaderboard import leaderboard_score
     from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
     from nnunetv2_topo.testing.probability_maps import simulated_case
 
-    dask.config.set(scheduler="synchronous")  # one process: the comparison, not the speed
     cases = [simulated_case(args.size, seed) for seed in args.seeds]
     print(f"{len(cases)} simulated case(s) of {args.size}³ (seeds {args.seeds})\n")
     print("| steps | chunk | halo | voxels differing (mean share, max count) | score in memory | score chunked", end="")

@@ -388,6 +388,18 @@ def _fault_evaluate_json(d, tmp, monkeypatch):
     )
 
 
+def _fault_evaluate_errors(d, tmp, monkeypatch):
+    monkeypatch.setattr(tifffile, "imwrite", _disk_full)
+    return ["evaluate", "--pred", d.probs, "--gt", d.labels, "--errors", tmp / "e", "--quiet", "-np", "0"], tmp / "e"
+
+
+def _read_only_evaluate_errors(d, tmp, monkeypatch):
+    import nnunetv2_topo.outputs as outputs
+
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
+    return ["evaluate", "--pred", d.probs, "--gt", d.labels, "--errors", tmp / "e", "--quiet", "-np", "0"], tmp / "e"
+
+
 def _fault_plot(d, tmp, monkeypatch):
     import matplotlib.figure
 
@@ -461,6 +473,8 @@ FAULTS: dict[str, tuple[Callable, str]] = {
     "submit: disk full": (_fault_submit, "No space left on device"),
     "synth: disk full": (_fault_synth, "No space left on device"),
     "evaluate --json: disk full": (_fault_evaluate_json, "No space left on device"),
+    "evaluate --errors: disk full": (_fault_evaluate_errors, "No space left on device"),
+    "evaluate --errors: read-only": (_read_only_evaluate_errors, "Read-only file system"),
     "plot: disk full": (_fault_plot, "No space left on device"),
     "postprocess: read-only": (_read_only_postprocess, "Read-only file system"),
     "synth: read-only": (_read_only_synth, "Read-only file system"),

@@ -375,6 +375,9 @@ def test_config_must_match_the_models(env, tmp_path: Path, capsys) -> None:
     assert f"--config {config}: tuned on 2 input(s) (pa, pb) but 1 --model given" in err
     config.write_text("{")
     assert f"--config {config}: not valid JSON" in _error(capsys, tmp_path, *m, "--config", config)
+    config.write_text(json.dumps({"version": 1, "fusion": {"checkpoints": ["checkpoint_best_score.pth"]}}))
+    err = _error(capsys, tmp_path, *m, "--config", config)
+    assert "(fusion.checkpoints): tune chose checkpoint_best_score.pth but the bundle carries checkpoint_final" in err
 
 
 def test_existing_output_is_kept(env, tmp_path: Path, capsys) -> None:

@@ -125,3 +125,43 @@ def test_old_state_without_ema_resumes_from_the_logged_values() -> None:
 def test_bad_settings_are_refused(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PlateauDriver(_optimizer(), base_lr=1.0, warmup_epochs=0, **kwargs)
+
+
+# ---------------------------------------------------------------------- resume with another configuration
+def test_resume_with_a_longer_run_in_each_phase() -> None:
+    """The plateau phase keeps its LR (only the anneal moves); a resume that lands inside the re-planned anneal
+    continues that anneal; the saved run length comes from the state (or the saved configuration)."""
+    cfg = _config(num_epochs=10, plateau_final_anneal=0.2)  # anneal over epochs 8, 9
+    driver = PlateauDriver.from_config(cfg, _optimizer())
+    _run(driver, [1.0, 2.0, 0.5, 0.4])  # a cut after epoch 1: plateau LR 0.5
+    state = driver.state_dict()
+    assert (state["num_epochs"], state["anneal_epochs"]) == (10, 2)
+    longer = PlateauDriver.from_config({**cfg, "num_epochs": 20}, driver.scheduler.optimizer)
+    (line,) = longer.resume(state, cfg, epoch=4)
+    assert line == (
+        "Extending the run: num_epochs 10 -> 20 at epoch 4; the LR continues at 0.5 (the plateau's LR, its cuts and "
+        "counters unchanged); the final anneal now begins at epoch 16"
+    )
+    assert longer.start_epoch(4) == 0.5 and longer.scheduler.plateau.best == 0.4
+    # 10 -> 11 at epoch 10 (after the old anneal): inside the new anneal of 2 epochs (9, 10)
+    after_anneal = PlateauDriver.from_config({**cfg, "num_epochs": 11}, _optimizer())
+    old = {**state, "last_started_epoch": 9}
+    del old["num_epochs"], old["anneal_epochs"]  # a checkpoint written before they were saved
+    (line,) = after_anneal.resume(old, cfg, epoch=10)
+    assert (
+        "num_epochs 10 -> 11 at epoch 10; the LR continues at 0.1667 (the final anneal, re-planned over the last 2"
+        in line
+    )
+    assert after_anneal.start_epoch(10) == pytest.approx(0.5 / 3)
+
+
+def test_resume_without_the_signals_name_resets_it_only_across_modes() -> None:
+    cfg = _config()
+    driver = PlateauDriver.from_config(cfg, _optimizer())
+    _run(driver, [1.0, 2.0, 3.0])  # two cuts: 0.25
+    state = {k: v for k, v in driver.state_dict().items() if k != "metric"}  # an older checkpoint
+    same_mode = PlateauDriver.from_config(_config(plateau_metric="val_loss_ema"), _optimizer(0.25))
+    assert same_mode.resume(state, {}, epoch=3) == [] and same_mode.scheduler.plateau.best == 1.0
+    other_mode = PlateauDriver.from_config(_config(plateau_metric="ema_fg_dice"), _optimizer(0.25))
+    assert other_mode.resume(state, {}, epoch=3) == []
+    assert other_mode.scheduler.plateau.best == -math.inf and other_mode.start_epoch(3) == 0.25  # cuts kept

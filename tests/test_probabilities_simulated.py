@@ -102,3 +102,21 @@ def test_simulated_case_is_seeded_and_the_label_ignores_the_calibration() -> Non
     assert set(CALIBRATIONS) == {"nominal", "over-confident", "under-confident"}
     with pytest.raises(ValueError, match="unknown calibration 'hot'; known: nominal, over-confident"):
         simulated_case(SIZE, 0, "hot")
+
+
+def test_simulated_models_share_the_sheets_with_independent_errors() -> None:
+    from nnunetv2_topo.testing.probability_maps import simulated_models
+
+    (good, other, weak), label = simulated_models(SIZE, (4, 1), ["good", "good-other", "weak"])
+    maps_again, label_again = simulated_models(SIZE, (4, 1), ["good", "good-other", "weak"])
+    assert np.array_equal(label, label_again) and all(
+        np.array_equal(a, b) for a, b in zip(maps_again, (good, other, weak))
+    )
+    assert np.array_equal(label, simulated_models(SIZE, (4, 1), ["nominal"])[1])  # the label ignores the models
+    # independent draws: two models of the same failure modes differ (different holes, dust, noise)
+    twin, _ = simulated_models(SIZE, (4, 1), ["good", "good"])
+    assert not np.array_equal(twin[0], twin[1]) and np.array_equal(twin[0], good)
+    fg = label == 1
+    assert weak[fg].mean() < good[fg].mean()  # the weak model is less sure of the true sheets
+    with pytest.raises(ValueError, match="unknown model 'best'; known: nominal"):
+        simulated_models(SIZE, 0, ["best"])

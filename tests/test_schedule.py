@@ -21,7 +21,7 @@ from nnunetv2_topo.scheduling.replay import replay
 from nnunetv2_topo.scheduling.simulated_logs import HELD_OUT_FAMILIES, Family, simulate
 from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs
 from nnunetv2_topo.scheduling.warmup_plateau import anneal_factor
-from nnunetv2_topo.trainers.config import check_consistency, resolve_config
+from nnunetv2_topo.trainers.config import check_consistency, format_config, resolve_config
 from nnunetv2_topo.trainers.variants import scaled_warmup
 
 
@@ -70,6 +70,50 @@ def test_scoring_rounds_of_a_topowarmup_log(tmp_path: Path) -> None:
     )
     path = write_nnunet_log(tmp_path / "t.txt", [0.3, 0.2, 0.1], extra={2: [line]})
     assert read_training_logs([path]).score_rounds == [(1, 2, 0.4321)]
+
+
+def _write_config_block(path: Path, config: dict, name: str = "nnUNetTrainerTopoWarmup") -> None:
+    """The block ``log_run_config`` prints at every start (no timestamp)."""
+    fake = SimpleNamespace(local_rank=0, log_file=str(path))
+    block = f"{name} configuration (set nnUNet_topo_config to override):\n" + format_config(config)
+    nnUNetTrainer.print_to_log_file(fake, block, also_print_to_console=False, add_timestamp=False)
+
+
+def test_each_start_prints_its_configuration_and_a_restart_replaces_what_it_repeats(tmp_path: Path) -> None:
+    path = tmp_path / "training_log.txt"
+    first, second, third = (resolve_config({"num_epochs": n}) for n in (10, 20, 30))
+    _write_config_block(path, first)
+    write_nnunet_log(path, [0.3, 0.2, 0.1, 0.05])
+    _write_config_block(path, second)
+    write_nnunet_log(path, [0.04, 0.03], first_epoch=4)
+    _write_config_block(path, resolve_config({"num_epochs": 99}))  # a --val start: no epoch follows
+    other = tmp_path / "later.txt"
+    _write_config_block(other, third)  # a later start from an older checkpoint (epoch 2)
+    write_nnunet_log(other, [0.2], first_epoch=2)
+    log = read_training_logs([path, other])
+    assert [(epoch, name, values["num_epochs"]) for epoch, name, values in log.configs] == [
+        (0, "nnUNetTrainerTopoWarmup", 10),
+        (2, "nnUNetTrainerTopoWarmup", 30),
+    ]
+    assert log.configs[0][2]["loss_weights"] == first["loss_weights"]  # JSON values read back
+    assert log.val_loss == [0.3, 0.2, 0.2, 0.05, 0.04, 0.03]
+
+
+def test_a_bad_configuration_in_the_log_names_the_file_and_key(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "training_log.txt"
+    _write_config_block(path, {**resolve_config({}), "plateau_factor": 1.5})
+    write_nnunet_log(path, [0.3, 0.2])
+    assert _cli("--log", path) == 2
+    err = capsys.readouterr().err
+    assert "training_log.txt (start at epoch 0)" in err and "plateau_factor" in err
+
+
+def test_a_logged_nnunet_trainer_is_refused_like_trainer(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "training_log.txt"
+    _write_config_block(path, resolve_config({}), name="nnUNetTrainer_TopoBudget")
+    write_nnunet_log(path, [0.3, 0.2])
+    assert _cli("--log", path) == 2
+    assert "nnUNetTrainer_TopoBudget: uses nnU-Net's poly schedule" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------- the CLI

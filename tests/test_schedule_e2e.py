@@ -57,3 +57,9 @@ def test_replay_matches_the_trainer_and_early_stop_finishes_the_run(nnunet_data:
     assert len(replayed["lr"]) == 8 and replayed["lr"][:5] == pytest.approx(used, rel=1e-12)
     assert replayed["cuts"] == [2, 3] and replayed["min_lr_epoch"] == 4
     assert replayed["stop_epoch"] == 4 and "the trainer stops after epoch 4" in proc.stdout
+    # without --config: the configuration the run's log printed
+    cmd = [BIN / "nnunetv2_topo", "schedule", *(a for p in logs for a in ("--log", p)), "--json", out, "--overwrite"]
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=nnunet_data.env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(out.read_text())["lr"] == replayed["lr"]
+    assert "nnUNetTrainerTopoWarmup (the configuration its log printed)" in proc.stdout

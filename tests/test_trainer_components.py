@@ -12,6 +12,7 @@ from concurrent.futures import Future
 import pytest
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from trainer_fixtures import make_trainer
 
 from nnunetv2_topo.trainers import nnUNetTrainer_TopoBudget, nnUNetTrainerTopoWarmup
@@ -84,10 +85,31 @@ def test_ema_state_holds_no_weights_and_restores_from_network_weights() -> None:
     assert other.num_updates == 3 and all(torch.equal(ema.weights()[k], other.weights()[k]) for k in ema.weights())
     with pytest.raises(ValueError, match="needs the averaged weights"):
         other.load_state_dict(state)
-    legacy = {"decay": 0.5, "averaged": ema.averaged.state_dict()}  # checkpoints before the EMA was stored once
+    # checkpoints before the EMA was stored once held torch's AveragedModel state
+    averaged = AveragedModel(net, use_buffers=True)
+    averaged.n_averaged.fill_(3)
     older = WeightEMA(torch.nn.Linear(3, 2), 0.5)
-    older.load_state_dict(legacy)
-    assert older.num_updates == 3
+    older.load_state_dict({"decay": 0.5, "averaged": averaged.state_dict()})
+    assert older.num_updates == 3 and torch.equal(older.weights()["weight"], net.weight)
+
+
+def test_ema_equals_torchs_averaged_model() -> None:
+    """The foreach update (a Python-int counter, no host-device copy) computes what AveragedModel computes."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ours = WeightEMA(net, 0.9)
+    torchs = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    for _ in range(4):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        net(torch.randn(5, 3))  # moves the running statistics and num_batches_tracked
+        ours.update(net)
+        torchs.update_parameters(net)
+    expected = torchs.module.state_dict()
+    assert ours.num_updates == 4 and set(ours.weights()) == set(expected)
+    for key, value in ours.weights().items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------------- score rounds (one process)
@@ -97,7 +119,7 @@ class _Pool:
     def __init__(self, futures: list[Future]) -> None:
         self.futures = list(futures)
 
-    def submit(self, *args) -> Future:
+    def submit(self, *args, **kwargs) -> Future:
         return self.futures.pop(0)
 
     def start(self) -> None: ...
@@ -143,10 +165,15 @@ def test_a_failed_case_names_itself_and_keeps_the_best() -> None:
     assert not controller.accept(record) and controller.best_score == 0.2 and controller.records == [record]
 
 
-def test_round_cases_are_not_capped_without_a_process_group() -> None:
-    controller = ScoreRoundController(1)
+def test_rounds_are_never_capped() -> None:
+    """However slow the last round was, the next one scores every case (a capped round would be compared with a
+    best of full rounds); without a process group nothing is warned about."""
+    logs: list[str] = []
+    controller = ScoreRoundController(1, log=lambda m, **_: logs.append(m), pool=_Pool([Future() for _ in range(3)]))
     controller.seconds_per_case = 1e6
-    assert controller.round_cases(["a", "b", "c"]) == ["a", "b", "c"]
+    controller.check_imbalance()
+    started = controller.start(1, ["a", "b", "c"], lambda mine: ((0, f"{c}.tif") for c in mine), object)
+    assert started.cases == ["a", "b", "c"] and len(started.futures) == 3 and logs == []
 
 
 def test_best_score_file_without_its_own_score_is_looked_up_in_the_records() -> None:

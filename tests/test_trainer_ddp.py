@@ -79,17 +79,8 @@ def test_collectives_agree_on_every_rank(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- scoring rounds under a short timeout
 PG_TIMEOUT_S = 3
-SLOW_METRIC_S = 2.5 * PG_TIMEOUT_S
+# score_metrics.sleep_then_score sleeps 7.5 s per case: 2.5 x the timeout
 CASES = ["case_a", "case_b", "case_c"]
-
-
-def slow_metric(segmentation, gt_file: str, reader_class) -> dict[str, float]:
-    """The injected metric: far slower than the process group's timeout; the score encodes the case."""
-    import time
-
-    time.sleep(SLOW_METRIC_S)
-    score = 0.1 * (1 + CASES.index(gt_file))
-    return {"score": score, "topo": score, "surface_dice": score, "voi_score": score, "seconds": SLOW_METRIC_S}
 
 
 def _fake_predict(cases: list[str]):
@@ -106,10 +97,11 @@ def _score_worker(rank: int, port: int, out_dir: str) -> None:
     from datetime import timedelta
 
     import torch
+    from score_metrics import sleep_then_score
 
+    from nnunetv2_topo.evaluation.scoring_pool import ScoringPool
     from nnunetv2_topo.trainers.distributed import all_ranks, process_group_timeout
     from nnunetv2_topo.trainers.score_controller import ScoreRoundController
-    from nnunetv2_topo.trainers.score_rounds import ScoringPool
 
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
@@ -117,7 +109,7 @@ def _score_worker(rank: int, port: int, out_dir: str) -> None:
     )  # fmt: skip
     messages: list[str] = []
     controller = ScoreRoundController(
-        1, log=lambda m, **_: messages.append(m), pool=ScoringPool(metric=slow_metric), poll_seconds=0.2
+        1, log=lambda m, **_: messages.append(m), pool=ScoringPool(metric=sleep_then_score), poll_seconds=0.2
     )
     written: list[dict] = []
     try:
@@ -128,9 +120,14 @@ def _score_worker(rank: int, port: int, out_dir: str) -> None:
             dist.all_reduce(t)
         records = controller.collect(1, must_wait=True)  # the next round is due: every rank polls until done
         best = controller.accept(records[0], written.append if rank == 0 else None)
-        # a round estimated near the timeout is capped (with a warning)
+        # one case's prediction near the timeout: a warning, but every round still scores all its cases
         controller.seconds_per_case = 10.0
-        capped = controller.round_cases(CASES)
+        controller.check_imbalance()
+        # a case that never finishes on rank 0: killed at its deadline there, the round failed on every rank
+        controller.pool.timeout_s = 1.0
+        second = controller.start(1, ["hang", "case_x", "case_y"], _fake_predict, object)
+        (failed,) = controller.collect(2, must_wait=True)
+        not_compared = not controller.accept(failed) and controller.best_score == records[0]["score"]
         result = {
             "timeout": process_group_timeout(),
             "mine": started.cases,
@@ -138,8 +135,10 @@ def _score_worker(rank: int, port: int, out_dir: str) -> None:
             "record": {k: v for k, v in records[0].items() if k not in ("wall_seconds", "predict_seconds")},
             "best": best,
             "written": [w["topo_state"]["score_rounds"]["best_score"] for w in written],
-            "capped": capped,
-            "warned": any("near the process group's timeout" in m for m in messages),
+            "second": second.cases,
+            "failed": failed["error"],
+            "not_compared": not_compared,
+            "warned": [m for m in messages if "near the process group's timeout" in m],
             "alive": all_ranks(True),
         }
         Path(out_dir, f"score{rank}.json").write_text(json.dumps(result))
@@ -160,5 +159,8 @@ def test_scoring_round_with_a_metric_slower_than_the_timeout_survives(tmp_path: 
     assert record["error"] is None and record["num_cases"] == 3 and record["epoch"] == 0
     assert record["score"] == pytest.approx((0.1 + 0.2 + 0.3) / 3)
     assert results[0]["best"] and results[0]["written"] == [pytest.approx(0.2)] and results[1]["written"] == []
-    assert results[0]["capped"] == ["case_a", "case_b"] and results[0]["warned"]  # at least 1 per rank
+    assert results[0]["second"] == ["hang", "case_y"] and results[1]["second"] == ["case_x"]  # not capped
+    assert results[0]["failed"] == results[1]["failed"] and "hang: CaseTimeoutError" in results[1]["failed"]
+    assert results[0]["not_compared"] and results[1]["not_compared"]
+    assert "a multiple of the number of GPUs" in results[0]["warned"][0] and len(results[1]["warned"]) == 1
     assert results[0]["alive"] and results[1]["alive"]

@@ -28,7 +28,7 @@ def _start(trainer, epoch: int = 0) -> None:
 
 
 def _ema_params(trainer) -> list[torch.Tensor]:
-    return [p.detach().clone() for p in trainer.weight_ema.averaged.module.parameters()]
+    return [p.detach().clone() for p in trainer.weight_ema.module.parameters()]
 
 
 def test_average_of_the_weights_after_each_step(tmp_path, monkeypatch) -> None:

@@ -87,7 +87,9 @@ def test_identical_file_and_raised_epochs(tmp_path, monkeypatch, trained) -> Non
 
     longer = _resume(tmp_path, monkeypatch, {**ORIGINAL, "num_epochs": 400})
     assert longer.num_epochs == 400 and longer.initial_lr == 1e-3
-    assert "num_epochs raised 300 -> 400" in log_text(fold_dir(tmp_path))
+    assert "Extending the run: num_epochs 300 -> 400 at epoch 3; the LR continues at 0.001" in (
+        log_text(fold_dir(tmp_path))
+    )
     longer.save_topo_config()
     saved = json.loads((fold_dir(tmp_path) / "topo_config.json").read_text())
     assert [h["epoch"] for h in saved["history"]] == [0, 3]

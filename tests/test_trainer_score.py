@@ -174,7 +174,7 @@ def test_failed_case_leaves_nan_and_does_not_step(tmp_path, monkeypatch) -> None
     failed.set_exception(MemoryError("no memory"))
     trainer.score_rounds.pending = ScoreRound(1, ["a"], {}, futures=[failed])
     steps = trainer.lr_scheduler.num_plateau_steps
-    trainer._apply_score_record(trainer.score_rounds.pending.record(applied_epoch=1))
+    trainer.score_rounds.apply(trainer.score_rounds.pending.record(applied_epoch=1), trainer.round_hooks())
     assert math.isnan(trainer.logger.get_value("val_score", 1))
     assert trainer.lr_scheduler.num_plateau_steps == steps and trainer.score_rounds.best_score is None
     assert "MemoryError: no memory" in log_text(fold_dir(tmp_path))
@@ -204,6 +204,8 @@ def test_case_subset_is_fixed_and_independent_of_the_order() -> None:
         ({"score_num_cases": 1.5}, r"'score_num_cases' = 1.5 is invalid: must be an integer"),
         ({"score_mirroring": "yes"}, r"'score_mirroring' = 'yes' is invalid: must be true or false"),
         ({"plateau_metric": "val_scor"}, r"'plateau_metric' = 'val_scor' is invalid: must be one of .*val_score"),
+        ({"score_case_timeout_s": 0}, r"'score_case_timeout_s' = 0 is invalid: must be > 0"),
+        ({"score_case_timeout_s": "never"}, r"'score_case_timeout_s' = 'never' is invalid: must be a number"),
     ],
 )
 def test_bad_score_keys(overrides: dict, match: str) -> None:
@@ -246,3 +248,82 @@ def test_a_pending_round_is_awaited_only_before_checkpoint_latest(tmp_path, monk
     assert trainer.logger.get_value("val_score", 0) == 0.5 and math.isnan(trainer.logger.get_value("val_score", 1))
     assert trainer.score_rounds.best_score == 0.5 and trainer.score_rounds.pending is None
     assert "Waiting for the competition scoring of epoch 0" in log_text(fold_dir(tmp_path))
+
+
+def _fake_predict(cases: list[str]):
+    for case in cases:  # the case name is the "ground-truth file" the test metrics read
+        yield np.zeros((2, 2, 2), np.uint8), case
+
+
+@pytest.mark.e2e
+def test_a_case_that_never_finishes_fails_its_round_and_training_goes_on(tmp_path, monkeypatch) -> None:
+    """A wedged case is killed at score_case_timeout_s on its rank: the round fails (NaN, not compared with the
+    best, the plateau not stepped), the next round gets a new scoring process and training goes on."""
+    from score_metrics import hang_on_hang
+
+    config = {**SCORED, "warmup_epochs": 0, "score_case_timeout_s": 1}
+    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, config)
+    pool = trainer.score_rounds.pool
+    assert pool.timeout_s == 1.0
+    monkeypatch.setattr(pool, "metric", hang_on_hang)
+    monkeypatch.setattr(trainer, "score_predictor", _fake_predict)
+    rounds = iter([["case_a", "hang"], ["case_a", "case_b"], ["case_c"]])
+    monkeypatch.setattr(trainer, "score_cases", lambda: next(rounds))
+    steps = trainer.lr_scheduler.num_plateau_steps
+    for epoch in range(3):  # a round every epoch: each awaits the previous one
+        trainer.current_epoch = epoch
+        trainer.epoch_log.pad(epoch)
+        trainer._score_rounds_epoch_end()
+    trainer.score_rounds.finish(2, trainer.round_hooks())
+    records = trainer.score_rounds.records
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert "case hang ran past its deadline (score_case_timeout_s = 1 s)" in records[0]["error"]
+    assert math.isnan(trainer.logger.get_value("val_score", 0))
+    assert records[1]["error"] is None and records[1]["score"] == pytest.approx(0.15)
+    assert (trainer.score_rounds.best_score, trainer.score_rounds.best_score_epoch) == (records[2]["score"], 2)
+    assert trainer.lr_scheduler.num_plateau_steps == steps + 2  # the failed round is not a plateau step
+    assert pool.workers_started == 2 and pool.pid is None  # replaced once; stopped at the end
+    assert "the round is not compared with the best score" in log_text(fold_dir(tmp_path))
+
+
+def test_the_best_is_compared_only_between_rounds_of_the_same_cases(tmp_path, monkeypatch) -> None:
+    """A round of other cases (fewer after a change of score_num_cases on --c) is not compared with the best."""
+    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, SCORED)
+    rounds = trainer.score_rounds
+    parts = {"topo": 0.5, "surface_dice": 0.5, "voi_score": 0.5, "error": None}
+    assert rounds.accept({**parts, "epoch": 0, "score": 0.6, "cases": ["a", "b", "c", "d"]})
+    assert not rounds.accept({**parts, "epoch": 1, "score": 0.5, "cases": ["a", "b", "c", "d"]})
+    assert rounds.accept({**parts, "epoch": 2, "score": 0.4, "cases": ["a", "b"]})  # not compared with 0.6
+    assert (rounds.best_score, rounds.best_score_epoch, rounds.best_cases) == (0.4, 2, ["a", "b"])
+    assert "The scored cases changed (4 -> 2 cases)" in log_text(fold_dir(tmp_path))
+    assert not rounds.accept({**parts, "epoch": 3, "score": 0.3, "cases": ["a", "b"]})
+    restored = type(rounds)(1)
+    restored.load_state_dict(rounds.state_dict())
+    assert restored.best_cases == ["a", "b"]
+
+
+def test_progress_png_is_drawn_every_plot_every_epochs_and_after_the_last(tmp_path, monkeypatch) -> None:
+    from nnunetv2_topo.trainers import topo_warmup
+
+    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, {**SCORED, "num_epochs": 23})
+    drawn: list[int] = []
+    monkeypatch.setattr(topo_warmup, "plot_progress_topo", lambda log, path: drawn.append(trainer.current_epoch - 1))
+    for epoch in range(23):
+        trainer.current_epoch = epoch + 1  # write_diagnostics runs after nnU-Net's on_epoch_end counted the epoch
+        trainer.write_diagnostics()
+    assert drawn == [0, 10, 20, 22]
+    assert (fold_dir(tmp_path) / "progress_topo.json").is_file()  # the JSON: every epoch
+
+
+def test_the_scoring_predictor_never_compiles_a_second_copy(tmp_path, monkeypatch) -> None:
+    from nnunetv2_topo.evaluation.scoring_pool import threads_per_rank
+    from nnunetv2_topo.trainers.weight_ema import unwrap_network
+
+    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, SCORED)
+    monkeypatch.setenv("nnUNet_compile", "true")  # as nnUNetv2_train with compilation has it
+    wrapped: list = []
+    monkeypatch.setattr(torch, "compile", lambda module, **_: wrapped.append(module) or torch.nn.Identity())
+    predictor = trainer.score_predictor.sliding_window()
+    assert predictor.network is unwrap_network(trainer.network)  # not a compiled copy (nor nnU-Net's wrapper)
+    # logits -> segmentation and the scoring process use this rank's share of the cores, not all of them
+    assert trainer.score_predictor.threads == threads_per_rank(1) == trainer.score_rounds.pool.threads

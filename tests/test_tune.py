@@ -127,7 +127,7 @@ def test_cache_counts_hits_for_unchanged_tiles(tmp_path: Path) -> None:
         ev.evaluate([base])  # already scored: nothing runs
         assert (ev.cache.hits, ev.cache.misses) == (8, 8)
         assert ev.cache.hit_rate == 0.5
-        assert ev.results[base]["c0"]["score"] == pytest.approx(1.0)
+        assert ev.results[ev.key(base)]["c0"]["score"] == pytest.approx(1.0)
 
 
 @pytest.mark.e2e
@@ -148,8 +148,8 @@ def test_cross_validation_uses_the_per_case_scores_only() -> None:
     x, y = replace(base, threshold=tx), replace(base, threshold=ty)
     table = {base: [0.5, 0.5, 0.5, 0.5], x: [0.9, 0.6, 0.9, 0.6], y: [0.6, 0.8, 0.6, 0.8]}
     for config, scores in table.items():
-        ev.results[config] = {c: {"score": s} for c, s in zip("abcd", scores, strict=True)}
-        ev.order.append(config)
+        ev.results[ev.key(config)] = {c: {"score": s} for c, s in zip("abcd", scores, strict=True)}
+        ev.order.append(ev.key(config))
     cv = cross_validate(ev, base, folds=2)
     # fold 0 tests a, c and is chosen on b, d -> y (0.8) scores 0.6, 0.6; fold 1 tests b, d, chosen on a, c -> x: 0.6
     assert cv["heldout_score"] == pytest.approx(0.6)

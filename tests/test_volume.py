@@ -150,10 +150,10 @@ def test_manifest_refuses_other_settings_and_foreign_stores(tmp_path: Path) -> N
     from nnunetv2_topo.volume.writer import OutputError, prepare_output
 
     url = str(tmp_path / "out.zarr")
-    manifest = {"settings": {"tta": "mirror", "chunk": 16, "models": ["a"]}, "scan": {}}
+    manifest = {"settings": {"tta": "mirror", "chunk": 16, "models": ["a"]}, "scan": {}, "output": {"zarr_format": 2}}
     assert prepare_output(url, manifest, (20, 20, 20), 16, True, False) is None
     assert prepare_output(url, manifest, (20, 20, 20), 16, True, False)["settings"] == manifest["settings"]
-    other = {"settings": {"tta": "none", "chunk": 16, "models": ["b"]}, "scan": {}}
+    other = {**manifest, "settings": {"tta": "none", "chunk": 16, "models": ["b"]}}
     with pytest.raises(OutputError, match=r"models: \['a'\] -> \['b'\]; tta: 'mirror' -> 'none'"):
         prepare_output(url, other, (20, 20, 20), 16, True, False)
     foreign = str(tmp_path / "foreign.zarr")
@@ -173,13 +173,17 @@ def test_pyramid_keeps_thin_sheets() -> None:
 
 
 def _postprocess(classes: np.ndarray, chunks: int, config, tmp_path: Path) -> np.ndarray:
-    from nnunetv2_topo.volume.postprocess import postprocess_store
+    from nnunetv2_topo.volume.finalize import make_runner
+    from nnunetv2_topo.volume.postprocess import WorkArrays, postprocess_chunks
 
-    group = zarr.open_group(str(tmp_path / "pp.zarr"), mode="w")
-    stored = group.create_array("c", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint8")
-    stored[:] = classes
-    labels = group.create_array("l", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint32", fill_value=0)
-    return postprocess_store(stored, labels, config).compute()
+    url = str(tmp_path / "pp.zarr")
+    group = zarr.open_group(url, mode="w")
+    group.create_array("c", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint8")[:] = classes
+    group.create_array("out", shape=classes.shape, chunks=(chunks,) * 3, dtype="uint8", fill_value=0)
+    result = postprocess_chunks(WorkArrays(url, "c", "out", "t"), config, make_runner(progress=False))
+    out = group["out"][:]
+    assert result["foreground"] == out.sum()
+    return out
 
 
 @pytest.mark.parametrize("chunks", [8, 13])
@@ -237,6 +241,7 @@ def test_good_dask() -> None:
         (["--chunk", "15"], "--chunk must be an even number"),
         (["--chunk", "8"], "--chunk must be an even number"),
         (["--pyramid", "11"], "--pyramid must be in 0..10"),
+        (["--zarr-format", "4"], "--zarr-format must be 2 or 3"),
         (["--tta", "mirror+rot90"], "--tta mirror+rot90 is not supported"),
         (["--time-budget-hours", "1"], "--time-budget-hours applies to folders"),
         (["--cache-mb", "-1"], "--cache-mb must be >= 0"),

@@ -80,8 +80,9 @@ def test_zarr_equals_one_case_predict_with_tta_folds_pyramid(setup, tmp_path: Pa
     node = next(iter(Reader(parse_url(str(out)))()))
     assert [tuple(d.shape) for d in node.data] == [SHAPE, (24, 30, 20), (12, 15, 10)]
     group = zarr.open_group(str(out), mode="r")
-    assert group["probabilities"].dtype == np.uint8
-    probabilities, labels = group["probabilities"][:], setup["refs"]["mirror"]
+    assert group["probabilities/0"].dtype == np.uint8
+    assert group["probabilities/2"].shape == (12, 15, 10)  # its own pyramid
+    probabilities, labels = group["probabilities/0"][:], setup["refs"]["mirror"]
     assert (probabilities[labels == 1] >= 128).all() and (probabilities[labels == 0] <= 128).all()
     assert len(np.unique(probabilities)) > 50
     assert group.attrs["nnunetv2_topo"]["complete"] is True
@@ -93,8 +94,12 @@ def test_zarr_equals_one_case_predict_with_tta_folds_pyramid(setup, tmp_path: Pa
 
 def test_local_cluster_two_workers(setup, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.zarr"
-    assert _run(setup, setup["v3"], out, "--chunk", "24", "--tta", "none", "--dask", "local:2") == 0
+    assert (
+        _run(setup, setup["v3"], out, "--chunk", "24", "--tta", "none", "--dask", "local:2", "--zarr-format", "3") == 0
+    )
     _assert_close(_level0(out), setup["refs"]["none"])
+    attrs = zarr.open_group(str(out), mode="r").attrs  # OME-Zarr 0.5 on Zarr v3
+    assert attrs["ome"]["version"] == "0.5" and "image-label" in attrs["ome"] and (out / "zarr.json").exists()
     assert "complete" in capsys.readouterr().out
 
 
@@ -102,7 +107,8 @@ def test_parts_into_one_output(setup, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.zarr"
     assert _run(setup, setup["v3"], out, "--chunk", "16", "--tta", "none", "--num-parts", "2", "--part-id", "1") == 0
     assert "wrote part 1 of 2" in capsys.readouterr().out
-    assert "ome" not in zarr.open_group(str(out), mode="r").attrs  # not complete: no multiscales yet
+    attrs = zarr.open_group(str(out), mode="r").attrs
+    assert "ome" not in attrs and "multiscales" not in attrs  # not complete: no multiscales yet
     assert _run(setup, setup["v3"], out, "--chunk", "16", "--tta", "none", "--num-parts", "2", "--part-id", "0") == 0
     assert "complete" in capsys.readouterr().out
     _assert_close(_level0(out), setup["refs"]["none"])
@@ -264,7 +270,7 @@ def test_worker_with_two_threads_and_two_folds_equals_one_process(setup, tmp_pat
             **kwargs,
         )  # fmt: skip
     assert report.complete and len(report.stats) >= 2  # units ran on both threads
-    one, threads = (zarr.open_group(o, mode="r")["probabilities"][:] for o in outputs)
+    one, threads = (zarr.open_group(o, mode="r")["probabilities/0"][:] for o in outputs)
     np.testing.assert_array_equal(threads, one)
     assert models == []  # the driver keeps no model copy when workers predict
 
@@ -291,6 +297,9 @@ def test_resume_refuses_a_changed_checkpoint_and_accepts_harmless_changes(
     assert main([*argv, "--input", Path(setup["v3"]).name + "/", "--part-id", "1", "--pyramid", "1"]) == 0
     assert "complete" in capsys.readouterr().out
     _assert_close(_level0(out), setup["refs"]["none"])
+    group = zarr.open_group(str(out), mode="r")  # the finishing run's --pyramid is used, and recorded
+    assert group["1"].shape == tuple((s + 1) // 2 for s in group["0"].shape)
+    assert group.attrs["nnunetv2_topo"]["settings"]["pyramid"] == 1
 
 
 def test_mask_predicts_only_where_nonzero(setup, tmp_path: Path, capsys) -> None:
@@ -304,3 +313,77 @@ def test_mask_predicts_only_where_nonzero(setup, tmp_path: Path, capsys) -> None
     text = capsys.readouterr().out
     assert "(20 empty or masked, skipped)" in text  # the first layer (3 x 4 chunks) and x 32:40 (3 x 4), 4 in both
     np.testing.assert_array_equal(_level0(out), setup["refs"]["none"] * mask)
+
+
+ZARR2_CHECK = """
+import json, sys
+import numpy as np
+import zarr
+assert zarr.__version__.startswith("2."), zarr.__version__
+out, expected = sys.argv[1], np.load(sys.argv[2])
+group = zarr.open_group(out, mode="r")
+ms = group.attrs["multiscales"][0]
+assert ms["version"] == "0.4", ms
+assert [a["name"] for a in ms["axes"]] == ["z", "y", "x"] and ms["axes"][0]["unit"] == "micrometer"
+print(json.dumps({"datasets": ms["datasets"], "label": group.attrs["image-label"],
+                  "probabilities": group["probabilities"].attrs["multiscales"][0]["datasets"]}))
+level0 = group[ms["datasets"][0]["path"]]
+assert level0.dtype == np.uint8 and level0.shape == expected.shape
+np.testing.assert_array_equal(level0[:], expected)
+assert group["1"].shape == tuple((s + 1) // 2 for s in expected.shape)
+assert group["probabilities/1"].shape == group["1"].shape
+"""
+
+
+def _zarr2_python() -> Path:
+    """A throwaway venv with only zarr<3 (what the vesuvius package pins), cached in the temp folder."""
+    import tempfile
+
+    venv = Path(tempfile.gettempdir()) / "nnunetv2_topo-zarr2-venv"
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import zarr, sys; sys.exit(not zarr.__version__.startswith('2.'))"]
+    if python.exists() and subprocess.run(check).returncode == 0:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "zarr<3", "numpy"], capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    if pip.returncode != 0:
+        text = pip.stdout + pip.stderr
+        if any(s in text for s in ("No matching distribution", "NewConnectionError", "Could not fetch", "timed out")):
+            pytest.skip(f"PyPI is unreachable, cannot install zarr<3 for the check: {text.strip()[-300:]}")
+        raise AssertionError(text)
+    return python
+
+
+def test_zarr_format_2_output_opens_with_zarr_python_2(setup, tmp_path: Path) -> None:
+    """--zarr-format 2 (the default): OME-Zarr 0.4 on Zarr v2 that zarr-python 2 reads, with the input's physical
+    scale, the --bbox offset as a translation, image-label metadata and a probabilities pyramid."""
+    import json
+
+    from ome_zarr.writer import write_multiscales_metadata
+
+    ome = tmp_path / "ome.zarr"
+    group = zarr.open_group(str(ome), mode="w")
+    group.create_array("0", shape=SHAPE, chunks=(16, 16, 16), dtype="uint8")[:] = setup["image"]
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [7.91] * 3}]}]
+    write_multiscales_metadata(group, datasets, axes=axes)
+    out = tmp_path / "out.zarr"
+    assert _run(setup, str(ome), out, "--bbox", "5:45,10:60,0:40", "--tta", "none", "--chunk", "16", "--pyramid",
+                "1", "--probabilities", "--zarr-format", "2") == 0  # fmt: skip
+    assert (out / ".zgroup").exists() and not (out / "zarr.json").exists()
+    np.save(tmp_path / "expected.npy", _level0(out))
+    python = _zarr2_python()
+    run = subprocess.run([str(python), "-c", ZARR2_CHECK, str(out), str(tmp_path / "expected.npy")],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    meta = json.loads(run.stdout)
+    transforms = [[t.get("scale") or t.get("translation") for t in d["coordinateTransformations"]]
+                  for d in meta["datasets"]]  # fmt: skip
+    (scale0, shift0), (scale1, shift1) = transforms
+    np.testing.assert_allclose(scale0, [7.91] * 3)
+    np.testing.assert_allclose(shift0, [5 * 7.91, 10 * 7.91, 0])  # the --bbox start, in micrometres
+    np.testing.assert_allclose(scale1, [15.82] * 3)
+    np.testing.assert_allclose(shift1, [5.5 * 7.91, 10.5 * 7.91, 0.5 * 7.91])  # level 1's voxel centres
+    assert meta["label"]["version"] == "0.4" and meta["label"]["colors"][1]["label-value"] == 1
+    assert len(meta["probabilities"]) == 2

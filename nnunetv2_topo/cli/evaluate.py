@@ -22,6 +22,13 @@ Prints one row per case and the mean; --json writes
   {"cases": {id: {score, topo, surface_dice, voi_score, voi_split, voi_merge, counts}}, "mean": {...},
    "fallback_tiles": {"total": n, "cases": {id: n}}}.
 
+--errors DIR shows where each case loses its score: DIR/<id>.errors.tif (uint8, one code per voxel:
+1 merge bridge, 2 split gap, 3 missed sheet, 4 false positive, 5 dust, 6 extra voxels, 7 missing voxels;
+0 = no error, background or ignored), DIR/<id>.errors.json (every merge, split, missed sheet, false positive
+and dust component with its voxels, bounding box, centroid and what it costs in VOI bits, unmatched Betti pairs
+per octant tile and SurfaceDice), and DIR/summary.txt/.json (which error kind costs the most score, also
+printed). The scores are the same as without --errors; the error maps cost up to about as much again.
+
 Speed: the Betti matching of each 160^3 tile (8 per 320^3 volume) is computed by the engine's own rules for
 binary tiles (--engine auto, the default: ~1 s and ~0.2 GB per sheet-like tile; -np P tiles in parallel threads).
 A tile whose tunnel reduction goes past a work bound falls back to the Betti-Matching-3D engine (~6-11 s and
@@ -55,6 +62,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip ground truth without a prediction instead of refusing (e.g. nnU-Net's gt_segmentations, which "
         "holds every case, against one fold's validation predictions)",
     )
+    parser.add_argument(
+        "--errors",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write per case an error volume <id>.errors.tif and an error list <id>.errors.json into DIR, and a "
+        "summary of the score lost per error kind (printed, and DIR/summary.txt/.json)",
+    )
+    parser.add_argument(
+        "--dust-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --errors: a predicted component meeting no ground-truth sheet is dust below N voxels, a false "
+        "positive from N (default: the post-processing's dust size, 500)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --errors folder, replacing files of the same name",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no per-case table")
 
 
@@ -85,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"-np must be 0 or more, got {processes}")
     if args.json is not None and args.json.is_dir():
         raise CLIError(f"--json {args.json} is a directory; give a file name such as scores.json")
+    writer = _error_writer(args)
     try:
         result = evaluate_folders(
             args.pred,
@@ -93,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             only_predicted=args.only_predicted,
             engine=args.engine,
+            diagnose=writer,
         )
     except EvaluationError as exc:
         raise CLIError(str(exc)) from exc
@@ -105,4 +135,37 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json(args.json, result)
         print(f"wrote {args.json}")
+    if writer is not None:
+        _finish_errors(writer)
     return 0
+
+
+def _error_writer(args: argparse.Namespace):
+    """The error-map writer of ``--errors`` (its folder checked before any work), or ``None``."""
+    from nnunetv2_topo.errors import CLIError
+
+    if args.errors is None:
+        if args.dust_size is not None:
+            raise CLIError("--dust-size needs --errors DIR (it sets what the error maps call dust)")
+        return None
+    from nnunetv2_topo.evaluation.error_maps import ErrorMapWriter
+    from nnunetv2_topo.outputs import check_output_folder
+    from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+
+    dust = PostprocessConfig().min_component_size if args.dust_size is None else args.dust_size
+    if dust < 1:
+        raise CLIError(f"--dust-size must be 1 or more voxels, got {dust}")
+    for flag, folder in (("--pred", args.pred), ("--gt", args.gt)):
+        if folder.exists() and args.errors.resolve() == folder.resolve():
+            raise CLIError(f"--errors {args.errors} is the {flag} folder; give a folder of its own")
+    check_output_folder(args.errors, args.overwrite, "--errors")
+    return ErrorMapWriter(args.errors, dust)
+
+
+def _finish_errors(writer) -> None:
+    from nnunetv2_topo.cli.postprocess import warn_stale
+    from nnunetv2_topo.evaluation.error_maps import format_error_summary
+
+    print(format_error_summary(writer.write_summary()))
+    print(f"wrote the error maps of {len(writer.costs)} case(s) to {writer.folder}")
+    warn_stale(writer.folder, writer.written)

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "postprocess": "postprocess",
     "tune": "tune",
     "predict": "predict",
+    "finalize": "finalize",
     "submit": "submit",
     "plot": "plot",
     "schedule": "schedule",

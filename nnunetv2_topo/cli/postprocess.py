@@ -150,11 +150,42 @@ def resolve_fusion(args: argparse.Namespace, base=None, source: str | None = Non
         weights = tuple(args.weights)
     if weights is not None and len(weights) != len(inputs):
         raise CLIError(f"{len(weights)} weight(s) for {len(inputs)} --input(s); give one weight per --input, in order")
+    checkpoints = base.checkpoints if base.checkpoints and len(base.checkpoints) == len(inputs) else None
     try:
-        fusion = FusionSpec(mode=mode, weights=weights, inputs=tuple(str(p) for p in inputs))
+        fusion = FusionSpec(mode=mode, weights=weights, inputs=tuple(str(p) for p in inputs), checkpoints=checkpoints)
     except ValueError as exc:
         raise CLIError(f"--weights {_show(weights)}: {exc}") from exc
     return inputs, fusion, notes
+
+
+def used_inputs(inputs: list[Path], fusion):
+    """``(inputs, fusion, notes)`` without the inputs of weight 0 (left out of the ensemble by tune: not read), and
+    a note per input that is a folder of maps while the file chose a checkpoint other than the final one for it
+    (a model folder gives that checkpoint's out-of-fold predictions itself)."""
+    from dataclasses import replace
+
+    from nnunetv2_topo.postprocessing.probabilities import FINAL_CHECKPOINT, model_checkpoints
+
+    notes = []
+    keep = [i for i, w in enumerate(fusion.weights or (1.0,) * len(inputs)) if w > 0]
+    for i, path in enumerate(inputs):
+        if i not in keep:
+            notes.append(f"--input {path}: fusion weight 0 (left out of the ensemble): not read")
+    checkpoints = fusion.checkpoints
+    for i in keep:
+        chosen = None if checkpoints is None else checkpoints[i]
+        if chosen not in (None, FINAL_CHECKPOINT) and not (inputs[i].is_dir() and model_checkpoints(inputs[i])):
+            notes.append(f"--input {inputs[i]}: tuned on the out-of-fold predictions of {chosen}: these maps must "
+                         "come from that checkpoint too")  # fmt: skip
+    if len(keep) == len(inputs):
+        return inputs, fusion, notes
+    fusion = replace(
+        fusion,
+        weights=tuple(fusion.weights[i] for i in keep),
+        inputs=tuple(fusion.inputs[i] for i in keep),
+        checkpoints=None if checkpoints is None else tuple(checkpoints[i] for i in keep),
+    )
+    return [inputs[i] for i in keep], fusion, notes
 
 
 def resolve_options(args: argparse.Namespace):
@@ -198,11 +229,12 @@ def resolve_options(args: argparse.Namespace):
             )
         changes[field] = value
     inputs, fusion, fusion_notes = resolve_fusion(args, base, source)
+    inputs, fusion, used_notes = used_inputs(inputs, fusion)
     try:
         steps = dataclasses.replace(steps, **changes)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    return inputs, fusion, steps, notes + fusion_notes
+    return inputs, fusion, steps, notes + fusion_notes + used_notes
 
 
 def _show(value) -> str:
@@ -235,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     if any(os.path.realpath(out_dir) == os.path.realpath(p) for p in inputs):
         raise CLIError("--output must differ from every --input (inputs would be overwritten)")
     try:
-        cases = paired_cases(inputs)
+        cases = paired_cases(inputs, fusion.checkpoints)
     except ProbabilityError as exc:
         raise CLIError(str(exc)) from exc
     check_output_folder(out_dir, args.overwrite, "--output")

@@ -40,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--folds", nargs="+", help="folds to use in every model (default: every fold with a checkpoint)"
     )
-    parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file (default %(default)s)")
+    parser.add_argument(
+        "--checkpoint",
+        help="checkpoint file of every model (default: per model the --config file's fusion.checkpoints, else "
+        "checkpoint_final.pth)",
+    )
     parser.add_argument("--weights", type=float, nargs="+", help="one fusion weight per --model (default: equal)")
     parser.add_argument("--fusion", choices=FUSION_MODES, help="fuse logits (default) or probabilities")
     parser.add_argument("--tta", choices=TTA_MODES, default="mirror", help="test-time augmentation (default mirror)")
@@ -54,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing output .zip, or write into a non-empty output folder (replacing <id>.tif files)",
+        help="replace an existing output .zip, or write into a non-empty output folder (replacing <id>.tif files); "
+        "an OUT.zarr made with other settings is replaced only after every check passed (never the work of "
+        "another --num-parts part of the same settings)",
     )
     parser.add_argument(
         "--allow-intensity-mismatch",
@@ -96,6 +102,63 @@ def _fusion(args: argparse.Namespace, n_models: int, config):
         return mode, check_fusion_weights(weights, n_models)
     except ValueError as exc:
         raise CLIError(f"{source}: {exc} (one weight per --model, {n_models} model(s) given)") from exc
+
+
+def _checkpoints(args: argparse.Namespace, n_models: int, config) -> list[str]:
+    """Per model: --checkpoint, else the --config file's fusion.checkpoints (chosen by tune), else the final one."""
+    from nnunetv2_topo.cli.main import CLIError
+    from nnunetv2_topo.postprocessing.probabilities import FINAL_CHECKPOINT
+
+    chosen = None if config is None else config.fusion.checkpoints
+    if args.checkpoint is not None:
+        if chosen is not None and any(c not in (None, args.checkpoint) for c in chosen):
+            print(
+                f"--checkpoint {args.checkpoint} overrides fusion.checkpoints = "
+                f"{','.join(str(c) for c in chosen)} from {args.config}",
+                file=sys.stderr,
+            )
+        return [args.checkpoint] * n_models
+    if chosen is None:
+        return [FINAL_CHECKPOINT] * n_models
+    if len(chosen) != n_models:
+        raise CLIError(
+            f"{args.config} (fusion.checkpoints) names {len(chosen)} checkpoint(s) for {n_models} --model(s); give "
+            "one --model per tuned input, in order, or choose one for all with --checkpoint"
+        )
+    return [c or FINAL_CHECKPOINT for c in chosen]
+
+
+def resolve_models(args: argparse.Namespace, config):
+    """``(checked model folders, fusion mode, weights)`` of the models that take part: a model of weight 0 (left
+    out by tune) is neither checked nor loaded; each model with its checkpoint (:func:`_checkpoints`)."""
+    from nnunetv2_topo.inference.models import check_model_folders
+
+    mode, weights = _fusion(args, len(args.model), config)
+    checkpoints = _checkpoints(args, len(args.model), config)
+    for model, weight in zip(args.model, weights, strict=True):
+        if weight == 0:
+            print(f"{model}: fusion weight 0 (left out of the ensemble): not loaded", file=sys.stderr)
+    used = [i for i, w in enumerate(weights) if w > 0]
+    folders = check_model_folders([args.model[i] for i in used], args.folds, [checkpoints[i] for i in used])
+    return folders, mode, tuple(weights[i] for i in used)
+
+
+def load_config(args: argparse.Namespace):
+    """The --config file (None without one); an unfinished tune's file is used with a warning."""
+    from nnunetv2_topo.cli.main import CLIError
+
+    if args.config is None:
+        return None
+    from nnunetv2_topo.postprocessing.config_file import load_postprocess_file, unfinished_search_warning
+
+    try:
+        config = load_postprocess_file(args.config)
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    warning = unfinished_search_warning(config, args.config)
+    if warning:
+        print(warning, file=sys.stderr)
+    return config
 
 
 def _check_output(args: argparse.Namespace) -> bool:
@@ -173,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--time-budget-hours must be > 0, got {args.time_budget_hours}")
 
     from nnunetv2_topo.inference.cases import CaseError, check_part, index_input_images, split_part
-    from nnunetv2_topo.inference.models import ModelError, check_model_folders
+    from nnunetv2_topo.inference.models import ModelError
     from nnunetv2_topo.submission import SubmissionError, check_ids, read_test_ids
 
     # every check before any work
@@ -183,21 +246,10 @@ def run(args: argparse.Namespace) -> int:
         cases = index_input_images(args.input)
         if args.csv is not None:
             check_ids(read_test_ids(args.csv), [c.id for c in cases], args.csv, kind="input volume")
-        folders = check_model_folders(args.model, args.folds, args.checkpoint)
+        config = load_config(args)
+        folders, mode, weights = resolve_models(args, config)
     except (CaseError, ModelError, SubmissionError) as exc:
         raise CLIError(str(exc)) from exc
-    config = None
-    if args.config is not None:
-        from nnunetv2_topo.postprocessing.config_file import load_postprocess_file, unfinished_search_warning
-
-        try:
-            config = load_postprocess_file(args.config)
-        except (OSError, ValueError) as exc:
-            raise CLIError(str(exc)) from exc
-        warning = unfinished_search_warning(config, args.config)
-        if warning:
-            print(warning, file=sys.stderr)
-    mode, weights = _fusion(args, len(folders), config)
     device = _device(args.device)
     part = split_part(cases, args.num_parts, args.part_id)
     _check_intensities(args, folders, part)

@@ -30,6 +30,13 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk", type=int, default=128, help="edge of an output chunk, even (default %(default)s)")
     g.add_argument("--pyramid", type=int, default=0, help="extra 2x-downsampled OME-Zarr levels (default 0)")
     g.add_argument("--probabilities", action="store_true", help="also write probabilities (uint8 p*255)")
+    g.add_argument(
+        "--zarr-format",
+        type=int,
+        default=2,
+        help="2 (default): OME-Zarr 0.4 on Zarr v2, which the vesuvius package (zarr<3) and VC3D read; "
+        "3: OME-Zarr 0.5 on Zarr v3",
+    )
     g.add_argument("--dask", help="local:N (a LocalCluster of N workers) or tcp://HOST:PORT (a running scheduler)")
     g.add_argument("--cache-mb", type=int, default=1024, help="input-chunk cache per worker, MiB (default 1024)")
     g.add_argument(
@@ -97,6 +104,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise CLIError("--tta mirror+rot90 is not supported for Zarr volumes yet; use --tta mirror or none")
     if args.chunk < 16 or args.chunk % 2 or args.chunk > 4096:
         raise CLIError(f"--chunk must be an even number of voxels in 16..4096, got {args.chunk}")
+    if args.zarr_format not in (2, 3):
+        raise CLIError(f"--zarr-format must be 2 or 3, got {args.zarr_format}")
     if not 0 <= args.pyramid <= 10:
         raise CLIError(f"--pyramid must be in 0..10, got {args.pyramid}")
     for flag, value in (("--cache-mb", args.cache_mb), ("--tile-cache-mb", args.tile_cache_mb)):
@@ -106,9 +115,9 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def run_volume(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.cli.predict import _device, _fusion
+    from nnunetv2_topo.cli.predict import _device, load_config, resolve_models
     from nnunetv2_topo.inference.cases import CaseError, check_part
-    from nnunetv2_topo.inference.models import ModelError, check_model_folders, use_topo_trainers
+    from nnunetv2_topo.inference.models import ModelError, use_topo_trainers
     from nnunetv2_topo.volume import (
         ClusterError,
         OutputError,
@@ -126,18 +135,14 @@ def run_volume(args: argparse.Namespace) -> int:
         bbox = None if args.bbox is None else parse_bbox(args.bbox)
         source = open_source(str(args.input), args.level, bbox)
         mask = None if args.mask is None else _open_mask(args.mask, args.level, bbox, source)
-        folders = check_model_folders(args.model, args.folds, args.checkpoint)
-        intensity_check = _intensity_check(args, source, folders)
         target = None if args.dask is None else parse_dask(args.dask)
-        if args.config is not None:
-            from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
-
-            config = load_postprocess_file(args.config)
+        config = load_config(args)
+        folders, mode, weights = resolve_models(args, config)
+        intensity_check = _intensity_check(args, source, folders)
     except (CaseError, ModelError, VolumeInputError, ClusterError) as exc:
         raise CLIError(str(exc)) from exc
-    except (OSError, ValueError) as exc:  # the post-processing file
+    except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
-    mode, weights = _fusion(args, len(folders), config)
     device = _device(args.device)
     use_topo_trainers()
     import torch
@@ -152,8 +157,6 @@ def run_volume(args: argparse.Namespace) -> int:
     except ModelError as exc:
         raise CLIError(str(exc)) from exc
     output = str(args.output)
-    if getattr(args, "overwrite", False):
-        _remove_output(output)
     client = None
     try:
         if target is not None:
@@ -183,6 +186,8 @@ def run_volume(args: argparse.Namespace) -> int:
             mask=mask,
             deterministic=args.deterministic,
             intensity_check=intensity_check,
+            overwrite=getattr(args, "overwrite", False),
+            zarr_format=args.zarr_format,
         )
     except (OutputError, VolumeModelError, VolumeInputError, ClusterError) as exc:
         raise CLIError(str(exc)) from exc
@@ -193,12 +198,14 @@ def run_volume(args: argparse.Namespace) -> int:
             if cluster is not None and args.dask.startswith("local:"):
                 cluster.close()
     print(report.summary(__import__("numpy").dtype(source.dtype).itemsize))
-    print(
-        f"wrote {output}"
-        if report.complete
-        else f"wrote part {args.part_id} of {args.num_parts} into {output}; "
-        "the last part to finish completes the volume (or run any part again)"
-    )
+    if report.complete:
+        print(f"wrote {output}")
+    else:
+        print(
+            f"wrote part {args.part_id} of {args.num_parts} into {output}; "
+            + (report.finalize.line(output) if report.finalize is not None else "")
+            + f" (the last part to finish completes it, or: nnunetv2_topo finalize {output})"
+        )
     return 0
 
 
@@ -241,20 +248,3 @@ def _intensity_check(args: argparse.Namespace, source, folders):
     if not all(t is None for t in trains) and not dtype_fits(source.dtype, trains):
         check(*sample_range(source))
     return check
-
-
-def _remove_output(output: str) -> None:
-    """--overwrite: remove an earlier predict output (only one this command wrote: it carries the manifest)."""
-    import fsspec
-
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.volume.writer import OutputError, read_manifest
-
-    try:
-        manifest = read_manifest(output)
-    except OutputError as exc:
-        raise CLIError(f"{exc}; --overwrite only replaces outputs of 'nnunetv2_topo predict'") from exc
-    if manifest is not None:
-        fs, root = fsspec.core.url_to_fs(output)
-        fs.rm(root, recursive=True)
-        print(f"removed the earlier output {output} (--overwrite)", file=sys.stderr)

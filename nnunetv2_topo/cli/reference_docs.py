@@ -269,7 +269,14 @@ def _block_postprocess_steps() -> str:
 def _block_postprocess_example() -> str:
     from nnunetv2_topo.postprocessing import FusionSpec, PostprocessFile
 
-    example = PostprocessFile(fusion=FusionSpec(mode="logit", weights=(0.4, 0.6), inputs=("models/A", "models/B")))
+    example = PostprocessFile(
+        fusion=FusionSpec(
+            mode="logit",
+            weights=(0.4, 0.6),
+            inputs=("models/A", "models/B"),
+            checkpoints=("checkpoint_final.pth", "checkpoint_best_score.pth"),
+        )
+    )
     return "```json\n" + json.dumps(example.to_dict(), indent=2) + "\n```"
 
 

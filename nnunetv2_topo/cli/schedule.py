@@ -7,11 +7,17 @@ import argparse
 HELP = "replay the TopoWarmup LR schedule (warmup -> plateau -> final anneal) on an nnU-Net training log"
 DESCRIPTION = f"""{HELP}.
 
-Check a schedule on last month's log before spending GPU days on it. The replay runs the trainer's own plateau
-driver (nnunetv2_topo.scheduling.PlateauDriver), built from the configuration the trainer would resolve: the
-defaults of --trainer (default nnUNetTrainerTopoWarmup), overridden by --config FILE (the YAML you would point
-nnUNet_topo_config at; the variable itself is not read here). Epoch by epoch it feeds the signal the trainer
-would watch (plateau_metric), read from the log's lines:
+Check a schedule on last month's log before spending GPU days on it, or see what a TopoWarmup run did. The
+replay runs the trainer's own plateau driver (nnunetv2_topo.scheduling.PlateauDriver), built from:
+
+  a TopoWarmup run's own log (no --config, no --trainer): the effective configuration each start printed, from
+      the epoch it took effect; a run resumed with a larger num_epochs (or a change allowed by
+      allow_config_change) is replayed as the trainer resumed it, so the replayed LR is the LR of every epoch
+  --config FILE / --trainer NAME: the configuration the trainer would resolve: the defaults of --trainer (default
+      nnUNetTrainerTopoWarmup), overridden by the YAML you would point nnUNet_topo_config at (the variable itself
+      is not read here); for nnU-Net's own logs, or to try another configuration on a log
+
+Epoch by epoch it feeds the signal the trainer would watch (plateau_metric), read from the log's lines:
 
   val_loss, val_loss_ema   the 'val_loss' lines (rounded to 4 decimals by nnU-Net; the EMA is computed as the
                            trainer computes it)
@@ -20,12 +26,14 @@ would watch (plateau_metric), read from the log's lines:
 
 The log may come from nnU-Net's own trainer or a TopoWarmup trainer (the LR it actually used plays no role).
 A resumed run writes one log per start: pass them all (--log fold_0/training_log_*.txt). After the log ends, the signal
-holds its last value up to --num-epochs (default: the configuration's num_epochs).
+holds its last value up to --num-epochs (default: the (last) configuration's num_epochs).
 
-Prints the epochs of every LR cut, where the LR reaches plateau_min_lr and where the final anneal starts.
+Prints the epochs of every LR cut, where the LR reaches plateau_min_lr, where the final anneal starts and what
+each restart of the run changed (an extension: the LR it continued at, where the anneal moved).
 
 examples:
-  nnunetv2_topo schedule --log fold_0/training_log_2026_1_7_21_20_00.txt
+  nnunetv2_topo schedule --log fold_0/training_log_*.txt          # a TopoWarmup run, from its own logs
+  nnunetv2_topo schedule --log fold_0/training_log_2026_1_7_21_20_00.txt --trainer nnUNetTrainerTopoWarmup
   nnunetv2_topo schedule --log fold_0/training_log_*.txt --config my_config.yaml --json lr.json --plot lr.png
   nnunetv2_topo schedule --log old.txt --trainer nnUNetTrainerTopoWarmup_250epochs
 """
@@ -37,11 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", action="extend", nargs="+", required=True, metavar="TRAINING_LOG",
                         help="nnU-Net's fold_X/training_log_*.txt; several files (a resumed run writes one per "
                         "start) are read as one run")  # fmt: skip
-    parser.add_argument("--config", metavar="FILE", help="YAML configuration (the keys of nnUNet_topo_config)")
-    parser.add_argument("--trainer", default=BASE_TRAINER, metavar="NAME",
-                        help=f"TopoWarmup trainer whose defaults to start from (default {BASE_TRAINER})")  # fmt: skip
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration (the keys of nnUNet_topo_config) "
+                        "instead of the configuration the log printed")  # fmt: skip
+    parser.add_argument("--trainer", metavar="NAME", help=f"TopoWarmup trainer whose defaults to start from instead "
+                        f"of the configuration the log printed (default with --config or a log without one: "
+                        f"{BASE_TRAINER})")  # fmt: skip
     parser.add_argument("--num-epochs", type=int, metavar="N", help="epochs to replay (default: num_epochs of the "
-                        "configuration); the final anneal is placed at the end of these N epochs")  # fmt: skip
+                        "(last) configuration); the final anneal is placed at the end of these N epochs")  # fmt: skip
     parser.add_argument("--json", metavar="OUT", help='write {"lr": [LR of epoch 0, 1, ...], "cuts": [epochs], '
                         '"min_lr_epoch": epoch or null, "stop_epoch": epoch or null}; the LRs run to --num-epochs '
                         "also after an early stop (what the schedule would do without it)")  # fmt: skip
@@ -56,7 +66,7 @@ def _trainer_class(name: str) -> type:
     from nnunetv2_topo.errors import CLIError
 
     topo = getattr(trainers, BASE_TRAINER)
-    names = [n for n in trainers.__all__ if issubclass(getattr(trainers, n), topo)]
+    names = _topo_names()
     cls = getattr(trainers, name, None) if name in trainers.__all__ else None
     if cls is None:
         close = difflib.get_close_matches(name, names, n=1)
@@ -68,6 +78,19 @@ def _trainer_class(name: str) -> type:
             f"one of {', '.join(names)}"
         )
     return cls
+
+
+def _all_trainer_names() -> list[str]:
+    import nnunetv2_topo.trainers as trainers
+
+    return list(trainers.__all__)
+
+
+def _topo_names() -> list[str]:
+    import nnunetv2_topo.trainers as trainers
+
+    topo = getattr(trainers, BASE_TRAINER)
+    return [n for n in trainers.__all__ if issubclass(getattr(trainers, n), topo)]
 
 
 def _plot(path: str, signal_name: str, signal: list[float], lrs: list[float], cuts: list[int], title: str,
@@ -111,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.scheduling.plateau_driver import final_anneal_epochs, smoothed
     from nnunetv2_topo.scheduling.replay import replay
     from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs
-    from nnunetv2_topo.trainers.config import TopoConfigError, check_consistency
+    from nnunetv2_topo.trainers.config import TopoConfigError, check_consistency, logged_config
     from nnunetv2_topo.trainers.config_file import config_from_file
 
     if args.num_epochs is not None and args.num_epochs < 1:
@@ -121,24 +144,37 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_output_file(path, args.overwrite, flag)
-    cls = _trainer_class(args.trainer)
-    try:
-        config = config_from_file(
-            args.config,
-            cls.merged_topo_defaults(),
-            variant_name=f"{cls.__name__}.topo_defaults",
-            fixed_keys=cls.topo_fixed_keys,
-        )
-        if args.num_epochs is not None:
-            config["num_epochs"] = args.num_epochs
-        warnings = check_consistency(config, args.config or f"{cls.__name__}.topo_defaults")
-    except TopoConfigError as exc:
-        raise CLIError(str(exc)) from None
     try:
         log = read_training_logs(args.log)
     except TrainingLogError as exc:
         raise CLIError(str(exc)) from None
-    metric = config["plateau_metric"]
+    from_log = args.config is None and args.trainer is None and bool(log.configs)
+    restarts: list[tuple[int, dict]] = []
+    try:
+        if from_log:
+            configs = [(epoch, logged_config(values, f"{args.log[0]} (start at epoch {epoch})")) for epoch, _,
+                       values in log.configs]  # fmt: skip
+            config, restarts = configs[0][1], configs[1:]
+            name = log.configs[-1][1]
+            if name in _all_trainer_names() and name not in _topo_names():
+                _trainer_class(name)  # nnU-Net's poly schedule: the error says so
+            title = f"{name} (the configuration its log printed)"
+        else:
+            cls = _trainer_class(args.trainer or BASE_TRAINER)
+            config = config_from_file(
+                args.config,
+                cls.merged_topo_defaults(),
+                variant_name=f"{cls.__name__}.topo_defaults",
+                fixed_keys=cls.topo_fixed_keys,
+            )
+            title = f"{cls.__name__}{' + ' + args.config if args.config else ''}"
+        last = restarts[-1][1] if restarts else config
+        if args.num_epochs is not None:
+            last["num_epochs"] = args.num_epochs
+        warnings = check_consistency(last, args.config or title)
+    except TopoConfigError as exc:
+        raise CLIError(str(exc)) from None
+    metric = last["plateau_metric"]
     names = ", ".join(args.log)
     if metric == "val_score" and not log.score_rounds:
         raise CLIError(
@@ -149,15 +185,19 @@ def run(args: argparse.Namespace) -> int:
     if metric == "ema_fg_dice" and not any(d == d for d in dice):
         raise CLIError(f"{names}: plateau_metric is ema_fg_dice but the log has no readable 'Pseudo dice' lines")
 
-    n = config["num_epochs"]
-    result = replay(config, log.val_loss, ema_fg_dice=dice, score_rounds=log.score_rounds, num_epochs=n)
+    n = last["num_epochs"]
+    result = replay(config, log.val_loss, ema_fg_dice=dice, score_rounds=log.score_rounds, num_epochs=n,
+                    restarts=restarts)  # fmt: skip
 
     base = config["initial_lr"]
     for warning in warnings:
         print(f"note (configuration): {warning}")
     settings = ", ".join(f"{k.removeprefix('plateau_')} {config[k]}" for k in config if k.startswith("plateau_"))
-    print(f"{cls.__name__}{' + ' + args.config if args.config else ''}: initial_lr {base}, warmup "
-          f"{config['warmup_epochs']} epochs, {settings}")  # fmt: skip
+    print(f"{title}: initial_lr {base}, warmup {config['warmup_epochs']} epochs, {settings}")
+    for epoch, _ in restarts:
+        notes = [note for at, note in result.notes if at == epoch] or ["the run continues unchanged"]
+        for note in notes:
+            print(f"restart at epoch {epoch}: {note}")
     print(f"log: {len(log.val_loss)} epochs of val_loss from {names}"
           + (f"; held at its last value up to epoch {n - 1}" if n > len(log.val_loss) else ""))  # fmt: skip
     if result.cuts:
@@ -171,9 +211,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"the LR reaches plateau_min_lr {config['plateau_min_lr']:g} at epoch {result.min_lr_epoch}")
     else:
         print(f"the LR never reaches plateau_min_lr {config['plateau_min_lr']:g}")
-    anneal = final_anneal_epochs(config)
+    anneal = final_anneal_epochs(last)
     if anneal:
-        start = max(n - anneal, config["warmup_epochs"])
+        start = max(n - anneal, last["warmup_epochs"])
         print(f"final anneal: epochs {start}-{n - 1} (from {result.lr[start]:.4g} to {result.lr[-1]:.4g})")
     if result.stop_epoch is not None:
         print(f"early stop: the trainer stops after epoch {result.stop_epoch} (the LR sat at plateau_min_lr without "
@@ -190,11 +230,11 @@ def run(args: argparse.Namespace) -> int:
         held = log.val_loss + [log.val_loss[-1]] * max(0, n - len(log.val_loss))
         ema = [float("nan")]
         for value in held[:n]:
-            ema.append(smoothed(ema[-1], value, config["plateau_ema_smoothing"]))
+            ema.append(smoothed(ema[-1], value, last["plateau_ema_smoothing"]))
         signal = {"val_loss": held[:n], "val_loss_ema": ema[1:]}
         shown = signal.get(metric, held[:n])
         _plot(args.plot, metric if metric in signal else "val_loss", shown, result.lr, result.cuts,
-              f"{cls.__name__}: {len(result.cuts)} cuts; {names}",
+              f"{title}: {len(result.cuts)} cuts; {names}",
               raw=held[:n] if metric == "val_loss_ema" else None, stop=result.stop_epoch)  # fmt: skip
         print(f"wrote {args.plot}")
     return 0

@@ -73,7 +73,7 @@ def _from_probabilities(inputs, fusion, steps, args: argparse.Namespace) -> Path
     from nnunetv2_topo.submission import SubmissionError, write_checked_submission
 
     try:
-        cases = paired_cases(inputs)
+        cases = paired_cases(inputs, fusion.checkpoints)
     except ProbabilityError as exc:
         raise SubmissionError(str(exc)) from exc
 

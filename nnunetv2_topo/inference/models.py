@@ -91,12 +91,14 @@ def check_model_folder(folder: str | os.PathLike, folds: Sequence[str] | None, c
 
 
 def check_model_folders(
-    folders: Sequence[str | os.PathLike], folds: Sequence[str] | None, checkpoint: str
+    folders: Sequence[str | os.PathLike], folds: Sequence[str] | None, checkpoint: str | Sequence[str]
 ) -> list[ModelFolder]:
-    """Check every model folder (see :func:`check_model_folder`) and that all were trained on the same labels."""
+    """Check every model folder (see :func:`check_model_folder`) and that all were trained on the same labels.
+    ``checkpoint``: one file name for every model, or one per model."""
     if not folders:
         raise ModelError("no model given; pass --model MODEL_DIR (once per model)")
-    models = [check_model_folder(f, folds, checkpoint) for f in folders]
+    checkpoints = [checkpoint] * len(folders) if isinstance(checkpoint, str) else list(checkpoint)
+    models = [check_model_folder(f, folds, c) for f, c in zip(folders, checkpoints, strict=True)]
     first = models[0]
     for m in models[1:]:
         if m.labels != first.labels:

@@ -67,8 +67,9 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _check_config(config: Path | None, n_models: int):
-    """The postprocess.json, checked against the models: one fusion weight (and tuned input) per model."""
+def _check_config(config: Path | None, n_models: int, checkpoint: str = "checkpoint_final.pth"):
+    """The postprocess.json, checked against the models: one fusion weight (and tuned input) per model, and the
+    checkpoint ``tune`` chose for each model that takes part is the one bundled (``checkpoint``)."""
     if config is None:
         return None
     from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
@@ -88,6 +89,15 @@ def _check_config(config: Path | None, n_models: int):
         check_fusion_weights(pf.fusion.weights, n_models)
     except ValueError as exc:
         raise BundleError(f"--config {config} (fusion.weights): {exc} ({n_models} --model given)") from exc
+    chosen = pf.fusion.checkpoints
+    if chosen is not None and len(chosen) == n_models:
+        weights = pf.fusion.weights or (1.0,) * n_models
+        other = sorted({c for c, w in zip(chosen, weights, strict=True) if w > 0 and c not in (None, checkpoint)})
+        if other:
+            raise BundleError(
+                f"--config {config} (fusion.checkpoints): tune chose {', '.join(other)} but the bundle carries "
+                f"{checkpoint} of every model; pass --checkpoint {other[0]} or tune again with --checkpoints"
+            )
     return pf
 
 
@@ -114,7 +124,7 @@ def build_bundle(req: BundleRequest, progress: Callable[[str], None] = _say) -> 
     _check_output(req.output, req.overwrite)
     progress(f"[1/5] checking {len(req.models)} model folder(s)")
     folders = checked_folders(req.models, req.folds, req.checkpoint)
-    pf = _check_config(req.config, len(folders))
+    pf = _check_config(req.config, len(folders), req.checkpoint)
     if pf is not None:
         weights = pf.fusion.weights or (1.0,) * len(folders)
         for f, w in zip(folders, weights, strict=True):

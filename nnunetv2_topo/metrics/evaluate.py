@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -86,6 +86,7 @@ def _start_case(
     engine: str = "auto",
     rules_executor: cf.Executor | None = None,
     engine_executor=None,
+    keep_masks: bool = False,
 ) -> PendingScore:
     try:
         pred = read_volume(pred_path)
@@ -102,15 +103,23 @@ def _start_case(
     if problem:
         raise EvaluationError(f"case '{cid}': prediction {pred_path}: {problem}")
     try:
-        return start_score(pred, gt, executor, engine, rules_executor, engine_executor)
+        return start_score(pred, gt, executor, engine, rules_executor, engine_executor, keep_masks)
     except MetricInputError as exc:
         raise EvaluationError(f"case '{cid}' ({pred_path.name} vs {gt_path.name}): {exc}") from exc
 
 
-def _finish(cid: str, pending: PendingScore, fallback: dict[str, int]) -> dict:
+Diagnose = Callable[[str, dict, np.ndarray, np.ndarray, list], None]
+"""``diagnose(case_id, result, pred_fg, gt_fg, tile_counts)``: called with every case's score, its two foreground
+masks and its 8 tiles' counts (the error map of ``evaluate --errors``)."""
+
+
+def _finish(cid: str, pending: PendingScore, fallback: dict[str, int], diagnose: Diagnose | None = None) -> dict:
     try:
         result = pending.result()
         fallback[cid] = int(pending.fallback_tiles or 0)
+        if diagnose is not None and pending.masks is not None:
+            masks, pending.masks = pending.masks, None
+            diagnose(cid, result, masks[0], masks[1], pending.tile_counts())
         return result
     except BrokenProcessPool as exc:
         raise RuntimeError(
@@ -133,6 +142,7 @@ def evaluate_folders(
     progress: bool = True,
     only_predicted: bool = False,
     engine: str = "auto",
+    diagnose: Diagnose | None = None,
 ) -> dict:
     """Score every case; returns ``{"cases": {id: leaderboard_score(...)}, "mean": {score, topo, surface_dice,
     voi_score}, "fallback_tiles": {"total": n, "cases": {id: n}}}`` (tiles the rules handed to the engine).
@@ -141,7 +151,8 @@ def evaluate_folders(
     volumes and computes SurfaceDice and VOI: threads for the rules (``engine="auto"`` or ``"rules"``), with an
     engine pool for tiles past the rules' bound started only when one is (capped by memory at ~4.6 GB per 160³
     tile); processes for ``engine="betti-matching-3d"``. ``0`` runs everything here, serially.
-    ``only_predicted`` skips ground truth that has no prediction (see :func:`pair_files`).
+    ``only_predicted`` skips ground truth that has no prediction (see :func:`pair_files`). ``diagnose``: see
+    :data:`Diagnose` (called here, in order of the cases, while later cases' tiles run; the scores are unchanged).
     Raises :class:`EvaluationError` on pairing problems, unreadable, non-3-D or mismatched volumes.
     """
     if num_processes < 0:
@@ -161,15 +172,22 @@ def evaluate_folders(
     pending: deque[tuple[str, PendingScore]] = deque()
     try:
         for cid, pred_path, gt_path in pairs:
-            pending.append((cid, _start_case(cid, pred_path, gt_path, executor, engine, rules_executor, fallback_pool)))
+            pending.append(
+                (
+                    cid,
+                    _start_case(
+                        cid, pred_path, gt_path, executor, engine, rules_executor, fallback_pool, diagnose is not None
+                    ),
+                )
+            )
             # keep a bounded number of cases in flight so volumes are not all read ahead
             while len(pending) > max(1, num_processes):
                 done_id, done = pending.popleft()
-                results[done_id] = _finish(done_id, done, fallback)
+                results[done_id] = _finish(done_id, done, fallback, diagnose)
                 bar.update(1)
         while pending:
             done_id, done = pending.popleft()
-            results[done_id] = _finish(done_id, done, fallback)
+            results[done_id] = _finish(done_id, done, fallback, diagnose)
             bar.update(1)
     finally:
         bar.close()

@@ -70,6 +70,11 @@ class PendingScore:
     voi_merge: float
     engine_executor: Callable[[], cf.Executor | None] | None = None
     fallback_tiles: int | None = None
+    masks: tuple[np.ndarray, np.ndarray] | None = None  # (pred_fg, gt_fg) when start_score(keep_masks=True)
+
+    def tile_counts(self) -> list[np.ndarray]:
+        """Each tile's ``(3, 3)`` counts in :func:`tile_slices` order (after :meth:`result`)."""
+        return [job.counts for job in self.tiles]
 
     def result(self) -> dict:
         counts, self.fallback_tiles = collect_tile_counts(self.tiles, self.engine_executor)
@@ -85,12 +90,14 @@ def start_score(
     engine: str = "auto",
     rules_executor: cf.Executor | None = None,
     engine_executor: Callable[[], cf.Executor | None] | None = None,
+    keep_masks: bool = False,
 ) -> PendingScore:
     """Start the tiles, then compute SurfaceDice and VOI while they run.
 
     Rules tiles run in ``rules_executor`` (threads) or here; engine tiles (``engine="betti-matching-3d"``) in
     ``executor`` (an engine pool) or here. Tiles past the rules' bound go to ``engine_executor()`` when given, else
-    to ``executor``.
+    to ``executor``. ``keep_masks``: the pending score keeps the two foreground masks (:attr:`PendingScore.masks`,
+    for the error map).
     """
     check_engine(engine)
     pred_fg, gt_fg = binarize_pair(pred, gt)
@@ -99,7 +106,8 @@ def start_score(
     split, merge = voi(pred_fg, gt_fg)
     if engine_executor is None:
         engine_executor = lambda: executor  # noqa: E731
-    return PendingScore(tiles, sd, split, merge, engine_executor)
+    masks = (pred_fg, gt_fg) if keep_masks else None
+    return PendingScore(tiles, sd, split, merge, engine_executor, masks=masks)
 
 
 def engine_tiles_needed(pred_fg: np.ndarray, gt_fg: np.ndarray) -> int:

@@ -116,27 +116,60 @@ def _bbox(mask: np.ndarray) -> tuple[slice, ...]:
     return tuple(sl)
 
 
-def surface_dice(pred: np.ndarray, gt: np.ndarray, tau: float = 2.0) -> float:
-    """Surface Dice at tolerance ``tau`` (voxels) of two 3-D binary masks; 1 if both empty, 0 if one is."""
+def _check_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred, dtype=bool)
     gt = np.asarray(gt, dtype=bool)
     if pred.shape != gt.shape or pred.ndim != 3:
         raise ValueError(f"surface_dice needs two 3-D masks of equal shape, got {pred.shape} and {gt.shape}")
-    pred_any, gt_any = bool(pred.any()), bool(gt.any())
-    if not pred_any and not gt_any:
-        return 1.0
-    if not pred_any or not gt_any:
-        return 0.0
+    return pred, gt
+
+
+def _surfaces(pred: np.ndarray, gt: np.ndarray, tau: float) -> tuple:
+    """``(box, (code, border, near_other) of gt, same of pred)`` on the crop to the bounding box of the union."""
     box = _bbox(pred | gt)
     code_gt = neighbour_codes(gt[box])
     code_pr = neighbour_codes(pred[box])
     border_gt = (code_gt != 0) & (code_gt != 255)
     border_pr = (code_pr != 0) & (code_pr != 255)
-    area_gt = SURFEL_AREA[code_gt[border_gt]]
-    area_pr = SURFEL_AREA[code_pr[border_pr]]
     near_pr = dilate_ball(border_pr, tau)
     near_gt = dilate_ball(border_gt, tau)
+    return box, (code_gt, border_gt, near_pr), (code_pr, border_pr, near_gt)
+
+
+def surface_dice(pred: np.ndarray, gt: np.ndarray, tau: float = 2.0) -> float:
+    """Surface Dice at tolerance ``tau`` (voxels) of two 3-D binary masks; 1 if both empty, 0 if one is."""
+    pred, gt = _check_pair(pred, gt)
+    pred_any, gt_any = bool(pred.any()), bool(gt.any())
+    if not pred_any and not gt_any:
+        return 1.0
+    if not pred_any or not gt_any:
+        return 0.0
+    _, (code_gt, border_gt, near_pr), (code_pr, border_pr, near_gt) = _surfaces(pred, gt, tau)
+    area_gt = SURFEL_AREA[code_gt[border_gt]]
+    area_pr = SURFEL_AREA[code_pr[border_pr]]
     overlap_gt = float(area_gt[near_pr[border_gt]].sum())
     overlap_pr = float(area_pr[near_gt[border_pr]].sum())
     total = float(area_gt.sum()) + float(area_pr.sum())
     return (overlap_gt + overlap_pr) / total
+
+
+def surface_misses(pred: np.ndarray, gt: np.ndarray, tau: float = 2.0) -> dict:
+    """The surface elements farther than ``tau`` from the other mask's surface: what ``1 - surface_dice`` is made of.
+
+    Returns ``{"total": Σ area_gt + Σ area_pred, "gt": (corners, areas), "pred": (corners, areas)}``: ``corners``
+    an ``(n, 3)`` int64 array of corner positions in volume coordinates (corner ``c`` sits between voxels ``c - 1``
+    and ``c``), ``areas`` their surfel areas. ``1 - surface_dice = (Σ gt areas + Σ pred areas) / total`` (also when
+    one mask is empty: every surface element of the other misses). Both empty: total 0, nothing misses.
+    """
+    pred, gt = _check_pair(pred, gt)
+    empty = (np.zeros((0, 3), np.int64), np.zeros(0))
+    if not pred.any() and not gt.any():
+        return {"total": 0.0, "gt": empty, "pred": empty}
+    box, (code_gt, border_gt, near_pr), (code_pr, border_pr, near_gt) = _surfaces(pred, gt, tau)
+    start = np.array([s.start for s in box], np.int64)
+    out = {"total": float(SURFEL_AREA[code_gt[border_gt]].sum()) + float(SURFEL_AREA[code_pr[border_pr]].sum())}
+    for side, code, border, near in (("gt", code_gt, border_gt, near_pr), ("pred", code_pr, border_pr, near_gt)):
+        miss = border & ~near
+        corners = np.stack(np.nonzero(miss), axis=1).astype(np.int64) + start
+        out[side] = (corners, SURFEL_AREA[code[miss]])
+    return out

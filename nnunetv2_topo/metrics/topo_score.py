@@ -179,6 +179,7 @@ class TileJob:
     gt: np.ndarray
     future: cf.Future
     source: str  # "shortcut", "rules" or "engine"
+    counts: np.ndarray | None = None  # the tile's (3, 3) counts, once collected
 
 
 def _done(counts: np.ndarray) -> cf.Future:
@@ -234,7 +235,8 @@ def submit_topo_counts(
 def collect_tile_counts(
     jobs: Sequence[TileJob], engine_executor: Callable[[], cf.Executor | None] | None = None
 ) -> tuple[np.ndarray, int]:
-    """``(counts summed over the tiles, tiles that fell back to the engine)``.
+    """``(counts summed over the tiles, tiles that fell back to the engine)``; each job's :attr:`TileJob.counts`
+    then holds its own tile's counts.
 
     Tiles the rules handed back go to the engine, all at once, in ``engine_executor()`` (called only when a tile
     falls back, so a pool is started only then) or here when that is ``None``.
@@ -247,6 +249,8 @@ def collect_tile_counts(
         for i, future in futures.items():
             results[i] = future.result()
             jobs[i].source = "engine"
+    for job, counts in zip(jobs, results):
+        job.counts = counts
     return np.sum(results, axis=0).astype(np.int64), len(fallback)
 
 

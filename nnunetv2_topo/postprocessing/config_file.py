@@ -1,7 +1,8 @@
 """``postprocess.json``: one versioned file with the fusion, the post-processing steps and what ``tune`` measured.
 
     {"version": 1,
-     "fusion": {"mode": "logit", "weights": [0.4, 0.6], "inputs": ["models/a", "models/b"]},
+     "fusion": {"mode": "logit", "weights": [0.4, 0.6], "inputs": ["models/a", "models/b"],
+                "checkpoints": ["checkpoint_final.pth", "checkpoint_best_score.pth"]},
      "steps": {"threshold": 0.35, "hysteresis_high": 0.85, "min_component_size": 1000, ...},
      "measured": {...free-form JSON written by tune...}}
 
@@ -23,17 +24,22 @@ from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
 POSTPROCESS_FILE_VERSION = 1
 _TOP_KEYS = ("version", "fusion", "steps", "measured")
-_FUSION_KEYS = ("mode", "weights", "inputs")
+_FUSION_KEYS = ("mode", "weights", "inputs", "checkpoints")
+CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX = "checkpoint_", ".pth"
 
 
 @dataclass(frozen=True)
 class FusionSpec:
     """How the inputs are fused: ``mode`` (logit|prob), ``weights`` (None = equal; one per input, in order) and
-    ``inputs``, the inputs (as given on the command line) the file was tuned on."""
+    ``inputs``, the inputs (as given on the command line) the file was tuned on. A weight of 0 leaves an input out
+    (``tune`` chose the ensemble without it; it is not read). ``checkpoints`` (None = not chosen): per input, the
+    checkpoint file (``checkpoint_<name>.pth``) whose out-of-fold predictions were used, or None for an input that
+    is not a model folder; ``predict`` loads that checkpoint of each ``--model``."""
 
     mode: str = "logit"
     weights: tuple[float, ...] | None = None
     inputs: tuple[str, ...] = ()
+    checkpoints: tuple[str | None, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in FUSION_MODES:
@@ -48,13 +54,39 @@ class FusionSpec:
                 raise ValueError(f"weights must be null or a list of numbers, got {self.weights!r}")
             n = len(self.inputs) or len(self.weights)
             object.__setattr__(self, "weights", check_fusion_weights(self.weights, n))
+        if self.checkpoints is not None:
+            object.__setattr__(self, "checkpoints", check_checkpoint_names(self.checkpoints, len(self.inputs)))
+
+    @property
+    def used(self) -> tuple[bool, ...] | None:
+        """Per input, whether it takes part (weight > 0); None with equal weights (all do)."""
+        return None if self.weights is None else tuple(w > 0 for w in self.weights)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "mode": self.mode,
             "weights": None if self.weights is None else list(self.weights),
             "inputs": list(self.inputs),
         }
+        if self.checkpoints is not None:
+            out["checkpoints"] = list(self.checkpoints)
+        return out
+
+
+def check_checkpoint_names(names: Any, n_inputs: int) -> tuple[str | None, ...]:
+    """``names`` as a tuple: one per input (``n_inputs``; 0 = any count), each null or ``checkpoint_<name>.pth``."""
+    if not isinstance(names, (list, tuple)):
+        raise ValueError(f"checkpoints must be null or a list (one entry per input), got {names!r}")
+    if n_inputs and len(names) != n_inputs:
+        raise ValueError(f"{len(names)} checkpoint(s) for {n_inputs} input(s); give one per input, in order")
+    for name in names:
+        ok = isinstance(name, str) and name.startswith(CHECKPOINT_PREFIX) and name.endswith(CHECKPOINT_SUFFIX)
+        if name is not None and not (ok and len(name) > len(CHECKPOINT_PREFIX + CHECKPOINT_SUFFIX) and "/" not in name):
+            raise ValueError(
+                f"checkpoint {name!r} is not a checkpoint file name: expected null or checkpoint_<name>.pth "
+                "(e.g. checkpoint_final.pth, checkpoint_best_score.pth)"
+            )
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -109,7 +141,10 @@ def parse_postprocess_dict(d: Any, source: str = "postprocess file") -> Postproc
         )
     try:
         spec = FusionSpec(
-            mode=fusion.get("mode", "logit"), weights=fusion.get("weights"), inputs=fusion.get("inputs", ())
+            mode=fusion.get("mode", "logit"),
+            weights=fusion.get("weights"),
+            inputs=fusion.get("inputs", ()),
+            checkpoints=fusion.get("checkpoints"),
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: key 'fusion': {exc}") from None

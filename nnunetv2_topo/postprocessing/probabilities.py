@@ -155,18 +155,54 @@ def _index_folder(folder: Path) -> dict[str, Path]:
     return out
 
 
-def model_folds(folder: str | os.PathLike) -> list[Path]:
-    """The ``fold_*/validation`` folders of an nnU-Net trained-model folder (empty for any other folder)."""
-    return sorted(p for p in Path(folder).glob("fold_*/validation") if p.is_dir())
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+VALIDATION = "validation"
 
 
-def index_cases(path: str | os.PathLike) -> dict[str, Path]:
-    """Case id -> file of one input: a folder of case files, or an nnU-Net trained-model folder (folds pooled)."""
+def validation_folder(checkpoint: str) -> str:
+    """The fold sub-folder holding the out-of-fold predictions of ``checkpoint``: ``validation`` for
+    ``checkpoint_final.pth`` (what ``nnUNetv2_train ... --val --npz`` writes), ``validation_<name>`` for
+    ``checkpoint_<name>.pth`` (e.g. ``validation_best_score``)."""
+    if checkpoint == FINAL_CHECKPOINT:
+        return VALIDATION
+    return VALIDATION + "_" + checkpoint.removeprefix("checkpoint_").removesuffix(".pth")
+
+
+def _checkpoint_of(folder_name: str) -> str:
+    if folder_name == VALIDATION:
+        return FINAL_CHECKPOINT
+    return "checkpoint_" + folder_name.removeprefix(VALIDATION + "_") + ".pth"
+
+
+def model_checkpoints(folder: str | os.PathLike) -> list[str]:
+    """Checkpoints with out-of-fold predictions in a model folder (``fold_*/validation[_<name>]/``), final first;
+    empty for any other folder."""
+    names = {_checkpoint_of(p.name) for p in Path(folder).glob(f"fold_*/{VALIDATION}*") if p.is_dir()}
+    names.discard("checkpoint_.pth")
+    return sorted(names, key=lambda n: (n != FINAL_CHECKPOINT, n))
+
+
+def model_folds(folder: str | os.PathLike, checkpoint: str = FINAL_CHECKPOINT) -> list[Path]:
+    """The ``fold_*/validation`` folders (of ``checkpoint``: :func:`validation_folder`) of an nnU-Net trained-model
+    folder (empty for any other folder)."""
+    return sorted(p for p in Path(folder).glob(f"fold_*/{validation_folder(checkpoint)}") if p.is_dir())
+
+
+def index_cases(path: str | os.PathLike, checkpoint: str | None = None) -> dict[str, Path]:
+    """Case id -> file of one input: a folder of case files, or an nnU-Net trained-model folder (folds pooled; the
+    out-of-fold predictions of ``checkpoint``, default ``checkpoint_final.pth``; ignored for other folders)."""
     path = Path(path)
     if not path.is_dir():
         raise ProbabilityError(f"{path}: not a folder; give a folder of <case>.npz/.tif/.nii.gz or a model folder")
-    folds = model_folds(path)
-    if folds:
+    available = model_checkpoints(path)
+    if available:
+        checkpoint = checkpoint or FINAL_CHECKPOINT
+        folds = model_folds(path, checkpoint)
+        if not folds:
+            raise ProbabilityError(
+                f"{path}: no out-of-fold predictions of {checkpoint} (no fold_*/{validation_folder(checkpoint)}/); "
+                f"this model folder has them for {', '.join(available)}"
+            )
         out: dict[str, Path] = {}
         for fold in folds:
             for p in sorted(fold.glob("*" + NNUNET_SUFFIX)):
@@ -179,7 +215,7 @@ def index_cases(path: str | os.PathLike) -> dict[str, Path]:
                 out[cid] = p
         if not out:
             raise ProbabilityError(
-                f"{path}: model folder without validation probabilities (no fold_*/validation/*.npz); run "
+                f"{path}: model folder without validation probabilities (no fold_*/{folds[0].name}/*.npz); run "
                 "nnUNetv2_train DATASET CONFIG FOLD -tr TRAINER --val --npz for each fold"
             )
         return out
@@ -189,11 +225,16 @@ def index_cases(path: str | os.PathLike) -> dict[str, Path]:
     return out
 
 
-def paired_cases(inputs: Sequence[str | os.PathLike]) -> dict[str, list[Path]]:
-    """Cases present in every input, each with one path per input in input order; a missing case is an error."""
+def paired_cases(
+    inputs: Sequence[str | os.PathLike], checkpoints: Sequence[str | None] | None = None
+) -> dict[str, list[Path]]:
+    """Cases present in every input, each with one path per input in input order; a missing case is an error.
+    ``checkpoints``: per input, which checkpoint's out-of-fold predictions a model folder gives (see
+    :func:`index_cases`)."""
     if not inputs:
         raise ProbabilityError("no inputs given")
-    indexes = [index_cases(p) for p in inputs]
+    checkpoints = [None] * len(inputs) if checkpoints is None else list(checkpoints)
+    indexes = [index_cases(p, c) for p, c in zip(inputs, checkpoints, strict=True)]
     every = set().union(*indexes)
     problems = []
     for path, index in zip(inputs, indexes, strict=True):
@@ -210,15 +251,17 @@ def fuse_probability_files(
     paths: Sequence[str | os.PathLike], weights: Sequence[float] | None = None, mode: str = "logit"
 ) -> np.ndarray:
     """One case's fused foreground probability from one probability file per model (see :class:`Fusion`; the
-    live-model counterpart is :func:`nnunetv2_topo.inference.predict.fused_probability`).
+    live-model counterpart is :func:`nnunetv2_topo.inference.predict.fused_probability`). A model of weight 0 is
+    not read.
 
     Holds at most the accumulator, one map being read and the result: ~3 float32 copies of the volume.
     """
     weights = check_fusion_weights(weights, len(paths))
-    if len(paths) == 1:
-        return read_probability(paths[0])
+    used = [(path, w) for path, w in zip(paths, weights, strict=True) if w > 0]  # weight 0: not read
+    if len(used) == 1:
+        return read_probability(used[0][0])
     fusion = Fusion(mode)
-    for path, weight in zip(paths, weights, strict=True):
+    for path, weight in used:
         p = read_probability(path)
         try:
             fusion.add_probability(p, weight)

@@ -222,16 +222,87 @@ class PlateauDriver:
         )
 
     # ------------------------------------------------------------------ state
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drive ``optimizer`` from now on (a resume that switched the optimizer kind); the schedule's state, the
+        plateau's LR and cuts included, stays."""
+        self.scheduler.optimizer = self.scheduler.plateau.optimizer = optimizer
+
     def state_dict(self) -> dict[str, Any]:
-        """The scheduler's state (:meth:`WarmupPlateauScheduler.state_dict`) plus ``val_loss_ema``."""
+        """The scheduler's state (:meth:`WarmupPlateauScheduler.state_dict`) plus the signal and ``val_loss_ema``."""
         return {**self.scheduler.state_dict(), "metric": self.metric, "val_loss_ema": self.val_loss_ema}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` (also a bare scheduler state of older checkpoints: ``val_loss_ema`` then stays
-        as it is; see :meth:`resume_ema`). The settings stay those of this driver."""
-        self.scheduler.load_state_dict(dict(state))
+        """Restore :meth:`state_dict` of a driver with the same settings (also a bare scheduler state of older
+        checkpoints: ``val_loss_ema`` then stays as it is; see :meth:`resume_ema`). A resume whose configuration
+        may differ uses :meth:`resume`."""
+        self.scheduler.load_state_dict(dict(state), reset_signal=False)
         if "val_loss_ema" in state:
             self.val_loss_ema = float(state["val_loss_ema"])
+
+    def resume(self, state: Mapping[str, Any], saved_config: Mapping[str, Any], epoch: int) -> list[str]:
+        """Continue a run at ``epoch`` from the :meth:`state_dict` it saved under ``saved_config``, with this
+        driver's configuration (``nnUNetv2_train --c``, and ``nnunetv2_topo schedule`` replaying a resumed run).
+        Call it with the optimizer holding the LR the run last trained with. Returns the lines to log:
+
+        * ``plateau_metric`` changed: the LR and its cuts are kept; the best value, bad epochs, cooldown and the
+          early stop's count start afresh on the new signal.
+        * ``num_epochs`` changed (an extension): the plateau continues at its own LR with its cuts and counters
+          (inside or after the old final anneal that is the LR before the anneal: the anneal is re-planned at the
+          end of the new run); the early stop's count starts afresh, so an early-stopped run trains on.
+        """
+        saved_metric = state.get("metric") or saved_config.get("plateau_metric")
+        switched = saved_metric is not None and saved_metric != self.metric
+        self.scheduler.load_state_dict(dict(state), reset_signal=switched if saved_metric is not None else None)
+        if "val_loss_ema" in state:
+            self.val_loss_ema = float(state["val_loss_ema"])
+        lines = []
+        if switched:
+            s = self.scheduler
+            lines.append(
+                f"plateau_metric changed on resume ({saved_metric} -> {self.metric}): the LR "
+                f"{s.plateau_lr():.4g} and its {s.num_reductions} cuts are kept; the best value, the "
+                f"{self.unit} without improvement, the cooldown and the early stop's count start afresh on "
+                f"{self.metric}"
+            )
+        old_epochs = state.get("num_epochs") or saved_config.get("num_epochs")
+        if old_epochs is not None and int(old_epochs) != self.scheduler.num_epochs:
+            old_anneal = state.get("anneal_epochs")
+            if old_anneal is None:
+                old_anneal = final_anneal_epochs({**saved_config, "num_epochs": old_epochs})
+            lines.append(self._length_change(int(old_epochs), int(old_anneal), epoch))
+        return lines
+
+    def _length_change(self, old_epochs: int, old_anneal: int, epoch: int) -> str:
+        s = self.scheduler
+        assert s.num_epochs is not None
+        last = self.current_lr()
+        lr = s.planned_lr(epoch)
+        old_start = max(old_epochs - old_anneal, s.warmup_epochs) if old_anneal > 0 else None
+        was_annealing = old_start is not None and epoch - 1 >= old_start
+        stopped = s.floor_bad_epochs > s.plateau.patience
+        s.floor_bad_epochs = 0
+        if s.in_warmup(epoch):
+            why = "still in warmup"
+        elif s.in_anneal(epoch):
+            why = f"the final anneal, re-planned over the last {s.num_epochs - s.anneal_start} epochs of the new length"
+        elif was_annealing:
+            why = (
+                f"the plateau's LR before the final anneal of the {old_epochs}-epoch run (which had brought it to "
+                f"{last:.4g}): the anneal is re-planned at the new end"
+            )
+        else:
+            why = "the plateau's LR, its cuts and counters unchanged"
+        anneal = (
+            f"the final anneal now begins at epoch {s.anneal_start}"
+            if s.anneal_start is not None
+            else "no final anneal (plateau_final_anneal 0)"
+        )
+        verb = "Extending" if s.num_epochs > old_epochs else "Shortening"
+        stop = "; the early stop's count starts afresh" if stopped else ""
+        return (
+            f"{verb} the run: num_epochs {old_epochs} -> {s.num_epochs} at epoch {epoch}; the LR continues at "
+            f"{lr:.4g} ({why}); {anneal}{stop}"
+        )
 
     def resume_ema(self, logged: list[float]) -> None:
         """Seed ``val_loss_ema`` from the logged EMA values of a run whose checkpoint did not store it (the last

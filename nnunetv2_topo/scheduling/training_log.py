@@ -11,11 +11,14 @@ nnU-Net writes, per epoch (timestamps first, values rounded to 4 decimals)::
     2026-08-26 17:08:11.623456: Epoch time: 301.4 s
 
 and a TopoWarmup scoring round adds ``Competition score of epoch E (... applied after epoch A): score S, ...``.
+Every start of a TopoWarmup trainer first prints its effective configuration (``NAME configuration (...):`` and one
+``  key : JSON value`` line per key); :attr:`TrainingLog.configs` holds each with the epoch it took effect.
 A resumed run (``--c``) writes a new log file that starts at the resumed epoch: pass every file of the run.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -28,6 +31,8 @@ _EPOCH = re.compile(r":\s*Epoch (\d+)\s*$")
 _VAL_LOSS = re.compile(r":\s*val_loss\s+(\S+)\s*$")
 _PSEUDO_DICE = re.compile(r":\s*Pseudo dice\s+\[(.*)\]\s*$")
 _SCORE = re.compile(r"Competition score of epoch (\d+) \(.*applied after epoch (\d+)\): score (\S+?),")
+_CONFIG_HEADER = re.compile(r"^(\w+) configuration \(.*\):\s*$")
+_CONFIG_LINE = re.compile(r"^  (\w+)\s*: (.*)$")
 _NUMBER = re.compile(r"(?:np\.float\d+\()?\s*(-?(?:nan|inf|\d+(?:\.\d*)?(?:e-?\d+)?))\)?", re.IGNORECASE)
 
 
@@ -45,6 +50,9 @@ class TrainingLog:
     score_rounds: list[tuple[int, int, float]] = field(default_factory=list)
     """``(scored epoch, applied after epoch, score)`` of every TopoWarmup scoring round."""
     sources: list[str] = field(default_factory=list)
+    configs: list[tuple[int, str, dict[str, object]]] = field(default_factory=list)
+    """``(first epoch, trainer name, {key: value})`` of every start that trained at least one epoch, in epoch
+    order (a start from an older checkpoint replaces the starts it repeats)."""
 
     def ema_fg_dice(self) -> list[float]:
         """nnU-Net's ``ema_fg_dice``: ``0.9 * previous + 0.1 * mean_fg_dice`` (the first epoch: its value)."""
@@ -61,7 +69,18 @@ def _number(text: str) -> float:
     return float(m.group(1))
 
 
-def _read_one(path: Path) -> tuple[dict[int, float], dict[int, float], list[tuple[int, int, float]]]:
+def _value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text.strip()
+
+
+def _read_one(
+    path: Path, configs: list[tuple[int, str, dict[str, object]]]
+) -> tuple[dict[int, float], dict[int, float], list[tuple[int, int, float]]]:
+    """The per-epoch values of one file; its configuration blocks are added to ``configs`` (see
+    :attr:`TrainingLog.configs`)."""
     try:
         lines = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
@@ -74,9 +93,22 @@ def _read_one(path: Path) -> tuple[dict[int, float], dict[int, float], list[tupl
     val_loss: dict[int, float] = {}
     dice: dict[int, float] = {}
     rounds: list[tuple[int, int, float]] = []
+    pending: tuple[str, dict[str, object]] | None = None  # a configuration block not yet followed by an epoch
+    block: dict[str, object] | None = None
     for number, line in enumerate(lines, 1):
-        if m := _EPOCH.search(line):
+        if block is not None:
+            if m := _CONFIG_LINE.match(line):
+                block[m.group(1)] = _value(m.group(2))
+                continue
+            block = None
+        if m := _CONFIG_HEADER.match(line):
+            block = {}
+            pending = (m.group(1), block)
+        elif m := _EPOCH.search(line):
             epoch = int(m.group(1))
+            if pending is not None:
+                configs[:] = [c for c in configs if c[0] < epoch] + [(epoch, *pending)]
+                pending = None
         elif m := _VAL_LOSS.search(line):
             if epoch is None:
                 raise TrainingLogError(f"{path}, line {number}: a val_loss line before any 'Epoch N' line")
@@ -108,9 +140,10 @@ def read_training_logs(paths: list[str | os.PathLike]) -> TrainingLog:
     val_loss: dict[int, float] = {}
     dice: dict[int, float] = {}
     rounds: dict[int, tuple[int, int, float]] = {}
+    configs: list[tuple[int, str, dict[str, object]]] = []
     for p in paths:
         path = Path(p)
-        v, d, r = _read_one(path)
+        v, d, r = _read_one(path, configs)
         if not v:
             raise TrainingLogError(
                 f"{path}: no 'val_loss' lines (is it nnU-Net's fold_X/training_log_*.txt of a run that finished at "
@@ -135,4 +168,5 @@ def read_training_logs(paths: list[str | os.PathLike]) -> TrainingLog:
         mean_fg_dice=[dice.get(e, math.nan) for e in range(last + 1)],
         score_rounds=sorted(rounds.values()),
         sources=[str(p) for p in paths],
+        configs=configs,
     )

@@ -128,23 +128,26 @@ class WarmupPlateauScheduler:
 
     def plateau_lr(self) -> float:
         """The plateau's LR (before the anneal factor), i.e. the LR the anneal starts from."""
-        return float(self.plateau._last_lr[0]) if self.num_plateau_steps else self.base_lr
+        return float(self.plateau.get_last_lr()[0]) if self.num_plateau_steps else self.base_lr
+
+    def planned_lr(self, epoch: int) -> float:
+        """The LR :meth:`start_epoch` sets for ``epoch`` (warmup, plateau or anneal), without setting it."""
+        if self.in_warmup(epoch):
+            return warmup_lr(self.base_lr, epoch, self.warmup_epochs)
+        if self.in_anneal(epoch):
+            assert self.num_epochs is not None and self.anneal_start is not None
+            return self.plateau_lr() * anneal_factor(epoch, self.num_epochs, self.num_epochs - self.anneal_start)
+        return self.plateau_lr()
 
     def start_epoch(self, epoch: int) -> float:
         """Set the LR for ``epoch`` (warmup epochs, the first epoch after warmup, anneal epochs); return the LR in
-        use."""
+        use. After warmup and outside the anneal it is the plateau's own LR (after a resume the optimizer may hold
+        a warmup or anneal LR; before the first plateau step exactly ``base_lr``)."""
         self.last_started_epoch = int(epoch)
-        if self.in_warmup(epoch):
-            self._set_lr(warmup_lr(self.base_lr, epoch, self.warmup_epochs))
-        elif self.in_anneal(epoch):
-            assert self.num_epochs is not None
-            self._set_lr(self.plateau_lr() * anneal_factor(epoch, self.num_epochs, self.num_epochs - self.anneal_start))
-        elif self.num_plateau_steps == 0:
-            # first post-warmup epoch: the plateau phase starts from exactly base_lr
-            self._set_lr(self.base_lr)
+        if self.in_warmup(epoch) or self.in_anneal(epoch) or self.num_plateau_steps == 0:
+            self._set_lr(self.planned_lr(epoch))
         else:
-            # the plateau's own LR (after a resume the optimizer may hold a warmup or anneal LR)
-            for group, lr in zip(self.optimizer.param_groups, self.plateau._last_lr):
+            for group, lr in zip(self.optimizer.param_groups, self.plateau.get_last_lr()):
                 group["lr"] = float(lr)
         return self.get_last_lr()[0]
 
@@ -156,7 +159,7 @@ class WarmupPlateauScheduler:
         return self.floor_bad_epochs > self.plateau.patience
 
     def _at_floor(self) -> bool:
-        return all(lr <= m + self.plateau.eps for lr, m in zip(self.plateau._last_lr, self.plateau.min_lrs))
+        return all(lr <= m + self.plateau.eps for lr, m in zip(self.plateau.get_last_lr(), self.plateau.min_lrs))
 
     def step_metric(self, epoch: int, value: float) -> bool:
         """Feed the validation metric of ``epoch``; steps the plateau scheduler only after warmup and before the
@@ -192,10 +195,13 @@ class WarmupPlateauScheduler:
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the same LR trajectory (the optimizer's own state holds the LR)."""
+        """Everything needed to continue the same LR trajectory (the optimizer's own state holds the LR), and the
+        run length it was planned for (``num_epochs``, ``anneal_epochs``: an extended run re-plans the anneal)."""
         return {
             "base_lr": self.base_lr,
             "warmup_epochs": self.warmup_epochs,
+            "num_epochs": self.num_epochs,
+            "anneal_epochs": self.anneal_epochs,
             "last_started_epoch": self.last_started_epoch,
             "num_plateau_steps": self.num_plateau_steps,
             "num_reductions": self.num_reductions,
@@ -203,33 +209,40 @@ class WarmupPlateauScheduler:
             "plateau": self.plateau.state_dict(),
         }
 
-    _PLATEAU_COUNTERS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch", "_last_lr")
+    SIGNAL_COUNTERS = ("best", "num_bad_epochs", "cooldown_counter")
+    """``ReduceLROnPlateau`` state that belongs to the followed signal (reset when the signal changes)."""
+    LR_COUNTERS = ("last_epoch", "_last_lr")
+    """``ReduceLROnPlateau`` state that belongs to the LR (its cuts): kept whatever the signal."""
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the counters (best value, bad epochs, ...) saved by :meth:`state_dict`.
+    def load_state_dict(self, state: dict[str, Any], reset_signal: bool | None = None) -> None:
+        """Restore the counters saved by :meth:`state_dict`.
 
-        Hyperparameters (base LR, warmup length, factor, patience, min LR, mode) stay those of this instance, so a
-        resumed run may change them in its configuration; with an unchanged configuration the resumed LR trajectory
-        is identical to an uninterrupted one.
+        Hyperparameters (base LR, warmup length, factor, patience, min LR, mode, run length) stay those of this
+        instance, so a resumed run may change them in its configuration; with an unchanged configuration the resumed
+        LR trajectory is identical to an uninterrupted one. The LR and its cuts are always kept (scaled by new / old
+        ``base_lr``). ``reset_signal``: the followed signal changed, so its best value, bad epochs, cooldown and the
+        early stop's count start afresh (None: when the saved mode differs, as checkpoints without the signal's name
+        tell no more).
         """
         self.last_started_epoch = state["last_started_epoch"]
         self.num_plateau_steps = int(state["num_plateau_steps"])
         self.num_reductions = int(state["num_reductions"])
         self.floor_bad_epochs = int(state.get("floor_bad_epochs", 0))
         saved = state["plateau"]
-        if saved.get("mode") != self.plateau.mode:
-            # a metric switch (val_loss <-> ema_fg_dice) on resume: the saved best value means nothing any more
-            self.plateau._reset()
-            return
-        for key in self._PLATEAU_COUNTERS:
-            if key in saved:
-                setattr(self.plateau, key, saved[key])
+        if reset_signal is None:
+            reset_signal = saved.get("mode", self.plateau.mode) != self.plateau.mode
+        keys = self.LR_COUNTERS + (() if reset_signal else self.SIGNAL_COUNTERS)
+        merged = {**self.plateau.state_dict(), **{k: saved[k] for k in keys if k in saved}}
+        if reset_signal:
+            merged.update(best=self.plateau.mode_worse, num_bad_epochs=0, cooldown_counter=0)
+            self.floor_bad_epochs = 0
         old_base = float(state.get("base_lr", self.base_lr))
         if old_base != self.base_lr and "_last_lr" in saved:
             # a new base LR on resume scales the plateau's LR alike: its cuts are kept (start_epoch applies it)
-            self.plateau._last_lr = [
+            merged["_last_lr"] = [
                 max(float(lr) * self.base_lr / old_base, m) for lr, m in zip(saved["_last_lr"], self.plateau.min_lrs)
             ]
+        self.plateau.load_state_dict(merged)
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:

@@ -65,6 +65,24 @@ CALIBRATIONS: dict[str, FailureModes] = {
 }
 """Three models with the same failure modes and different calibration (their best thresholds differ)."""
 
+ENSEMBLE_MODELS: dict[str, FailureModes] = {
+    "good": FailureModes(),
+    "good-other": FailureModes(calibration_shift=1.0),
+    "weak": FailureModes(
+        sheet_level=(0.45, 0.8),
+        under_confident_fraction=0.6,
+        holes_per_voxel_of_side=1 / 4,
+        pinholes_per_voxel_of_side=2.0,
+        dust_per_voxel_of_side=1.5,
+        bridge_level=(0.55, 0.85),
+        noise=0.2,
+        calibration_shift=0.5,
+    ),
+}
+"""Three models of one case for ensemble tuning: a good one; one as good with independent errors (its own draw of
+holes, dust, bridges, noise) and another calibration; a weak one (more under-confident sheets, holes, pinholes,
+dust, stronger bridges and noise)."""
+
 
 def _smooth(shape: tuple[int, ...], rng: np.random.Generator, sigma: float) -> np.ndarray:
     f = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
@@ -145,3 +163,30 @@ def simulated_case(
     rng = np.random.default_rng(seed)
     case = synthesize_case(shape, rng)
     return simulate_probability(case.sheets, case.sheet_axis, rng, modes), case.label
+
+
+def simulated_models(
+    size: int | tuple[int, int, int], seed: int | tuple[int, ...], models: list[FailureModes | str]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """``([probability of each model], label)`` of one synthetic case: the models see the same sheets, each with
+    its own failure modes (a ``CALIBRATIONS`` or ``ENSEMBLE_MODELS`` name, or ``FailureModes``) and its own random
+    draw of them (independent errors). Same ``seed``, same case and maps."""
+    from nnunetv2_topo.synth.generator import synthesize_case
+
+    named = {**CALIBRATIONS, **ENSEMBLE_MODELS}
+    for m in models:
+        if isinstance(m, str) and m not in named:
+            raise ValueError(f"unknown model {m!r}; known: {', '.join(named)}")
+    shape = (size,) * 3 if isinstance(size, int) else tuple(size)
+    seeds = (seed,) if isinstance(seed, int) else tuple(seed)
+    case = synthesize_case(shape, np.random.default_rng(seeds))
+    maps = [
+        simulate_probability(
+            case.sheets,
+            case.sheet_axis,
+            np.random.default_rng((*seeds, 1000 + k)),
+            named[m] if isinstance(m, str) else m,
+        )
+        for k, m in enumerate(models)
+    ]
+    return maps, case.label

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nnunetv2_topo.errors import TopoError
+from nnunetv2_topo.evaluation.scoring_pool import DEFAULT_CASE_TIMEOUT_S
 from nnunetv2_topo.scheduling.plateau_driver import PLATEAU_METRICS, PLATEAU_MODES
 from nnunetv2_topo.values import Checked
 from nnunetv2_topo.values import at_least_one as _at_least_one
@@ -189,8 +190,9 @@ KEYS: dict[str, Key] = {
     "score_every_epochs": Key(
         "int >= 0",
         0,
-        "every N epochs predict score_num_cases validation cases (rank 0, sliding window) and score them with the "
-        "competition metric in a background process: val_score, checkpoint_best_score.pth; 0 = off",
+        "every N epochs predict score_num_cases validation cases (sliding window; under DDP each rank its share) and "
+        "score them with the competition metric in a background process per rank: val_score, "
+        "checkpoint_best_score.pth; 0 = off",
         _integer,
         _non_negative,
     ),
@@ -203,6 +205,14 @@ KEYS: dict[str, Key] = {
     ),
     "score_mirroring": Key(
         "bool", False, "mirroring test-time augmentation in the scoring rounds (8x the prediction time)", _boolean
+    ),
+    "score_case_timeout_s": Key(
+        "float > 0",
+        DEFAULT_CASE_TIMEOUT_S,
+        "deadline of one case in the background scoring process: a case still running after this many seconds is "
+        "killed, its round fails (val_score NaN, not compared with the best) and training goes on with a new process",
+        _number,
+        _positive,
     ),
 }
 """The general keys; the loss keys follow them (:func:`loss_keys`), :func:`all_keys` gives both."""
@@ -355,3 +365,9 @@ def format_config(config: Mapping[str, Any]) -> str:
     """One ``key: value`` line per key, in the order of :func:`all_keys`."""
     width = max(len(k) for k in config)
     return "\n".join(f"  {k:<{width}} : {json.dumps(to_jsonable(v))}" for k, v in config.items())
+
+
+def logged_config(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """A configuration :func:`format_config` printed into a training log, read back and validated (keys unknown to
+    this version are dropped, keys it did not print take their defaults)."""
+    return resolve_config({k: v for k, v in values.items() if k in all_keys()}, source=source)

@@ -139,7 +139,7 @@ def resume_config(
     """The configuration a resumed run (``--c``) continues with: the saved one, plus what the file sets.
 
     Only keys the file sets are compared with the saved values (a default changed in a later version of this
-    package is no change). Raising ``num_epochs`` is allowed (a note); any other change is an error listing every
+    package is no change). Raising ``num_epochs`` is allowed; any other change is an error listing every
     changed key (old -> new) unless the file sets ``allow_config_change: true`` (then each is a warning). Keys
     missing from ``saved`` (added in a later version) take the variant's value.
 
@@ -158,10 +158,8 @@ def resume_config(
         fixed_keys=fixed_keys,
     )  # fmt: skip
     changes = {k: (base[k], v) for k, v in parsed.items() if to_jsonable(base[k]) != to_jsonable(v)}
-    notes, warnings = [], []
-    epochs = changes.get("num_epochs")
-    if epochs is not None and epochs[1] > epochs[0]:
-        notes.append(f"num_epochs raised {epochs[0]} -> {epochs[1]} (training continues to the new end)")
+    notes: list[str] = []  # (raising num_epochs is logged by the plateau driver: the LR, the anneal)
+    warnings: list[str] = []
     blocking = {k: v for k, v in changes.items() if not (k == "num_epochs" and v[1] > v[0])}
     if blocking:
         listing = "; ".join(

@@ -9,6 +9,10 @@ The trainer logs these keys with nnU-Net's own logger (one value per epoch):
   scoring round at the epoch whose weights were scored, NaN at the other epochs (``score_every_epochs``),
 
 next to nnU-Net's ``train_losses``, ``val_losses``, ``lrs``, ``mean_fg_dice`` and ``ema_fg_dice``.
+
+Rank 0 writes ``progress_topo.json`` every epoch (milliseconds) and draws ``progress_topo.png`` every
+:data:`PLOT_EVERY_EPOCHS` epochs and after the last one (the drawing grows with the epochs, and the other ranks wait
+for it); ``nnunetv2_topo plot`` draws it from the JSON at any time.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from typing import Any
 from nnunetv2_topo.io import atomic_path, atomic_write_text
 
 __all__ = [
+    "PLOT_EVERY_EPOCHS",
     "PROGRESS_JSON",
     "PROGRESS_PNG",
     "TOPO_LOG_KEYS",
     "console_log",
     "finite_mean_max",
     "load_progress",
+    "plot_due",
     "plot_progress_topo",
     "term_names_in",
     "write_progress_json",
@@ -37,6 +43,13 @@ __all__ = [
 PROGRESS_PNG = "progress_topo.png"
 PROGRESS_JSON = "progress_topo.json"
 TOPO_LOG_KEYS = ("grad_norm_mean", "grad_norm_max", "skipped_steps")
+PLOT_EVERY_EPOCHS = 10
+"""The trainer draws ``progress_topo.png`` after epochs 0, 10, 20, ... and after the last (its ``plot_every``)."""
+
+
+def plot_due(epoch: int, every: int = PLOT_EVERY_EPOCHS) -> bool:
+    """``progress_topo.png`` is drawn after ``epoch`` (besides the last epoch)."""
+    return epoch % max(1, int(every)) == 0
 
 
 def finite_mean_max(values: Iterable[float]) -> tuple[float, float]:

@@ -73,7 +73,10 @@ class GuardedStep:
         """Backward always runs (under DDP every rank joins the gradient all-reduce), then the update is made or
         skipped on every rank alike. DDP has all-reduced the gradients, so the norm agrees everywhere; the loss does
         not, hence one tiny all-reduce per step (on the device). Loss, norm and the verdict reach the host in one
-        transfer: the step's only host-device synchronisation (AMP's ``GradScaler.step`` adds its own)."""
+        transfer: the step's only host-device synchronisation. With AMP the optimizer steps directly: a finite norm
+        of the unscaled gradients means ``GradScaler`` found no inf/NaN, and ``GradScaler.step`` would read its
+        found-inf flags once more (``.item()``, a second synchronisation); ``GradScaler.update`` lowers the scale
+        after an overflow from those flags on the device, as in nnU-Net."""
         if grad_scaler is not None:
             grad_scaler.scale(loss).backward()
             grad_scaler.unscale_(optimizer)  # clip the true gradient, not the scaled one
@@ -84,12 +87,10 @@ class GuardedStep:
         allowed = all_ranks_tensor(torch.isfinite(value).float()) * torch.isfinite(norm).float()
         loss_value, grad_norm, verdict = torch.stack([value, norm, allowed]).tolist()
         stepped = verdict > 0.5
-        if grad_scaler is not None:
-            if stepped:
-                grad_scaler.step(optimizer)
-            grad_scaler.update()  # lowers the scale after an overflow, as in nnU-Net
-        elif stepped:
+        if stepped:
             optimizer.step()
+        if grad_scaler is not None:
+            grad_scaler.update()  # lowers the scale after an overflow, as in nnU-Net
         return StepResult(loss_value, grad_norm, stepped)
 
     @staticmethod

@@ -116,12 +116,20 @@ class TopoLossCall(nn.Module):
 
     def take_targets(self, batch: dict, device: torch.device) -> dict:
         """``batch`` with the extra channels split off ``batch['target']`` (labels only, as nnU-Net expects); the
-        extras go, on ``device``, to the next loss call."""
+        extras go, on ``device``, to the next loss call.
+
+        The full-resolution target moves to ``device`` whole (the loader's contiguous, pinned tensor: an
+        asynchronous copy) and is split there: slicing or decoding it on the host first would copy pageable,
+        non-contiguous channels, a blocking copy every step (``tests/test_step_hygiene.py``)."""
         if not self.required_targets:
             self.extras = {}
             return batch
         from nnunetv2_topo.transforms import split_topo_targets
 
-        labels, extras = split_topo_targets(batch["target"], self.required_targets)
-        self.extras = {k: v.to(device, non_blocking=True) for k, v in extras.items()}
+        target = batch["target"]
+        if isinstance(target, (list, tuple)):
+            target = [target[0].to(device, non_blocking=True), *target[1:]]
+        else:
+            target = target.to(device, non_blocking=True)
+        labels, self.extras = split_topo_targets(target, self.required_targets)
         return {**batch, "target": labels}

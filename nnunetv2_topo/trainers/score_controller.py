@@ -8,8 +8,14 @@ rank's non-blocking ``done()``; when a round must be applied (the next one is du
 written next, training ends) every rank polls its own background metric and joins an all-reduce every poll interval
 (:func:`~nnunetv2_topo.trainers.distributed.wait_on_every_rank`), so no rank ever blocks on the metric inside a
 collective. Only then are the per-case results all-gathered (already computed: no waiting) and every rank applies the
-same record. When the measured prediction time of a round approaches the process group's timeout, the number of
-cases is capped (with a warning).
+same record. Every case has a deadline (``score_case_timeout_s``, enforced by
+:class:`~nnunetv2_topo.evaluation.scoring_pool.ScoringPool`): a case past it fails on its rank, so the round's
+record fails on every rank, is not compared with the best score, and the next round gets a fresh scoring process.
+
+Every round scores all its cases (no cap): inside a collective a rank waits only for the imbalance between ranks,
+at most one case's prediction (none when ``score_num_cases`` is a multiple of the number of ranks); a warning says
+when that one case approaches the process group's timeout. The best score is only compared between rounds of the
+same cases.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from nnunetv2_topo.evaluation.scoring_pool import ScoringPool
 from nnunetv2_topo.trainers.checkpoint import TOPO_STATE_KEY
 from nnunetv2_topo.trainers.diagnostics import console_log
 from nnunetv2_topo.trainers.distributed import (
@@ -30,12 +38,43 @@ from nnunetv2_topo.trainers.distributed import (
     rank_and_world,
     wait_on_every_rank,
 )
-from nnunetv2_topo.trainers.score_rounds import ScoreRound, ScoringPool, cpu_copy, round_record, select_score_cases
+from nnunetv2_topo.trainers.score_rounds import (
+    BEST_SCORE_CHECKPOINT,
+    ScoreRound,
+    cpu_copy,
+    round_record,
+    select_score_cases,
+)
 
-__all__ = ["ScoreRoundController", "record_message"]
+__all__ = ["RoundHooks", "ScoreRoundController", "record_message"]
 
 TIMEOUT_FRACTION = 0.5
-"""A round's estimated prediction time is kept below this fraction of the process group's timeout."""
+"""Warn when one case's prediction (the most a rank waits for another after a round) passes this fraction of the
+process group's timeout."""
+
+
+@dataclass
+class RoundHooks:
+    """What the rounds need from the trainer, passed explicitly.
+
+    Attributes:
+        predict: ``predict(cases)`` yields ``(segmentation, gt_file)`` per case
+            (:class:`~nnunetv2_topo.trainers.score_predict.ScoreCasePredictor`).
+        reader_class: nnU-Net's image reader of the dataset (the worker reads the ground truth with it).
+        log_scores: logs a record's scores at the epoch whose weights were scored.
+        step_plateau: ``step_plateau(epoch, score)`` steps a ``val_score`` plateau.
+        snapshot: rank 0: the checkpoint payload of this epoch (None elsewhere).
+        write_best: rank 0: writes ``checkpoint_best_score.pth`` (None elsewhere or without checkpointing).
+        describe: how the cases are predicted (for the log line).
+    """
+
+    predict: Callable[[list[str]], Iterable[tuple[np.ndarray, str]]]
+    reader_class: type
+    log_scores: Callable[[dict[str, Any]], None]
+    step_plateau: Callable[[int, float], None]
+    snapshot: Callable[[], dict[str, Any]] | None = None
+    write_best: Callable[[dict[str, Any]], None] | None = None
+    describe: str = ""
 
 
 class ScoreRoundController:
@@ -65,8 +104,11 @@ class ScoreRoundController:
         self.records: list[dict[str, Any]] = []
         self.best_score: float | None = None
         self.best_score_epoch: int | None = None
+        self.best_cases: list[str] | None = None
+        """The cases of the best round (a round of other cases is not compared with it)."""
         self.seconds_per_case: float | None = None
-        """The slowest rank's prediction time per case in the last round (for the timeout estimate)."""
+        """The slowest rank's prediction time per case in the last round."""
+        self._warned_imbalance = False
 
     # ------------------------------------------------------------------ schedule and cases
     def due(self, epoch: int) -> bool:
@@ -90,26 +132,20 @@ class ScoreRoundController:
             )
         return self.cases
 
-    def round_cases(self, cases: Sequence[str]) -> list[str]:
-        """The cases of the next round: all of them, unless the last round's per-case prediction time says the
-        round would approach the process group's timeout (then fewer, with a warning)."""
+    def check_imbalance(self) -> None:
+        """Warn (once) when one case's prediction, the most a rank waits for another in the next collective after
+        a round, approaches the process group's timeout."""
         timeout = process_group_timeout()
-        _, world = rank_and_world()
-        if timeout is None or not self.seconds_per_case:
-            return list(cases)
-        per_rank = math.ceil(len(cases) / world)
-        estimate = self.seconds_per_case * per_rank
-        budget = TIMEOUT_FRACTION * timeout
-        if estimate <= budget:
-            return list(cases)
-        keep = max(1, int(budget // self.seconds_per_case)) * world
-        self.log(
-            f"WARNING: a scoring round of {len(cases)} cases would take about {estimate:.0f} s per rank "
-            f"({self.seconds_per_case:.1f} s per case), near the process group's timeout of {timeout:.0f} s: this "
-            f"round scores {min(keep, len(cases))} cases. Lower score_num_cases or turn score_mirroring off",
-            also_print_to_console=True,
-        )
-        return list(cases)[:keep]
+        if timeout is None or not self.seconds_per_case or self._warned_imbalance:
+            return
+        if self.seconds_per_case > TIMEOUT_FRACTION * timeout:
+            self._warned_imbalance = True
+            self.log(
+                f"WARNING: predicting one scoring case takes {self.seconds_per_case:.0f} s, near the process group's "
+                f"timeout of {timeout:.0f} s: after a round a rank may wait that long for another. Make "
+                "score_num_cases a multiple of the number of GPUs, turn score_mirroring off or lengthen the timeout",
+                also_print_to_console=True,
+            )
 
     # ------------------------------------------------------------------ rounds
     def start(
@@ -128,8 +164,8 @@ class ScoreRoundController:
         checkpoint = cpu_copy(snapshot()) if (rank == 0 and snapshot is not None) else {}
         score_round = ScoreRound(epoch, mine, checkpoint)
         t0 = time.perf_counter()
-        for segmentation, gt_file in predict(mine):
-            score_round.futures.append(self.pool.submit(segmentation, gt_file, reader_class))
+        for (segmentation, gt_file), case in zip(predict(mine), mine):  # the generator first: it runs to its end
+            score_round.futures.append(self.pool.submit(segmentation, gt_file, reader_class, case=case))
         score_round.predict_seconds = time.perf_counter() - t0
         self.pending = score_round
         return score_round
@@ -142,10 +178,11 @@ class ScoreRoundController:
             return []
         if must_wait:
             if not pending.done():
+                limit = getattr(self.pool, "timeout_s", None)
                 self.log(
                     f"Waiting for the competition scoring of epoch {pending.epoch} (the next round is due, "
                     "checkpoint_latest.pth is written now or training ends; raise score_every_epochs if this "
-                    "repeats)"
+                    "repeats" + (f"; each case at most score_case_timeout_s = {limit:g} s)" if limit else ")")
                 )
             wait_on_every_rank(pending.done, self.poll_seconds)
         elif not all_ranks(pending.done()):
@@ -159,6 +196,7 @@ class ScoreRoundController:
         predict_seconds = max(share["predict_seconds"] for share in shares)
         per_case = [s["predict_seconds"] / s["n"] for s in shares if s["n"]]
         self.seconds_per_case = max(per_case) if per_case else None
+        self.check_imbalance()
         return [round_record(pending.epoch, applied_epoch, results, predict_seconds, pending.started)]
 
     def accept(self, record: dict[str, Any], write_best: Callable[[dict[str, Any]], None] | None = None) -> bool:
@@ -168,10 +206,17 @@ class ScoreRoundController:
         pending, self.pending = self.pending, None
         if record["error"] is not None:
             return False
-        score = float(record["score"])
-        if self.best_score is not None and score <= self.best_score:
+        score, cases = float(record["score"]), record.get("cases")
+        if self.best_score is not None and cases is not None and self.best_cases not in (None, cases):
+            self.log(
+                f"The scored cases changed ({len(self.best_cases)} -> {len(cases)} cases): the best competition "
+                f"score ({self.best_score:.4f} of epoch {self.best_score_epoch}) is not compared with this round's; "
+                f"the best restarts with epoch {record['epoch']}",
+                also_print_to_console=True,
+            )
+        elif self.best_score is not None and score <= self.best_score:
             return False
-        self.best_score, self.best_score_epoch = score, int(record["epoch"])
+        self.best_score, self.best_score_epoch, self.best_cases = score, int(record["epoch"]), cases
         if write_best is not None and pending is not None and pending.checkpoint:
             state = pending.checkpoint.get(TOPO_STATE_KEY)
             if isinstance(state, dict):
@@ -179,7 +224,41 @@ class ScoreRoundController:
             write_best(pending.checkpoint)
         return True
 
+    def epoch_end(self, epoch: int, cases: Sequence[str], checkpoint_follows: bool, hooks: RoundHooks) -> None:
+        """Every rank, at every epoch end: apply a finished round (awaited only when the next round is due or
+        ``checkpoint_follows``: nnU-Net writes checkpoint_latest.pth next), then start this epoch's round if due."""
+        due = self.due(epoch)
+        for record in self.collect(epoch, must_wait=due or checkpoint_follows):
+            self.apply(record, hooks)
+        if due:
+            done = self.start(epoch, cases, hooks.predict, hooks.reader_class, hooks.snapshot)
+            self.log(
+                f"Scoring round of epoch {epoch}: predicted {len(done.cases)} validation cases in "
+                f"{done.predict_seconds:.1f} s in the training process ({len(cases)} over all ranks; "
+                f"{hooks.describe}); the competition metric runs in a background process"
+            )
+
+    def apply(self, record: dict[str, Any], hooks: RoundHooks) -> bool:
+        """Every rank: log a round's scores at the epoch whose weights were scored, keep checkpoint_best_score.pth
+        when it is the best round (rank 0), step a ``val_score`` plateau. True when the round is the best."""
+        hooks.log_scores(record)
+        best = self.accept(record, hooks.write_best)
+        self.log(record_message(record, best, BEST_SCORE_CHECKPOINT), also_print_to_console=True)
+        if record["error"] is None:
+            hooks.step_plateau(int(record["epoch"]), float(record["score"]))
+        return best
+
+    def finish(self, last_epoch: int, hooks: RoundHooks) -> None:
+        """Every rank, at the end of training: await the round in flight (each case within its deadline), apply
+        it, and stop the scoring process."""
+        try:
+            for record in self.collect(last_epoch, must_wait=True):
+                self.apply(record, hooks)
+        finally:
+            self.shutdown()
+
     def shutdown(self) -> None:
+        """Stop the scoring process now (a running case is killed, not awaited)."""
         self.pool.shutdown()
 
     # ------------------------------------------------------------------ state
@@ -188,12 +267,14 @@ class ScoreRoundController:
             "records": [dict(r) for r in self.records],
             "best_score": self.best_score,
             "best_score_epoch": self.best_score_epoch,
+            "best_cases": self.best_cases,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.records = [dict(r) for r in state.get("records", [])]
         self.best_score = state.get("best_score")
         self.best_score_epoch = state.get("best_score_epoch")
+        self.best_cases = state.get("best_cases")
 
     def adopt_best_of_file(self, checkpoint: dict[str, Any], path: str) -> None:
         """Take the best score of an existing ``checkpoint_best_score.pth`` when it beats the resumed one (a file
@@ -212,6 +293,7 @@ class ScoreRoundController:
         if self.best_score is None or float(score) > self.best_score:
             self.log(f"Best competition score so far: {float(score):.4f} of epoch {epoch} (from {path})")
             self.best_score, self.best_score_epoch = float(score), int(epoch)
+            self.best_cases = saved.get("best_cases", self.best_cases)
 
 
 def record_message(record: dict[str, Any], best: bool, best_file: str) -> str:
@@ -220,8 +302,9 @@ def record_message(record: dict[str, Any], best: bool, best_file: str) -> str:
     if record["error"] is not None:
         return (
             f"WARNING: the competition scoring of epoch {epoch} failed ({record['error']}); val_score stays NaN for "
-            "that epoch and the plateau is not stepped (if the scoring process ran out of memory, lower "
-            "score_num_cases)"
+            "that epoch, the round is not compared with the best score and the plateau is not stepped (if the "
+            "scoring process ran out of memory, lower score_num_cases; if a case ran past score_case_timeout_s and "
+            "was killed, raise it)"
         )
     return (
         f"Competition score of epoch {epoch} ({record['num_cases']} validation cases; predicted in "

@@ -5,7 +5,8 @@ cases of its fold with nnU-Net's sliding-window predictor, in the training proce
 rank its share of the cases), with the weights of that epoch (the EMA weights when ``ema_decay`` is on, as validation
 uses them). Each predicted segmentation goes, with the path of its ground truth, to the rank's spawned background
 process that returns ``leaderboard_score(pred, gt, workers=0)``, so the training loop does not wait for the Betti
-matching. This module holds one round; :mod:`nnunetv2_topo.trainers.score_controller` runs them.
+matching (:mod:`nnunetv2_topo.evaluation.scoring_pool`: a light process without torch, with a deadline on every
+case). This module holds one round; :mod:`nnunetv2_topo.trainers.score_controller` runs them.
 
 A round's result is applied at the first epoch end where all its cases are scored (at the latest when the next round
 is due, before ``checkpoint_latest.pth`` is written, and at the end of training): ``val_score`` (and its topo,
@@ -17,61 +18,30 @@ val_score`` steps the plateau scheduler once per round. At most one round is in 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import math
-import multiprocessing
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from nnunetv2_topo.evaluation.score_worker import SCORE_LOG_KEYS
+
 __all__ = [
     "BEST_SCORE_CHECKPOINT",
     "SCORE_LOG_KEYS",
     "ScoreRound",
-    "ScoringPool",
     "cpu_copy",
     "mean_scores",
     "round_record",
-    "score_case",
     "select_score_cases",
 ]
 
 BEST_SCORE_CHECKPOINT = "checkpoint_best_score.pth"
-
-SCORE_LOG_KEYS: dict[str, str] = {
-    "val_score": "score",
-    "val_score_topo": "topo",
-    "val_score_surface_dice": "surface_dice",
-    "val_score_voi": "voi_score",
-}
-"""Logger key -> field of ``leaderboard_score``'s result (mean over the round's cases)."""
-
-
-def score_case(segmentation: np.ndarray, gt_file: str, reader_class: type) -> dict[str, float]:
-    """Score one predicted segmentation against the ground truth in ``gt_file`` (read with nnU-Net's
-    ``reader_class``); runs in the background process. Returns the fields of :data:`SCORE_LOG_KEYS` and
-    ``seconds`` (the metric's wall time)."""
-    from nnunetv2_topo.metrics import leaderboard_score
-
-    gt, _ = reader_class().read_seg(gt_file)
-    t0 = time.perf_counter()
-    result = leaderboard_score(np.asarray(segmentation), np.asarray(gt)[0], workers=0)
-    out = {field_: float(result[field_]) for field_ in SCORE_LOG_KEYS.values()}
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-def warm_up() -> None:
-    """Import the metric and run it once on a tiny pair (loads the compiled kernels from the numba cache)."""
-    from nnunetv2_topo.metrics import leaderboard_score
-
-    pair = np.zeros((8, 8, 8), dtype=np.uint8)
-    pair[3:5] = 1
-    leaderboard_score(pair, pair, workers=0)
 
 
 def select_score_cases(val_keys: Iterable[str], num_cases: int, seed: int = 0) -> list[str]:
@@ -96,8 +66,6 @@ def cpu_copy(obj: Any) -> Any:
         return {k: cpu_copy(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(cpu_copy(v) for v in obj)
-    import copy
-
     return copy.deepcopy(obj)
 
 
@@ -136,11 +104,12 @@ def round_record(
     epoch: int, applied_epoch: int, results: Sequence[dict[str, Any]], predict_seconds: float, started: float
 ) -> dict[str, Any]:
     """The record of a round from its per-case ``results`` (of every rank): the mean scores (NaN and ``error`` when
-    a case failed), timings, the epoch at which it is applied."""
+    a case failed or passed its deadline), the cases, timings, the epoch at which it is applied."""
     record: dict[str, Any] = {
         "epoch": int(epoch),
         "applied_epoch": int(applied_epoch),
         "num_cases": len(results),
+        "cases": sorted(r["case"] for r in results),
         "predict_seconds": round(predict_seconds, 3),
         "error": None,
     }
@@ -153,33 +122,3 @@ def round_record(
         record["metric_seconds"] = round(sum(r["seconds"] for r in results), 3)
     record["wall_seconds"] = round(time.perf_counter() - started, 3)
     return record
-
-
-class ScoringPool:
-    """One spawned worker process that scores cases (created on first use; a dead worker is replaced).
-
-    ``metric``: a picklable ``(segmentation, gt_file, reader_class) -> result`` (:func:`score_case`)."""
-
-    def __init__(self, metric: Callable[..., dict[str, float]] = score_case) -> None:
-        self._executor: cf.ProcessPoolExecutor | None = None
-        self.metric = metric
-
-    def start(self) -> None:
-        """Spawn the worker now and let it load the metric's compiled kernels, so the first round does not wait
-        for that (called at the start of training)."""
-        if self._executor is None:
-            self._executor = cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            self._executor.submit(warm_up)
-
-    def submit(self, segmentation: np.ndarray, gt_file: str, reader_class: type) -> cf.Future:
-        self.start()
-        try:
-            return self._executor.submit(self.metric, segmentation, gt_file, reader_class)
-        except cf.process.BrokenProcessPool:
-            self.shutdown()
-            return self.submit(segmentation, gt_file, reader_class)
-
-    def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None

@@ -26,10 +26,27 @@ from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
 from nnunetv2_topo.errors import exit_if_entry_point
+from nnunetv2_topo.evaluation.scoring_pool import ScoringPool, threads_per_rank
 from nnunetv2_topo.scheduling import PlateauDriver, WarmupPlateauScheduler
-from nnunetv2_topo.trainers.checkpoint import TOPO_STATE_KEY, load_checkpoint_file, nnunet_payload, write_checkpoint
-from nnunetv2_topo.trainers.diagnostics import PROGRESS_PNG, finite_mean_max, plot_progress_topo, write_progress_json
-from nnunetv2_topo.trainers.distributed import gather_objects, reduce_term_means
+from nnunetv2_topo.trainers.checkpoint import (
+    LOAD_ORDER,
+    TOPO_STATE_KEY,
+    LoadedCheckpoint,
+    load_checkpoint_file,
+    nnunet_payload,
+    restore_checkpoint,
+    topo_state,
+    write_checkpoint,
+)
+from nnunetv2_topo.trainers.diagnostics import (
+    PLOT_EVERY_EPOCHS,
+    PROGRESS_PNG,
+    finite_mean_max,
+    plot_due,
+    plot_progress_topo,
+    write_progress_json,
+)
+from nnunetv2_topo.trainers.distributed import gather_objects, rank_and_world, reduce_term_means
 from nnunetv2_topo.trainers.early_stop import EarlyStopMixin
 from nnunetv2_topo.trainers.epoch_log import EpochLog
 from nnunetv2_topo.trainers.final_validation import FinalValidation, gt_segmentations_dir
@@ -38,8 +55,8 @@ from nnunetv2_topo.trainers.loss_adapter import TopoLossCall, deep_supervision_w
 from nnunetv2_topo.trainers.optimizers import build_optimizer
 from nnunetv2_topo.trainers.resume import ResumeMixin
 from nnunetv2_topo.trainers.run_config import fold_folder, log_run_config, run_config, write_config_json
-from nnunetv2_topo.trainers.score_controller import ScoreRoundController, record_message
-from nnunetv2_topo.trainers.score_predict import ScoreCasePredictor
+from nnunetv2_topo.trainers.score_controller import RoundHooks, ScoreRoundController
+from nnunetv2_topo.trainers.score_predict import PredictionSetup, ScoreCasePredictor
 from nnunetv2_topo.trainers.score_rounds import BEST_SCORE_CHECKPOINT
 from nnunetv2_topo.trainers.seeding import seed_data, seed_weights
 from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
@@ -99,8 +116,12 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
         self.plateau_driver: PlateauDriver | None = None
         self.weight_ema: WeightEMA | None = None
         self.gt_dir = gt_segmentations_dir(self.preprocessed_dataset_folder_base)
-        self.score_rounds = ScoreRoundController(cfg["score_every_epochs"], log=self.print_to_log_file)
-        self.score_predictor = ScoreCasePredictor(self, self.gt_dir, bool(cfg["score_mirroring"]))
+        threads = threads_per_rank(rank_and_world()[1])  # logits -> segmentation and the scoring worker
+        pool = ScoringPool(timeout_s=cfg["score_case_timeout_s"], threads=threads)
+        self.score_rounds = ScoreRoundController(cfg["score_every_epochs"], log=self.print_to_log_file, pool=pool)
+        setup = lambda: PredictionSetup.from_trainer(self)  # noqa: E731 (the network exists after initialize)
+        self.score_predictor = ScoreCasePredictor(setup, self.gt_dir, bool(cfg["score_mirroring"]), threads)
+        self.plot_every = PLOT_EVERY_EPOCHS  # progress_topo.png (progress_topo.json: every epoch)
         self.final_validation = FinalValidation(
             self.output_folder, self.gt_dir, dataset_json["file_ending"], cfg["final_score_workers"],
             log=self.print_to_log_file,
@@ -242,7 +263,7 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
             self.current_epoch,
             float(self.logger.get_value("val_losses", step=-1)),
             ema_fg_dice=float(self.logger.get_value("ema_fg_dice", step=-1)),
-        )  # fmt: skip (val_score steps once per scoring round, in _apply_score_record)
+        )  # fmt: skip (val_score steps once per scoring round: RoundHooks.step_plateau)
         self.logger.log("val_loss_ema", self.plateau_driver.val_loss_ema, self.current_epoch)
 
     def on_epoch_end(self) -> None:
@@ -258,19 +279,21 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
             self.write_diagnostics()
 
     def write_diagnostics(self) -> None:
-        """Write ``progress_topo.json`` and ``progress_topo.png`` into the fold folder (rank 0)."""
+        """Write ``progress_topo.json`` (every epoch) and ``progress_topo.png`` (every ``plot_every`` epochs and
+        after the last) into the fold folder (rank 0, after nnU-Net's ``on_epoch_end``)."""
         log = self.logger.local_logger.my_fantastic_logging
+        driver = self.plateau_driver
+        last = self.current_epoch >= self.num_epochs or (driver is not None and driver.should_stop())
         try:
             write_progress_json(log, self.output_folder)
-            plot_progress_topo(log, join(self.output_folder, PROGRESS_PNG))
+            if last or plot_due(self.current_epoch - 1, self.plot_every):
+                plot_progress_topo(log, join(self.output_folder, PROGRESS_PNG))
         except Exception as exc:  # noqa: BLE001 (a plotting problem must not end a long training)
             self.print_to_log_file(f"WARNING: could not write {PROGRESS_PNG}: {type(exc).__name__}: {exc}")
 
     def on_train_end(self) -> None:
-        if self.score_rounds.every > 0:  # every rank: await the round in flight and apply it
-            for record in self.score_rounds.collect(self.current_epoch - 1, must_wait=True):
-                self._apply_score_record(record)
-            self.score_rounds.shutdown()
+        if self.score_rounds.every > 0:  # every rank: await the round in flight, apply it, stop the worker
+            self.score_rounds.finish(self.current_epoch - 1, self.round_hooks())
         super().on_train_end()
 
     # ------------------------------------------------------------------ competition-score rounds
@@ -283,37 +306,23 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
         return (epoch + 1) % self.save_every == 0 and epoch != self.num_epochs - 1
 
     def _score_rounds_epoch_end(self) -> None:
-        """Every rank: apply a finished round (awaited only when the next round is due or checkpoint_latest.pth
-        follows), then start this epoch's round if due."""
         epoch = self.current_epoch
-        due = self.score_rounds.due(epoch)
-        for record in self.score_rounds.collect(epoch, must_wait=due or self._latest_checkpoint_due(epoch)):
-            self._apply_score_record(record)
-        if due:
-            cases = self.score_rounds.round_cases(self.score_cases())
-            snapshot = self.checkpoint_payload if self.local_rank == 0 else None
-            reader = self.plans_manager.image_reader_writer_class
-            done = self.score_rounds.start(epoch, cases, self.score_predictor, reader, snapshot)
-            weights = "EMA weights" if self.weight_ema is not None else "weights"
-            self.print_to_log_file(
-                f"Scoring round of epoch {epoch}: predicted {len(done.cases)} validation cases in "
-                f"{done.predict_seconds:.1f} s in the training process ({len(cases)} over all ranks; sliding "
-                f"window, mirroring {'on' if self.topo_config['score_mirroring'] else 'off'}, this epoch's {weights}); "
-                "the competition metric runs in a background process"
-            )
+        cases = self.score_cases() if self.score_rounds.due(epoch) else []
+        self.score_rounds.epoch_end(epoch, cases, self._latest_checkpoint_due(epoch), self.round_hooks())
 
-    def _apply_score_record(self, record: dict[str, Any]) -> None:
-        """Every rank: log a round's scores at the epoch whose weights were scored, keep checkpoint_best_score.pth
-        when it is the best round (rank 0), step a ``val_score`` plateau."""
-        self.epoch_log.log_scores(record)
+    def round_hooks(self) -> RoundHooks:
+        """What the score rounds need from this trainer (:class:`~.score_controller.RoundHooks`)."""
         write = None
         if self.local_rank == 0 and not self.disable_checkpointing:
             path = join(self.output_folder, BEST_SCORE_CHECKPOINT)
             write = lambda checkpoint: write_checkpoint(checkpoint, path)  # noqa: E731
-        best = self.score_rounds.accept(record, write)
-        self.print_to_log_file(record_message(record, best, BEST_SCORE_CHECKPOINT), also_print_to_console=True)
-        if record["error"] is None:
-            self.plateau_driver.end_round(int(record["epoch"]), float(record["score"]))
+        weights = "EMA weights" if self.weight_ema is not None else "weights"
+        mirroring = "on" if self.topo_config["score_mirroring"] else "off"
+        return RoundHooks(
+            self.score_predictor, self.plans_manager.image_reader_writer_class, self.epoch_log.log_scores,
+            self.plateau_driver.end_round, self.checkpoint_payload if self.local_rank == 0 else None, write,
+            f"sliding window, mirroring {mirroring}, this epoch's {weights}",
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ final validation
     def copy_gt_spacing_sidecars(self) -> int:
@@ -342,21 +351,10 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
     def save_topo_config(self) -> None:
         write_config_json(self.topo_run, type(self).__name__, self.output_folder)
 
-    def topo_state(self) -> dict[str, Any]:
-        """Every component's state (``checkpoint[TOPO_STATE_KEY]``)."""
-        return {
-            "lr_scheduler": self.plateau_driver.state_dict(),
-            "config": dict(self.topo_config),
-            "config_history": list(self.config_history),
-            "weight_ema": self.weight_ema.state_dict() if self.weight_ema is not None else None,
-            **self.guarded_step.state_dict(),
-            "score_rounds": self.score_rounds.state_dict(),
-        }
-
     def checkpoint_payload(self) -> dict[str, Any]:
-        """nnU-Net's keys (:func:`~nnunetv2_topo.trainers.checkpoint.nnunet_payload`) and ``topo_state``; the
-        tensors are the live ones."""
-        return {**nnunet_payload(self, self.weight_ema), TOPO_STATE_KEY: self.topo_state()}
+        """nnU-Net's keys (:func:`~nnunetv2_topo.trainers.checkpoint.nnunet_payload`) and ``topo_state``
+        (:func:`~nnunetv2_topo.trainers.checkpoint.topo_state`); the tensors are the live ones."""
+        return {**nnunet_payload(self, self.weight_ema), TOPO_STATE_KEY: topo_state(self)}
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint plus ``topo_state``, written atomically (rank 0)."""
@@ -367,32 +365,21 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
             return
         write_checkpoint(self.checkpoint_payload(), filename)
 
+    load_order: ClassVar[tuple[str, ...]] = LOAD_ORDER
+    """The load steps (:data:`~nnunetv2_topo.trainers.checkpoint.LOAD_ORDER`)."""
+
     def load_checkpoint(self, filename_or_checkpoint: str | dict) -> None:
-        """nnU-Net's loading, then every component's state (``--c`` continues the same run; ``--val`` validates
+        """Every load step of :attr:`load_order` on the file (``--c`` continues the same run; ``--val`` validates
         the model the checkpoint holds: see :class:`~nnunetv2_topo.trainers.resume.ResumeMixin`)."""
         if not isinstance(filename_or_checkpoint, (str, os.PathLike)):
             raise TypeError(f"{type(self).__name__}.load_checkpoint expects a checkpoint file name")
-        checkpoint = load_checkpoint_file(filename_or_checkpoint)
+        path = str(filename_or_checkpoint)
+        checkpoint = load_checkpoint_file(path)
         state = checkpoint.get(TOPO_STATE_KEY)
         if not self.was_initialized:
             self.initialize()
         if not self.resuming:
-            self.adopt_trained_model(state, str(filename_or_checkpoint))
-        switched = self.prepare_optimizer_switch(state)
-        super().load_checkpoint(str(filename_or_checkpoint))
-        if state is None:
-            self.print_to_log_file(
-                f"WARNING: {filename_or_checkpoint} has no TopoWarmup scheduler state (written by "
-                f"{checkpoint.get('trainer_name')}); warmup/plateau restart from epoch {self.current_epoch}"
-            )
-        else:
-            self.restore_optimizer(checkpoint, state, switched)
-            self.plateau_driver.load_state_dict(state["lr_scheduler"])
-            self.guarded_step.load_state_dict(state)
-            self.score_rounds.load_state_dict(state.get("score_rounds") or {})
-            if self.resuming:
-                self.adopt_best_score_file()
-        self.restore_weight_ema(checkpoint, state or {})
+            self.adopt_trained_model(state, path)
+        self.prepare_optimizer_switch(state)
+        restore_checkpoint(self, LoadedCheckpoint(path, checkpoint, state or {}), self.load_order)
         self.epoch_log.register(self.current_epoch)
-        if "val_loss_ema" not in ((state or {}).get("lr_scheduler") or {}):  # written before the driver kept it
-            self.plateau_driver.resume_ema(self.logger.get_value("val_loss_ema", step=None)[: self.current_epoch])

@@ -1,13 +1,17 @@
-"""Exponential moving average of the network weights (``ema_decay``), on torch's own ``AveragedModel``.
+"""Exponential moving average of the network weights (``ema_decay``).
 
-``ema = decay * ema + (1 - decay) * weights`` after every optimizer step, for parameters and buffers alike
-(``get_ema_multi_avg_fn``; the first update copies the weights). The trainer validates with the averaged weights,
-saves them as ``network_weights`` (what ``nnUNetv2_predict`` loads) and keeps the raw weights and this state for
-``--c``.
+``ema = decay * ema + (1 - decay) * weights`` after every optimizer step, for parameters and buffers alike (the
+first update copies the weights), as torch's ``AveragedModel`` with ``get_ema_multi_avg_fn`` computes it. It is not
+built on ``AveragedModel``: that keeps its update counter in a CPU tensor and copies it to the GPU in every update, a
+blocking host-to-device copy per training step. Here the counter is a Python int and the update is one
+``torch._foreach_lerp_`` per step, all on the device (``tests/test_step_hygiene.py``). The trainer validates with the
+averaged weights, saves them as ``network_weights`` (what ``nnUNetv2_predict`` loads) and keeps the raw weights and
+this state for ``--c``.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch._dynamo import OptimizedModule
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 __all__ = ["WeightEMA", "unwrap_network"]
 
@@ -29,26 +32,39 @@ def unwrap_network(network: nn.Module) -> nn.Module:
     return module
 
 
+def _tensors(module: nn.Module) -> list[torch.Tensor]:
+    return [t.detach() for t in (*module.parameters(), *module.buffers())]
+
+
 class WeightEMA:
-    """The EMA of ``module``'s parameters and buffers (``decay`` in (0, 1))."""
+    """The EMA of ``module``'s parameters and buffers (``decay`` in (0, 1)); ``module`` holds the average (a copy
+    of the network, on its device)."""
 
     def __init__(self, module: nn.Module, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must lie in (0, 1), got {decay}")
         self.decay = float(decay)
-        self.averaged = AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+        self.module = copy.deepcopy(module).requires_grad_(False)
+        self.num_updates = 0
+        """Updates so far (a Python int: reading or advancing it never touches the device)."""
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
-        self.averaged.update_parameters(module)
-
-    @property
-    def num_updates(self) -> int:
-        return int(self.averaged.n_averaged)
+        """One EMA step towards ``module``'s weights (the first one copies them); no host-device traffic."""
+        averaged, current = _tensors(self.module), _tensors(module)
+        if self.num_updates == 0:
+            torch._foreach_copy_(averaged, current)
+        else:
+            floats = [i for i, t in enumerate(averaged) if t.is_floating_point() or t.is_complex()]
+            if floats:
+                torch._foreach_lerp_([averaged[i] for i in floats], [current[i] for i in floats], 1.0 - self.decay)
+            for i in sorted(set(range(len(averaged))) - set(floats)):  # integer buffers, as AveragedModel does
+                averaged[i].copy_(averaged[i] * self.decay + current[i] * (1.0 - self.decay))
+        self.num_updates += 1
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The averaged weights under the plain module's state_dict keys (before the first update: the copy)."""
-        return self.averaged.module.state_dict()
+        return self.module.state_dict()
 
     def state_dict(self) -> dict[str, Any]:
         """Decay and update count; the averaged weights are the checkpoint's ``network_weights`` (stored once)."""
@@ -56,14 +72,17 @@ class WeightEMA:
 
     def load_state_dict(self, state: dict[str, Any], weights: dict[str, torch.Tensor] | None = None) -> None:
         """Restore :meth:`state_dict` with the averaged ``weights`` (``network_weights`` of the checkpoint); an
-        older state holding the averaged model itself (``averaged``) needs none."""
+        older state holding torch's ``AveragedModel`` state itself (``averaged``: ``module.*`` and ``n_averaged``)
+        needs none."""
         if "averaged" in state:
-            self.averaged.load_state_dict(state["averaged"])
+            saved = state["averaged"]
+            self.module.load_state_dict({k.removeprefix("module."): v for k, v in saved.items() if k != "n_averaged"})
+            self.num_updates = int(saved["n_averaged"])
             return
         if weights is None:
             raise ValueError("WeightEMA.load_state_dict needs the averaged weights (the checkpoint's network_weights)")
-        self.averaged.module.load_state_dict(weights)
-        self.averaged.n_averaged.fill_(int(state["num_updates"]))
+        self.module.load_state_dict(weights)
+        self.num_updates = int(state["num_updates"])
 
     @contextmanager
     @torch.no_grad()

@@ -13,14 +13,18 @@ from pathlib import Path
 
 from nnunetv2_topo.postprocessing.config_file import FusionSpec, PostprocessFile, save_postprocess_file
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+from nnunetv2_topo.tuning.ensemble import EnsembleSpace, Setting, ensemble_axes
 from nnunetv2_topo.tuning.evaluator import CaseSource, Evaluator
 from nnunetv2_topo.tuning.report import REPORT_MD, REPORT_PNG, write_markdown, write_plot
 from nnunetv2_topo.tuning.search import (
     AblationRow,
     TimeBudgetSpentError,
     ablation,
+    choice_stability,
     coordinate_descent,
     cross_validate,
+    step_axes,
+    without_models,
 )
 from nnunetv2_topo.tuning.space import no_postprocessing
 
@@ -32,18 +36,34 @@ class TuneOutcome:
     ablation: list[AblationRow] = field(default_factory=list)
     report_md: Path | None = None
     report_png: Path | None = None
+    fusion: FusionSpec | None = None
 
 
-def _measured(evaluator: Evaluator, best: PostprocessConfig, status: str, cv: dict | None, seconds: float) -> dict:
-    def mean_or_none(config: PostprocessConfig) -> float | None:
-        return evaluator.mean(config) if config in evaluator.complete else None
+def start_fusion(fusion: FusionSpec, space: EnsembleSpace | None) -> FusionSpec:
+    """Where the search starts: ``fusion`` as given, with equal weights spelt out when they are searched and the
+    first checkpoint option of each input."""
+    from dataclasses import replace
+
+    if space is None:
+        return fusion
+    n = len(fusion.inputs)
+    if space.weights and n > 1:
+        fusion = replace(fusion, weights=tuple(round(1.0 / n, 4) for _ in range(n)))
+    if space.checkpoints:
+        fusion = replace(fusion, checkpoints=tuple(options[0] for options in space.checkpoints))
+    return fusion
+
+
+def _measured(evaluator: Evaluator, best: Setting, start: FusionSpec, status: str, cv, seconds: float) -> dict:
+    def mean_or_none(setting: Setting) -> float | None:
+        return evaluator.mean(setting) if setting in evaluator.complete else None
 
     return {
         "status": status,
         "cases": list(evaluator.cases),
         "score_tuned": mean_or_none(best),
-        "score_default": mean_or_none(PostprocessConfig()),
-        "score_argmax": mean_or_none(no_postprocessing()),
+        "score_default": mean_or_none(Setting(start, PostprocessConfig())),
+        "score_argmax": mean_or_none(Setting(start, no_postprocessing())),
         "cross_validated": cv,
         "configurations_evaluated": len(evaluator.complete),
         "tile_cache": {
@@ -65,15 +85,18 @@ def tune(
     cv_folds: int = 2,
     max_rounds: int = 3,
     progress: bool = True,
+    ensemble: EnsembleSpace | None = None,
 ) -> TuneOutcome:
-    """Tune the post-processing on ``sources``; writes ``output`` (postprocess.json) and the report beside it."""
+    """Tune the post-processing (and, with ``ensemble``, the ensemble: weights, fusion, checkpoints) on
+    ``sources``; writes ``output`` (postprocess.json) and the report beside it."""
     from tqdm import tqdm
 
     output = Path(output)
     start_time = time.monotonic()
     deadline = None if time_budget_s is None else start_time + time_budget_s
     bar = tqdm(desc="tune", unit="eval", total=0, disable=not progress)
-    state = {"best": PostprocessConfig(), "score": float("nan")}
+    start = Setting(start_fusion(fusion, ensemble), PostprocessConfig())
+    state = {"best": start, "score": float("nan")}
 
     def on_progress(done: int, scheduled: int) -> None:
         if scheduled:
@@ -83,24 +106,29 @@ def tune(
             bar.update(done)
             bar.set_postfix(best=f"{state['score']:.4f}", cache=f"{evaluator.cache.hit_rate:.0%}")
 
-    def save(best: PostprocessConfig, status: str, cv: dict | None = None) -> None:
-        measured = _measured(evaluator, best, status, cv, time.monotonic() - start_time)
-        save_postprocess_file(output, PostprocessFile(fusion, best, measured))
+    def save(best: Setting, status: str, cv: dict | None = None, extra: dict | None = None) -> None:
+        measured = _measured(evaluator, best, start.fusion, status, cv, time.monotonic() - start_time)
+        measured.update(extra or {})
+        save_postprocess_file(output, PostprocessFile(best.fusion, best.steps, measured))
 
-    def on_best(config: PostprocessConfig, score: float) -> None:
-        state["best"], state["score"] = config, score
-        save(config, "searching")
+    def on_best(setting: Setting, score: float) -> None:
+        state["best"], state["score"] = setting, score
+        save(setting, "searching")
 
     status = "converged"
     rows: list[AblationRow] = []
     interrupt: BaseException | None = None
+    axes = [*ensemble_axes(start.fusion, ensemble), *step_axes()]
+    stable: list[dict] = []
+    dropped: list[dict] = []
     with Evaluator(sources, num_processes, on_progress) as evaluator:
         try:
-            evaluator.evaluate([PostprocessConfig(), no_postprocessing()])
-            coordinate_descent(
-                evaluator, PostprocessConfig(), max_rounds=max_rounds, deadline=deadline, on_best=on_best
-            )
+            evaluator.evaluate([start, Setting(start.fusion, no_postprocessing())])
+            coordinate_descent(evaluator, start, max_rounds=max_rounds, deadline=deadline, on_best=on_best, axes=axes)
             rows = ablation(evaluator, state["best"])
+            if len(evaluator.cases) >= 2:
+                stable = choice_stability(evaluator, axes, state["best"], cv_folds)
+                dropped = without_models(evaluator, state["best"])
         except TimeBudgetSpentError:
             status = "stopped by the time budget"
         except KeyboardInterrupt as exc:
@@ -108,17 +136,23 @@ def tune(
         finally:
             bar.close()
     best = state["best"]
-    cv = cross_validate(evaluator, PostprocessConfig(), cv_folds)
+    cv = cross_validate(evaluator, start, cv_folds)
     seconds = time.monotonic() - start_time
-    summary = _measured(evaluator, best, status, cv, seconds)
+    extra = {"stability": stable, "without_model": dropped}
+    if ensemble is not None:
+        extra["ensemble_search"] = [a.name for a in axes if a.name not in {s.name for s in step_axes()}]
+    summary = _measured(evaluator, best, start.fusion, status, cv, seconds)
+    summary.update(extra)
     if best in evaluator.complete:
-        save(best, status, cv)
-    outcome = TuneOutcome(best, summary, rows)
+        save(best, status, cv, extra)
+    outcome = TuneOutcome(best.steps, summary, rows, fusion=best.fusion)
     if summary["score_default"] is not None and summary["score_argmax"] is not None:
         summary.update(
-            best=best,
+            best=best.steps,
+            best_fusion=best.fusion,
+            start_fusion=start.fusion,
             inputs=[str(p) for p in fusion.inputs],
-            fusion=fusion.mode,
+            fusion=best.fusion.mode,
             gt=gt,
             gain_in_sample=summary["score_tuned"] - summary["score_default"],
         )

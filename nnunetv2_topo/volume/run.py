@@ -198,6 +198,7 @@ class VolumeReport:
     complete: bool = False
     stages: dict = field(default_factory=dict)  # seconds of scan, predict, finalize
     block: tuple = ()
+    finalize: object = None  # the FinalizeReport of nnunetv2_topo.volume.finalize
 
     def total(self, key: str) -> float:
         return sum(s.get(key, 0) for s in self.stats)
@@ -338,6 +339,8 @@ def predict_volume(
     mask: SourceSpec | None = None,
     deterministic: bool = False,
     intensity_check: Callable[[float, float], None] | None = None,
+    overwrite: bool = False,
+    zarr_format: int = 2,
 ) -> VolumeReport:
     """Run (or resume) the prediction of ``source`` into ``output``; see the module doc. ``loaded``: the models as
     :func:`~nnunetv2_topo.inference.predict.load_models` gives them: checked, and used when ``client`` is None; with
@@ -346,8 +349,9 @@ def predict_volume(
     from tqdm import tqdm
 
     from nnunetv2_topo.volume.blending import ChunkModel, check_spacing, normalization_of
+    from nnunetv2_topo.volume.finalize import finalize_volume
     from nnunetv2_topo.volume.source import scan_volume
-    from nnunetv2_topo.volume.writer import OutputError, done_keys, prepare_output, read_manifest
+    from nnunetv2_topo.volume.writer import done_keys, existing_output, physical_frame, prepare_output
 
     for m in loaded:
         normalization_of(m)
@@ -357,15 +361,12 @@ def predict_volume(
     )
     report = VolumeReport(voxels=int(np.prod(source.shape)))
     t0 = time.monotonic()
-    old = read_manifest(output)
+    output_meta = {"zarr_format": zarr_format, "frame": physical_frame(source)}
+    new = {"settings": settings, "output": output_meta}
+    old = existing_output(output, new, overwrite, num_parts, differences=settings_differences)
     if old is not None:
-        diff = settings_differences(old["settings"], settings)
-        if diff:
-            raise OutputError(
-                f"--output {output} was made with other settings ({'; '.join(diff)}); resume with the "
-                "same models, device and settings, or choose another --output"
-            )
         if old.get("complete"):
+            report.finalize = finalize_volume(output, progress=False)  # ends a clean-up that a kill cut short
             report.complete = True
             report.chunks_total = report.chunks_before = len(chunk_boxes(source.shape, (chunk,) * 3))
             return report
@@ -395,8 +396,12 @@ def predict_volume(
         block = plan_block(geometries, source.shape, chunk, budgets, min_units=num_parts, input_fits=fits)
     report.block = tuple(block)
     manifest = {"settings": settings, "scan": scan, "grid": [g.to_dict() for g in geometries], "block": report.block}
+    manifest["output"] = output_meta
     classes = steps is not None
-    existing = prepare_output(output, manifest, source.shape, chunk, probabilities, classes)
+    existing = prepare_output(
+        output, manifest, source.shape, chunk, probabilities, classes, overwrite, num_parts,
+        differences=settings_differences,
+    )  # fmt: skip
     if existing is not None and existing.get("block"):  # another part created the output meanwhile: its plan
         manifest["block"] = report.block = tuple(existing["block"])
     threshold = 0.5 if steps is None else steps.threshold
@@ -459,32 +464,10 @@ def predict_volume(
     finally:
         bar.close()
     report.stages["predict"] = time.monotonic() - t1
-    all_keys = {chunk_key(b, (chunk,) * 3) for u in all_units for b in u}
-    if all_keys <= done_keys(output):
-        t2 = time.monotonic()
-        finish_volume(output, steps, pyramid, chunk, source.spacing, report)
-        report.stages["finalize"] = time.monotonic() - t2
-        report.complete = True
+    report.finalize = finalize_volume(output, client, progress, pyramid=pyramid)
+    if report.finalize.finalized_here:
+        report.stages["finalize"] = report.finalize.seconds
+    report.complete = report.finalize.complete
+    report.foreground_share = report.finalize.foreground_share
     report.seconds = time.monotonic() - t0
     return report
-
-
-def finish_volume(output: str, steps: PostprocessConfig | None, pyramid: int, chunk: int, spacing, report) -> None:
-    """Global post-processing (from the class codes), pyramid, foreground share, OME-Zarr metadata."""
-    import dask.array as da
-    import zarr
-
-    from nnunetv2_topo.volume.postprocess import postprocess_store
-    from nnunetv2_topo.volume.writer import CLASSES, LABELS, finish_metadata, write_pyramid
-
-    group = zarr.open_group(output, mode="r+")
-    if steps is not None:
-        classes = group[CLASSES]
-        labels = group.create_array(
-            LABELS, shape=classes.shape, chunks=classes.chunks, dtype="uint32", fill_value=0, overwrite=True
-        )
-        da.store(postprocess_store(classes, labels, steps), group["0"], lock=False)
-    write_pyramid(output, pyramid, chunk)
-    level0 = da.from_zarr(group["0"])
-    report.foreground_share = float(level0.sum().compute()) / max(math.prod(level0.shape), 1)
-    finish_metadata(output, pyramid, spacing, {"voxels": report.voxels, "foreground_share": report.foreground_share})
