@@ -371,7 +371,7 @@ def predict_volume(
             report.chunks_total = report.chunks_before = len(chunk_boxes(source.shape, (chunk,) * 3))
             return report
         scan = old["scan"]
-        settings["pyramid"] = old["settings"].get("pyramid")  # a finishing setting: this run's value is used
+        settings["pyramid"] = old["settings"].get("pyramid")  # kept; finalize_volume is given this run's value
     else:
         zscore = any(normalization_of(m)[0] == "ZScoreNormalization" for m in loaded)
         scan = scan_volume(source, zscore, client, progress)
