@@ -17,7 +17,10 @@
 #     4. the cost of one competition-score round (score_every_epochs) at 320^3: nnU-Net's sliding window of the
 #        default network at patch 128 with and without mirroring, logits -> segmentation, the metric on the CPU
 #        (benchmarks/score_round.py).
-#   bash benchmarks/gpu.sh [OUT_DIR]           # both parts, compile first (about 19 minutes: two device calls' worth)
+#   bash benchmarks/gpu.sh [OUT_DIR] volume    # whole-volume predict at scale (issue 25; about 9 minutes): tiles
+#       predicted per grid tile and read amplification on a volume whose tile grid is 21x the tile cache, nnU-Net's
+#       default network, patch 128^3, AMP, --deterministic, against the same run with an ample cache (labels equal)
+#   bash benchmarks/gpu.sh [OUT_DIR]           # compile and bench, compile first (about 19 minutes: two device calls)
 #
 # Needs the package installed (`make install` or `pip install -e .`). Record the card, date and numbers in
 # benchmarks/RESULTS.md.
@@ -25,12 +28,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-benchmarks/out/gpu}}
 PART=${2:-all}
-case "$PART" in compile|bench|all) ;; *) echo "unknown part '$PART': use compile, bench or all" >&2; exit 2 ;; esac
+case "$PART" in compile|bench|volume|all) ;; *) echo "unknown part '$PART': use compile, bench, volume or all" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/card.txt"
 date -u | tee -a "$OUT/card.txt"
+if [ "$PART" = volume ]; then
+    # 512 x 1536 x 1536 uint8 in 128^3 chunks: 7 x 23 x 23 = 3703 tiles of 8 MiB (fp16) = 29 GiB against a 1400 MiB
+    # tile cache (21x); output chunks 128 (the scroll's storage chunk)
+    export nnUNet_compile=false
+    timeout 560 "$PY" benchmarks/volume_scale.py --device cuda --shape 512 1536 1536 --patch 128 --chunk 128 \
+        --input-chunk 128 --default-network --tile-cache-mb 1400 --cache-mb 2048 --deterministic \
+        --json "$OUT/volume_scale.json" 2>&1 | tee "$OUT/volume_scale.txt"
+    exit 0
+fi
 if [ "$PART" != bench ]; then
     # nnU-Net's default on CUDA: compile on; every step inside has its own timeout, the whole at most 580 s
     timeout 580 "$PY" benchmarks/compile_check.py --work "${WORK:-/tmp/topo_compile_check}" \

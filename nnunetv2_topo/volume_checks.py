@@ -23,9 +23,11 @@ __all__ = [
     "VALID_LABELS",
     "TrainingIntensities",
     "distinct_values",
+    "dtype_fits",
     "intensity_problem",
     "label_map_problem",
     "label_value_problem",
+    "range_problem",
     "test_image_problems",
     "training_intensities",
 ]
@@ -144,6 +146,25 @@ def intensity_problem(dtype: np.dtype, low: float, high: float, train: TrainingI
         f"intensities [{train.low:.6g}, {train.high:.6g}] ({train.source}); rescale it to the training data's range "
         "(the Kaggle images are uint8, 0-255)"
     )
+
+
+def dtype_fits(dtype, trains: Iterable[TrainingIntensities | None]) -> bool:
+    """True when no value of the integer ``dtype`` can leave any training range (uint8 under a model trained on
+    0-255): the image need not be read to check it."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer):
+        return False
+    info = np.iinfo(dtype)
+    return all(intensity_problem(dtype, info.min, info.max, t) is None for t in trains if t is not None)
+
+
+def range_problem(dtype, low: float, high: float, trains: Iterable[TrainingIntensities | None]) -> str | None:
+    """The first training range that ``[low, high]`` leaves (see :func:`intensity_problem`), or None."""
+    for t in trains:
+        problem = None if t is None else intensity_problem(dtype, low, high, t)
+        if problem:
+            return problem
+    return None
 
 
 def test_image_problems(

@@ -3,6 +3,7 @@ the output manifest, the distributed post-processing, the --dask parser and the 
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,8 @@ def test_good_dask() -> None:
         (["--dask", "local:0"], "--dask local:0"),
         (["--bbox", "0:5,0:5"], "--bbox '0:5,0:5'"),
         (["--level", "2"], "--level 2"),
+        (["--mask", "missing.zarr"], "missing.zarr is not a Zarr array or group"),
+        (["--mask", "MASK16"], "shape (16, 20, 20) (after --level/--bbox) differs from the input's (20, 20, 20)"),
     ],
 )
 def test_cli_bad_flags_write_nothing(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
@@ -258,6 +261,9 @@ def test_cli_bad_flags_write_nothing(tmp_path: Path, capsys, extra: list[str], m
     model = write_untrained_model_folder(tmp_path / "m", patch=(16, 16, 16))
     out = tmp_path / "out.zarr"
     argv = ["predict", "--input", url, "--output", str(out), "--model", str(model), "--device", "cpu", "--quiet"]
+    if "MASK16" in extra:  # a mask of another shape
+        zarr.create_array(str(tmp_path / "mask.zarr"), shape=(16, 20, 20), dtype="bool")
+        extra = ["--mask", str(tmp_path / "mask.zarr")]
     assert main(argv + extra) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
@@ -291,3 +297,162 @@ def test_cli_without_the_volume_extra_names_the_install(tmp_path: Path, capsys, 
     assert "needs dask[array,distributed], ome-zarr, which is not installed" in err
     assert "pip install 'nnunetv2-topo[volume]'" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def _simulate_tiles(shape, chunk, patch, budget_tiles, block=None) -> tuple[int, int]:
+    """(tiles predicted, grid tiles) when the chunks are predicted unit by unit through a TileCache of
+    ``budget_tiles`` tiles, the way Engine does (no network: a tile is a placeholder tensor); with ``block`` given,
+    as main did: those units through a plain LRU."""
+    import torch
+
+    from nnunetv2_topo.volume.blending import TileCache
+    from nnunetv2_topo.volume.grid import chunk_blocks, plan_block
+
+    g = Geometry(shape, tuple((0, s) for s in shape), (0, 1, 2), patch)
+    tile = torch.zeros(16)
+    cache = TileCache(budget_tiles * tile.nbytes)
+    lru = block is not None
+    for unit in chunk_blocks(shape, chunk, block or plan_block([g], shape, chunk, [budget_tiles])):
+        tiles = [g.tiles(g.t_box(b)) for b in unit]
+        if not lru:
+            cache.expect(Counter(t for ts in tiles for t in ts))
+        for ts in tiles:
+            for t in ts:
+                if cache.get((0, False, t)) is None:
+                    cache.put((0, False, t), tile)
+            cache.release(ts)
+    return cache.predicted, g.n_tiles
+
+
+def test_blocks_predict_each_tile_about_once_on_a_grid_20x_the_cache() -> None:
+    """The issue's target: <= 1.25 tiles predicted per grid tile on a volume whose tile grid is >= 20x the cache.
+    (Main's units, z slabs of chunks walked through an LRU of this size, predict 1.7x.)"""
+    shape, chunk, patch, budget = (48, 240, 240), 16, (16, 16, 16), 200
+    predicted, grid = _simulate_tiles(shape, chunk, patch, budget)
+    assert grid >= 20 * budget
+    assert predicted / grid <= 1.25
+    slabs, _ = _simulate_tiles(shape, chunk, patch, budget, block=(1, 15, 15))  # main's units: one z slab each
+    assert slabs / grid > 1.6
+
+
+def test_plan_block_fits_the_cache_and_splits_for_workers() -> None:
+    from nnunetv2_topo.volume.grid import chunk_blocks, peak_tiles, plan_block
+
+    shape = (64, 200, 200)
+    g = Geometry(shape, tuple((0, s) for s in shape), (0, 1, 2), (32, 32, 32))
+    block = plan_block([g], shape, 16, [60])
+    assert block[0] == 4 and 1 < block[1] == block[2] < 13  # whole depth, square in y, x
+    assert peak_tiles(g, chunk_blocks(shape, 16, block)[0])[0] <= 60
+    assert plan_block([g], shape, 16, [10**6]) == (4, 13, 13)  # all fits: one unit
+    assert plan_block([g], shape, 16, [10**6], min_units=4)[0] == 1  # split in z for 4 workers
+    assert plan_block([g], shape, 16, [0])[1:] == (1, 1)  # nothing fits: one chunk column
+    from nnunetv2_topo.volume.run import input_fits
+    from nnunetv2_topo.volume.source import SourceSpec
+
+    source = SourceSpec("in.zarr", "", 0, (0, 0, 0), shape, "|u1", (1.0, 1.0, 1.0), (16, 16, 16))
+    for cached, k in ((100, 2), (400, 8)):  # an input cache of 100 or 400 stored chunks: narrower blocks
+        fits = input_fits([g], source, cached * 16**3)
+        assert plan_block([g], shape, 16, [10**6], input_fits=fits)[1:] == (k, k)
+
+
+def test_retried_unit_skips_chunks_marked_done(monkeypatch) -> None:
+    from nnunetv2_topo.volume import cluster
+
+    boxes = [((0, 8), (0, 8), (z, z + 8)) for z in (0, 8, 16, 24)]
+
+    class Engine:
+        writer = type("W", (), {"is_done": staticmethod(lambda b: b[2][0] in (0, 16))})()
+        processed: list = []
+
+        def counters(self):
+            return {"chunks": len(self.processed)}
+
+        def begin_unit(self, todo):
+            self.todo = todo
+
+        def process(self, box, next_box):
+            self.processed.append((box, next_box))
+
+    engine = Engine()
+    monkeypatch.setattr(cluster, "engine_for", lambda run: engine)
+    ticks = []
+    stats = cluster.process_unit(None, boxes, on_chunk=lambda: ticks.append(1))
+    assert engine.todo == [boxes[1], boxes[3]] and engine.processed == [(boxes[1], boxes[3]), (boxes[3], None)]
+    assert stats["chunks"] == 2 and len(ticks) == 4  # progress counts the skipped chunks too
+
+
+def test_local_cluster_one_gpu_per_worker(monkeypatch) -> None:
+    from nnunetv2_topo.volume.cluster import ClusterError, parse_dask, start_client, worker_gpus
+
+    assert worker_gpus(2, "cuda", 4, None) == ["0", "1"]
+    assert worker_gpus(2, "cuda", 2, "3,5") == ["3", "5"]  # this process's visible GPUs
+    assert worker_gpus(3, "cpu", 0, None) == [None, None, None]
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ClusterError, match=r"--dask local:3 on CUDA: 2 GPU\(s\) visible.*use --dask local:2"):
+        start_client(parse_dask("local:3"), device="cuda")
+
+
+def test_input_spellings_are_one_input(tmp_path: Path, monkeypatch) -> None:
+    url = tmp_path / "in.zarr"
+    zarr.create_array(str(url), shape=(8, 8, 8), dtype="uint8")
+    monkeypatch.chdir(tmp_path)
+    spellings = [str(url), f"{url}/", "in.zarr", "./in.zarr/", f"file://{url}"]
+    assert {open_source(s).url for s in spellings} == {str(url)}
+
+
+def test_settings_differences_name_the_changed_file_and_ignore_pyramid() -> None:
+    from nnunetv2_topo.volume.run import settings_differences
+
+    model = {"files": {"plans.json": "a", "fold_0/checkpoint_final.pth": "b"}, "folds": ["0"], "weight": 1.0}
+    old = {"models": [model], "runtime": {"torch": "2.1", "device": "cuda"}, "chunk": 128, "pyramid": 0}
+    changed = {**model, "files": {**model["files"], "fold_0/checkpoint_final.pth": "c"}}
+    new = {"models": [changed], "runtime": {"torch": "2.2", "device": "cuda"}, "chunk": 128, "pyramid": 3}
+    assert settings_differences(old, new) == [
+        "model 1: fold_0/checkpoint_final.pth changed (content hash)",
+        "runtime torch: '2.1' -> '2.2'",
+    ]
+    assert settings_differences(old, {**old, "pyramid": 2}) == []
+
+
+def test_deterministic_switch() -> None:
+    import torch
+
+    from nnunetv2_topo.volume.run import set_deterministic
+
+    before = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = True
+        set_deterministic(True)
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before
+
+
+def test_intensity_checks_of_a_volume() -> None:
+    from nnunetv2_topo.volume_checks import TrainingIntensities, dtype_fits, range_problem
+
+    uint8_model = TrainingIntensities(0.0, 255.0, Path("plans.json"))
+    assert dtype_fits("uint8", [uint8_model]) and not dtype_fits("uint16", [uint8_model])
+    assert not dtype_fits("float32", [uint8_model])
+    assert range_problem("uint16", 0, 300, [uint8_model]) is None  # within half the range's width
+    assert "uint16 image with values [0, 60000]" in range_problem("uint16", 0, 60000, [None, uint8_model])
+
+
+def test_cli_uint16_volume_under_a_uint8_model_is_refused(tmp_path: Path, capsys) -> None:
+    """As for cases: a volume outside the training intensities is refused before anything loads or is written."""
+    from nnunetv2_topo.cli.main import main
+    from nnunetv2_topo.testing.untrained import write_untrained_model_folder
+
+    url = str(tmp_path / "in.zarr")
+    data = np.zeros((32, 32, 32), np.uint16)
+    data[8:24, 8:24, 8:24] = 40000  # a scan in 16 bits; the model was trained on uint8 (0-255)
+    zarr.create_array(url, shape=data.shape, chunks=(16, 16, 16), dtype="uint16")[:] = data
+    model = write_untrained_model_folder(tmp_path / "m", patch=(16, 16, 16))
+    out = tmp_path / "out.zarr"
+    argv = ["predict", "--input", url, "--output", str(out), "--model", str(model), "--device", "cpu", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "uint16 image with values [0, 40000], the model was trained on foreground intensities [0, 255]" in err
+    assert "--allow-intensity-mismatch" in err and not out.exists()

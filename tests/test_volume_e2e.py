@@ -242,6 +242,79 @@ def test_existing_scheduler_address(setup, tmp_path: Path, capsys) -> None:
             assert len(client.scheduler_info()["workers"]) == 1
 
 
+def test_worker_with_two_threads_and_two_folds_equals_one_process(setup, tmp_path: Path) -> None:
+    """A Dask worker whose 2 threads take work units at once: its folds share one network whose weights each fold
+    loads in turn, so without one engine per unit at a time tiles are predicted with the other fold's weights."""
+    import torch
+    from distributed import Client, LocalCluster
+
+    from nnunetv2_topo.inference.models import check_model_folders
+    from nnunetv2_topo.inference.predict import load_models
+    from nnunetv2_topo.volume import open_source, predict_volume
+
+    tall = str(tmp_path / "tall.zarr")  # 6 slabs / 4 blocks of chunks: units overlap on the two threads
+    image = np.concatenate([setup["image"][3:, :40], setup["image"][3:, :40], setup["image"][3:9, :40]])
+    zarr.create_array(tall, shape=image.shape, chunks=(16, 20, 16), dtype="uint8")[:] = image
+    folders = check_model_folders([setup["model"]], None, "checkpoint_final.pth")
+    assert folders[0].folds == ("0", "1")
+    models = load_models(folders, [1.0], torch.device("cpu"), progress=False)
+    outputs = [str(tmp_path / "one.zarr"), str(tmp_path / "threads.zarr")]
+    kwargs = {"probabilities": True, "progress": False}
+    predict_volume(open_source(tall), models, folders, [1.0], "cpu", "none", "logit", None, outputs[0], 16, **kwargs)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        report = predict_volume(
+            open_source(tall), models, folders, [1.0], "cpu", "none", "logit", None, outputs[1], 16, client=client,
+            **kwargs,
+        )  # fmt: skip
+    assert report.complete and len(report.stats) >= 2  # units ran on both threads
+    one, threads = (zarr.open_group(o, mode="r")["probabilities/0"][:] for o in outputs)
+    np.testing.assert_array_equal(threads, one)
+    assert models == []  # the driver keeps no model copy when workers predict
+
+
+def test_resume_refuses_a_changed_checkpoint_and_accepts_harmless_changes(
+    setup, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(setup["model"], model)
+    out = tmp_path / "out.zarr"
+    argv = ["predict", "--output", str(out), "--model", str(model), "--device", "cpu", "--quiet", "--chunk", "24",
+            "--tta", "none", "--num-parts", "2"]  # fmt: skip
+    assert main([*argv, "--input", setup["v3"], "--part-id", "0"]) == 0
+    checkpoint = model / "fold_1" / "checkpoint_final.pth"
+    original = checkpoint.read_bytes()
+    shutil.copy(model / "fold_0" / "checkpoint_final.pth", checkpoint)  # same path, other weights
+    capsys.readouterr()
+    assert main([*argv, "--input", setup["v3"], "--part-id", "1"]) == 2
+    assert "model 1: fold_1/checkpoint_final.pth changed (content hash)" in capsys.readouterr().err
+    checkpoint.write_bytes(original)
+    monkeypatch.chdir(Path(setup["v3"]).parent)  # the input spelled relative, with a trailing slash; another --pyramid
+    assert main([*argv, "--input", Path(setup["v3"]).name + "/", "--part-id", "1", "--pyramid", "1"]) == 0
+    assert "complete" in capsys.readouterr().out
+    _assert_close(_level0(out), setup["refs"]["none"])
+    group = zarr.open_group(str(out), mode="r")  # the finishing run's --pyramid is used, and recorded
+    assert group["1"].shape == tuple((s + 1) // 2 for s in group["0"].shape)
+    assert group.attrs["nnunetv2_topo"]["settings"]["pyramid"] == 1
+
+
+def test_mask_predicts_only_where_nonzero(setup, tmp_path: Path, capsys) -> None:
+    mask = np.ones(SHAPE, bool)
+    mask[:16] = False  # whole chunks out
+    mask[:, :, 30:] = False  # chunks partly out
+    url = str(tmp_path / "mask.zarr")
+    zarr.create_array(url, shape=SHAPE, chunks=(16, 16, 16), dtype="bool")[:] = mask
+    out = tmp_path / "out.zarr"
+    assert _run(setup, setup["v3"], out, "--chunk", "16", "--tta", "none", "--mask", url) == 0
+    text = capsys.readouterr().out
+    assert "(20 empty or masked, skipped)" in text  # the first layer (3 x 4 chunks) and x 32:40 (3 x 4), 4 in both
+    np.testing.assert_array_equal(_level0(out), setup["refs"]["none"] * mask)
+
+
 ZARR2_CHECK = """
 import json, sys
 import numpy as np

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 VOLUME_HELP = """\
 Whole volumes (--input a Zarr v2/v3 array or an OME-Zarr group, local or an fsspec URL; --output OUT.zarr):
@@ -43,6 +44,17 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=2048,
         help="cache of tile predictions per worker, MiB (default 2048); smaller recomputes tiles",
+    )
+    g.add_argument(
+        "--mask",
+        help="a Zarr array (or OME-Zarr group, read at --level) of the input's shape: predict only where it is "
+        "nonzero (chunks where it is all zero are not predicted; elsewhere the output is 0); --bbox applies to it too",
+    )
+    g.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="cuDNN deterministic kernels, no autotuning: bit-identical results from run to run on a GPU (for "
+        "exactness checks; slower)",
     )
     g.add_argument(
         "--no-skip-empty",
@@ -122,20 +134,26 @@ def run_volume(args: argparse.Namespace) -> int:
         check_part(args.num_parts, args.part_id)
         bbox = None if args.bbox is None else parse_bbox(args.bbox)
         source = open_source(str(args.input), args.level, bbox)
+        mask = None if args.mask is None else _open_mask(args.mask, args.level, bbox, source)
         target = None if args.dask is None else parse_dask(args.dask)
         config = load_config(args)
         folders, mode, weights = resolve_models(args, config)
+        intensity_check = _intensity_check(args, source, folders)
     except (CaseError, ModelError, VolumeInputError, ClusterError) as exc:
         raise CLIError(str(exc)) from exc
     except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
     device = _device(args.device)
     use_topo_trainers()
+    import torch
+
     from nnunetv2_topo.inference.predict import load_models
     from nnunetv2_topo.volume.run import predict_volume
 
-    try:
-        models = load_models(folders, weights, device, progress=not args.quiet)
+    cpu = torch.device("cpu")
+
+    try:  # with --dask the workers predict: this process loads the models on the CPU for the checks only
+        models = load_models(folders, weights, device if target is None else cpu, progress=not args.quiet)
     except ModelError as exc:
         raise CLIError(str(exc)) from exc
     output = str(args.output)
@@ -144,7 +162,7 @@ def run_volume(args: argparse.Namespace) -> int:
         if target is not None:
             from nnunetv2_topo.volume import start_client
 
-            client = start_client(target)
+            client = start_client(target, device=device.type)
         report = predict_volume(
             source,
             models,
@@ -165,6 +183,9 @@ def run_volume(args: argparse.Namespace) -> int:
             cache_mb=args.cache_mb,
             tile_cache_mb=args.tile_cache_mb,
             progress=not args.quiet,
+            mask=mask,
+            deterministic=args.deterministic,
+            intensity_check=intensity_check,
             overwrite=getattr(args, "overwrite", False),
             zarr_format=args.zarr_format,
         )
@@ -186,3 +207,44 @@ def run_volume(args: argparse.Namespace) -> int:
             + f" (the last part to finish completes it, or: nnunetv2_topo finalize {output})"
         )
     return 0
+
+
+def _open_mask(url: str, level, bbox, source):
+    """``--mask``: opened like the input (same --level and --bbox) and of the same shape."""
+    from nnunetv2_topo.volume import VolumeInputError, open_source
+
+    mask = open_source(url, level, bbox, flag="--mask", kinds="buif")
+    if mask.shape != source.shape:
+        raise VolumeInputError(
+            f"--mask {mask.url}: shape {mask.shape} (after --level/--bbox) differs from the input's {source.shape}; "
+            "pass a mask of the input's shape (the same OME-Zarr level)"
+        )
+    return mask
+
+
+def _intensity_check(args: argparse.Namespace, source, folders):
+    """The models' training intensities (dataset fingerprint) against the volume, as for cases: a sample of its
+    stored chunks now (unless its dtype cannot leave the range), its exact range from the scan later; refused, or
+    with --allow-intensity-mismatch a warning. Returns the check for the scan's range."""
+    from nnunetv2_topo.volume import VolumeInputError
+    from nnunetv2_topo.volume.source import sample_range
+    from nnunetv2_topo.volume_checks import dtype_fits, range_problem, training_intensities
+
+    trains = [training_intensities(f.path) for f in folders]
+    warned = []
+
+    def check(low: float, high: float) -> None:
+        problem = range_problem(source.dtype, low, high, trains)
+        if problem is None or warned:
+            return
+        if not args.allow_intensity_mismatch:
+            raise VolumeInputError(
+                f"--input {source.url}: {problem}. Predictions on such a volume are unreliable: rescale it, or add "
+                "--allow-intensity-mismatch to predict it anyway"
+            )
+        warned.append(problem)
+        print(f"warning: --input {source.url}: {problem}", file=sys.stderr)
+
+    if not all(t is None for t in trains) and not dtype_fits(source.dtype, trains):
+        check(*sample_range(source))
+    return check

@@ -56,14 +56,27 @@ def check_spacing(model: LoadedModel, spacing: Sequence[float]) -> None:
 
 
 class TileCache:
-    """LRU of tile predictions (Gaussian-weighted, per fold and mirroring), bounded in bytes; counts predictions."""
+    """Tile predictions (Gaussian-weighted, per fold and mirroring), bounded in bytes; counts predictions.
+
+    :meth:`expect` tells it how many chunks of the current work unit still need each tile: a tile is kept from its
+    prediction until the last of those chunks is blended (:meth:`release`), and not kept at all when only the chunk
+    that made it needs it. Work units are sized so that the tiles kept at once fit
+    (:func:`~nnunetv2_topo.volume.grid.plan_block`); past ``max_bytes`` a new tile is not kept (within a unit) or the
+    least recently used one is dropped (without :meth:`expect`), and predicted again when needed: exact, slower."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict = OrderedDict()
         self._held = 0
+        self._uses: dict = {}  # tile corner -> chunks of this unit that still need it
+        self._keys_of: dict = {}  # tile corner -> its cache keys (one per fold and mirroring)
         self.predicted = 0
         self.reused = 0
+
+    def expect(self, uses: dict) -> None:
+        """Start a work unit: ``uses`` = tile corner -> how many of its chunks need the tile."""
+        self.clear()
+        self._uses = dict(uses)
 
     def get(self, key):
         item = self._items.get(key)
@@ -75,17 +88,35 @@ class TileCache:
     def put(self, key, value) -> None:
         self.predicted += 1
         size = value.element_size() * value.nelement()
-        if size > self.max_bytes:
-            return
+        if size > self.max_bytes or (self._uses and self._uses.get(key[-1], 0) <= 1):
+            return  # too large, or no later chunk of this unit needs it
+        if self._uses and self._held + size > self.max_bytes:
+            return  # full within a unit: keep the tiles held (evicting them would cascade), predict this one again
         self._items[key] = value
+        self._keys_of.setdefault(key[-1], []).append(key)
         self._held += size
         while self._held > self.max_bytes:
             _, old = self._items.popitem(last=False)
             self._held -= old.element_size() * old.nelement()
 
+    def release(self, tiles) -> None:
+        """A chunk that used ``tiles`` is done: drop the tiles no later chunk of the unit needs."""
+        if not self._uses:
+            return
+        for t in tiles:
+            left = self._uses.get(t, 0) - 1
+            self._uses[t] = left
+            if left == 0:
+                for key in self._keys_of.pop(t, ()):
+                    item = self._items.pop(key, None)
+                    if item is not None:
+                        self._held -= item.element_size() * item.nelement()
+
     def clear(self) -> None:
         self._items.clear()
+        self._keys_of.clear()
         self._held = 0
+        self._uses = {}
 
 
 class ChunkModel:
@@ -173,6 +204,7 @@ class ChunkModel:
                     total += logits
             if len(p.list_of_parameters) > 1:
                 total /= len(p.list_of_parameters)
+        self.tile_cache.release(tiles)
         return total
 
     def read_region(self, geometry: Geometry, box: Box, reader):
@@ -223,6 +255,9 @@ def fused_chunk_probability(
     the input is all zero (the chunk is then background without running a network)."""
     prepared = [m.read_region(g, box, reader) for m, g in zip(models, geometries, strict=True)]
     if skip_empty and all(p is None or p[3] is None for p in prepared):
+        for m, prep in zip(models, prepared, strict=True):
+            if prep is not None:
+                m.tile_cache.release(prep[0])
         return None
     fusion = Fusion(mode)
     for m, g, prep in zip(models, geometries, prepared, strict=True):

@@ -1,6 +1,12 @@
 """Where the chunks run: in this process, on a ``distributed`` LocalCluster (``--dask local:N``) or on an existing
 Dask cluster (``--dask tcp://HOST:PORT``). Each worker process loads the models once (:func:`engine_for`) and keeps
 them, its input-chunk cache and its tile cache across the work units it is given.
+
+One engine per process, used by one unit at a time: the folds of a model share one network whose weights each fold
+loads in turn, so two threads predicting at once would predict tiles with another fold's weights. A worker started
+with ``--nthreads 2`` is therefore exact, but its threads take turns (start workers with ``--nthreads 1``).
+``--dask local:N`` on CUDA gives each worker process its own GPU (``CUDA_VISIBLE_DEVICES``), and refuses N above the
+number of GPUs.
 """
 
 from __future__ import annotations
@@ -9,12 +15,14 @@ import os
 import re
 import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
 from nnunetv2_topo.volume.grid import Box
 
 _ENGINES: dict[str, object] = {}
+_ENGINE_LOCK = threading.RLock()  # held while an engine is made or used: one unit at a time per process
 
 
 class ClusterError(ValueError):
@@ -42,9 +50,25 @@ def parse_dask(text: str) -> DaskTarget:
     )
 
 
-def start_client(target: DaskTarget, torch_threads: int | None = None):
-    """A ``distributed.Client``: a new LocalCluster (one thread per worker process) or the given scheduler."""
-    from distributed import Client, LocalCluster
+def worker_gpus(workers: int, device: str, count: int, visible: str | None) -> list[str | None]:
+    """``CUDA_VISIBLE_DEVICES`` for each of ``--dask local:N``'s workers: one GPU each on CUDA (from those this
+    process sees: ``visible``, else ``0..count-1``); None for every worker on the CPU. N > GPUs is refused."""
+    if device != "cuda":
+        return [None] * workers
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
+    ids = ids[:count] if count else ids
+    if workers > len(ids):
+        raise ClusterError(
+            f"--dask local:{workers} on CUDA: {len(ids)} GPU(s) visible, and each worker needs its own (two "
+            f"workers on one GPU share its memory and time); use --dask local:{max(len(ids), 1)}, or --device cpu"
+        )
+    return ids[:workers]
+
+
+def start_client(target: DaskTarget, torch_threads: int | None = None, device: str = "cpu"):
+    """A ``distributed.Client``: a new cluster of ``target.workers`` worker processes of one thread each (on CUDA
+    each with its own GPU, see :func:`worker_gpus`), or the given scheduler."""
+    from distributed import Client, Nanny, Scheduler, SpecCluster
 
     if target.address is not None:
         try:
@@ -52,24 +76,38 @@ def start_client(target: DaskTarget, torch_threads: int | None = None):
         except OSError as exc:
             raise ClusterError(
                 f"--dask {target.address}: no scheduler answers ({exc}); start one with "
-                "'dask scheduler' and workers with 'dask worker ADDRESS --nthreads 1'"
+                "'dask scheduler' and workers with 'dask worker ADDRESS --nthreads 1' (on GPUs: 'dask cuda worker "
+                "ADDRESS', one worker per GPU)"
             ) from None
+    count = 0
+    if device == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()
+    gpus = worker_gpus(target.workers, device, count, os.environ.get("CUDA_VISIBLE_DEVICES"))
     threads = torch_threads or max(1, (os.cpu_count() or 1) // target.workers)
     env = {"OMP_NUM_THREADS": str(threads), "NNUNETV2_TOPO_TORCH_THREADS": str(threads)}
-    os.environ.update({k: v for k, v in env.items() if k not in os.environ})
-    cluster = LocalCluster(
-        n_workers=target.workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        memory_limit=0,
-        silence_logs=40,
-    )
+    env = {k: os.environ.get(k, v) for k, v in env.items()}
+    workers = {
+        i: {
+            "cls": Nanny,
+            "options": {
+                "nthreads": 1,
+                "memory_limit": 0,
+                "silence_logs": 40,
+                "env": env if gpu is None else {**env, "CUDA_VISIBLE_DEVICES": gpu},
+            },
+        }
+        for i, gpu in enumerate(gpus)
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    cluster = SpecCluster(workers=workers, scheduler=scheduler, silence_logs=40, name="nnunetv2_topo")
     return Client(cluster)
 
 
 def engine_for(run) -> object:
-    """This process's :class:`~nnunetv2_topo.volume.run.Engine` for ``run`` (models loaded on first use)."""
+    """This process's :class:`~nnunetv2_topo.volume.run.Engine` for ``run`` (models loaded on first use); call it
+    holding ``_ENGINE_LOCK``."""
     engine = _ENGINES.get(run.key)
     if engine is None:
         from nnunetv2_topo.volume.run import Engine
@@ -84,19 +122,49 @@ def engine_for(run) -> object:
     return engine
 
 
-def process_unit(run, boxes: list[Box], on_chunk=None) -> dict:
-    """Predict and write the unfinished chunks of one work unit; returns its statistics."""
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: ``VmHWM`` on Linux (its own; ``ru_maxrss`` of a process started by
+    fork + exec, as Dask's workers are, keeps the parent's peak when that is higher), else ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 if sys.platform != "darwin" else rss / 2**20
+
+
+def process_unit(run, boxes: list[Box], topic: str | None = None, on_chunk=None) -> dict:
+    """Predict and write the chunks of one work unit that are not marked done yet (a unit retried after a lost
+    worker skips what it finished); returns its statistics. Progress: ``on_chunk()`` here, or one event per chunk
+    on ``topic`` for the client (see ``Client.subscribe_topic``)."""
     t0 = time.monotonic()
-    engine = engine_for(run)
-    before = engine.counters()
-    for box in boxes:
-        engine.process(box)
-        if on_chunk is not None:
-            on_chunk()
-    after = engine.counters()
+    report = on_chunk
+    if topic is not None:
+        from distributed import get_worker
+
+        worker = get_worker()
+
+        def report() -> None:
+            worker.log_event(topic, 1)
+
+    with _ENGINE_LOCK:  # the folds share one network: one unit at a time per process
+        engine = engine_for(run)
+        before = engine.counters()
+        todo = [b for b in boxes if not engine.writer.is_done(b)]
+        for _ in range(len(boxes) - len(todo)):
+            if report is not None:
+                report()
+        engine.begin_unit(todo)
+        for i, box in enumerate(todo):
+            engine.process(box, todo[i + 1] if i + 1 < len(todo) else None)
+            if report is not None:
+                report()
+        after = engine.counters()
     stats = {k: after[k] - before[k] for k in after}
     stats["seconds"] = time.monotonic() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    stats["peak_rss_mb"] = rss / 1024 if sys.platform != "darwin" else rss / 2**20
+    stats["peak_rss_mb"] = peak_rss_mb()
     stats["pid"] = os.getpid()
     return stats

@@ -213,9 +213,12 @@ def _finish(url: str, manifest: dict, run, lock, report: FinalizeReport) -> None
     group.attrs[MANIFEST_KEY] = {**manifest, "complete": True, "summary": summary}
 
 
-def finalize_volume(url: str, client=None, progress: bool = True, wait_s: float = 0.0) -> FinalizeReport:
+def finalize_volume(
+    url: str, client=None, progress: bool = True, wait_s: float = 0.0, pyramid: int | None = None
+) -> FinalizeReport:
     """Complete the output at ``url`` if every chunk is done and no live process is finalizing it (see the module
-    doc); safe to run any number of times, from any number of processes."""
+    doc); safe to run any number of times, from any number of processes. ``pyramid``: the finishing run's
+    ``--pyramid`` (a finishing setting; None keeps the manifest's), recorded in the completed manifest."""
     from nnunetv2_topo.volume.lock import LockBusyError, StoreLock
     from nnunetv2_topo.volume.writer import read_manifest
 
@@ -242,6 +245,8 @@ def finalize_volume(url: str, client=None, progress: bool = True, wait_s: float 
         return report
     with lock:
         manifest = read_manifest(url) or manifest
+        if pyramid is not None and not manifest.get("complete"):
+            manifest = {**manifest, "settings": {**manifest.get("settings", {}), "pyramid": int(pyramid)}}
         _step("begin", lock)
         if not manifest.get("complete"):
             _finish(url, manifest, make_runner(client, progress, lock), lock, report)

@@ -11,8 +11,9 @@ the chunk's voxels receives exactly the tiles (and in the same order) that a pre
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 Box = tuple[tuple[int, int], ...]
 
@@ -37,7 +38,7 @@ class Geometry:
     def pad_below(self) -> tuple[int, ...]:
         return tuple((p - s) // 2 for s, p in zip(self.cropped_t, self.padded_t, strict=True))
 
-    @property
+    @cached_property
     def steps(self) -> list[list[int]]:
         from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
@@ -101,3 +102,81 @@ def chunk_boxes(shape: Sequence[int], chunk: Sequence[int]) -> list[Box]:
 
 def chunk_key(box: Box, chunk: Sequence[int]) -> str:
     return ".".join(str(lo // c) for (lo, _), c in zip(box, chunk, strict=True))
+
+
+def chunk_blocks(shape: Sequence[int], chunk: int, block: Sequence[int]) -> list[list[Box]]:
+    """Work units: blocks of ``block`` (z, y, x) chunks, in C order over the blocks, each a list of its chunks in C
+    order (the order a worker predicts them in)."""
+    grid = [-(-s // chunk) for s in shape]
+    units = []
+    for corner in itertools.product(*[range(0, g, b) for g, b in zip(grid, block, strict=True)]):
+        ranges = [range(c, min(c + b, g)) for c, b, g in zip(corner, block, grid, strict=True)]
+        units.append(
+            [
+                tuple((i * chunk, min((i + 1) * chunk, s)) for i, s in zip(idx, shape, strict=True))
+                for idx in itertools.product(*ranges)
+            ]
+        )
+    return units
+
+
+def peak_tiles(geometry: Geometry, boxes: Sequence[Box]) -> tuple[int, int]:
+    """(the most tiles a :class:`TileCache` holds at once while ``boxes`` are predicted in this order, the tiles
+    predicted in all) for one fold: each tile is kept from the first chunk that needs it to the last."""
+    first: dict = {}
+    last: dict = {}
+    for i, box in enumerate(boxes):
+        t_box = geometry.t_box(box)
+        for t in () if t_box is None else geometry.tiles(t_box):
+            first.setdefault(t, i)
+            last[t] = i
+    delta = [0] * (len(boxes) + 1)
+    for t, i in first.items():
+        if last[t] > i:
+            delta[i] += 1
+            delta[last[t]] -= 1
+    peak = held = 0
+    for d in delta:
+        held += d
+        peak = max(peak, held)
+    return peak, len(first)
+
+
+def plan_block(
+    geometries: Sequence[Geometry],
+    shape: Sequence[int],
+    chunk: int,
+    budgets: Sequence[int],
+    min_units: int = 1,
+    input_fits: Callable[[list[Box]], bool] | None = None,
+) -> tuple[int, int, int]:
+    """The work unit, in chunks (z, y, x): the widest square block in y and x whose walk keeps at most ``budgets[i]``
+    tiles of model ``i`` at once (so each tile inside a block is predicted once; only tiles on a block's border are
+    predicted again by its neighbour) and whose one layer of chunks passes ``input_fits`` (its input fits the input
+    cache), as deep in z as the volume, then split in z until there are ``min_units`` units (for parallel workers).
+    The peak is found on a three-layer block (it recurs at every layer boundary)."""
+    grid = [-(-s // chunk) for s in shape]
+    widest = max(grid[1], grid[2])
+
+    def sample(dims: Sequence[int]) -> list[Box]:  # a block one chunk in from the volume's corner (if it fits)
+        corner = [min(1, max(g - d, 0)) for g, d in zip(grid, dims, strict=True)]
+        ranges = [range(c, min(c + d, g)) for c, d, g in zip(corner, dims, grid, strict=True)]
+        return [
+            tuple((i * chunk, min((i + 1) * chunk, s)) for i, s in zip(idx, shape, strict=True))
+            for idx in itertools.product(*ranges)
+        ]
+
+    def fits(k: int) -> bool:  # with a tenth to spare: blocks at the volume's faces may differ a little
+        if input_fits is not None and not input_fits(sample((1, k, k))):
+            return False
+        three = sample((3, k, k))
+        return all(peak_tiles(g, three)[0] <= 0.9 * n for g, n in zip(geometries, budgets, strict=True))
+
+    lo, hi = 1, widest  # largest k in [1, widest] that fits (monotone); 1 when none does
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    k = lo
+    blocks_yx = -(-grid[1] // k) * -(-grid[2] // k)
+    depth = -(-grid[0] // max(1, -(-min_units // blocks_yx)))
+    return depth, min(k, grid[1]), min(k, grid[2])

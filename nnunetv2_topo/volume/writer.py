@@ -207,6 +207,10 @@ class ChunkWriter:
         self.fs.makedirs(f"{self.root}/{DONE}", exist_ok=True)
         self.foreground = 0
 
+    def is_done(self, box: Box) -> bool:
+        """The chunk's marker exists (a retried work unit skips it)."""
+        return self.fs.exists(f"{self.root}/{DONE}/{chunk_key(box, (self.chunk,) * 3)}")
+
     def write(self, box: Box, probability: np.ndarray | None) -> None:
         from nnunetv2_topo.postprocessing.components import binarize
 
