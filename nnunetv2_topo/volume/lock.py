@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 
+from nnunetv2_topo.io import atomic_path
 from nnunetv2_topo.volume.writer import OutputError
 
 LOCK = ".nnunetv2_topo.lock"
@@ -77,9 +78,8 @@ class StoreLock:
         """The heartbeat: a new time, replacing the lock in one step (a rename on a file system; object stores
         replace objects whole)."""
         if "file" in self.fs.protocol:
-            tmp = f"{self.path}.{self.token.replace(':', '_')}"
-            self.fs.pipe_file(tmp, self._body())
-            os.replace(tmp, self.path)
+            with atomic_path(self.path) as tmp:
+                tmp.write_bytes(self._body())
         else:
             self.fs.pipe_file(self.path, self._body())
 
