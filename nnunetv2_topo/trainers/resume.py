@@ -55,7 +55,7 @@ class ResumeMixin:
         saved = ((state or {}).get("config") or {}).get("optimizer")
         if saved is None or saved == self.topo_config["optimizer"]:
             return None
-        self.optimizer = build_optimizer(saved, self.network.parameters(), self.initial_lr, self.weight_decay)
+        self.optimizer = build_optimizer(saved, self.network, self.initial_lr, self.weight_decay, self.topo_config)
         return saved
 
     def restore_optimizer(self, checkpoint: dict[str, Any], state: dict[str, Any], switched: str | None) -> None:
