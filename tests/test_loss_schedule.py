@@ -125,3 +125,22 @@ def test_phased_variant_turns_the_topology_terms_on_one_at_a_time() -> None:
     starts = sorted((s["start"], t) for t, s in cfg["loss_schedule"].items())
     assert [t for _, t in starts] == ["cldice", "skeleton_recall"] and starts[0][0] > 0 and starts[0][0] < starts[1][0]
     assert set(cfg["loss_weights"]) - set(cfg["loss_schedule"]) == {"ce", "dice"}
+
+
+def test_progress_plot_draws_the_loss_weights(tmp_path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    from nnunetv2_topo.trainers.diagnostics import plot_progress_topo
+
+    drawn: list[dict] = []
+    save = Figure.savefig
+
+    def recording_savefig(fig, *args, **kwargs):
+        drawn.append({ln.get_label(): list(ln.get_ydata()) for ax in fig.axes for ln in ax.lines})
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    log = {"train_losses": [1.0, 0.9, 0.8], "val_losses": [1.0, 0.9, 0.8], "lrs": [0.01] * 3,
+           "loss_weight_ce": [1.0] * 3, "loss_weight_cldice": [0.0, 0.25, 0.5]}  # fmt: skip
+    plot_progress_topo(log, tmp_path / "p.png")
+    assert drawn[0]["cldice"] == [0.0, 0.25, 0.5] and drawn[0]["ce"] == [1.0] * 3
