@@ -22,11 +22,44 @@ EVERY = Param("betti_matching_every", "every", 1, "int >= 1", "compute the betti
               at_least_one)  # fmt: skip
 
 
-class _Pending:
-    """One call's crops on their way to the CPU (copied without blocking, waited for in ``compute``)."""
+RESULT_FIELDS = tuple(
+    f"input{i}_{kind}_{end}_coordinates"
+    for i in (1, 2)
+    for kind in ("matched", "unmatched")
+    for end in ("birth", "death")
+)
+"""The fields of the engine's ``BettiMatchingResult`` that topolosses' ``_single_betti_loss`` reads."""
 
-    def __init__(self, prob: Tensor, target: Tensor, counted: Tensor, host: Tensor, event: Any) -> None:
-        self.prob, self.target, self.counted, self.host, self.event = prob, target, counted, host, event
+_WORKER: Any = None
+
+
+def match_crops(inputs1: list[np.ndarray], inputs2: list[np.ndarray]) -> list[dict[str, list[np.ndarray]]]:
+    """The engine's Betti matching of each pair (it runs in the worker process): per pair, :data:`RESULT_FIELDS`
+    as plain arrays (one per homology dimension)."""
+    from topolosses.losses.betti_matching.src import betti_matching as engine
+
+    results = engine.compute_matching(inputs1, inputs2, True, True)
+    return [{f: [np.array(a, copy=True) for a in getattr(r, f)] for f in RESULT_FIELDS} for r in results]
+
+
+def _worker() -> Any:
+    """One spawned process per training process runs the engine: calling it in the process itself leaves oneDNN's
+    multi-threaded CPU convolutions spinning forever afterwards (torch 2.14; pinned by a test), and a process lets
+    the matching run beside the other terms."""
+    global _WORKER
+    if _WORKER is None:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        _WORKER = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+    return _WORKER
+
+
+class _Pending:
+    """One call's crops, their matching under way in the worker process (waited for in ``compute``)."""
+
+    def __init__(self, prob: Tensor, target: Tensor, counted: Tensor, future: Any) -> None:
+        self.prob, self.target, self.counted, self.future = prob, target, counted, future
 
 
 class BettiMatchingTerm(LossTerm):
@@ -40,11 +73,11 @@ class BettiMatchingTerm(LossTerm):
     bars plus the squared lengths of unmatched bars; no Dice part). Reduction: mean over the samples whose crop has
     at least one annotated voxel (0 with no gradient when none has).
 
-    Cost: the persistent homology runs on the CPU (``std::async`` over the samples), so it is computed only when
-    autograd is on (training; validation skips it) and only every ``every``-th step (``step``, set by the trainer;
-    ``None`` = every call). A skipped call returns ``None`` and the compound loss leaves the term out of that step.
-    :meth:`prepare` starts the crops' device-to-host copy before the other terms' kernels are queued, so on a GPU
-    the copy and the CPU matching overlap with them.
+    Cost: the persistent homology runs on the CPU, in a worker process (``std::async`` over the samples there), so
+    it is computed only when autograd is on (training; validation skips it) and only every ``every``-th step
+    (``step``, set by the trainer; ``None`` = every call). A skipped call returns ``None`` and the compound loss
+    leaves the term out of that step. :meth:`prepare` copies the crops to the host and hands them to the worker
+    before the other terms are computed (their GPU kernels queued), so the matching runs beside them.
     """
 
     def __init__(
@@ -91,16 +124,11 @@ class BettiMatchingTerm(LossTerm):
         prob = torch.stack([parts.prob_masked[i, 0][s] for i, s in enumerate(slices)])  # (B, *crop)
         target = torch.stack([parts.target[i, 0][s] for i, s in enumerate(slices)])
         counted = torch.stack([parts.valid[i, 0][s].any() for i, s in enumerate(slices)])
-        both = torch.stack([prob.detach(), target]).float()
-        event = None
-        if both.is_cuda:
-            host = torch.empty(both.shape, dtype=both.dtype, pin_memory=True)
-            host.copy_(both, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        else:
-            host = both
-        self._pending = _Pending(prob, target, counted, host, event)
+        # superlevel filtration, as topolosses does: the engine sees 1 - p and 1 - t (float64, C order)
+        arrays = (1.0 - torch.stack([prob.detach(), target])).to("cpu", torch.float64).numpy()
+        future = _worker().submit(match_crops, [np.ascontiguousarray(a) for a in arrays[0]],
+                                  [np.ascontiguousarray(a) for a in arrays[1]])  # fmt: skip
+        self._pending = _Pending(prob, target, counted, future)
 
     def compute(self, parts: FgParts, **maps: Tensor) -> Tensor | None:
         if self._pending is None:
@@ -108,18 +136,12 @@ class BettiMatchingTerm(LossTerm):
         pending, self._pending = self._pending, None
         if pending is None:
             return None
-        from topolosses.losses.betti_matching.src import betti_matching as engine
+        from types import SimpleNamespace
 
-        if pending.event is not None:
-            pending.event.synchronize()
-        arrays = (1.0 - pending.host).numpy().astype(np.float64)  # superlevel filtration, as topolosses does
-        results = engine.compute_matching(
-            [np.ascontiguousarray(a) for a in arrays[0]], [np.ascontiguousarray(a) for a in arrays[1]],
-            include_input1_unmatched_pairs=True, include_input2_unmatched_pairs=True,
-        )  # fmt: skip
+        results = pending.future.result()
         loss = self._engine()
         values = torch.cat([
-            loss._single_betti_loss(1.0 - pending.prob[i], 1.0 - pending.target[i], result)
+            loss._single_betti_loss(1.0 - pending.prob[i], 1.0 - pending.target[i], SimpleNamespace(**result))
             for i, result in enumerate(results)
         ])  # fmt: skip
         return batch_mean(values.to(parts.logit.dtype), pending.counted)
