@@ -44,14 +44,17 @@ def match_crops(inputs1: list[np.ndarray], inputs2: list[np.ndarray]) -> list[di
 
 def _worker() -> Any:
     """One spawned process per training process runs the engine: calling it in the process itself leaves oneDNN's
-    multi-threaded CPU convolutions spinning forever afterwards (torch 2.14; pinned by a test), and a process lets
-    the matching run beside the other terms."""
+    multi-threaded CPU convolution backward spinning forever afterwards (torch 2.14, nnU-Net's default network on
+    the CPU), and a process lets the matching run beside the other terms."""
     global _WORKER
     if _WORKER is None:
         from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import get_context
 
         _WORKER = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+        import atexit
+
+        atexit.register(_WORKER.shutdown)
     return _WORKER
 
 
