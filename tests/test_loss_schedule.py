@@ -140,7 +140,8 @@ def test_progress_plot_draws_the_loss_weights(tmp_path, monkeypatch) -> None:
         return save(fig, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", recording_savefig)
-    log = {"train_losses": [1.0, 0.9, 0.8], "val_losses": [1.0, 0.9, 0.8], "lrs": [0.01] * 3,
+    log = {"train_losses": [1.0, 0.9, 0.8], "val_losses": [1.0, 0.9, 0.8], "lrs": [0.01] * 3, "mean_fg_dice": [0.5] * 3,
+           "ema_fg_dice": [0.5] * 3,
            "loss_weight_ce": [1.0] * 3, "loss_weight_cldice": [0.0, 0.25, 0.5]}  # fmt: skip
     plot_progress_topo(log, tmp_path / "p.png")
     assert drawn[0]["cldice"] == [0.0, 0.25, 0.5] and drawn[0]["ce"] == [1.0] * 3
