@@ -58,6 +58,32 @@ def _worker() -> Any:
     return _WORKER
 
 
+def single_betti_loss(pred: Tensor, target: Tensor, result: dict[str, list[np.ndarray]]) -> Tensor:
+    """topolosses' ``BettiMatchingLoss._single_betti_loss`` with its defaults (matched and unmatched weights 1, no
+    bar-length threshold, unmatched bars pushed to the diagonal), restated here because importing topolosses' engine
+    module into the training process is what breaks oneDNN (see :func:`_worker`): per homology dimension
+    ``2·Σ‖matched_pred − matched_target‖² + Σ (birth − death)²`` over the unmatched bars of both, summed."""
+
+    def values(x: Tensor, field: str, dim: int) -> Tensor:
+        ends = []
+        for end in ("birth", "death"):
+            coords = np.asarray(result[field.format(end=end)][dim]).reshape(-1, x.ndim)
+            idx = torch.as_tensor(coords, dtype=torch.long, device=x.device)
+            ends.append(x[tuple(idx[:, j] for j in range(x.ndim))])
+        return torch.stack(ends, dim=1)  # (K, 2)
+
+    total = pred.new_zeros(())
+    for dim in range(len(result["input1_matched_birth_coordinates"])):
+        matched = values(pred, "input1_matched_{end}_coordinates", dim)
+        matched_t = values(target, "input2_matched_{end}_coordinates", dim)
+        unmatched = values(pred, "input1_unmatched_{end}_coordinates", dim)
+        unmatched_t = values(target, "input2_unmatched_{end}_coordinates", dim)
+        total = total + 2 * ((matched - matched_t) ** 2).sum()
+        total = total + ((unmatched[:, 0] - unmatched[:, 1]) ** 2).sum()
+        total = total + ((unmatched_t[:, 0] - unmatched_t[:, 1]) ** 2).sum()
+    return total
+
+
 class _Pending:
     """One call's crops, their matching under way in the worker process (waited for in ``compute``)."""
 
@@ -94,14 +120,6 @@ class BettiMatchingTerm(LossTerm):
         self.step: int | None = None
         """The training step (set by the trainer before the loss call); decides ``every`` and the crops."""
         self._pending: _Pending | None = None
-        self._loss: Any = None
-
-    def _engine(self) -> Any:
-        if self._loss is None:
-            from topolosses.losses.betti_matching import BettiMatchingLoss
-
-            self._loss = BettiMatchingLoss(use_base_loss=False, alpha=1.0)
-        return self._loss
 
     def active_now(self) -> bool:
         """Computed in this call: autograd on and ``step`` on the ``every`` grid."""
@@ -139,12 +157,9 @@ class BettiMatchingTerm(LossTerm):
         pending, self._pending = self._pending, None
         if pending is None:
             return None
-        from types import SimpleNamespace
-
         results = pending.future.result()
-        loss = self._engine()
-        values = torch.cat([
-            loss._single_betti_loss(1.0 - pending.prob[i], 1.0 - pending.target[i], SimpleNamespace(**result))
+        values = torch.stack([
+            single_betti_loss(1.0 - pending.prob[i], 1.0 - pending.target[i], result)
             for i, result in enumerate(results)
         ])  # fmt: skip
         return batch_mean(values.to(parts.logit.dtype), pending.counted)
