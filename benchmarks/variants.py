@@ -64,10 +64,32 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "SkelRecall": ("nnUNetTrainerTopoWarmup_SkelRecall", {}),
     "clDice": ("nnUNetTrainerTopoWarmup_clDice", {}),
     "AdamW": ("nnUNetTrainerTopoWarmup_AdamW", {"loss_weights": FIVE_TERMS}),
+    "TopoWarmup": ("nnUNetTrainerTopoWarmup", {}),
+    "Phased": ("nnUNetTrainerTopoWarmup_Phased", {}),
+    "BettiMatching": ("nnUNetTrainerTopoWarmup_BettiMatching", {}),
+    "Muon": ("nnUNetTrainerTopoWarmup_Muon", {}),
 }
 """Label -> (trainer class, configuration keys on top of the budget). ``FiveTerm`` was ``nnUNetTrainerTopoWarmup``'s
 default when the matrix was measured (results labelled ``TopoWarmup`` then); the default is now the ``clDice``
-row's loss (CE 1 + Dice 1 + clDice 0.5). ``AdamW`` pins the five-term loss it was measured with."""
+row's loss (CE 1 + Dice 1 + clDice 0.5). ``AdamW`` pins the five-term loss it was measured with. ``TopoWarmup`` is the
+default trainer (issue 27's reference row beside nnUNetTrainer); the ``loss_schedule`` of ``Phased`` and
+``BettiMatching`` (written for 1,000 epochs) is scaled to the budget (:func:`scaled_schedule`)."""
+DEFAULT_ROWS = ("nnUNetTrainer", "TopoWarmup", "Phased", "BettiMatching", "Muon")
+"""The rows run by default (issue 27); the older rows (``FiveTerm`` … ``AdamW``) by ``--variants``."""
+
+
+def scaled_schedule(trainer: str, epochs: int, reference_epochs: int = 1000) -> dict:
+    """The trainer class's ``loss_schedule`` with start and ramp scaled by ``epochs / reference_epochs`` (ramp at
+    least 1), so a phase keeps its place in a shorter run; ``{}`` without a schedule."""
+    from nnunetv2_topo.trainers import variants
+
+    cls = getattr(variants, trainer, None)
+    schedule = (cls.merged_topo_defaults() if cls is not None else {}).get("loss_schedule") or {}
+    f = epochs / reference_epochs
+    return {"loss_schedule": {t: {"start": round(s["start"] * f), "ramp": max(1, round(s.get("ramp", 1) * f))}
+                              for t, s in schedule.items()}} if schedule else {}  # fmt: skip
+
+
 FIVE_TERMS_CE = {"dice": 0.3, "ce": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
 FIXES: dict[str, tuple[str, dict]] = {
     "FiveTerm~alpha0.5": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "focal_alpha": 0.5}),
@@ -79,7 +101,6 @@ FIXES: dict[str, tuple[str, dict]] = {
 """Candidate fixes for a losing variant, one change each (the likely causes: focal alpha on a minority class, the
 loss weights, clipping, the warmup)."""
 SCHEDULES: dict[str, tuple[str, dict]] = {
-    "TopoWarmup": ("nnUNetTrainerTopoWarmup", {}),
     "TopoWarmup~noanneal": ("nnUNetTrainerTopoWarmup", {"plateau_final_anneal": 0.0}),
     "TopoWarmup~seedplateau": ("nnUNetTrainerTopoWarmup", {
         "plateau_metric": "val_loss", "plateau_patience": 8, "plateau_threshold": 1e-4,
@@ -95,8 +116,18 @@ CPU_LAUNCHER = (
     "import sys, torch; torch.set_num_threads(1); "
     "from nnunetv2.run.run_training import run_training; "
     "run_training(sys.argv[1], '3d_fullres', 0, sys.argv[2], sys.argv[3], export_validation_probabilities=True, "
-    "device=torch.device('cpu'))"
+    "device=torch.device('cpu')); import resource; u = resource.getrusage(resource.RUSAGE_SELF); "
+    "print(f'RUSAGE cpu_s={u.ru_utime + u.ru_stime:.1f} maxrss_mb={u.ru_maxrss / 1024:.0f}')"
 )
+"""nnU-Net's training on one CPU thread; the last line reports the process's CPU seconds and peak memory."""
+
+
+def _rusage(log: Path) -> dict:
+    """CPU seconds and peak resident memory (MB) of a training run, from the launcher's ``RUSAGE`` line."""
+    for line in reversed(log.read_text(errors="replace").splitlines()) if log.is_file() else []:
+        if line.startswith("RUSAGE "):
+            return {k: float(v) for k, v in (item.split("=") for item in line.split()[1:])}
+    return {}
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -234,6 +265,8 @@ def run_model(task: dict) -> dict:
         "seed": seed,
         "dataset": dataset,
         "seconds": {"train": train_s, "tune": tune_s, "test": time.time() - t0},
+        "train_usage": {} if reuse else _rusage(logs / f"train_{tag}.log"),
+        "iterations": int(config.get("num_epochs", 0)) * int(config.get("num_iterations_per_epoch", 0)),
         "tuned_steps": json.loads(tuned.read_text())["steps"],
         "train_losses": [float(v) for v in log["train_losses"]],
         "ema_fg_dice": [float(v) for v in log["ema_fg_dice"]],
@@ -275,6 +308,16 @@ def _ci95(values: list[float]) -> str:
     return f"[{mean - half:+.3f}, {mean + half:+.3f}]"
 
 
+def _usage(rows: list[dict]) -> str:
+    """Mean training CPU time per iteration (validation and start-up included) and mean peak memory."""
+    used = [r for r in rows if (r.get("train_usage") or {}).get("cpu_s") and r.get("iterations")]
+    if not used:
+        return "– | –"
+    cpu = sum(1000 * r["train_usage"]["cpu_s"] / r["iterations"] for r in used) / len(used)
+    mem = sum(r["train_usage"]["maxrss_mb"] for r in used) / len(used)
+    return f"{cpu:.0f} | {mem:.0f}"
+
+
 def load_results(work: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((work / "results").glob("*.json"))]
 
@@ -284,7 +327,8 @@ def report(work: Path) -> str:
     if not results:
         return f"no results in {work / 'results'}"
     by = {(r["label"], r["regime"], r["seed"]): r for r in results}
-    labels = sorted({r["label"] for r in results}, key=lambda s: (s != REFERENCE, s not in VARIANTS, s))
+    order = {label: i for i, label in enumerate(DEFAULT_ROWS)}
+    labels = sorted({r["label"] for r in results}, key=lambda s: (order.get(s, 99), s not in VARIANTS, s))
     lines = []
     for regime in REGIMES:
         rows = [r for r in results if r["regime"] == regime]
@@ -292,8 +336,9 @@ def report(work: Path) -> str:
             continue
         lines.append(f"\n### {regime} regime\n")
         lines.append("| variant | seeds | argmax score | tuned score | tuned − nnUNetTrainer (paired) | 95 % CI | wins "
-                     "| Δ topo | Δ SurfaceDice | Δ VOI | p surface | p background | train s |")  # fmt: skip
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                     "| Δ topo | Δ SurfaceDice | Δ VOI | p surface | p background | train s | CPU ms/iter "
+                     "| peak MB |")  # fmt: skip
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for label in labels:
             mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["seed"])
             if not mine:
@@ -313,7 +358,7 @@ def report(work: Path) -> str:
                 + " | ".join(_mean_sd(diffs("tuned", k)) if label != REFERENCE else "–"
                              for k in ("topo", "surface_dice", "voi_score"))
                 + f" | {_mean_sd([r['p_surface'] for r in mine])} | {_mean_sd([r['p_background'] for r in mine])} | "
-                f"{sum(r['seconds']['train'] for r in mine) / len(mine):.0f} |"
+                f"{sum(r['seconds']['train'] for r in mine) / len(mine):.0f} | {_usage(mine)} |"
             )  # fmt: skip
         arg = [(r, by.get((REFERENCE, regime, r["seed"]))) for r in rows if r["label"] != REFERENCE]
         arg = [(r, ref) for r, ref in arg if ref is not None]
@@ -364,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="benchmarks/out/variants", help="work folder (reused; finished models are "
                         "skipped)")  # fmt: skip
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"labels from {', '.join(VARIANTS)} "
-                        f"or fixes {', '.join(FIXES)} (default: the six variants)")  # fmt: skip
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_ROWS), help=f"labels from "
+                        f"{', '.join(VARIANTS)} or fixes {', '.join(FIXES)} (default: "
+                        f"{', '.join(DEFAULT_ROWS)})")  # fmt: skip
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=REGIMES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--cases", type=int, default=12, help="training + validation cases per dataset")
@@ -394,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     schedule_scaled = True
     if args.demo_budget:
         d = DEMO_BUDGET
-        if args.variants == list(VARIANTS):
+        if args.variants == list(DEFAULT_ROWS):
             args.variants = ["nnUNetTrainer", "TopoWarmup", "TopoWarmup~noanneal"]
         if args.seeds == [0, 1, 2, 3, 4]:
             args.seeds = [0, 1, 2]
@@ -444,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     trainer, extra = known[label]
                     topo = trainer != VARIANTS[REFERENCE][0]
-                    config = {**budget, **(schedule if topo else {}), **extra, "seed": seed}
+                    scaled = scaled_schedule(trainer, args.epochs) if topo and schedule_scaled else {}
+                    config = {**budget, **(schedule if topo else {}), **scaled, **extra, "seed": seed}
                     task = {"work": str(work), "label": label, "trainer": trainer, "config": config,
                             "regime": regime, "seed": seed, "dataset": names[(regime, seed)],
                             "test_dir": str(tests[regime]), "plans": args.plans, "device": args.device,

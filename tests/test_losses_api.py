@@ -34,7 +34,8 @@ def ds_batch(n_scales=3, shape=(8, 8, 8)):
 
 
 def test_term_names_contract():
-    assert TERM_NAMES == ("dice", "ce", "focal", "boundary", "cldice", "skeleton_recall", "connectivity")
+    assert TERM_NAMES == ("dice", "ce", "focal", "boundary", "cldice", "skeleton_recall", "connectivity",
+                          "betti_matching")  # fmt: skip
 
 
 def test_default_ds_weights_are_nnunets():

@@ -94,7 +94,7 @@ def test_configuration_holds_the_terms_defaults_and_null_means_default() -> None
     used = TopologyLoss(cfg["loss_weights"]).params
     assert {k: cfg[k] for k in used} == used  # no null: the printed configuration is the used one
     assert used == {"focal_alpha": 0.25, "focal_gamma": 2.0, "boundary_band": (3.0, 5.0), "cldice_iterations": 3,
-                    "skeleton_tube": 0}  # fmt: skip
+                    "skeleton_tube": 0, "betti_matching_crop": 32, "betti_matching_every": 1}  # fmt: skip
     assert C.resolve_config({"focal_alpha": None, "boundary_band": None}) == cfg
 
 

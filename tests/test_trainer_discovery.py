@@ -26,6 +26,9 @@ EXPECTED_NAMES = {
     "nnUNetTrainerTopoWarmup_SkelRecall",
     "nnUNetTrainerTopoWarmup_clDice",
     "nnUNetTrainerTopoWarmup_AdamW",
+    "nnUNetTrainerTopoWarmup_BettiMatching",
+    "nnUNetTrainerTopoWarmup_Muon",
+    "nnUNetTrainerTopoWarmup_Phased",
 } | {f"nnUNetTrainerTopoWarmup_{n}epochs" for n in (5, 50, 100, 250, 500, 2000, 4000)}
 
 

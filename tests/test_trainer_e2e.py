@@ -255,3 +255,21 @@ def test_val_npz_in_a_fresh_shell_is_what_predict_writes(nnunet_data: SimpleName
     ckpt = _final(fold)
     torch.save({**ckpt, "network_weights": ckpt["raw_network_weights"]}, fold / "checkpoint_raw.pth")
     assert np.abs(predicted("checkpoint_raw.pth") - final).max() > 1e-3
+
+
+def test_muon_with_a_scheduled_betti_matching_phase_trains_and_continues(nnunet_data: SimpleNamespace) -> None:
+    """nnUNetv2_train with optimizer: muon and betti_matching phased in at epoch 1, then --c one epoch further."""
+    trainer = "nnUNetTrainerTopoWarmup_Muon"
+    config = {**SHORT, "num_epochs": 2, "warmup_epochs": 0, "betti_matching_crop": 8,
+              "loss_weights": {"ce": 1.0, "dice": 1.0, "betti_matching": 0.01},
+              "loss_schedule": {"betti_matching": {"start": 1}}}  # fmt: skip
+    _train(nnunet_data, trainer, config)
+    _train(nnunet_data, trainer, {**config, "num_epochs": 3}, "--c")
+    fold = _fold(nnunet_data, trainer)
+    ckpt = _final(fold)
+    assert ckpt["logging"]["loss_weight_betti_matching"] == [0.0, 0.01, 0.01]
+    bm = ckpt["logging"]["train_loss_betti_matching"]
+    assert np.isnan(bm[0]) and np.isfinite(bm[1:]).all()  # not computed while its weight is 0
+    assert {"muon", "other"} <= set(ckpt["optimizer_state"]) and ckpt["optimizer_state"]["muon"]["state"]
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "loss weights changed (epoch 1): dice 1, ce 1, betti_matching 0.01" in log

@@ -6,6 +6,7 @@ The single terms are modules usable on their own: ``FocalTerm()(logits, target)`
 """
 
 from nnunetv2_topo.losses.base import LossTerm, TermSpec
+from nnunetv2_topo.losses.betti_matching import BettiMatchingTerm
 from nnunetv2_topo.losses.boundary import BoundaryTerm
 from nnunetv2_topo.losses.cldice import ClDiceTerm
 from nnunetv2_topo.losses.compound import TermValues, TopologyLoss, default_ds_weights
@@ -19,6 +20,7 @@ from nnunetv2_topo.losses.skeleton_recall import SkeletonRecallTerm
 __all__ = [
     "TERMS",
     "TERM_NAMES",
+    "BettiMatchingTerm",
     "BoundaryTerm",
     "ClDiceTerm",
     "ConnectivityTerm",

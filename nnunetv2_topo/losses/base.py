@@ -45,7 +45,11 @@ class LossTerm(nn.Module):
         """``(values (B,), counted (B,) bool)``: each sample's value and whether it enters the batch mean."""
         raise NotImplementedError(f"{type(self).__name__} implements neither per_sample nor compute")
 
-    def compute(self, parts: FgParts, **maps: Tensor) -> Tensor:
+    def prepare(self, parts: FgParts, **maps: Tensor) -> None:
+        """Called for every weighted term of a scale before any term's :meth:`compute` (a term with host work
+        starts its device-to-host copy here); nothing by default."""
+
+    def compute(self, parts: FgParts, **maps: Tensor) -> Tensor | None:
         """The term's scalar value on the shared ``parts`` of one scale: by default the mean of
         :meth:`per_sample` over the counted samples (:func:`~nnunetv2_topo.losses.masking.batch_mean`)."""
         values, counted = self.per_sample(parts, **maps)

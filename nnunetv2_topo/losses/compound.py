@@ -145,6 +145,8 @@ class TopologyLoss(nn.Module):
         self.target_params = {p.key: self.params[p.key] for t in self.required_targets for p in TARGETS[t].params}
         """Parameters of :attr:`required_targets` by key (for ``TopoTargetsTransform``)."""
         self._last: dict[str, Tensor] = {}
+        self.schedule_factors: dict[str, float] = {}
+        """Per-term factors of :meth:`set_schedule` (missing = 1)."""
 
     @staticmethod
     def _check_ds_weights(ds_weights: Sequence[float]) -> tuple[float, ...]:
@@ -200,21 +202,56 @@ class TopologyLoss(nn.Module):
         maps_l = {name: self._scale_list(name, value, n) for name, value in maps.items()}
 
         device = logits_l[0].device
+        weights = self.effective_weights()
         terms: dict[str, Tensor] = {}
         with torch.autocast(device_type=device.type, enabled=False):
             for i in range(n):
                 parts: FgParts | None = None
-                for name in self.active:
-                    w = self._scale_weight(name, i, ds_w[i])
-                    if w == 0:
+                scaled = ((name, self._scale_weight(name, i, ds_w[i])) for name in self.active if weights[name] > 0)
+                run = [(name, w) for name, w in scaled if w != 0]
+                if run:
+                    parts = FgParts(logits_l[i], target_l[i], self.ignore_label)
+                    scale_maps = {k: v[i] for k, v in maps_l.items()}
+                    for name, _ in run:  # e.g. start a host copy before the other terms' kernels are queued
+                        self.terms[name].prepare(parts, **scale_maps)
+                for name, w in run:
+                    value = self.terms[name].compute(parts, **scale_maps)
+                    if value is None:  # the term skips this call (betti_matching off its step grid)
                         continue
-                    parts = parts or FgParts(logits_l[i], target_l[i], self.ignore_label)
-                    value = self.terms[name].compute(parts, **{k: v[i] for k, v in maps_l.items()})
                     terms[name] = terms[name] + w * value if name in terms else w * value
-        total = sum(self.weights[name] * value for name, value in terms.items())
+        if not terms:
+            first = logits_l[0]
+            terms_total = (first * 0).sum()  # every weighted term skipped this call: 0 with a (zero) gradient
+            self._last = {"total": terms_total.detach()}
+            return terms_total
+        total = sum(weights[name] * value for name, value in terms.items())
         self._last = {name: v.detach() for name, v in terms.items()}
         self._last["total"] = total.detach()
         return total
+
+    def set_schedule(self, factors: Mapping[str, float] | None) -> None:
+        """Multiply the weight of each term in ``factors`` by its factor in [0, 1] (a loss-weight schedule; a
+        term at 0 is not computed at all). ``None`` restores the configured weights."""
+        if factors is None:
+            self.schedule_factors = {}
+            return
+        unknown = sorted(set(factors) - set(self.active))
+        if unknown:
+            raise ValueError(f"schedule names term(s) {unknown} without a weight; weighted terms: {list(self.active)}")
+        for name, f in factors.items():
+            if not 0.0 <= float(f) <= 1.0:
+                raise ValueError(f"schedule factor of {name!r} must lie in [0, 1], got {f!r}")
+        self.schedule_factors = {name: float(f) for name, f in factors.items()}
+
+    def effective_weights(self) -> dict[str, float]:
+        """The weight of every weighted term in the next call: ``weights`` times its schedule factor."""
+        return {name: w * self.schedule_factors.get(name, 1.0) for name, w in self.weights.items()}
+
+    def set_step(self, step: int | None) -> None:
+        """The training step, for terms that act on a step grid or draw from it (``betti_matching``)."""
+        for term in self.terms.values():
+            if hasattr(term, "step"):
+                term.step = step
 
     def _scale_weight(self, name: str, scale: int, scale_w: float) -> float:
         """Weight of term ``name`` at deep-supervision ``scale``: the scale weight for terms applied at every scale,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nnunetv2_topo.losses import boundary, cldice, connectivity, focal, overlap, skeleton_recall
+from nnunetv2_topo.losses import betti_matching, boundary, cldice, connectivity, focal, overlap, skeleton_recall
 from nnunetv2_topo.losses.base import TermSpec
 from nnunetv2_topo.values import Param, non_negative, number
 
@@ -24,6 +24,7 @@ TERMS: dict[str, TermSpec] = {
         cldice.SPEC,
         skeleton_recall.SPEC,
         connectivity.SPEC,
+        betti_matching.SPEC,
     )
 }
 

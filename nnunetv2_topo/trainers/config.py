@@ -18,6 +18,7 @@ from typing import Any
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.evaluation.scoring_pool import DEFAULT_CASE_TIMEOUT_S
 from nnunetv2_topo.scheduling.plateau_driver import PLATEAU_METRICS, PLATEAU_MODES
+from nnunetv2_topo.trainers.config_text import format_config, to_jsonable
 from nnunetv2_topo.values import Checked
 from nnunetv2_topo.values import at_least_one as _at_least_one
 from nnunetv2_topo.values import boolean as _boolean
@@ -61,7 +62,7 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"ce": 1.0, "dice": 1.0, "cldice": 0.5}
 the competition score (``benchmarks/RESULTS.md``, "Trainer variants against nnUNetTrainer")."""
 
 
-NULLABLE_KEYS: frozenset[str] = frozenset({"seed", "final_score_workers"})
+NULLABLE_KEYS: frozenset[str] = frozenset({"seed", "final_score_workers", "muon_other_lr"})
 """Keys whose ``null`` means "off" (a loss term parameter's ``null`` means its default)."""
 
 DIRECTIVE_KEYS: dict[str, str] = {
@@ -103,10 +104,11 @@ KEYS: dict[str, Key] = {
         "int >= 1", 50, "validation iterations (patches batches) per epoch", _integer, _at_least_one
     ),
     "optimizer": Key(
-        "sgd | adamw",
+        "sgd | adamw | muon",
         "sgd",
-        "sgd: nnU-Net's SGD (momentum 0.99, Nesterov); adamw: torch AdamW",
-        _choice("sgd", "adamw"),
+        "sgd: nnU-Net's SGD (momentum 0.99, Nesterov); adamw: torch AdamW; muon: torch Muon for the hidden conv "
+        "weights (as 2-D) at initial_lr, muon_other for the rest",
+        _choice("sgd", "adamw", "muon"),
     ),
     "warmup_epochs": Key(
         "int >= 0", 10, "linear warmup lr = initial_lr*(epoch+1)/warmup_epochs; 0 = none", _integer, _non_negative
@@ -214,6 +216,24 @@ KEYS: dict[str, Key] = {
         _number,
         _positive,
     ),
+    "muon_other": Key(
+        "adamw | sgd",
+        "adamw",
+        "optimizer: muon: the optimizer of the first conv, norms, biases and heads (adamw decoupled, sgd momentum "
+        "0.99 Nesterov; both with weight_decay)",
+        _choice("adamw", "sgd"),
+    ),
+    "muon_other_lr": Key(
+        "float > 0 | null",
+        None,
+        "optimizer: muon: peak LR of the muon_other group (it follows the schedule as lr * muon_other_lr / "
+        "initial_lr); null = 3e-4 for adamw, 1e-2 for sgd",
+        _number,
+        _positive,
+    ),
+    "muon_weight_decay": Key(
+        "float >= 0", 0.1, "optimizer: muon: Muon's decoupled weight decay (torch's default)", _number, _non_negative
+    ),
 }
 """The general keys; the loss keys follow them (:func:`loss_keys`), :func:`all_keys` gives both."""
 
@@ -221,6 +241,7 @@ KEYS: dict[str, Key] = {
 def loss_keys() -> dict[str, Key]:
     """``loss_weights`` and every parameter the registered loss terms declare (with their defaults and checks)."""
     from nnunetv2_topo.losses.registry import TERMS, check_weights, term_params
+    from nnunetv2_topo.losses.schedule import parse_loss_schedule
 
     keys = {
         "loss_weights": Key(
@@ -228,7 +249,14 @@ def loss_keys() -> dict[str, Key]:
             DEFAULT_LOSS_WEIGHTS,
             f"weights of {', '.join(TERMS)} (unlisted = 0)",
             check_weights,
-        )
+        ),
+        "loss_schedule": Key(
+            "mapping term -> {start: int >= 0, ramp: int >= 1}",
+            {},
+            "per-term weight schedule: 0 before start, then loss_weights[term] * min(1, (epoch - start + 1) / "
+            "ramp); logged as loss_weight_<term>; validation always uses the full weights",
+            parse_loss_schedule,
+        ),
     }
     for key, (param, _) in term_params().items():
         keys[key] = Key(param.type_name, param.default, param.meaning, param.parse, param.check)
@@ -328,7 +356,18 @@ def check_consistency(config: Mapping[str, Any], source: str) -> list[str]:
             "plateau_metric = 'val_score' needs scoring rounds, but score_every_epochs = 0 (off). Set "
             "score_every_epochs >= 1 (e.g. 5), or choose another plateau_metric",
         )
+    unweighted = [t for t in config.get("loss_schedule") or {} if config["loss_weights"].get(t, 0) <= 0]
+    if unweighted:
+        raise _fail(
+            source,
+            f"loss_schedule schedules {unweighted} but loss_weights gives them no weight (loss_weights = "
+            f"{json.dumps(config['loss_weights'])}). Add them to loss_weights or remove them from loss_schedule",
+        )
     warnings = []
+    if config["optimizer"] != "muon":
+        for key in ("muon_other", "muon_other_lr", "muon_weight_decay"):
+            if config.get(key, KEYS[key].default) != KEYS[key].default:
+                warnings.append(f"{key} = {config[key]} has no effect: optimizer = {config['optimizer']!r} (not muon)")
     if config["score_every_epochs"] > config["num_epochs"]:
         warnings.append(
             f"score_every_epochs = {config['score_every_epochs']} > num_epochs = {config['num_epochs']}: no "
@@ -351,20 +390,6 @@ def check_consistency(config: Mapping[str, Any], source: str) -> list[str]:
                 f"(loss_weights = {json.dumps(config['loss_weights'])})"
             )
     return warnings
-
-
-def to_jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    return value
-
-
-def format_config(config: Mapping[str, Any]) -> str:
-    """One ``key: value`` line per key, in the order of :func:`all_keys`."""
-    width = max(len(k) for k in config)
-    return "\n".join(f"  {k:<{width}} : {json.dumps(to_jsonable(v))}" for k, v in config.items())
 
 
 def logged_config(values: Mapping[str, Any], source: str) -> dict[str, Any]:

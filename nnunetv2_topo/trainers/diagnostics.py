@@ -5,6 +5,7 @@ The trainer logs these keys with nnU-Net's own logger (one value per epoch):
 * ``train_loss_<term>`` / ``val_loss_<term>`` for every loss term with a positive weight,
 * ``grad_norm_mean`` / ``grad_norm_max``: total gradient norm before clipping (finite steps),
 * ``skipped_steps``: steps skipped because the loss or gradient norm was not finite,
+* ``loss_weight_<term>``: the effective weight of every weighted term (``loss_schedule``), drawn on the LR panel,
 * ``val_score`` (and ``val_score_topo``, ``val_score_surface_dice``, ``val_score_voi``): the competition score of a
   scoring round at the epoch whose weights were scored, NaN at the other epochs (``score_every_epochs``),
 
@@ -183,6 +184,7 @@ def _draw_progress_topo(plt: Any, log: Mapping[str, Sequence[Any]], output_file:
         ax_lr.set_yscale("log")
     ax_lr.set_title("learning rate (log axis)")
     ax_lr.set_xlabel("epoch")
+    _draw_loss_weights(ax_lr, log, epochs, colors)
 
     if "grad_norm_mean" in log:
         gmean, gmax = _series(log, "grad_norm_mean", n), _series(log, "grad_norm_max", n)
@@ -222,6 +224,21 @@ def _draw_progress_topo(plt: Any, log: Mapping[str, Sequence[Any]], output_file:
         fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return out
+
+
+def _draw_loss_weights(ax: Any, log: Mapping[str, Sequence[Any]], epochs: list[int], colors: list) -> None:
+    """The effective loss weight of every term per epoch (``loss_weight_<term>``, the loss schedule) on a right
+    axis of the LR panel."""
+    keys = sorted(k for k in log if k.startswith("loss_weight_"))
+    if not keys:
+        return
+    ax_w = ax.twinx()
+    for i, key in enumerate(keys):
+        ax_w.plot(epochs, _series(log, key, len(epochs)), color=colors[i % len(colors)], ls=":", lw=2,
+                  label=key[len("loss_weight_") :])  # fmt: skip
+    ax_w.set_ylabel("loss weight (dotted)")
+    ax_w.legend(loc="lower right", fontsize=9, title="loss weights")
+    ax.set_title("learning rate (log axis) and loss weights (right axis)")
 
 
 def console_log(message: str, also_print_to_console: bool = True) -> None:

@@ -33,6 +33,7 @@ class EpochLog:
 
     def keys(self) -> list[str]:
         keys = [f"{split}_loss_{t}" for t in self.terms for split in ("train", "val")]
+        keys += [f"loss_weight_{t}" for t in self.terms]  # the loss schedule's effective weights
         return keys + list(TOPO_LOG_KEYS) + ["val_loss_ema"] + (list(SCORE_LOG_KEYS) if self.scoring else [])
 
     def register(self, current_epoch: int) -> None:
@@ -46,7 +47,11 @@ class EpochLog:
         """One value up to ``epoch`` for every TopoWarmup key, also a term dropped on resume (nnU-Net plots
         progress.png up to its shortest list: a list that stopped growing would freeze it)."""
         for key, values in self.store.items():
-            if key.startswith(("train_loss_", "val_loss_")) or key in TOPO_LOG_KEYS or key in SCORE_LOG_KEYS:
+            if (
+                key.startswith(("train_loss_", "val_loss_", "loss_weight_"))
+                or key in TOPO_LOG_KEYS
+                or key in SCORE_LOG_KEYS
+            ):
                 values.extend([math.nan] * (epoch + 1 - len(values)))
 
     def log_scores(self, record: dict[str, Any]) -> None:

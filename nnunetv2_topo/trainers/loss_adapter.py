@@ -43,7 +43,7 @@ def loss_parameters(
         "ds_weights": ds_weights,
         "batch_dice": batch_dice,
     }
-    kwargs.update({k: config[k] for k in loss_keys() if k != "loss_weights"})
+    kwargs.update({k: config[k] for k in loss_keys() if k not in ("loss_weights", "loss_schedule")})
     return kwargs
 
 
@@ -55,6 +55,8 @@ class TopoLossCall(nn.Module):
         self.topology_loss = loss
         self.ignore_label = ignore_label
         self.extras: dict[str, torch.Tensor] = {}
+        self.step: int | None = None
+        """The next training step (set per epoch by the loss schedule; counts the calls with autograd on)."""
 
     @classmethod
     def from_parameters(cls, **kwargs: Any) -> TopoLossCall:
@@ -82,9 +84,16 @@ class TopoLossCall(nn.Module):
         values = getattr(self.topology_loss, "last_term_values", None)
         return self.last_terms if values is None else values
 
+    def set_schedule(self, factors: Mapping[str, float] | None) -> None:
+        """Per-term weight factors (``TopologyLoss.set_schedule``); None = the configured weights."""
+        self.topology_loss.set_schedule(factors)
+
     def forward(self, output: Any, target: Any) -> torch.Tensor:
         if not isinstance(output, (list, tuple)):  # deep supervision disabled
             output, target = [output], [target]
+        if self.step is not None and torch.is_grad_enabled():  # a training step: terms on a step grid see it
+            self.topology_loss.set_step(self.step)
+            self.step += 1
         try:
             return self.topology_loss(list(output), list(target), **self.extras)
         finally:

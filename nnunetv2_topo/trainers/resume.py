@@ -63,7 +63,7 @@ class ResumeMixin:
         saved = ((state or {}).get("config") or {}).get("optimizer")
         if saved is None or saved == self.topo_config["optimizer"]:
             return None
-        self.optimizer = build_optimizer(saved, self.network.parameters(), self.initial_lr, self.weight_decay)
+        self.optimizer = build_optimizer(saved, self.network, self.initial_lr, self.weight_decay, self.topo_config)
         return saved
 
     # ------------------------------------------------------------------ the load steps (checkpoint.LOAD_ORDER)

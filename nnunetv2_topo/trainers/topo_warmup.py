@@ -2,11 +2,8 @@
 clipping with logged norms, non-finite step skipping, weight EMA and competition-score rounds.
 
 This class only wires nnU-Net's hooks to the components that own each concern (``docs/explanation/
-trainer-components.md``): the configuration (:mod:`.run_config`), the loss adapter (:mod:`.loss_adapter`), the
-guarded step (:mod:`.guarded_step`), the plateau driver (:mod:`nnunetv2_topo.scheduling.plateau_driver`), the weight
-EMA (:mod:`.weight_ema`), the score rounds (:mod:`.score_controller`), the final validation (:mod:`.final_validation`),
-the checkpoint payload (:mod:`.checkpoint`) and the collectives (:mod:`.distributed`). Everything else (network, data
-loading, augmentation, deep supervision, inference) is nnU-Net's own.
+trainer-components.md``: configuration, loss adapter and loss schedule, guarded step, plateau driver, weight EMA, score
+rounds, final validation, checkpoint payload, collectives). Network, data, augmentation and inference are nnU-Net's.
 """
 
 from __future__ import annotations
@@ -52,6 +49,7 @@ from nnunetv2_topo.trainers.epoch_log import EpochLog
 from nnunetv2_topo.trainers.final_validation import FinalValidation, gt_segmentations_dir
 from nnunetv2_topo.trainers.guarded_step import GuardedStep
 from nnunetv2_topo.trainers.loss_adapter import TopoLossCall, deep_supervision_weights, loss_parameters
+from nnunetv2_topo.trainers.loss_schedule import LossWeightSchedule
 from nnunetv2_topo.trainers.optimizers import build_optimizer
 from nnunetv2_topo.trainers.resume import ResumeMixin
 from nnunetv2_topo.trainers.run_config import fold_folder, log_run_config, run_config, write_config_json
@@ -127,6 +125,7 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
             log=self.print_to_log_file,
         )  # fmt: skip
         self.epoch_log = EpochLog(self.logger, self.active_terms, scoring=self.score_rounds.every > 0)
+        self.loss_schedule = LossWeightSchedule(cfg, self.print_to_log_file)
         self._ema_context: Any = None
         self._train_terms: list[dict[str, float]] = []
         self._val_terms: list[dict[str, float]] = []
@@ -143,9 +142,8 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
 
     # ------------------------------------------------------------------ optimizer, schedule, loss
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, WarmupPlateauScheduler]:
-        optimizer = build_optimizer(
-            self.topo_config["optimizer"], self.network.parameters(), self.initial_lr, self.weight_decay
-        )
+        cfg = self.topo_config
+        optimizer = build_optimizer(cfg["optimizer"], self.network, self.initial_lr, self.weight_decay, cfg)
         self.plateau_driver = PlateauDriver.from_config(self.topo_config, optimizer, log=self.print_to_log_file)
         return optimizer, self.plateau_driver.scheduler
 
@@ -197,6 +195,7 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
         self.logger.log("lrs", lr, self.current_epoch)
         self.guarded_step.start_epoch()
         self._train_terms = []
+        self.loss_schedule.start_epoch(self.current_epoch, self.loss, self.logger, self.num_iterations_per_epoch)
 
     def train_step(self, batch: dict) -> dict:
         batch = self.loss.take_targets(batch, self.device)
@@ -242,6 +241,7 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._val_terms = []
+        self.loss_schedule.start_validation(self.loss)
         if self.weight_ema is not None:  # validate the averaged weights (restored in on_validation_epoch_end)
             self._ema_context = self.weight_ema.applied_to(unwrap_network(self.network))
             self._ema_context.__enter__()

@@ -14,6 +14,9 @@ __all__ = [
     "EPOCH_VARIANTS",
     "scaled_warmup",
     "nnUNetTrainerTopoWarmup_AdamW",
+    "nnUNetTrainerTopoWarmup_BettiMatching",
+    "nnUNetTrainerTopoWarmup_Muon",
+    "nnUNetTrainerTopoWarmup_Phased",
     "nnUNetTrainerTopoWarmup_DiceFocal",
     "nnUNetTrainerTopoWarmup_FiveTerm",
     "nnUNetTrainerTopoWarmup_SkelRecall",
@@ -54,6 +57,51 @@ class nnUNetTrainerTopoWarmup_AdamW(nnUNetTrainerTopoWarmup):
         "initial_lr": 1e-4,
         "weight_decay": 1e-5,
         "plateau_min_lr": 1e-7,  # the default's 0.1 % of the base LR
+    }
+
+
+PHASED_LOSS_SCHEDULE: dict[str, dict[str, int]] = {
+    "cldice": {"start": 170, "ramp": 40},
+    "skeleton_recall": {"start": 400, "ramp": 40},
+}
+"""``_Phased`` over nnU-Net's 1,000 epochs: CE + Dice alone until their training loss has made 80 % of its drop
+(measured at 1/6 of a run), clDice from there, skeleton recall once the pseudo Dice has reached 90 % of its final
+value (0.4 of a run), each ramped in over 4 % of the run (``docs/explanation/phasing.md``: the measurement)."""
+
+
+class nnUNetTrainerTopoWarmup_Phased(nnUNetTrainerTopoWarmup):
+    """The original recipe's plan: CE + Dice first, then the topology terms one at a time (clDice 0.5 from epoch
+    170, skeleton recall 0.5 from epoch 400, each ramped over 40 epochs; ``PHASED_LOSS_SCHEDULE``)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = {
+        "loss_weights": {"ce": 1.0, "dice": 1.0, "cldice": 0.5, "skeleton_recall": 0.5},
+        "loss_schedule": PHASED_LOSS_SCHEDULE,
+    }
+
+
+class nnUNetTrainerTopoWarmup_BettiMatching(nnUNetTrainerTopoWarmup):
+    """The default loss plus the Betti-matching term (weight 0.01 on 32³ crops every 4th step: the term is a sum
+    over persistence pairs, ~10-20 on a 32³ crop of a fair prediction) as a fine-tuning phase over the last 20 % of
+    nnU-Net's 1,000 epochs (from epoch 800, ramped over 50)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = {
+        "loss_weights": {"ce": 1.0, "dice": 1.0, "cldice": 0.5, "betti_matching": 0.01},
+        "loss_schedule": {"betti_matching": {"start": 800, "ramp": 50}},
+        "betti_matching_crop": 32,
+        "betti_matching_every": 4,
+    }
+
+
+class nnUNetTrainerTopoWarmup_Muon(nnUNetTrainerTopoWarmup):
+    """The default loss with Muon (LR 0.02, torch's weight decay 0.1) for the hidden conv weights and AdamW (3e-4)
+    for the rest: the 7th place's Muon + AdamW, at the common Muon defaults."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = {
+        "optimizer": "muon",
+        "initial_lr": 0.02,
+        "muon_other": "adamw",
+        "muon_other_lr": 3e-4,
+        "plateau_min_lr": 2e-5,  # the default's 0.1 % of the base LR
     }
 
 
