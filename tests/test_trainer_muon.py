@@ -92,7 +92,7 @@ def test_resume_is_exact_with_ema_and_clipping(tmp_path, monkeypatch) -> None:
         _start(t, 1)
         t.train_step(synthetic_batch(7))
     assert all(torch.equal(x, y) for x, y in zip(parameters_snapshot(a), parameters_snapshot(b)))
-    ema = [[p.detach().clone() for p in t.weight_ema.averaged.module.parameters()] for t in (a, b)]
+    ema = [[p.detach().clone() for p in t.weight_ema.module.parameters()] for t in (a, b)]
     assert all(torch.equal(x, y) for x, y in zip(*ema))
 
 
