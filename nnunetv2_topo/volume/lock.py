@@ -83,13 +83,27 @@ class StoreLock:
         else:
             self.fs.pipe_file(self.path, self._body())
 
-    def _create(self) -> bool:
-        self.fs.makedirs(self.root, exist_ok=True)
+    def _create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create ``path`` holding ``data``; False when it exists. On a file system this is ``O_EXCL`` (fsspec's
+        local ``mode="create"`` checks, then writes: two threads or processes could both create); object stores get
+        fsspec's ``mode="create"``."""
+        if "file" in self.fs.protocol:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
         try:
-            self.fs.pipe_file(self.path, self._body(), mode="create")
+            self.fs.pipe_file(path, data, mode="create")
         except FileExistsError:
             return False
         return True
+
+    def _create(self) -> bool:
+        self.fs.makedirs(self.root, exist_ok=True)
+        return self._create_exclusive(self.path, self._body())
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free or stale; False when another live process holds it."""
@@ -103,9 +117,7 @@ class StoreLock:
             return False
         marker = f"{self.root}/{TAKEOVER}/{held.get('owner', '?')}@{held.get('time')}".replace(":", "_")
         self.fs.makedirs(f"{self.root}/{TAKEOVER}", exist_ok=True)
-        try:
-            self.fs.pipe_file(marker, self.token.encode(), mode="create")
-        except FileExistsError:
+        if not self._create_exclusive(marker, self.token.encode()):
             return False  # another process takes this stale lock over
         if self.holder() != held:
             return False
