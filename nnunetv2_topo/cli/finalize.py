@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.wait < 0:
         raise CLIError(f"--wait must be >= 0 seconds, got {args.wait}")
-    from nnunetv2_topo.volume import ClusterError, parse_dask, start_client
+    from nnunetv2_topo.volume import ClusterError, close_client, parse_dask, start_client
     from nnunetv2_topo.volume.finalize import finalize_volume
 
     url = str(args.output)
@@ -52,9 +52,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     finally:
         if client is not None:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None and args.dask.startswith("local:"):
-                cluster.close()
+            close_client(client, args.dask)
     print(report.line(url))
     return 0 if report.complete or report.busy else 1

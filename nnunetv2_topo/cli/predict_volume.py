@@ -123,6 +123,7 @@ def run_volume(args: argparse.Namespace) -> int:
         OutputError,
         VolumeInputError,
         VolumeModelError,
+        close_client,
         open_source,
         parse_bbox,
         parse_dask,
@@ -193,10 +194,7 @@ def run_volume(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     finally:
         if client is not None:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None and args.dask.startswith("local:"):
-                cluster.close()
+            close_client(client, args.dask)
     print(report.summary(__import__("numpy").dtype(source.dtype).itemsize))
     if report.complete:
         print(f"wrote {output}")

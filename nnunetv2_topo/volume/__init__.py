@@ -1,7 +1,7 @@
 """Whole-volume prediction over Zarr / OME-Zarr: exact chunked sliding window, resumable OME-Zarr output, Dask."""
 
 from nnunetv2_topo.volume.blending import VolumeModelError
-from nnunetv2_topo.volume.cluster import ClusterError, parse_dask, start_client
+from nnunetv2_topo.volume.cluster import ClusterError, close_client, parse_dask, start_client
 from nnunetv2_topo.volume.run import VolumeReport, predict_volume
 from nnunetv2_topo.volume.source import VolumeInputError, looks_like_zarr, open_source, parse_bbox
 from nnunetv2_topo.volume.writer import OutputError
@@ -12,6 +12,7 @@ __all__ = [
     "VolumeInputError",
     "VolumeModelError",
     "VolumeReport",
+    "close_client",
     "looks_like_zarr",
     "open_source",
     "parse_bbox",

@@ -105,6 +105,14 @@ def start_client(target: DaskTarget, torch_threads: int | None = None, device: s
     return Client(cluster)
 
 
+def close_client(client, spec: str) -> None:
+    """Close a client of :func:`start_client`, and the local cluster it started for ``--dask local:N``."""
+    cluster = getattr(client, "cluster", None)
+    client.close()
+    if cluster is not None and spec.startswith("local:"):
+        cluster.close()
+
+
 def engine_for(run) -> object:
     """This process's :class:`~nnunetv2_topo.volume.run.Engine` for ``run`` (models loaded on first use); call it
     holding ``_ENGINE_LOCK``."""
