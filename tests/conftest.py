@@ -69,3 +69,19 @@ def restore_ext_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
     them uses this fixture for every test (``pytestmark = pytest.mark.usefixtures("restore_ext_trainer")``), so the
     variable is restored after each test."""
     monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+
+
+@pytest.fixture
+def plotted_lines(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """Every figure saved while the test runs, as ``{line label: y data}`` over all its axes, in save order."""
+    from matplotlib.figure import Figure
+
+    drawn: list[dict] = []
+    save = Figure.savefig
+
+    def recording_savefig(fig, *args, **kwargs):
+        drawn.append({ln.get_label(): list(ln.get_ydata()) for ax in fig.axes for ln in ax.lines})
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return drawn

@@ -127,21 +127,12 @@ def test_phased_variant_turns_the_topology_terms_on_one_at_a_time() -> None:
     assert set(cfg["loss_weights"]) - set(cfg["loss_schedule"]) == {"ce", "dice"}
 
 
-def test_progress_plot_draws_the_loss_weights(tmp_path, monkeypatch) -> None:
-    from matplotlib.figure import Figure
-
+def test_progress_plot_draws_the_loss_weights(tmp_path, plotted_lines) -> None:
     from nnunetv2_topo.trainers.diagnostics import plot_progress_topo
 
-    drawn: list[dict] = []
-    save = Figure.savefig
-
-    def recording_savefig(fig, *args, **kwargs):
-        drawn.append({ln.get_label(): list(ln.get_ydata()) for ax in fig.axes for ln in ax.lines})
-        return save(fig, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", recording_savefig)
     log = {"train_losses": [1.0, 0.9, 0.8], "val_losses": [1.0, 0.9, 0.8], "lrs": [0.01] * 3, "mean_fg_dice": [0.5] * 3,
            "ema_fg_dice": [0.5] * 3,
            "loss_weight_ce": [1.0] * 3, "loss_weight_cldice": [0.0, 0.25, 0.5]}  # fmt: skip
     plot_progress_topo(log, tmp_path / "p.png")
+    drawn = plotted_lines
     assert drawn[0]["cldice"] == [0.0, 0.25, 0.5] and drawn[0]["ce"] == [1.0] * 3

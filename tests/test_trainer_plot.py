@@ -45,17 +45,8 @@ def test_plot_writes_png(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_scoring_rounds_are_drawn_as_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from matplotlib.figure import Figure
-
-    drawn: list[dict] = []
-    save = Figure.savefig
-
-    def recording_savefig(fig, *args, **kwargs):
-        drawn.append({ln.get_label(): list(ln.get_ydata()) for ax in fig.axes for ln in ax.lines})
-        return save(fig, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+def test_scoring_rounds_are_drawn_as_points(tmp_path: Path, plotted_lines: list[dict]) -> None:
+    drawn = plotted_lines
     plot_progress_topo({**_log(), "val_score": [math.nan, 0.4, math.nan, 0.6]}, tmp_path / "a.png")
     plot_progress_topo({**_log(), "val_score": [math.nan] * 4}, tmp_path / "b.png")
     plot_progress_topo(_log(), tmp_path / "c.png")
