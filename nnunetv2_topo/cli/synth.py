@@ -130,7 +130,7 @@ def sheet_topology(args: argparse.Namespace) -> SheetTopology:
 
     base = SheetTopology.crowded() if args.regime == "crowded" else SheetTopology()
     flags = {"touch_rate": "--touch-rate", "gap": "--gap", "hole_rate": "--hole-rate", "max_holes": "--max-holes"}
-    changes = {k: tuple(v) if k == "gap" else v for k in flags if (v := getattr(args, k)) is not None}
+    changes: dict[str, Any] = {k: tuple(v) if k == "gap" else v for k in flags if (v := getattr(args, k)) is not None}
     try:
         return dataclasses.replace(base, **changes)
     except SheetTopologyError as exc:

@@ -194,7 +194,9 @@ def _submit_script() -> Path:
     commands (``cli/kaggle_submit.py``); the bundle copies the file and never imports it."""
     import importlib.util
 
-    return Path(importlib.util.find_spec("nnunetv2_topo.cli.kaggle_submit").origin)
+    spec = importlib.util.find_spec("nnunetv2_topo.cli.kaggle_submit")
+    assert spec is not None and spec.origin is not None, "a module of this package has a file"
+    return Path(spec.origin)
 
 
 def _version() -> str:
