@@ -53,11 +53,11 @@ def score_prediction(pred: np.ndarray, gt: np.ndarray, tile_cache: dict[TileKey,
         if 0 in p.shape:
             continue
         key = (index, tile_digest(p)) if tile_cache is not None else None
-        found = tile_cache.get(key) if key is not None else None
+        found = tile_cache.get(key) if tile_cache is not None and key is not None else None
         if found is None:
             found = np.asarray(tile_counts(np.ascontiguousarray(p), np.ascontiguousarray(g)), np.int64)
             misses += 1
-            if key is not None:
+            if tile_cache is not None and key is not None:
                 tile_cache[key] = found
         else:
             hits += 1
@@ -121,6 +121,7 @@ def score_folder(
         raise ValueError("score_folder needs out_dir for the post-processed predictions when config is given")
     summary = {"raw": evaluate_folders(pred_dir, gt_dir, num_processes, progress, only_predicted)}
     if config is not None:
+        assert out_dir is not None  # checked above
         postprocess_folder(pred_dir, out_dir, config, progress)
         summary["postprocessed"] = evaluate_folders(out_dir, gt_dir, num_processes, progress, only_predicted)
         summary["postprocess_config"] = config.to_dict()

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy.typing as npt
-
 import numpy as np
+import numpy.typing as npt
 
 BOOTSTRAP_RESAMPLES = 2000
 SEED = 0
