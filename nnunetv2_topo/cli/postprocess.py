@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 HELP = "fuse probability maps and clean them up: threshold/hysteresis, dust, holes, closing"
 DESCRIPTION = """\
@@ -217,7 +218,7 @@ def resolve_options(args: argparse.Namespace):
         base, steps, source = pf.fusion, pf.steps, str(args.config)
     else:
         base, steps, source = None, PostprocessConfig(), None
-    changes = {}
+    changes: dict[str, Any] = {}
     for flag, (field, dest) in STEP_FLAGS.items():
         value = getattr(args, dest, None)
         if value is None:

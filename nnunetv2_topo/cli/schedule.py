@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 
 HELP = "replay the TopoWarmup LR schedule (warmup -> plateau -> final anneal) on an nnU-Net training log"
 DESCRIPTION = f"""{HELP}.
@@ -59,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json or --plot file")
 
 
-def _trainer_class(name: str) -> type:
+def _trainer_class(name: str) -> type[nnUNetTrainerTopoWarmup]:
     import difflib
 
     import nnunetv2_topo.trainers as trainers

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from nnunetv2_topo.inference.models import ModelFolder
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 from nnunetv2_topo.volume.grid import Box, chunk_blocks, chunk_boxes, chunk_key, plan_block
 from nnunetv2_topo.volume.source import SourceSpec
+
+if TYPE_CHECKING:
+    from nnunetv2_topo.volume.finalize import FinalizeReport
 
 MANIFEST_VERSION = 2
 
@@ -198,7 +202,7 @@ class VolumeReport:
     complete: bool = False
     stages: dict = field(default_factory=dict)  # seconds of scan, predict, finalize
     block: tuple = ()
-    finalize: object = None  # the FinalizeReport of nnunetv2_topo.volume.finalize
+    finalize: FinalizeReport | None = None
 
     def total(self, key: str) -> float:
         return sum(s.get(key, 0) for s in self.stats)
