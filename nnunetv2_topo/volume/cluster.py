@@ -17,6 +17,7 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nnunetv2_topo.volume.grid import Box
@@ -50,7 +51,7 @@ def parse_dask(text: str) -> DaskTarget:
     )
 
 
-def worker_gpus(workers: int, device: str, count: int, visible: str | None) -> list[str | None]:
+def worker_gpus(workers: int, device: str, count: int, visible: str | None) -> Sequence[str | None]:
     """``CUDA_VISIBLE_DEVICES`` for each of ``--dask local:N``'s workers: one GPU each on CUDA (from those this
     process sees: ``visible``, else ``0..count-1``); None for every worker on the CPU. N > GPUs is refused."""
     if device != "cuda":
@@ -79,6 +80,7 @@ def start_client(target: DaskTarget, torch_threads: int | None = None, device: s
                 "'dask scheduler' and workers with 'dask worker ADDRESS --nthreads 1' (on GPUs: 'dask cuda worker "
                 "ADDRESS', one worker per GPU)"
             ) from None
+    assert target.workers is not None  # local:N (a target is an address or a worker count)
     count = 0
     if device == "cuda":
         import torch

@@ -292,10 +292,10 @@ def postprocess_chunks(work: WorkArrays, config: PostprocessConfig, run: Runner,
     returns the foreground voxels and what the driver held. Every pass rewrites what it writes: repeatable."""
     import zarr
 
-    from nnunetv2_topo.volume.writer import create_array
+    from nnunetv2_topo.volume.writer import array_at, create_array
 
     group = zarr.open_group(work.url, mode="r+")
-    classes = group[work.classes]
+    classes = array_at(group, work.classes)
     grid = grid_of(classes.shape, classes.chunks)
     blocks = list(itertools.product(*[range(g) for g in grid]))
     local = has_local_steps(config)

@@ -237,8 +237,11 @@ def file_digest(path) -> str:
     st = os.stat(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
+        h = hashlib.sha256()
         with open(path, "rb") as f:
-            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+            for block in iter(lambda: f.read(1 << 20), b""):  # (hashlib.file_digest is Python >= 3.11)
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]
 
 

@@ -12,11 +12,24 @@ import itertools
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from nnunetv2_topo.volume.grid import Box
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+T = TypeVar("T")
+
+
+def _zyx(values: Iterable[T]) -> tuple[T, T, T]:
+    """The three (Z, Y, X) entries of ``values`` (checked to be three before)."""
+    z, y, x = values
+    return z, y, x
 
 
 class VolumeInputError(ValueError):
@@ -128,10 +141,12 @@ def open_source(
         array_path = str(datasets[lvl]["path"])
         node = node[array_path]
         s0, s = _scale(datasets[0]), _scale(datasets[lvl])
-        if s0 and s and len(s0) == len(s):
-            spacing = tuple(float(b) / float(a) for a, b in zip(s0[-3:], s[-3:], strict=True))  # type: ignore
+        if s0 and s and len(s0) == len(s) >= 3:
+            spacing = _zyx(float(b) / float(a) for a, b in zip(s0[-3:], s[-3:], strict=True))
     elif level not in (None, 0):
         raise VolumeInputError(f"--level {level}: {url} is a single Zarr array, not an OME-Zarr group with levels")
+    if not isinstance(node, zarr.Array):
+        raise VolumeInputError(f"{flag} {url}/{array_path}: a Zarr group, not an array; check the OME-Zarr metadata")
     shape = tuple(node.shape)
     lead = len(shape) - 3
     if lead < 0 or any(s != 1 for s in shape[:lead]):
@@ -144,7 +159,7 @@ def open_source(
         raise VolumeInputError(f"{flag} {url}: dtype {dtype} is not a number type; expected an integer or float CT")
     shape3 = shape[lead:]
     if bbox is None:
-        bbox = tuple((0, s) for s in shape3)  # type: ignore[assignment]
+        bbox = tuple((0, s) for s in shape3)
     outside = [f"{a} {lo}:{hi} (size {s})" for (lo, hi), s, a in zip(bbox, shape3, "zyx", strict=True) if hi > s]
     if outside:
         raise VolumeInputError(f"--bbox lies outside the volume {tuple(shape3)}: {', '.join(outside)}")
@@ -152,11 +167,11 @@ def open_source(
         url=url,
         array_path=array_path,
         lead=lead,
-        offset=tuple(lo for lo, _ in bbox),  # type: ignore[arg-type]
-        shape=tuple(hi - lo for lo, hi in bbox),
+        offset=_zyx(lo for lo, _ in bbox),
+        shape=_zyx(hi - lo for lo, hi in bbox),
         dtype=dtype.str,
-        spacing=spacing,  # type: ignore[arg-type]
-        chunks=tuple(node.chunks[lead:]),  # type: ignore[arg-type]
+        spacing=spacing,
+        chunks=_zyx(node.chunks[lead:]),
     )
 
 
@@ -164,7 +179,7 @@ def open_array(spec: SourceSpec):
     import zarr
 
     node = zarr.open(spec.url, mode="r")
-    return node[spec.array_path] if spec.array_path else node
+    return node[spec.array_path] if spec.array_path and isinstance(node, zarr.Group) else node
 
 
 def dask_array(spec: SourceSpec):
@@ -187,7 +202,7 @@ class CachedReader:
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._pending: dict = {}
         self._lock = threading.Lock()
-        self._pool = None
+        self._pool: ThreadPoolExecutor | None = None
         self._held = 0
         self.bytes_read = 0
         self.chunks_read = 0
@@ -279,7 +294,7 @@ def scan_boxes(spec: SourceSpec, target_bytes: int = 64 << 20) -> list[Box]:
     per_chunk = max(1, int(np.prod(c)) * itemsize)
     gx = max(1, min(len(edges[2]) - 1, target_bytes // per_chunk))
     gy = max(1, min(len(edges[1]) - 1, target_bytes // (per_chunk * gx)))
-    out = []
+    out: list[Box] = []
     for z0, z1 in itertools.pairwise(edges[0]):
         for y in range(0, len(edges[1]) - 1, gy):
             for x in range(0, len(edges[2]) - 1, gx):
