@@ -146,11 +146,12 @@ class ChunkModel:
         self.tile_cache = TileCache(0)
 
     def geometry(self, shape: Sequence[int], crop: Box) -> Geometry:
-        return Geometry(tuple(shape), crop, self.transpose, self.patch, 0.5)  # type: ignore[arg-type]
+        return Geometry(tuple(shape), crop, self.transpose, self.patch, 0.5)
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         if self.scheme == "ZScoreNormalization":
-            mean, std = self.zscore  # type: ignore[misc]
+            assert self.zscore is not None  # __init__ refuses ZScoreNormalization without it
+            mean, std = self.zscore
             image = image.astype(np.float32, copy=False)
             image -= np.float32(mean)
             image /= np.float32(max(std, 1e-8))

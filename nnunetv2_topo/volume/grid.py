@@ -20,10 +20,10 @@ Box = tuple[tuple[int, int], ...]
 
 @dataclass(frozen=True)
 class Geometry:
-    shape: tuple[int, int, int]  # image frame
+    shape: tuple[int, ...]  # image frame (Z, Y, X)
     crop: Box  # nonzero bounding box, image frame, half-open
-    transpose: tuple[int, int, int]  # plans' transpose_forward
-    patch: tuple[int, int, int]  # t frame
+    transpose: tuple[int, ...]  # plans' transpose_forward
+    patch: tuple[int, ...]  # t frame
     step: float = 0.5
 
     @property

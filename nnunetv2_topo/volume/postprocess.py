@@ -119,7 +119,7 @@ def _label(work: WorkArrays, idx):
 def _face_shapes(work: WorkArrays, idx) -> list[tuple[int, int]]:
     classes = _open(work.url, work.classes, work.token)
     box = [s.stop - s.start for s in _slices(idx, classes.chunks, classes.shape)]
-    return [tuple(n for a, n in enumerate(box) if a != ax) for ax in range(3) for _ in range(2)]  # type: ignore
+    return [tuple(n for a, n in enumerate(box) if a != ax) for ax in range(3) for _ in range(2)]
 
 
 FACE_ORDER = [f"{ax}{side}" for ax in range(3) for side in "lh"]

@@ -414,8 +414,8 @@ def predict_volume(
     threshold = 0.5 if steps is None else steps.threshold
     high = None if steps is None else steps.hysteresis_high
     run = RunSpec(
-        source, tuple(folders), tuple(weights), device, tta, fusion, crop,  # type: ignore[arg-type]
-        None if scan["zscore"] is None else tuple(scan["zscore"]), output, chunk, threshold, high,  # type: ignore
+        source, tuple(folders), tuple(weights), device, tta, fusion, crop,
+        None if scan["zscore"] is None else tuple(scan["zscore"]), output, chunk, threshold, high,
         classes, probabilities, skip_empty, cache_mb << 20, tile_cache_mb << 20, mask=mask,
         deterministic=deterministic,
     )  # fmt: skip

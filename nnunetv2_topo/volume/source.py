@@ -73,11 +73,11 @@ def parse_bbox(text: str) -> Box:
     parts = text.split(",")
     if len(parts) != 3 or not all(re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", p) for p in parts):
         raise VolumeInputError(f"--bbox {text!r}: expected z0:z1,y0:y1,x0:x1 with integers, e.g. 0:512,1000:2024,0:512")
-    box = tuple(tuple(int(v) for v in p.split(":")) for p in parts)
+    box = tuple((int(lo), int(hi)) for lo, hi in (p.split(":") for p in parts))
     for (lo, hi), axis in zip(box, "zyx", strict=True):
         if hi <= lo:
             raise VolumeInputError(f"--bbox {text!r}: {axis} range {lo}:{hi} is empty (end must exceed start)")
-    return box  # type: ignore[return-value]
+    return box
 
 
 def _multiscales(attrs: dict) -> list | None:
