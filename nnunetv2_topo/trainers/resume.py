@@ -87,8 +87,7 @@ class ResumeMixin(_Host):
         cfg, driver = self.topo_config, self.plateau_driver
         assert driver is not None, "restore_optimizer before configure_optimizers"
         if saved.get("optimizer", cfg["optimizer"]) != cfg["optimizer"]:
-            self.optimizer = build_optimizer(cfg["optimizer"], self.network.parameters(), self.initial_lr,
-                                             self.weight_decay)  # fmt: skip
+            self.optimizer = build_optimizer(cfg["optimizer"], self.network, self.initial_lr, self.weight_decay, cfg)
             driver.attach(self.optimizer)
             self.print_to_log_file(
                 f"optimizer changed on resume ({saved['optimizer']} -> {cfg['optimizer']}): {cfg['optimizer']} "
