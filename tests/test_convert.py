@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from dataset_conversion import convert_vesuvius
-from dataset_conversion.convert_vesuvius import convert, main
-from dataset_conversion.splits import SplitError, by_scroll_folds, make_splits, stratified_folds
+from nnunetv2_topo.conversion import convert_vesuvius
+from nnunetv2_topo.conversion.convert_vesuvius import convert, main
+from nnunetv2_topo.conversion.splits import SplitError, by_scroll_folds, make_splits, stratified_folds
 from nnunetv2_topo.io import write_tiff
 
 DS = "Dataset005_Vesuvius"

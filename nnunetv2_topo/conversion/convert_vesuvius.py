@@ -20,13 +20,27 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from dataset_conversion.splits import DEFAULT_SEED, SPLIT_MODES, SplitError, describe_splits, make_splits, save_splits
-from dataset_conversion.validation import VERIFY_MODES, CaseResult, ConversionError, check_case, find_tiff, nbytes
 from nnunetv2_topo import LABELS
 from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values
+from nnunetv2_topo.conversion.case_checks import (
+    VERIFY_MODES,
+    CaseResult,
+    ConversionError,
+    check_case,
+    find_tiff,
+    nbytes,
+)
+from nnunetv2_topo.conversion.splits import (
+    DEFAULT_SEED,
+    SPLIT_MODES,
+    SplitError,
+    describe_splits,
+    make_splits,
+    save_splits,
+)
 from nnunetv2_topo.errors import EXIT_USER_ERROR, TopoError, describe_os_error
 from nnunetv2_topo.io import staged_directory
-from nnunetv2_topo.resources import cpu_cores
+from nnunetv2_topo.machine import cpu_cores
 
 PROG = "nnUNetv2_convert_vesuvius"
 SPACING = {"spacing": [1.0, 1.0, 1.0]}
@@ -44,7 +58,7 @@ class Inputs:
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
-    from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
+    from nnunetv2_topo.ids_csv import KaggleCSVError, read_ids_csv
 
     try:
         return [(r.id, r.scroll_id) for r in read_ids_csv(path)]
