@@ -190,11 +190,11 @@ def build_bundle(req: BundleRequest, progress: Callable[[str], None] = _say) -> 
 
 
 def _submit_script() -> Path:
-    """The file that becomes the bundle's ``submit.py``. It runs the ``nnunetv2_topo`` command, so it lives with the
-    commands (``cli/kaggle_submit.py``); the bundle copies the file and never imports it."""
+    """The file that becomes the bundle's ``submit.py``. It runs the ``nnunetv2_topo`` command, so it lives in the
+    commands layer (``templates/kaggle_submit.py``); the bundle copies the file and never imports it."""
     import importlib.util
 
-    spec = importlib.util.find_spec("nnunetv2_topo.cli.kaggle_submit")
+    spec = importlib.util.find_spec("nnunetv2_topo.templates.kaggle_submit")
     assert spec is not None and spec.origin is not None, "a module of this package has a file"
     return Path(spec.origin)
 
