@@ -20,10 +20,27 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from nnunetv2_topo.scroll.grid import Box
 
-_LOADED_MODELS: dict[str, object] = {}
+if TYPE_CHECKING:
+    from nnunetv2_topo.scroll.writer import ChunkWriter
+
+
+class UnitModels(Protocol):
+    """What :func:`process_unit` uses of a process's loaded models (``LoadedModels`` of a run)."""
+
+    writer: ChunkWriter
+
+    def counters(self) -> dict: ...
+
+    def begin_unit(self, boxes: Sequence[Box]) -> None: ...
+
+    def process(self, box: Box, next_box: Box | None = None) -> None: ...
+
+
+_LOADED_MODELS: dict[str, UnitModels] = {}
 _MODELS_LOCK = threading.RLock()  # held while the models are loaded or used: one unit at a time per process
 
 
@@ -116,7 +133,7 @@ def close_client(client, spec: str) -> None:
         cluster.close()
 
 
-def loaded_models_for(run) -> object:
+def loaded_models_for(run) -> UnitModels:
     """This process's :class:`~nnunetv2_topo.scroll.prediction.LoadedModels` for ``run`` (models loaded on first
     use); call it holding ``_MODELS_LOCK``."""
     models = _LOADED_MODELS.get(run.key)
