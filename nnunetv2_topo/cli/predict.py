@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from nnunetv2_topo.cli.model_options import device as model_device
+from nnunetv2_topo.cli.model_options import load_config, resolve_models
+
 HELP = "predict with one or more trained nnU-Net models, fused in memory, into <id>.tif files or a submission.zip"
 DESCRIPTION = """\
 Predict every volume of --input with each --model (nnU-Net's own preprocessing and sliding window, the folds'
@@ -75,90 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "for logs where a progress bar is unreadable (Kaggle's notebook log)",
     )
     add_volume_arguments(parser)
-
-
-def _device(name: str | None):
-    import torch
-
-    from nnunetv2_topo.cli.main import CLIError
-
-    if name is None:
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CLIError("--device cuda: no CUDA device is visible to torch; use --device cpu")
-    return torch.device(name)
-
-
-def _fusion(args: argparse.Namespace, n_models: int, config):
-    """(mode, weights): --fusion/--weights when either is given, else the --config file's fusion, else logit/equal."""
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.postprocessing.fusion import check_fusion_weights
-
-    if config is not None and args.weights is None and args.fusion is None:
-        mode, weights, source = config.fusion.mode, config.fusion.weights, f"{args.config} (fusion.weights)"
-    else:
-        mode, weights, source = args.fusion or "logit", args.weights, "--weights"
-    try:
-        return mode, check_fusion_weights(weights, n_models)
-    except ValueError as exc:
-        raise CLIError(f"{source}: {exc} (one weight per --model, {n_models} model(s) given)") from exc
-
-
-def _checkpoints(args: argparse.Namespace, n_models: int, config) -> list[str]:
-    """Per model: --checkpoint, else the --config file's fusion.checkpoints (chosen by tune), else the final one."""
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.postprocessing.probabilities import FINAL_CHECKPOINT
-
-    chosen = None if config is None else config.fusion.checkpoints
-    if args.checkpoint is not None:
-        if chosen is not None and any(c not in (None, args.checkpoint) for c in chosen):
-            print(
-                f"--checkpoint {args.checkpoint} overrides fusion.checkpoints = "
-                f"{','.join(str(c) for c in chosen)} from {args.config}",
-                file=sys.stderr,
-            )
-        return [args.checkpoint] * n_models
-    if chosen is None:
-        return [FINAL_CHECKPOINT] * n_models
-    if len(chosen) != n_models:
-        raise CLIError(
-            f"{args.config} (fusion.checkpoints) names {len(chosen)} checkpoint(s) for {n_models} --model(s); give "
-            "one --model per tuned input, in order, or choose one for all with --checkpoint"
-        )
-    return [c or FINAL_CHECKPOINT for c in chosen]
-
-
-def resolve_models(args: argparse.Namespace, config):
-    """``(checked model folders, fusion mode, weights)`` of the models that take part: a model of weight 0 (left
-    out by tune) is neither checked nor loaded; each model with its checkpoint (:func:`_checkpoints`)."""
-    from nnunetv2_topo.inference.models import check_model_folders
-
-    mode, weights = _fusion(args, len(args.model), config)
-    checkpoints = _checkpoints(args, len(args.model), config)
-    for model, weight in zip(args.model, weights, strict=True):
-        if weight == 0:
-            print(f"{model}: fusion weight 0 (left out of the ensemble): not loaded", file=sys.stderr)
-    used = [i for i, w in enumerate(weights) if w > 0]
-    folders = check_model_folders([args.model[i] for i in used], args.folds, [checkpoints[i] for i in used])
-    return folders, mode, tuple(weights[i] for i in used)
-
-
-def load_config(args: argparse.Namespace):
-    """The --config file (None without one); an unfinished tune's file is used with a warning."""
-    from nnunetv2_topo.cli.main import CLIError
-
-    if args.config is None:
-        return None
-    from nnunetv2_topo.postprocessing.config_file import load_postprocess_file, unfinished_search_warning
-
-    try:
-        config = load_postprocess_file(args.config)
-    except (OSError, ValueError) as exc:
-        raise CLIError(str(exc)) from exc
-    warning = unfinished_search_warning(config, args.config)
-    if warning:
-        print(warning, file=sys.stderr)
-    return config
 
 
 def _check_output(args: argparse.Namespace) -> bool:
@@ -250,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         folders, mode, weights = resolve_models(args, config)
     except (CaseError, ModelError, SubmissionError) as exc:
         raise CLIError(str(exc)) from exc
-    device = _device(args.device)
+    device = model_device(args.device)
     part = split_part(cases, args.num_parts, args.part_id)
     _check_intensities(args, folders, part)
     return _predict(args, folders, weights, mode, config, device, cases, part, is_zip)

@@ -115,7 +115,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def run_volume(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.cli.predict import _device, load_config, resolve_models
+    from nnunetv2_topo.cli.model_options import device as model_device
+    from nnunetv2_topo.cli.model_options import load_config, resolve_models
     from nnunetv2_topo.inference.cases import CaseError, check_part
     from nnunetv2_topo.inference.models import ModelError, use_topo_trainers
     from nnunetv2_topo.volume import (
@@ -144,7 +145,7 @@ def run_volume(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
-    device = _device(args.device)
+    device = model_device(args.device)
     use_topo_trainers()
     import torch
 
