@@ -132,7 +132,8 @@ def add_probability_arguments(parser: argparse.ArgumentParser, input_required: b
 def resolve_fusion(args: argparse.Namespace, base=None, source: str | None = None):
     """``(inputs, FusionSpec, notes)`` from --input, --weights and --fusion over ``base`` (a file's fusion, read
     from ``source``), by the one fusion rule of :mod:`nnunetv2_topo.inference.fusion_settings`."""
-    from nnunetv2_topo.inference.fusion_settings import FusionFlags, resolve_fusion as resolve
+    from nnunetv2_topo.inference.fusion_settings import FusionFlags
+    from nnunetv2_topo.inference.fusion_settings import resolve_fusion as resolve
 
     inputs = list(args.input or [])
     flags = FusionFlags(mode=args.fusion, weights=args.weights)
