@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -83,3 +84,44 @@ def test_worker_flag_is_one_block_in_every_command() -> None:
         assert flags["num_processes"] == ["-np", "--num-processes"], module.__name__
     convert = build_parser()
     assert {a.dest: a.option_strings for a in convert._actions}["num_processes"] == ["-np", "--num-processes"]
+
+
+RENAMED = [  # (command, old, new, a value, the other required arguments)
+    ("synth", "--out", "--output", "d", []),
+    ("evaluate", "--pred", "--input", "p", ["--gt", "g"]),
+    ("submit", "--pred", "--binary-input", "p", ["--images", "i", "--csv", "c.csv"]),
+    ("submit", "--out", "--output", "s.zip", ["--images", "i", "--csv", "c.csv"]),
+    ("plot", "--out", "--output", "p.png", ["fold_0"]),
+    ("tune", "--time-budget", "--time-budget-minutes", "5", ["--input", "p", "--gt", "g", "--output", "pp.json"]),
+    ("schedule", "--config", "--topo-config", "c.yaml", ["--log", "log.txt"]),
+    ("finalize", "--wait", "--wait-seconds", "3", ["out.zarr"]),
+]
+
+
+@pytest.mark.parametrize(("command", "old", "new", "value", "rest"), RENAMED)
+def test_old_flag_spellings_still_work_with_a_note(command, old, new, value, rest, capsys) -> None:
+    """A renamed flag's old spelling parses to the same namespace as the new one (also as --old=VALUE), prints one
+    note on stderr naming the new flag, and is hidden among the options of --help (listed at its end)."""
+    parser = build_parser()
+    expected = parser.parse_args([command, *rest, new, value])
+    assert capsys.readouterr().err == ""
+    assert parser.parse_args([command, *rest, old, value]) == expected
+    assert parser.parse_args([command, *rest, f"{old}={value}"]) == expected
+    err = capsys.readouterr().err
+    assert err.count(f"nnunetv2_topo {command}: note: {old} is deprecated; use {new}") == 2
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    options, _, tail = capsys.readouterr().out.partition("old spellings, still accepted with a note:")
+    assert f"{old} (now {new})" in tail and f" {old} " not in options and new in options
+    with pytest.raises(SystemExit) as exc:  # a bad value: argparse's refusal names the new flag
+        parser.parse_args([command, *rest, old])
+    assert exc.value.code == 2 and re.search(f"argument (-o/)?{new}: expected one argument", capsys.readouterr().err)
+
+
+def test_rename_flag_refuses_an_unknown_new_flag() -> None:
+    import argparse
+
+    from nnunetv2_topo.cli.arguments import rename_flag
+
+    with pytest.raises(ValueError, match="has no flag --output"):
+        rename_flag(argparse.ArgumentParser(prog="x"), "--out", "--output")

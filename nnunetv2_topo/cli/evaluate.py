@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from nnunetv2_topo.cli.arguments import add_processes_argument
+from nnunetv2_topo.cli.arguments import add_processes_argument, rename_flag
+from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.evaluation.score_table import format_table
 
 __all__ = ["add_arguments", "format_table", "run", "write_json"]
@@ -41,7 +42,8 @@ need neither.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from nnunetv2_topo.metrics.topo_score import ENGINES
 
-    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted volumes")
+    parser.add_argument("--input", required=True, type=Path, help="folder of predicted volumes")
+    rename_flag(parser, "--pred", "--input")
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label volumes (2 = ignore)")
     parser.add_argument("--json", type=Path, default=None, help="write all scores to this JSON file")
     add_processes_argument(
@@ -105,7 +107,6 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.metrics import EvaluationError, evaluate_folders
 
     processes = _default_processes(args.engine) if args.num_processes is None else args.num_processes
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     writer = _error_writer(args)
     try:
         result = evaluate_folders(
-            args.pred,
+            args.input,
             args.gt,
             num_processes=processes,
             progress=not args.quiet,
@@ -142,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _error_writer(args: argparse.Namespace):
     """The error-map writer of ``--errors`` (its folder checked before any work), or ``None``."""
-    from nnunetv2_topo.errors import CLIError
 
     if args.errors is None:
         if args.dust_size is not None:
@@ -155,7 +155,7 @@ def _error_writer(args: argparse.Namespace):
     dust = PostprocessConfig().min_component_size if args.dust_size is None else args.dust_size
     if dust < 1:
         raise CLIError(f"--dust-size must be 1 or more voxels, got {dust}")
-    for flag, folder in (("--pred", args.pred), ("--gt", args.gt)):
+    for flag, folder in (("--input", args.input), ("--gt", args.gt)):
         if folder.exists() and args.errors.resolve() == folder.resolve():
             raise CLIError(f"--errors {args.errors} is the {flag} folder; give a folder of its own")
     check_output_folder(args.errors, args.overwrite, "--errors")

@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from nnunetv2_topo.errors import CLIError
+
 HELP = "package trained models, wheels, submit.py and a notebook into a dataset folder for an offline Kaggle notebook"
 DESCRIPTION = """\
 Write a folder for `kaggle datasets create -p DIR`, with which a Kaggle notebook without internet installs this
@@ -62,7 +64,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.kaggle.bundle import BundleRequest, build_bundle
     from nnunetv2_topo.kaggle.provided import BundleError
 

@@ -11,9 +11,10 @@ import argparse
 import importlib
 import sys
 
-from nnunetv2_topo.errors import EXIT_USER_ERROR, CLIError, TopoError, describe_os_error
+from nnunetv2_topo.cli.arguments import Parser
+from nnunetv2_topo.errors import EXIT_USER_ERROR, TopoError, describe_os_error
 
-__all__ = ["SUBCOMMANDS", "CLIError", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 # subcommand name -> module under nnunetv2_topo.cli
 SUBCOMMANDS: dict[str, str] = {
@@ -33,7 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nnunetv2_topo",
         description="Topology-aware nnU-Net v2 tooling for the Vesuvius Challenge surface-detection data.",
         epilog="Run 'nnunetv2_topo COMMAND --help' for the options of one command.",

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from nnunetv2_topo.errors import CLIError
+
 HELP = "fuse probability maps and clean them up: threshold/hysteresis, dust, holes, closing"
 DESCRIPTION = """\
 Read one case file per id from each --input (nnU-Net <case>.npz from nnUNetv2_predict --save_probabilities or
@@ -166,7 +168,6 @@ def resolve_options(args: argparse.Namespace):
     """
     import dataclasses
 
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.postprocessing import PostprocessConfig, load_postprocess_file
     from nnunetv2_topo.postprocessing.config_file import unfinished_search_warning
 
@@ -219,7 +220,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.io import write_tiff
     from nnunetv2_topo.outputs import check_output_folder
     from nnunetv2_topo.postprocessing import postprocess_volume

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from nnunetv2_topo.cli.model_options import device as model_device
 from nnunetv2_topo.cli.model_options import load_config, resolve_models
+from nnunetv2_topo.errors import CLIError
 
 HELP = "predict with one or more trained nnU-Net models, fused in memory, into <id>.tif files or a submission.zip"
 DESCRIPTION = """\
@@ -82,7 +83,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_output(args: argparse.Namespace) -> bool:
     """True for a zip output; refuses an existing zip without --overwrite and a zip for one part of several."""
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.outputs import check_output_file, check_output_folder
 
     is_zip = args.output.suffix.lower() == ".zip"
@@ -99,7 +99,6 @@ def _check_output(args: argparse.Namespace) -> bool:
 def _check_intensities(args: argparse.Namespace, folders, part) -> None:
     """Test images outside the models' training intensities (dataset fingerprint): refused, or with
     --allow-intensity-mismatch a warning per case."""
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.volume_checks import test_image_problems, training_intensities
 
     problems = test_image_problems([(c.id, c.image) for c in part], [training_intensities(f.path) for f in folders])
@@ -116,7 +115,6 @@ def _check_intensities(args: argparse.Namespace, folders, part) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.inference.cases import CaseError, iter_part_volumes, merged_part_files
     from nnunetv2_topo.submission import SubmissionError, check_ids, read_test_ids, write_volumes_zip
 
@@ -141,7 +139,6 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.main import CLIError
 
     if args.merge:
         return _merge(args)
@@ -176,7 +173,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _predict(args, folders, weights, mode, config, device, cases, part, is_zip) -> int:
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.inference.cases import CaseError, write_part_manifest
     from nnunetv2_topo.inference.models import ModelError, use_topo_trainers
     from nnunetv2_topo.inference.predict import RunReport, load_models, predict_cases

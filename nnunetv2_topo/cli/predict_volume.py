@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nnunetv2_topo.errors import CLIError
+
 VOLUME_HELP = """\
 Whole volumes (--input a Zarr v2/v3 array or an OME-Zarr group, local or an fsspec URL; --output OUT.zarr):
 one global sliding-window grid, blended exactly chunk by chunk (equal to predicting the volume as one case),
@@ -83,7 +85,6 @@ def missing_volume_packages() -> list[str]:
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    from nnunetv2_topo.cli.main import CLIError
 
     missing = missing_volume_packages()
     if missing:
@@ -114,7 +115,6 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def run_volume(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.model_options import device as model_device
     from nnunetv2_topo.cli.model_options import load_config, resolve_models
     from nnunetv2_topo.inference.cases import CaseError, check_part

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from nnunetv2_topo.cli.arguments import rename_flag
+from nnunetv2_topo.errors import CLIError
+
 HELP = "replay the TopoWarmup LR schedule (warmup -> plateau -> final anneal) on an nnU-Net training log"
 DESCRIPTION = f"""{HELP}.
 
 Check a schedule on last month's log before spending GPU days on it, or see what a TopoWarmup run did. The
 replay runs the trainer's own plateau driver (nnunetv2_topo.scheduling.PlateauDriver), built from:
 
-  a TopoWarmup run's own log (no --config, no --trainer): the effective configuration each start printed, from
+  a TopoWarmup run's own log (no --topo-config, no --trainer): the effective configuration each start printed, from
       the epoch it took effect; a run resumed with a larger num_epochs (or a change allowed by
       allow_config_change) is replayed as the trainer resumed it, so the replayed LR is the LR of every epoch
-  --config FILE / --trainer NAME: the configuration the trainer would resolve: the defaults of --trainer (default
+  --topo-config FILE / --trainer NAME: the configuration the trainer would resolve: the defaults of --trainer (default
       nnUNetTrainerTopoWarmup), overridden by the YAML you would point nnUNet_topo_config at (the variable itself
       is not read here); for nnU-Net's own logs, or to try another configuration on a log
 
@@ -34,7 +37,7 @@ each restart of the run changed (an extension: the LR it continued at, where the
 examples:
   nnunetv2_topo schedule --log fold_0/training_log_*.txt          # a TopoWarmup run, from its own logs
   nnunetv2_topo schedule --log fold_0/training_log_2026_1_7_21_20_00.txt --trainer nnUNetTrainerTopoWarmup
-  nnunetv2_topo schedule --log fold_0/training_log_*.txt --config my_config.yaml --json lr.json --plot lr.png
+  nnunetv2_topo schedule --log fold_0/training_log_*.txt --topo-config my_config.yaml --json lr.json --plot lr.png
   nnunetv2_topo schedule --log old.txt --trainer nnUNetTrainerTopoWarmup_250epochs
 """
 
@@ -45,10 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", action="extend", nargs="+", required=True, metavar="TRAINING_LOG",
                         help="nnU-Net's fold_X/training_log_*.txt; several files (a resumed run writes one per "
                         "start) are read as one run")  # fmt: skip
-    parser.add_argument("--config", metavar="FILE", help="YAML configuration (the keys of nnUNet_topo_config) "
-                        "instead of the configuration the log printed")  # fmt: skip
+    parser.add_argument("--topo-config", metavar="FILE", help="trainer configuration YAML (the keys of "
+                        "nnUNet_topo_config) instead of the configuration the log printed")  # fmt: skip
+    rename_flag(parser, "--config", "--topo-config")
     parser.add_argument("--trainer", metavar="NAME", help=f"TopoWarmup trainer whose defaults to start from instead "
-                        f"of the configuration the log printed (default with --config or a log without one: "
+                        f"of the configuration the log printed (default with --topo-config or a log without one: "
                         f"{BASE_TRAINER})")  # fmt: skip
     parser.add_argument("--num-epochs", type=int, metavar="N", help="epochs to replay (default: num_epochs of the "
                         "(last) configuration); the final anneal is placed at the end of these N epochs")  # fmt: skip
@@ -63,7 +67,6 @@ def _trainer_class(name: str) -> type:
     import difflib
 
     import nnunetv2_topo.trainers as trainers
-    from nnunetv2_topo.errors import CLIError
 
     topo = getattr(trainers, BASE_TRAINER)
     names = _topo_names()
@@ -128,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.io import atomic_write_text
     from nnunetv2_topo.outputs import check_output_file
     from nnunetv2_topo.scheduling.plateau_driver import final_anneal_epochs, smoothed
@@ -139,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_epochs is not None and args.num_epochs < 1:
         raise CLIError(f"--num-epochs {args.num_epochs}: must be >= 1")
-    if args.config is not None and not Path(args.config).is_file():
-        raise CLIError(f"--config {args.config}: no such file")
+    if args.topo_config is not None and not Path(args.topo_config).is_file():
+        raise CLIError(f"--topo-config {args.topo_config}: no such file")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_output_file(path, args.overwrite, flag)
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         log = read_training_logs(args.log)
     except TrainingLogError as exc:
         raise CLIError(str(exc)) from None
-    from_log = args.config is None and args.trainer is None and bool(log.configs)
+    from_log = args.topo_config is None and args.trainer is None and bool(log.configs)
     restarts: list[tuple[int, dict]] = []
     try:
         if from_log:
@@ -162,16 +164,16 @@ def run(args: argparse.Namespace) -> int:
         else:
             cls = _trainer_class(args.trainer or BASE_TRAINER)
             config = config_from_file(
-                args.config,
+                args.topo_config,
                 cls.merged_topo_defaults(),
                 variant_name=f"{cls.__name__}.topo_defaults",
                 fixed_keys=cls.topo_fixed_keys,
             )
-            title = f"{cls.__name__}{' + ' + args.config if args.config else ''}"
+            title = f"{cls.__name__}{' + ' + args.topo_config if args.topo_config else ''}"
         last = restarts[-1][1] if restarts else config
         if args.num_epochs is not None:
             last["num_epochs"] = args.num_epochs
-        warnings = check_consistency(last, args.config or title)
+        warnings = check_consistency(last, args.topo_config or title)
     except TopoConfigError as exc:
         raise CLIError(str(exc)) from None
     metric = last["plateau_metric"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values
+from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values, rename_flag
+from nnunetv2_topo.errors import CLIError
 
 if TYPE_CHECKING:
     from nnunetv2_topo.synth.generator import SheetTopology
@@ -29,15 +30,16 @@ others are 1.5-6 voxels (nominal: 15 % touch, 5-16 voxels), and 90 % of the shee
 1-3). --touch-rate, --gap, --hole-rate and --max-holes override single knobs of the chosen regime.
 
 examples:
-  nnunetv2_topo synth --out synth_data --cases 8 --shape 96 96 96 --test-cases 2
-  nnunetv2_topo synth --out crowded --cases 8 --shape 64 64 64 --regime crowded --hole-rate 0.6
+  nnunetv2_topo synth --output synth_data --cases 8 --shape 96 96 96 --test-cases 2
+  nnunetv2_topo synth --output crowded --cases 8 --shape 64 64 64 --regime crowded --hole-rate 0.6
 """
 
 REGIMES = ("nominal", "crowded")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (created; must not exist or be empty)")
+    parser.add_argument("--output", required=True, help="output folder (created; must not exist or be empty)")
+    rename_flag(parser, "--out", "--output")
     parser.add_argument("--cases", type=int, default=8, help="number of training cases (default: 8)")
     parser.add_argument(
         "--shape",
@@ -65,12 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hole-rate", type=float, help="chance that a sheet has holes, 0-1")
     parser.add_argument("--max-holes", type=int, help="a holed sheet has 1..MAX_HOLES holes")
     add_processes_argument(parser, "worker processes (default: 1)", default=1)
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.outputs import check_output_folder
     from nnunetv2_topo.synth.layout import SynthError, write_kaggle_dataset
 
@@ -82,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--shape must be three positive sizes (Z Y X), got {' '.join(map(str, args.shape))}")
     check_memory(tuple(args.shape), args.num_processes)
     topology = sheet_topology(args)
-    check_output_folder(args.out, args.overwrite, "--out", create=False)
+    check_output_folder(args.output, args.overwrite, "--output", create=False)
     try:
         names = ("cases", "test_cases", "seed", "ids_from", "num_processes", "overwrite")
         train, test = write_kaggle_dataset(
-            args.out, shape=tuple(args.shape), progress=not args.quiet, topology=topology, **arg_values(args, *names)
+            args.output, shape=tuple(args.shape), progress=not args.quiet, topology=topology, **arg_values(args, *names)
         )
     except SynthError as exc:
         raise CLIError(str(exc)) from None
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     for r in train:
         scrolls[r.scroll_id] = scrolls.get(r.scroll_id, 0) + 1
     per_scroll = ", ".join(f"{s}: {c}" for s, c in sorted(scrolls.items(), key=lambda kv: -kv[1]))
-    print(f"wrote {len(train)} training and {len(test)} test cases to {args.out} (scrolls {per_scroll})")
+    print(f"wrote {len(train)} training and {len(test)} test cases to {args.output} (scrolls {per_scroll})")
     return 0
 
 
@@ -106,7 +107,6 @@ def check_memory(shape: tuple[int, ...], processes: int, available: int | None =
     """Refuse a --shape whose cases cannot fit in memory (``processes`` generated at once) before allocating."""
     import math
 
-    from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.resources import available_memory_bytes
 
     need = BYTES_PER_VOXEL * math.prod(shape) * processes
@@ -125,7 +125,6 @@ def sheet_topology(args: argparse.Namespace) -> SheetTopology:
     the flag."""
     import dataclasses
 
-    from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.synth.generator import SheetTopology, SheetTopologyError
 
     base = SheetTopology.crowded() if args.regime == "crowded" else SheetTopology()

@@ -6,7 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
-from nnunetv2_topo.cli.arguments import add_processes_argument
+from nnunetv2_topo.cli.arguments import add_processes_argument, rename_flag
+from nnunetv2_topo.errors import CLIError
 
 HELP = "choose post-processing settings by the exact competition score (writes postprocess.json)"
 DESCRIPTION = """\
@@ -34,7 +35,7 @@ engine again. The report gives the ablation table (none -> + each step), the in-
 a cross-validated one (chosen on some cases, scored on the others), and per searched coordinate the chosen value
 against the runner-up: paired difference over cases with a bootstrap 95 % interval, how often the choice wins in
 bootstrap resamples, the cross-validated gain; a choice whose interval includes 0 is marked "within noise"; plus
-the score without each model. Ctrl-C or --time-budget stop the search with the best setting so far written.
+the score without each model. Ctrl-C or --time-budget-minutes stop the search with the best setting so far written.
 """
 
 
@@ -65,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_processes_argument(
         parser, "worker processes (default: CPU cores, at most one per case; 0 = everything in this process)"
     )
-    parser.add_argument("--time-budget", type=float, default=None, help="stop the search after MIN minutes")
+    parser.add_argument("--time-budget-minutes", type=float, metavar="MIN", help="stop the search after MIN minutes")
+    rename_flag(parser, "--time-budget", "--time-budget-minutes")
     parser.add_argument(
         "--cv-folds", type=int, default=2, help="folds of the cross-validated gain estimate (default 2)"
     )
@@ -76,7 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.io import index_volumes
 
     return index_volumes(gt_dir, "--gt", CLIError, required=True)
@@ -84,7 +85,6 @@ def _gt_files(gt_dir: Path) -> dict[str, Path]:
 
 def _checkpoint_options(args: argparse.Namespace) -> list[tuple[str | None, ...]]:
     """Per --input, the checkpoints to choose from (``(None,)`` for a folder of maps)."""
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.postprocessing.config_file import check_checkpoint_names
     from nnunetv2_topo.postprocessing.probabilities import model_checkpoints, validation_folder
 
@@ -113,7 +113,6 @@ def _checkpoint_options(args: argparse.Namespace) -> list[tuple[str | None, ...]
 
 
 def _sources(args: argparse.Namespace, fusion, options: list[tuple[str | None, ...]]) -> list:
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, index_cases, paired_cases
     from nnunetv2_topo.tuning import CaseSource
 
@@ -159,7 +158,6 @@ def _sources(args: argparse.Namespace, fusion, options: list[tuple[str | None, .
 
 def run(args: argparse.Namespace) -> int:
 
-    from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.postprocess import resolve_fusion
     from nnunetv2_topo.outputs import check_output_file
     from nnunetv2_topo.tuning import tune
@@ -172,8 +170,10 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--weight-grid sets the grid of searched weights; --weights fixes them: drop one of the two")
     if args.weight_grid is not None and not 1 <= args.weight_grid <= 20:
         raise CLIError(f"--weight-grid must be an integer from 1 to 20, got {args.weight_grid}")
-    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
-        raise CLIError(f"--time-budget must be a positive number of minutes, got {args.time_budget}")
+    if args.time_budget_minutes is not None and not (
+        math.isfinite(args.time_budget_minutes) and args.time_budget_minutes > 0
+    ):
+        raise CLIError(f"--time-budget-minutes must be a positive number, got {args.time_budget_minutes}")
     if args.cv_folds < 2:
         raise CLIError(f"--cv-folds must be at least 2, got {args.cv_folds}")
     if args.num_processes is not None and args.num_processes < 0:
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
             fusion,
             gt=str(args.gt),
             num_processes=np_,
-            time_budget_s=None if args.time_budget is None else args.time_budget * 60,
+            time_budget_s=None if args.time_budget_minutes is None else args.time_budget_minutes * 60,
             cv_folds=args.cv_folds,
             progress=not args.quiet,
             ensemble=ensemble,
