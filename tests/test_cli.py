@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -125,3 +126,41 @@ def test_rename_flag_refuses_an_unknown_new_flag() -> None:
 
     with pytest.raises(ValueError, match="has no flag --output"):
         rename_flag(argparse.ArgumentParser(prog="x"), "--out", "--output")
+
+
+@pytest.mark.parametrize(
+    ("argv", "listed"),
+    [
+        (["predict", "--output", "o", "--tta", "rot"], "'none', 'mirror', 'mirror+rot90'"),
+        (["predict", "--output", "o.zarr", "--zarr-format", "4"], "2, 3"),
+        (["kaggle-bundle", "--model", "m", "--output", "o", "--tta", "all"], "'none', 'mirror', 'mirror+rot90'"),
+        (["postprocess", "--input", "i", "--output", "o", "--fusion", "max"], "'logit', 'prob'"),
+        (["postprocess", "--input", "i", "--output", "o", "--plug-method", "x"], "'lut', 'axis', 'both'"),
+        (["evaluate", "--input", "p", "--gt", "g", "--engine", "fast"], "'auto', 'rules', 'betti-matching-3d'"),
+        (["synth", "--output", "o", "--regime", "dense"], "'nominal', 'crowded'"),
+        (["demo", "--device", "tpu"], "'auto', 'cpu', 'cuda'"),
+    ],
+)
+def test_a_bad_choice_lists_the_valid_values(argv, listed, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert f"invalid choice: {argv[-1]!r}".replace("'4'", "4") + f" (choose from {listed})" in capsys.readouterr().err
+
+
+def test_help_texts_state_defaults_and_no_measured_numbers() -> None:
+    """Defaults come from the parser (%(default)s), not from hand-written text that can drift; --help carries no
+    measured times or memory sizes (they live in benchmarks/RESULTS.md) and does not recommend --tta mirror+rot90,
+    which lowered the score there."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    measured = re.compile(r"~ ?\d|\d+(\.\d+)? ?(ms|s|GB|MB|GiB|MiB)\b(?! \w+ cache)")
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        assert not measured.search(text), (name, measured.search(text))
+        for action in command._actions:
+            shown = action.default if isinstance(action.default, (int, float, str)) else None
+            if action.help and shown not in (None, False, argparse.SUPPRESS) and "%(default)" not in action.help:
+                assert f"default {shown})" not in action.help.replace(":", ""), (name, action.dest)
+    predict = sub.choices["predict"].format_help()
+    assert "--tta mirror+rot90" not in predict

@@ -31,16 +31,17 @@ per octant tile and SurfaceDice), and DIR/summary.txt/.json (which error kind co
 printed). The scores are the same as without --errors; the error maps cost up to about as much again.
 
 Speed: the Betti matching of each 160^3 tile (8 per 320^3 volume) is computed by the engine's own rules for
-binary tiles (--engine auto, the default: ~1 s and ~0.2 GB per sheet-like tile; -np P tiles in parallel threads).
-A tile whose tunnel reduction goes past a work bound falls back to the Betti-Matching-3D engine (~6-11 s and
-~4.6 GB per tile, in worker processes capped by free memory); the output says how many did. --engine
-betti-matching-3d uses the engine for every tile. Tiles where the prediction is empty or equals the ground truth
-need neither.
+binary tiles (--engine auto, the default: fast and light on sheet-like tiles; -np P tiles in parallel threads).
+A tile whose tunnel reduction goes past a work bound falls back to the Betti-Matching-3D engine (several times
+slower and with several GB per tile, in worker processes capped by free memory); the output says how many did.
+--engine betti-matching-3d uses the engine for every tile. Tiles where the prediction is empty or equals the
+ground truth need neither. Times and memory: see benchmarks/RESULTS.md.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from nnunetv2_topo.metrics.topo_score import ENGINES
+    from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
     parser.add_argument("--input", required=True, type=Path, help="folder of predicted volumes")
     rename_flag(parser, "--pred", "--input")
@@ -48,15 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write all scores to this JSON file")
     add_processes_argument(
         parser,
-        "tiles matched in parallel (default: CPU cores; with --engine betti-matching-3d also capped by free "
-        "memory at ~4.6 GB per worker process; 0 = everything in this thread)",
+        "tiles matched in parallel (default: CPU cores; with --engine betti-matching-3d also capped by the free "
+        "memory the engine needs per worker process; 0 = everything in this thread)",
     )
     parser.add_argument(
         "--engine",
         choices=ENGINES,
         default="auto",
         help="how tiles are matched: auto = the exact rules, the Betti-Matching-3D engine for tiles past their work "
-        "bound (default); rules = the rules without a bound; betti-matching-3d = the engine for every tile",
+        "bound; rules = the rules without a bound; betti-matching-3d = the engine for every tile (default %(default)s)",
     )
     parser.add_argument(
         "--only-predicted",
@@ -78,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="with --errors: a predicted component meeting no ground-truth sheet is dust below N voxels, a false "
-        "positive from N (default: the post-processing's dust size, 500)",
+        f"positive from N (default: the post-processing's dust size, {PostprocessConfig().min_component_size})",
     )
     parser.add_argument(
         "--overwrite",
@@ -107,7 +108,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.metrics import EvaluationError, evaluate_folders
+    from nnunetv2_topo.metrics import evaluate_folders
 
     processes = _default_processes(args.engine) if args.num_processes is None else args.num_processes
     if processes < 0:
@@ -115,18 +116,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None and args.json.is_dir():
         raise CLIError(f"--json {args.json} is a directory; give a file name such as scores.json")
     writer = _error_writer(args)
-    try:
-        result = evaluate_folders(
-            args.input,
-            args.gt,
-            num_processes=processes,
-            progress=not args.quiet,
-            only_predicted=args.only_predicted,
-            engine=args.engine,
-            diagnose=writer,
-        )
-    except EvaluationError as exc:
-        raise CLIError(str(exc)) from exc
+    result = evaluate_folders(
+        args.input,
+        args.gt,
+        num_processes=processes,
+        progress=not args.quiet,
+        only_predicted=args.only_predicted,
+        engine=args.engine,
+        diagnose=writer,
+    )
     if not args.quiet:
         print(format_table(result))
     else:

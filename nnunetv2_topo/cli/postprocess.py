@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.io import write_tiff
     from nnunetv2_topo.outputs import check_output_folder
     from nnunetv2_topo.postprocessing import postprocess_volume
-    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
+    from nnunetv2_topo.postprocessing.probabilities import fuse_probability_files, paired_cases
 
     inputs, fusion, steps, notes = resolve_options(args)
     for note in notes:
@@ -231,16 +231,10 @@ def run(args: argparse.Namespace) -> int:
     out_dir: Path = args.output
     if any(os.path.realpath(out_dir) == os.path.realpath(p) for p in inputs):
         raise CLIError("--output must differ from every --input (inputs would be overwritten)")
-    try:
-        cases = paired_cases(inputs, fusion.checkpoints)
-    except ProbabilityError as exc:
-        raise CLIError(str(exc)) from exc
+    cases = paired_cases(inputs, fusion.checkpoints)
     check_output_folder(out_dir, args.overwrite, "--output")
     for cid, paths in tqdm(cases.items(), desc="postprocess", unit="case"):
-        try:
-            probability = fuse_probability_files(paths, fusion.weights, fusion.mode)
-        except ProbabilityError as exc:
-            raise CLIError(str(exc)) from exc
+        probability = fuse_probability_files(paths, fusion.weights, fusion.mode)
         write_tiff(out_dir / f"{cid}.tif", postprocess_volume(probability, steps))
         del probability
     print(f"wrote {len(cases)} volume(s) to {out_dir} ({len(inputs)} input(s), {fusion.mode} fusion; {steps})")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nnunetv2_topo.cli.model_options import device as model_device
 from nnunetv2_topo.cli.model_options import load_config, resolve_models
@@ -19,7 +21,8 @@ then threshold at 0.5 or run the post-processing of --config. Nothing but the fi
   --input    Kaggle's test_images/ (<id>.tif) or nnU-Net's imagesTs/ (<id>_0000.tif)
   --output   a folder (one uint8 <id>.tif per case) or a .zip (a checked Kaggle submission)
   --model    a trained-model folder <trainer>__<plans>__<configuration> (repeat for several models)
-  --tta      none | mirror (nnU-Net's 8 mirrorings, its default) | mirror+rot90 (16 views: also 90 degrees about z)
+  --tta      none | mirror (nnU-Net's 8 mirrorings, its default) | mirror+rot90 (16 views: also 90 degrees about z;
+             twice the work, and it did not raise the score in benchmarks/RESULTS.md)
 
 Several machines: run with --num-parts N --part-id K into one folder per part (cases split as nnU-Net's
 -num_parts/-part_id do), then join them: nnunetv2_topo predict --merge PART_DIR ... --output submission.zip
@@ -27,7 +30,7 @@ Several machines: run with --num-parts N --part-id K into one folder per part (c
 Example (Kaggle notebook):
   nnunetv2_topo predict --input test_images --output submission.zip --csv test.csv \\
       --model results/Dataset100_Vesuvius/nnUNetTrainerTopoWarmup__nnUNetPlans__3d_fullres --folds 0 \\
-      --config postprocess.json --tta mirror+rot90 --time-budget-hours 8
+      --config postprocess.json --time-budget-hours 8
 """
 
 
@@ -51,12 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--weights", type=float, nargs="+", help="one fusion weight per --model (default: equal)")
     parser.add_argument("--fusion", choices=FUSION_MODES, help="fuse logits (default) or probabilities")
-    parser.add_argument("--tta", choices=TTA_MODES, default="mirror", help="test-time augmentation (default mirror)")
+    parser.add_argument(
+        "--tta", choices=TTA_MODES, default="mirror", help="test-time augmentation (default %(default)s)"
+    )
     parser.add_argument("--config", type=Path, help="postprocess.json (from tune): fusion and post-processing steps")
     parser.add_argument("--csv", type=Path, help="test.csv: check that the input's cases are exactly its ids")
     parser.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu")
-    parser.add_argument("--num-parts", type=int, default=1, help="split the cases into N parts (default 1)")
-    parser.add_argument("--part-id", type=int, default=0, help="the part to predict, 0..N-1 (default 0)")
+    parser.add_argument("--num-parts", type=int, default=1, help="split the cases into N parts (default %(default)s)")
+    parser.add_argument("--part-id", type=int, default=0, help="the part to predict, 0..N-1 (default %(default)s)")
     parser.add_argument("--time-budget-hours", type=float, help="warn when the ETA exceeds it; past it, no TTA")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="PART_DIR", help="join part folders into --output")
     parser.add_argument(
@@ -115,100 +120,116 @@ def _check_intensities(args: argparse.Namespace, folders, part) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.inference.cases import CaseError, iter_part_volumes, merged_part_files
-    from nnunetv2_topo.submission import SubmissionError, check_ids, read_test_ids, write_volumes_zip
+    from nnunetv2_topo.inference.cases import iter_part_volumes, merged_part_files
+    from nnunetv2_topo.outputs import check_output_file
+    from nnunetv2_topo.submission import check_ids, read_test_ids, write_volumes_zip
 
     extra = [f"--{k.replace('_', '-')}" for k in ("input", "config", "folds", "weights", "fusion") if getattr(args, k)]
     if args.model or extra:
         raise CLIError(f"--merge only joins finished parts; drop {', '.join(extra + ['--model'] * bool(args.model))}")
     if args.output.suffix.lower() != ".zip":
         raise CLIError(f"--merge writes a submission: --output must end in .zip, got {args.output}")
-    from nnunetv2_topo.outputs import check_output_file
-
     check_output_file(args.output, args.overwrite, "--output", "submission.zip")
-    try:
-        files = merged_part_files(args.merge)
-        ids = list(files)
-        if args.csv is not None:
-            check_ids(read_test_ids(args.csv), ids, args.csv, kind="input volume")
-        out = write_volumes_zip(args.output, ids, iter_part_volumes(files))
-    except (CaseError, SubmissionError) as exc:
-        raise CLIError(str(exc)) from exc
+    files = merged_part_files(args.merge)
+    ids = list(files)
+    if args.csv is not None:
+        check_ids(read_test_ids(args.csv), ids, args.csv, kind="input volume")
+    out = write_volumes_zip(args.output, ids, iter_part_volumes(files))
     print(f"wrote {out} ({len(ids)} case(s) from {len(args.merge)} part(s))")
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass
+class _Plan:
+    """What the checks found: the work of this part, and where it goes."""
 
+    folders: list
+    mode: str
+    weights: tuple[float, ...]
+    config: Any
+    cases: list
+    part: list
+    is_zip: bool
+
+
+def run(args: argparse.Namespace) -> int:
     if args.merge:
         return _merge(args)
     from nnunetv2_topo.cli.predict_volume import is_volume_run, run_volume
 
     if is_volume_run(args):
         return run_volume(args)
+    plan = _check(args)
+    device = model_device(args.device)
+    _check_intensities(args, plan.folders, plan.part)
+    volumes, report = _predict(args, plan, device)
+    _write(args, plan, volumes)
+    _report(args, plan, report)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> _Plan:
+    """Every check before any work: flags, output, input cases (against --csv), --config and the models."""
+    from nnunetv2_topo.inference.cases import check_part, index_input_images, split_part
+    from nnunetv2_topo.submission import check_ids, read_test_ids
+
     if args.input is None or not args.model:
         raise CLIError("--input and at least one --model are required (or --merge PART_DIR ... to join parts)")
     if args.time_budget_hours is not None and not args.time_budget_hours > 0:
         raise CLIError(f"--time-budget-hours must be > 0, got {args.time_budget_hours}")
-
-    from nnunetv2_topo.inference.cases import CaseError, check_part, index_input_images, split_part
-    from nnunetv2_topo.inference.models import ModelError
-    from nnunetv2_topo.submission import SubmissionError, check_ids, read_test_ids
-
-    # every check before any work
-    try:
-        check_part(args.num_parts, args.part_id)
-        is_zip = _check_output(args)
-        cases = index_input_images(args.input)
-        if args.csv is not None:
-            check_ids(read_test_ids(args.csv), [c.id for c in cases], args.csv, kind="input volume")
-        config = load_config(args)
-        folders, mode, weights = resolve_models(args, config)
-    except (CaseError, ModelError, SubmissionError) as exc:
-        raise CLIError(str(exc)) from exc
-    device = model_device(args.device)
+    check_part(args.num_parts, args.part_id)
+    is_zip = _check_output(args)
+    cases = index_input_images(args.input)
+    if args.csv is not None:
+        check_ids(read_test_ids(args.csv), [c.id for c in cases], args.csv, kind="input volume")
+    config = load_config(args)
+    folders, mode, weights = resolve_models(args, config)
     part = split_part(cases, args.num_parts, args.part_id)
-    _check_intensities(args, folders, part)
-    return _predict(args, folders, weights, mode, config, device, cases, part, is_zip)
+    return _Plan(folders, mode, weights, config, cases, part, is_zip)
 
 
-def _predict(args, folders, weights, mode, config, device, cases, part, is_zip) -> int:
-    from nnunetv2_topo.inference.cases import CaseError, write_part_manifest
-    from nnunetv2_topo.inference.models import ModelError, use_topo_trainers
+def _predict(args: argparse.Namespace, plan: _Plan, device):
+    """``(volumes, report)``: the models loaded, and the lazy stream of this part's final
+    volumes (each predicted, fused and post-processed when it is written)."""
+    from nnunetv2_topo.inference.models import use_topo_trainers
     from nnunetv2_topo.inference.predict import RunReport, load_models, predict_cases
-    from nnunetv2_topo.io import write_tiff
-    from nnunetv2_topo.submission import SubmissionError, write_volumes_zip
 
     use_topo_trainers()
-    try:
-        models = load_models(folders, weights, device, progress=not args.quiet)
-    except ModelError as exc:
-        raise CLIError(str(exc)) from exc
+    models = load_models(plan.folders, plan.weights, device, progress=not args.quiet)
     if not args.quiet:
-        print(f"{len(part)} case(s), {len(models)} model(s), fusion {mode}, TTA {args.tta}, device {device}, "
-              f"{'post-processing ' + str(args.config) if config else 'threshold 0.5'}", file=sys.stderr)  # fmt: skip
+        steps = f"post-processing {args.config}" if plan.config else "threshold 0.5"
+        print(f"{len(plan.part)} case(s), {len(models)} model(s), fusion {plan.mode}, TTA {args.tta}, device "
+              f"{device}, {steps}", file=sys.stderr)  # fmt: skip
     report = RunReport()
     volumes = predict_cases(
-        models, part, args.tta, mode, None if config is None else config.steps, report,
+        models, plan.part, args.tta, plan.mode, None if plan.config is None else plan.config.steps, report,
         budget_hours=args.time_budget_hours, progress=not args.quiet,
         log_case=(lambda line: print(line, file=sys.stderr, flush=True)) if args.log_cases else None,
     )  # fmt: skip
-    try:
-        if is_zip:
-            write_volumes_zip(args.output, [c.id for c in part], volumes)
-        else:
-            args.output.mkdir(parents=True, exist_ok=True)
-            if args.num_parts > 1:
-                write_part_manifest(args.output, [c.id for c in cases], args.num_parts, args.part_id)
-            for cid, mask in volumes:
-                write_tiff(args.output / f"{cid}.tif", mask)
-    except (CaseError, SubmissionError) as exc:
-        raise CLIError(str(exc)) from exc
+    return volumes, report
+
+
+def _write(args: argparse.Namespace, plan: _Plan, volumes) -> None:
+    """The volumes into the checked zip, or one <id>.tif each into the folder (with the part's manifest)."""
+    from nnunetv2_topo.inference.cases import write_part_manifest
+    from nnunetv2_topo.io import write_tiff
+    from nnunetv2_topo.submission import write_volumes_zip
+
+    if plan.is_zip:
+        write_volumes_zip(args.output, [c.id for c in plan.part], volumes)
+        return
+    args.output.mkdir(parents=True, exist_ok=True)
+    if args.num_parts > 1:
+        write_part_manifest(args.output, [c.id for c in plan.cases], args.num_parts, args.part_id)
+    for cid, mask in volumes:
+        write_tiff(args.output / f"{cid}.tif", mask)
+
+
+def _report(args: argparse.Namespace, plan: _Plan, report) -> None:
+    from nnunetv2_topo.cli.postprocess import warn_stale
+    from nnunetv2_topo.inference.cases import PART_MANIFEST
+
     print(report.summary(args.tta, args.time_budget_hours))
     print(f"wrote {args.output}")
-    if not is_zip:
-        from nnunetv2_topo.cli.postprocess import warn_stale
-        from nnunetv2_topo.inference.cases import PART_MANIFEST
-
-        warn_stale(args.output, [f"{c.id}.tif" for c in part] + [PART_MANIFEST])
-    return 0
+    if not plan.is_zip:
+        warn_stale(args.output, [f"{c.id}.tif" for c in plan.part] + [PART_MANIFEST])

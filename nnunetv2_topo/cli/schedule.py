@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.scheduling.plateau_driver import final_anneal_epochs, smoothed
     from nnunetv2_topo.scheduling.replay import replay
     from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs
-    from nnunetv2_topo.trainers.config import TopoConfigError, check_consistency, logged_config
+    from nnunetv2_topo.trainers.config import check_consistency, logged_config
     from nnunetv2_topo.trainers.config_file import config_from_file
 
     if args.num_epochs is not None and args.num_epochs < 1:
@@ -148,34 +148,31 @@ def run(args: argparse.Namespace) -> int:
             check_output_file(path, args.overwrite, flag)
     try:
         log = read_training_logs(args.log)
-    except TrainingLogError as exc:
+    except TrainingLogError as exc:  # a plain ValueError: one line
         raise CLIError(str(exc)) from None
     from_log = args.topo_config is None and args.trainer is None and bool(log.configs)
     restarts: list[tuple[int, dict]] = []
-    try:
-        if from_log:
-            configs = [(epoch, logged_config(values, f"{args.log[0]} (start at epoch {epoch})")) for epoch, _,
-                       values in log.configs]  # fmt: skip
-            config, restarts = configs[0][1], configs[1:]
-            name = log.configs[-1][1]
-            if name in _all_trainer_names() and name not in _topo_names():
-                _trainer_class(name)  # nnU-Net's poly schedule: the error says so
-            title = f"{name} (the configuration its log printed)"
-        else:
-            cls = _trainer_class(args.trainer or BASE_TRAINER)
-            config = config_from_file(
-                args.topo_config,
-                cls.merged_topo_defaults(),
-                variant_name=f"{cls.__name__}.topo_defaults",
-                fixed_keys=cls.topo_fixed_keys,
-            )
-            title = f"{cls.__name__}{' + ' + args.topo_config if args.topo_config else ''}"
-        last = restarts[-1][1] if restarts else config
-        if args.num_epochs is not None:
-            last["num_epochs"] = args.num_epochs
-        warnings = check_consistency(last, args.topo_config or title)
-    except TopoConfigError as exc:
-        raise CLIError(str(exc)) from None
+    if from_log:
+        configs = [(epoch, logged_config(values, f"{args.log[0]} (start at epoch {epoch})")) for epoch, _,
+                   values in log.configs]  # fmt: skip
+        config, restarts = configs[0][1], configs[1:]
+        name = log.configs[-1][1]
+        if name in _all_trainer_names() and name not in _topo_names():
+            _trainer_class(name)  # nnU-Net's poly schedule: the error says so
+        title = f"{name} (the configuration its log printed)"
+    else:
+        cls = _trainer_class(args.trainer or BASE_TRAINER)
+        config = config_from_file(
+            args.topo_config,
+            cls.merged_topo_defaults(),
+            variant_name=f"{cls.__name__}.topo_defaults",
+            fixed_keys=cls.topo_fixed_keys,
+        )
+        title = f"{cls.__name__}{' + ' + args.topo_config if args.topo_config else ''}"
+    last = restarts[-1][1] if restarts else config
+    if args.num_epochs is not None:
+        last["num_epochs"] = args.num_epochs
+    warnings = check_consistency(last, args.topo_config or title)
     metric = last["plateau_metric"]
     names = ", ".join(args.log)
     if metric == "val_score" and not log.score_rounds:

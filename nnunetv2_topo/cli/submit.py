@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.postprocess import STEP_FLAGS, resolve_options
     from nnunetv2_topo.outputs import check_output_file
-    from nnunetv2_topo.submission import SubmissionError, write_submission
+    from nnunetv2_topo.submission import write_submission
 
     if (args.binary_input is None) == (args.input is None):
         raise CLIError("give either --binary-input (binary predictions) or --input (probability maps, once per model)")
@@ -59,16 +59,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.binarize:
         raise CLIError("--binarize applies to --binary-input; --input probability maps are post-processed into 0/1")
     check_output_file(args.output, args.overwrite, "--output", "submission.zip")
-    try:
-        if args.binary_input is not None:
-            out = write_submission(args.binary_input, args.images, args.csv, args.output, binarize=args.binarize)
-        else:
-            inputs, fusion, steps, notes = resolve_options(args)
-            for note in notes:
-                print(note)
-            out = _from_probabilities(inputs, fusion, steps, args)
-    except SubmissionError as exc:
-        raise CLIError(str(exc)) from exc
+    if args.binary_input is not None:
+        out = write_submission(args.binary_input, args.images, args.csv, args.output, binarize=args.binarize)
+    else:
+        inputs, fusion, steps, notes = resolve_options(args)
+        for note in notes:
+            print(note)
+        out = _from_probabilities(inputs, fusion, steps, args)
     print(f"wrote {out}")
     return 0
 
@@ -81,10 +78,7 @@ def _from_probabilities(inputs, fusion, steps, args: argparse.Namespace) -> Path
     from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
     from nnunetv2_topo.submission import SubmissionError, write_checked_submission
 
-    try:
-        cases = paired_cases(inputs, fusion.checkpoints)
-    except ProbabilityError as exc:
-        raise SubmissionError(str(exc)) from exc
+    cases = paired_cases(inputs, fusion.checkpoints)
 
     def produce(cid: str) -> np.ndarray:
         try:

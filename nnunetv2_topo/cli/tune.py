@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-budget-minutes", type=float, metavar="MIN", help="stop the search after MIN minutes")
     rename_flag(parser, "--time-budget", "--time-budget-minutes")
     parser.add_argument(
-        "--cv-folds", type=int, default=2, help="folds of the cross-validated gain estimate (default 2)"
+        "--cv-folds", type=int, default=2, help="folds of the cross-validated gain estimate (default %(default)s)"
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output and the tune_report.md/.png beside it"
@@ -113,17 +113,14 @@ def _checkpoint_options(args: argparse.Namespace) -> list[tuple[str | None, ...]
 
 
 def _sources(args: argparse.Namespace, fusion, options: list[tuple[str | None, ...]]) -> list:
-    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, index_cases, paired_cases
+    from nnunetv2_topo.postprocessing.probabilities import index_cases, paired_cases
     from nnunetv2_topo.tuning import CaseSource
 
-    try:
-        cases = paired_cases(args.input, [o[0] for o in options])
-        variants = [
-            {c: index_cases(path, c) for c in opts} if opts != (None,) else {}
-            for path, opts in zip(args.input, options, strict=True)
-        ]
-    except ProbabilityError as exc:
-        raise CLIError(str(exc)) from exc
+    cases = paired_cases(args.input, [o[0] for o in options])
+    variants = [
+        {c: index_cases(path, c) for c in opts} if opts != (None,) else {}
+        for path, opts in zip(args.input, options, strict=True)
+    ]
     for path, by_checkpoint in zip(args.input, variants, strict=True):
         for checkpoint, index in by_checkpoint.items():
             missing = sorted(set(cases) - set(index))
