@@ -11,7 +11,27 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["Parser", "add_processes_argument", "arg_values", "rename_flag"]
+__all__ = ["VOCABULARY", "Parser", "add_processes_argument", "arg_values", "rename_flag"]
+
+VOCABULARY: tuple[tuple[str, str], ...] = (
+    ("--input", "what the command reads: test volumes (predict), probability maps or model folders (postprocess, "
+     "submit, tune: once per model), predictions (evaluate)"),
+    ("--binary-input", "submit: binary predictions, zipped as they are"),
+    ("--output", "what the command writes, a file or a folder (finalize takes it as its argument)"),
+    ("--gt", "ground-truth label volumes (evaluate, tune)"),
+    ("--model", "a trained-model folder (predict, kaggle-bundle: once per model)"),
+    ("--config", "the post-processing file postprocess.json written by tune (postprocess, submit, predict, "
+     "kaggle-bundle)"),
+    ("--topo-config", "the trainer configuration YAML (schedule; training reads it from nnUNet_topo_config)"),
+    ("--weights, --fusion", "fusion of several inputs or models; with --config each replaces only the value it names "
+     "(one rule for every command: nnunetv2_topo.inference.fusion_settings)"),
+    ("-np, --num-processes", "worker processes"),
+    ("--time-budget-hours, --time-budget-minutes, --wait-seconds, --cache-mb",
+     "a quantity carries its unit in its name"),
+    ("--overwrite", "replace an existing output (refused without it)"),
+    ("--quiet", "no progress bar"),
+)  # fmt: skip
+"""The flags that mean the same in every command (flag, meaning): the vocabulary of the CLI reference page."""
 
 
 def add_processes_argument(parser: argparse.ArgumentParser, help: str, default: int | None = None) -> None:
