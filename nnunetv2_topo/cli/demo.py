@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values
+from nnunetv2_topo.demo import Demo, DemoOptions
 from nnunetv2_topo.errors import CLIError
 
 HELP = "run the end-to-end pipeline (synth → convert → plan → train → predict → post-process → evaluate → submit)"
@@ -58,8 +59,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.demo import Demo, DemoOptions
-
     for name in ("cases", "test_cases", "epochs", "iterations", "num_processes"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

@@ -7,8 +7,16 @@ import json
 from pathlib import Path
 
 from nnunetv2_topo.cli.arguments import add_processes_argument, rename_flag
+from nnunetv2_topo.cli.postprocess import warn_stale
 from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.evaluation.score_table import format_table
+from nnunetv2_topo.io import atomic_write_text
+from nnunetv2_topo.metrics import evaluate_folders
+from nnunetv2_topo.metrics.engine import auto_workers
+from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, ENGINES, TILES_PER_VOLUME
+from nnunetv2_topo.outputs import check_output_folder
+from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+from nnunetv2_topo.resources import cpu_cores
 
 __all__ = ["add_arguments", "format_table", "run", "write_json"]
 
@@ -40,9 +48,6 @@ ground truth need neither. Times and memory: see benchmarks/RESULTS.md.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.metrics.topo_score import ENGINES
-    from nnunetv2_topo.postprocessing.steps import PostprocessConfig
-
     parser.add_argument("--input", required=True, type=Path, help="folder of predicted volumes")
     rename_flag(parser, "--pred", "--input")
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label volumes (2 = ignore)")
@@ -90,10 +95,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_processes(engine: str) -> int:
-    from nnunetv2_topo.metrics.engine import auto_workers
-    from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, TILES_PER_VOLUME
-    from nnunetv2_topo.resources import cpu_cores
-
     if engine == "betti-matching-3d":
         return auto_workers(n_tasks=TILES_PER_VOLUME, tile_voxels=COMPETITION_TILE_VOXELS)
     return max(1, min(TILES_PER_VOLUME, cpu_cores()))
@@ -101,15 +102,11 @@ def _default_processes(engine: str) -> int:
 
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as JSON via a temporary file and rename (never a half-written file)."""
-    from nnunetv2_topo.io import atomic_write_text
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.metrics import evaluate_folders
-
     processes = _default_processes(args.engine) if args.num_processes is None else args.num_processes
     if processes < 0:
         raise CLIError(f"-np must be 0 or more, got {processes}")
@@ -141,14 +138,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _error_writer(args: argparse.Namespace):
     """The error-map writer of ``--errors`` (its folder checked before any work), or ``None``."""
-
     if args.errors is None:
         if args.dust_size is not None:
             raise CLIError("--dust-size needs --errors DIR (it sets what the error maps call dust)")
         return None
     from nnunetv2_topo.evaluation.error_maps import ErrorMapWriter
-    from nnunetv2_topo.outputs import check_output_folder
-    from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
     dust = PostprocessConfig().min_component_size if args.dust_size is None else args.dust_size
     if dust < 1:
@@ -161,7 +155,6 @@ def _error_writer(args: argparse.Namespace):
 
 
 def _finish_errors(writer) -> None:
-    from nnunetv2_topo.cli.postprocess import warn_stale
     from nnunetv2_topo.evaluation.error_maps import format_error_summary
 
     print(format_error_summary(writer.write_summary()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from nnunetv2_topo.cli.arguments import rename_flag
+from nnunetv2_topo.cli.predict_volume import missing_volume_packages
 from nnunetv2_topo.errors import CLIError
 
 HELP = "complete a whole-volume OUT.zarr whose parts are all predicted (post-processing, pyramid, metadata)"
@@ -37,8 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.predict_volume import missing_volume_packages
-
     missing = missing_volume_packages()
     if missing:
         raise CLIError(

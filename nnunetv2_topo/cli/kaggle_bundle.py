@@ -6,6 +6,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from nnunetv2_topo.inference.predict import TTA_MODES
+from nnunetv2_topo.kaggle.bundle import BundleRequest, build_bundle
+
 HELP = "package trained models, wheels, submit.py and a notebook into a dataset folder for an offline Kaggle notebook"
 DESCRIPTION = """\
 Write a folder for `kaggle datasets create -p DIR`, with which a Kaggle notebook without internet installs this
@@ -35,9 +38,6 @@ Example:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.inference.predict import TTA_MODES
-    from nnunetv2_topo.kaggle.bundle import BundleRequest
-
     d = BundleRequest(models=(), output=Path())
     # every dest is a BundleRequest field: run() builds the request from them
     parser.add_argument("--model", dest="models", metavar="MODEL_DIR", type=Path, action="append", default=[],
@@ -63,8 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.kaggle.bundle import BundleRequest, build_bundle
-
     request = BundleRequest(**{field.name: getattr(args, field.name) for field in dataclasses.fields(BundleRequest)})
     report = build_bundle(request)
     for line in report.lines():

@@ -1,8 +1,9 @@
 """``nnunetv2_topo``: one CLI with subcommands; ``--help`` at every level.
 
 Each subcommand lives in its own module under :mod:`nnunetv2_topo.cli` exposing ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports (torch, nnU-Net) happen inside ``run`` so that
-``--help`` stays instant.
+``add_arguments(parser)`` and ``run(args) -> int``. Cheap imports stand at the top of each module; heavy ones (torch,
+nnU-Net, the trainers and the scheduling package that import them, matplotlib, the Zarr/Dask stack, the error maps)
+happen inside the function that needs them, so that ``--help`` stays fast (``tests/test_cli.py`` checks torch).
 """
 
 from __future__ import annotations

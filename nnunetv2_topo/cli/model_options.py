@@ -8,6 +8,10 @@ import argparse
 import sys
 
 from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.inference.fusion_settings import FusionFlags, kept_inputs, resolve_fusion
+from nnunetv2_topo.inference.models import check_model_folders
+from nnunetv2_topo.postprocessing.config_file import load_postprocess_file, unfinished_search_warning
+from nnunetv2_topo.postprocessing.probabilities import FINAL_CHECKPOINT
 
 __all__ = ["device", "load_config", "resolve_models"]
 
@@ -27,7 +31,6 @@ def load_config(args: argparse.Namespace):
     """The --config file (None without one); an unfinished tune's file is used with a warning."""
     if args.config is None:
         return None
-    from nnunetv2_topo.postprocessing.config_file import load_postprocess_file, unfinished_search_warning
 
     try:
         config = load_postprocess_file(args.config)
@@ -43,10 +46,6 @@ def resolve_models(args: argparse.Namespace, config):
     """``(checked model folders, fusion mode, weights)`` of the models that take part: the fusion of --fusion,
     --weights, --checkpoint and the --config file's (one rule for every command); a model of weight 0 (left out by
     tune) is neither checked nor loaded."""
-    from nnunetv2_topo.inference.fusion_settings import FusionFlags, kept_inputs, resolve_fusion
-    from nnunetv2_topo.inference.models import check_model_folders
-    from nnunetv2_topo.postprocessing.probabilities import FINAL_CHECKPOINT
-
     flags = FusionFlags(mode=args.fusion, weights=args.weights, checkpoint=args.checkpoint)
     base, source = (None, None) if config is None else (config.fusion, str(args.config))
     fusion, notes = resolve_fusion([str(m) for m in args.model], "--model", flags, base, source)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from nnunetv2_topo.cli.arguments import rename_flag
 from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.outputs import check_output_file
 
 HELP = "re-draw progress_topo.png (per-term losses, LR, gradient norm, pseudo Dice) of a training fold"
 DESCRIPTION = f"""{HELP}.
@@ -36,10 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
-
-    from nnunetv2_topo.outputs import check_output_file
     from nnunetv2_topo.trainers.diagnostics import PROGRESS_JSON, PROGRESS_PNG, load_progress, plot_progress_topo
 
     bad = Path(args.fold_dir) / PROGRESS_JSON

@@ -7,11 +7,32 @@ The option helpers here are shared: :func:`add_probability_arguments` and :func:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.inference.fusion_settings import FusionFlags, kept_inputs, without_unused
+from nnunetv2_topo.inference.fusion_settings import resolve_fusion as resolve
+from nnunetv2_topo.io import write_tiff
+from nnunetv2_topo.outputs import check_output_folder, stale_files
+from nnunetv2_topo.postprocessing import (
+    FUSION_MODES,
+    PLUG_METHODS,
+    PostprocessConfig,
+    load_postprocess_file,
+    postprocess_volume,
+)
+from nnunetv2_topo.postprocessing.config_file import unfinished_search_warning
+from nnunetv2_topo.postprocessing.probabilities import (
+    FINAL_CHECKPOINT,
+    fuse_probability_files,
+    model_checkpoints,
+    paired_cases,
+)
 
 HELP = "fuse probability maps and clean them up: threshold/hysteresis, dust, holes, closing"
 DESCRIPTION = """\
@@ -68,8 +89,6 @@ STEP_FLAGS = {
 
 def add_input_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
     """--input (repeatable: one per model), --weights and --fusion: shared by postprocess, submit and tune."""
-    from nnunetv2_topo.postprocessing import FUSION_MODES
-
     parser.add_argument(
         "--input",
         action="append",
@@ -87,8 +106,6 @@ def add_input_arguments(parser: argparse.ArgumentParser, input_required: bool = 
 
 def add_probability_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
     """The input arguments (:func:`add_input_arguments`), --config and one flag per post-processing step."""
-    from nnunetv2_topo.postprocessing import PLUG_METHODS, PostprocessConfig
-
     d = PostprocessConfig()
     add_input_arguments(parser, input_required)
     parser.add_argument(
@@ -134,9 +151,6 @@ def add_probability_arguments(parser: argparse.ArgumentParser, input_required: b
 def resolve_fusion(args: argparse.Namespace, base=None, source: str | None = None):
     """``(inputs, FusionSpec, notes)`` from --input, --weights and --fusion over ``base`` (a file's fusion, read
     from ``source``), by the one fusion rule of :mod:`nnunetv2_topo.inference.fusion_settings`."""
-    from nnunetv2_topo.inference.fusion_settings import FusionFlags
-    from nnunetv2_topo.inference.fusion_settings import resolve_fusion as resolve
-
     inputs = list(args.input or [])
     flags = FusionFlags(mode=args.fusion, weights=args.weights)
     fusion, notes = resolve([str(p) for p in inputs], "--input", flags, base, source)
@@ -147,9 +161,6 @@ def used_inputs(inputs: list[Path], fusion):
     """``(inputs, fusion, notes)`` without the inputs of weight 0 (left out of the ensemble by tune: not read), and
     a note per input that is a folder of maps while the file chose a checkpoint other than the final one for it
     (a model folder gives that checkpoint's out-of-fold predictions itself)."""
-    from nnunetv2_topo.inference.fusion_settings import kept_inputs, without_unused
-    from nnunetv2_topo.postprocessing.probabilities import FINAL_CHECKPOINT, model_checkpoints
-
     keep = kept_inputs(fusion)
     notes = [f"--input {path}: fusion weight 0 (left out of the ensemble): not read"
              for i, path in enumerate(inputs) if i not in keep]  # fmt: skip
@@ -166,11 +177,6 @@ def resolve_options(args: argparse.Namespace):
 
     ``notes`` are lines saying which command-line flags overrode which file values.
     """
-    import dataclasses
-
-    from nnunetv2_topo.postprocessing import PostprocessConfig, load_postprocess_file
-    from nnunetv2_topo.postprocessing.config_file import unfinished_search_warning
-
     notes: list[str] = []
     if args.config is not None:
         try:
@@ -218,13 +224,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from nnunetv2_topo.io import write_tiff
-    from nnunetv2_topo.outputs import check_output_folder
-    from nnunetv2_topo.postprocessing import postprocess_volume
-    from nnunetv2_topo.postprocessing.probabilities import fuse_probability_files, paired_cases
-
     inputs, fusion, steps, notes = resolve_options(args)
     for note in notes:
         print(note)
@@ -244,8 +243,6 @@ def run(args: argparse.Namespace) -> int:
 
 def warn_stale(folder: Path, written: list[str]) -> None:
     """After an --overwrite: name the files of an earlier run that this run did not replace (kept as they are)."""
-    from nnunetv2_topo.outputs import stale_files
-
     stale = stale_files(folder, written)
     if stale:
         shown = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")

@@ -10,7 +10,25 @@ from typing import Any
 
 from nnunetv2_topo.cli.model_options import device as model_device
 from nnunetv2_topo.cli.model_options import load_config, resolve_models
+from nnunetv2_topo.cli.postprocess import warn_stale
+from nnunetv2_topo.cli.predict_volume import add_volume_arguments, is_volume_run, path_or_url, run_volume
 from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.inference.cases import (
+    PART_MANIFEST,
+    check_part,
+    index_input_images,
+    iter_part_volumes,
+    merged_part_files,
+    split_part,
+    write_part_manifest,
+)
+from nnunetv2_topo.inference.models import use_topo_trainers
+from nnunetv2_topo.inference.predict import TTA_MODES, RunReport, load_models, predict_cases
+from nnunetv2_topo.io import write_tiff
+from nnunetv2_topo.outputs import check_output_file, check_output_folder
+from nnunetv2_topo.postprocessing.fusion import FUSION_MODES
+from nnunetv2_topo.submission import check_ids, read_test_ids, write_volumes_zip
+from nnunetv2_topo.volume_checks import test_image_problems, training_intensities
 
 HELP = "predict with one or more trained nnU-Net models, fused in memory, into <id>.tif files or a submission.zip"
 DESCRIPTION = """\
@@ -35,10 +53,6 @@ Example (Kaggle notebook):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.cli.predict_volume import add_volume_arguments, path_or_url
-    from nnunetv2_topo.inference.predict import TTA_MODES
-    from nnunetv2_topo.postprocessing.fusion import FUSION_MODES
-
     parser.add_argument("--input", type=path_or_url, help="folder of test volumes (<id>.tif or <id>_0000.tif), or a "
                         "Zarr/OME-Zarr volume (path or fsspec URL)")  # fmt: skip
     parser.add_argument("--output", type=path_or_url, required=True,
@@ -88,8 +102,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_output(args: argparse.Namespace) -> bool:
     """True for a zip output; refuses an existing zip without --overwrite and a zip for one part of several."""
-    from nnunetv2_topo.outputs import check_output_file, check_output_folder
-
     is_zip = args.output.suffix.lower() == ".zip"
     if is_zip and args.num_parts > 1:
         raise CLIError("--num-parts > 1 writes one folder per part; pass a folder as --output and join the parts "
@@ -104,8 +116,6 @@ def _check_output(args: argparse.Namespace) -> bool:
 def _check_intensities(args: argparse.Namespace, folders, part) -> None:
     """Test images outside the models' training intensities (dataset fingerprint): refused, or with
     --allow-intensity-mismatch a warning per case."""
-    from nnunetv2_topo.volume_checks import test_image_problems, training_intensities
-
     problems = test_image_problems([(c.id, c.image) for c in part], [training_intensities(f.path) for f in folders])
     if not problems:
         return
@@ -120,10 +130,6 @@ def _check_intensities(args: argparse.Namespace, folders, part) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.inference.cases import iter_part_volumes, merged_part_files
-    from nnunetv2_topo.outputs import check_output_file
-    from nnunetv2_topo.submission import check_ids, read_test_ids, write_volumes_zip
-
     extra = [f"--{k.replace('_', '-')}" for k in ("input", "config", "folds", "weights", "fusion") if getattr(args, k)]
     if args.model or extra:
         raise CLIError(f"--merge only joins finished parts; drop {', '.join(extra + ['--model'] * bool(args.model))}")
@@ -155,7 +161,6 @@ class _Plan:
 def run(args: argparse.Namespace) -> int:
     if args.merge:
         return _merge(args)
-    from nnunetv2_topo.cli.predict_volume import is_volume_run, run_volume
 
     if is_volume_run(args):
         return run_volume(args)
@@ -170,9 +175,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> _Plan:
     """Every check before any work: flags, output, input cases (against --csv), --config and the models."""
-    from nnunetv2_topo.inference.cases import check_part, index_input_images, split_part
-    from nnunetv2_topo.submission import check_ids, read_test_ids
-
     if args.input is None or not args.model:
         raise CLIError("--input and at least one --model are required (or --merge PART_DIR ... to join parts)")
     if args.time_budget_hours is not None and not args.time_budget_hours > 0:
@@ -191,9 +193,6 @@ def _check(args: argparse.Namespace) -> _Plan:
 def _predict(args: argparse.Namespace, plan: _Plan, device):
     """``(volumes, report)``: the models loaded, and the lazy stream of this part's final
     volumes (each predicted, fused and post-processed when it is written)."""
-    from nnunetv2_topo.inference.models import use_topo_trainers
-    from nnunetv2_topo.inference.predict import RunReport, load_models, predict_cases
-
     use_topo_trainers()
     models = load_models(plan.folders, plan.weights, device, progress=not args.quiet)
     if not args.quiet:
@@ -211,10 +210,6 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
 
 def _write(args: argparse.Namespace, plan: _Plan, volumes) -> None:
     """The volumes into the checked zip, or one <id>.tif each into the folder (with the part's manifest)."""
-    from nnunetv2_topo.inference.cases import write_part_manifest
-    from nnunetv2_topo.io import write_tiff
-    from nnunetv2_topo.submission import write_volumes_zip
-
     if plan.is_zip:
         write_volumes_zip(args.output, [c.id for c in plan.part], volumes)
         return
@@ -226,9 +221,6 @@ def _write(args: argparse.Namespace, plan: _Plan, volumes) -> None:
 
 
 def _report(args: argparse.Namespace, plan: _Plan, report) -> None:
-    from nnunetv2_topo.cli.postprocess import warn_stale
-    from nnunetv2_topo.inference.cases import PART_MANIFEST
-
     print(report.summary(args.tta, args.time_budget_hours))
     print(f"wrote {args.output}")
     if not plan.is_zip:

@@ -4,14 +4,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from nnunetv2_topo.cli.model_options import device as model_device
 from nnunetv2_topo.cli.model_options import load_config, resolve_models
 from nnunetv2_topo.errors import CLIError, TopoError
+from nnunetv2_topo.inference.cases import check_part
+from nnunetv2_topo.inference.models import use_topo_trainers
+from nnunetv2_topo.inference.predict import load_models
+from nnunetv2_topo.volume_checks import dtype_fits, range_problem, training_intensities
 
 VOLUME_HELP = """\
 Whole volumes (--input a Zarr v2/v3 array or an OME-Zarr group, local or an fsspec URL; --output OUT.zarr):
@@ -25,8 +33,6 @@ written as OME-Zarr chunk by chunk, resumable (run the same command again), on D
 
 def path_or_url(text: str):
     """A local path (``Path``) or an fsspec URL kept as text (``Path`` would fold its ``//``)."""
-    from pathlib import Path
-
     return text if "://" in text else Path(text)
 
 
@@ -85,13 +91,10 @@ VOLUME_EXTRA = {"zarr": "zarr", "dask": "dask[array,distributed]", "distributed"
 
 def missing_volume_packages() -> list[str]:
     """The distributions of the ``volume`` extra that are not installed (empty when all are)."""
-    import importlib.util
-
     return sorted({dist for module, dist in VOLUME_EXTRA.items() if importlib.util.find_spec(module) is None})
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-
     missing = missing_volume_packages()
     if missing:
         raise CLIError(
@@ -143,7 +146,6 @@ def run_volume(args: argparse.Namespace) -> int:
 
 def _check_inputs(args: argparse.Namespace) -> _Plan:
     """Open the volume (and --mask), parse --dask, read --config, check the models and the intensities."""
-    from nnunetv2_topo.inference.cases import check_part
     from nnunetv2_topo.volume import ClusterError, VolumeInputError, open_source, parse_bbox, parse_dask
 
     check_part(args.num_parts, args.part_id)
@@ -166,8 +168,6 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
     """Predict the volume into --output (on the Dask cluster of --dask, or here); the run's report."""
     import torch
 
-    from nnunetv2_topo.inference.models import use_topo_trainers
-    from nnunetv2_topo.inference.predict import load_models
     from nnunetv2_topo.volume import ClusterError, VolumeInputError, VolumeModelError, close_client, start_client
     from nnunetv2_topo.volume.run import predict_volume
 
@@ -213,8 +213,6 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
 
 
 def _report(args: argparse.Namespace, plan: _Plan, report) -> None:
-    import numpy as np
-
     output = str(args.output)
     print(report.summary(np.dtype(plan.source.dtype).itemsize))
     if report.complete:
@@ -246,7 +244,6 @@ def _intensity_check(args: argparse.Namespace, source, folders):
     with --allow-intensity-mismatch a warning. Returns the check for the scan's range."""
     from nnunetv2_topo.volume import VolumeInputError
     from nnunetv2_topo.volume.source import sample_range
-    from nnunetv2_topo.volume_checks import dtype_fits, range_problem, training_intensities
 
     trains = [training_intensities(f.path) for f in folders]
     warned = []

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from nnunetv2_topo.cli.arguments import rename_flag
+from nnunetv2_topo.cli.postprocess import STEP_FLAGS, add_probability_arguments, resolve_options
 from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.outputs import check_output_file
+from nnunetv2_topo.postprocessing import postprocess_volume
+from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
+from nnunetv2_topo.submission import SubmissionError, write_checked_submission, write_submission
 
 HELP = "write submission.zip (one uint8 0/1 <id>.tif per test id), with every check first"
 DESCRIPTION = """\
@@ -22,8 +29,6 @@ from the test image, or non-binary --binary-input values (use --binarize to map 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.cli.postprocess import add_probability_arguments
-
     parser.add_argument(
         "--binary-input", type=Path, metavar="DIR", help="folder of binary predictions <id>.tif / .nii.gz"
     )
@@ -42,10 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.postprocess import STEP_FLAGS, resolve_options
-    from nnunetv2_topo.outputs import check_output_file
-    from nnunetv2_topo.submission import write_submission
-
     if (args.binary_input is None) == (args.input is None):
         raise CLIError("give either --binary-input (binary predictions) or --input (probability maps, once per model)")
     if args.binary_input is not None:
@@ -72,12 +73,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _from_probabilities(inputs, fusion, steps, args: argparse.Namespace) -> Path:
     """Fuse the inputs' probabilities per test id, post-process with ``steps``, check and write the zip."""
-    import numpy as np
-
-    from nnunetv2_topo.postprocessing import postprocess_volume
-    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
-    from nnunetv2_topo.submission import SubmissionError, write_checked_submission
-
     cases = paired_cases(inputs, fusion.checkpoints)
 
     def produce(cid: str) -> np.ndarray:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 from typing import TYPE_CHECKING
 
 from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values, rename_flag
 from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.outputs import check_output_folder
+from nnunetv2_topo.resources import available_memory_bytes
+from nnunetv2_topo.synth.generator import SheetTopology, SheetTopologyError
+from nnunetv2_topo.synth.layout import write_kaggle_dataset
 
 if TYPE_CHECKING:
     from nnunetv2_topo.synth.generator import SheetTopology
@@ -75,9 +81,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.outputs import check_output_folder
-    from nnunetv2_topo.synth.layout import write_kaggle_dataset
-
     if args.num_processes < 1:
         raise CLIError(f"-np must be >= 1, got {args.num_processes}")
     if args.seed < 0:
@@ -105,10 +108,6 @@ BYTES_PER_VOXEL = 16
 
 def check_memory(shape: tuple[int, ...], processes: int, available: int | None = None) -> None:
     """Refuse a --shape whose cases cannot fit in memory (``processes`` generated at once) before allocating."""
-    import math
-
-    from nnunetv2_topo.resources import available_memory_bytes
-
     need = BYTES_PER_VOXEL * math.prod(shape) * processes
     available = available_memory_bytes() if available is None else available
     if available is not None and need > available:
@@ -123,10 +122,6 @@ def check_memory(shape: tuple[int, ...], processes: int, available: int | None =
 def sheet_topology(args: argparse.Namespace) -> SheetTopology:
     """The ``SheetTopology`` of ``--regime`` with the single-knob flags applied; a bad value is a CLIError naming
     the flag."""
-    import dataclasses
-
-    from nnunetv2_topo.synth.generator import SheetTopology, SheetTopologyError
-
     base = SheetTopology.crowded() if args.regime == "crowded" else SheetTopology()
     flags = {"touch_rate": "--touch-rate", "gap": "--gap", "hole_rate": "--hole-rate", "max_holes": "--max-holes"}
     changes = {k: tuple(v) if k == "gap" else v for k in flags if (v := getattr(args, k)) is not None}
