@@ -9,14 +9,14 @@ from pathlib import Path
 from nnunetv2_topo.cli.arguments import add_processes_argument, rename_flag
 from nnunetv2_topo.cli.postprocess import warn_stale
 from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.evaluation.folder_scoring import evaluate_folders
 from nnunetv2_topo.evaluation.score_table import format_table
 from nnunetv2_topo.io import atomic_write_text
-from nnunetv2_topo.metrics import evaluate_folders
+from nnunetv2_topo.machine import cpu_cores
 from nnunetv2_topo.metrics.engine import auto_workers
 from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, ENGINES, TILES_PER_VOLUME
-from nnunetv2_topo.outputs import check_output_folder
+from nnunetv2_topo.output_checks import check_output_folder
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
-from nnunetv2_topo.resources import cpu_cores
 
 __all__ = ["add_arguments", "format_table", "run", "write_json"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from nnunetv2_topo.cli.arguments import rename_flag
-from nnunetv2_topo.cli.predict_volume import missing_volume_packages
+from nnunetv2_topo.cli.predict_scroll import missing_volume_packages
 from nnunetv2_topo.errors import CLIError
 
 HELP = "complete a whole-volume OUT.zarr whose parts are all predicted (post-processing, pyramid, metadata)"
@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.wait_seconds < 0:
         raise CLIError(f"--wait-seconds must be >= 0, got {args.wait_seconds}")
-    from nnunetv2_topo.volume import ClusterError, close_client, parse_dask, start_client
-    from nnunetv2_topo.volume.finalize import finalize_volume
+    from nnunetv2_topo.scroll import ClusterError, close_client, parse_dask, start_client
+    from nnunetv2_topo.scroll.finalize import finalize_volume
 
     url = str(args.output)
     client = None

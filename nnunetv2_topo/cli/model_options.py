@@ -1,5 +1,5 @@
 """What ``predict`` makes of its model options, for folders of cases (:mod:`.predict`) and Zarr volumes
-(:mod:`.predict_volume`) alike: the device, the ``--config`` file, and the models with their fusion weights and
+(:mod:`.predict_scroll`) alike: the device, the ``--config`` file, and the models with their fusion weights and
 checkpoints (by the one fusion rule of :mod:`nnunetv2_topo.inference.fusion_settings`)."""
 
 from __future__ import annotations

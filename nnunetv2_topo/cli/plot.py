@@ -8,7 +8,7 @@ from pathlib import Path
 
 from nnunetv2_topo.cli.arguments import rename_flag
 from nnunetv2_topo.errors import CLIError
-from nnunetv2_topo.outputs import check_output_file
+from nnunetv2_topo.output_checks import check_output_file
 
 HELP = "re-draw progress_topo.png (per-term losses, LR, gradient norm, pseudo Dice) of a training fold"
 DESCRIPTION = f"""{HELP}.

@@ -18,7 +18,7 @@ from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.inference.fusion_settings import FusionFlags, kept_inputs, without_unused
 from nnunetv2_topo.inference.fusion_settings import resolve_fusion as resolve
 from nnunetv2_topo.io import write_tiff
-from nnunetv2_topo.outputs import check_output_folder, stale_files
+from nnunetv2_topo.output_checks import check_output_folder, stale_files
 from nnunetv2_topo.postprocessing import (
     FUSION_MODES,
     PLUG_METHODS,

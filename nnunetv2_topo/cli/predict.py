@@ -11,7 +11,7 @@ from typing import Any
 from nnunetv2_topo.cli.model_options import device as model_device
 from nnunetv2_topo.cli.model_options import load_config, resolve_models
 from nnunetv2_topo.cli.postprocess import warn_stale
-from nnunetv2_topo.cli.predict_volume import add_volume_arguments, is_volume_run, path_or_url, run_volume
+from nnunetv2_topo.cli.predict_scroll import add_volume_arguments, is_volume_run, path_or_url, run_volume
 from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.inference.cases import (
     PART_MANIFEST,
@@ -24,11 +24,11 @@ from nnunetv2_topo.inference.cases import (
 )
 from nnunetv2_topo.inference.models import use_topo_trainers
 from nnunetv2_topo.inference.predict import TTA_MODES, RunReport, load_models, predict_cases
+from nnunetv2_topo.input_checks import test_image_problems, training_intensities
 from nnunetv2_topo.io import write_tiff
-from nnunetv2_topo.outputs import check_output_file, check_output_folder
+from nnunetv2_topo.output_checks import check_output_file, check_output_folder
 from nnunetv2_topo.postprocessing.fusion import FUSION_MODES
 from nnunetv2_topo.submission import check_ids, read_test_ids, write_volumes_zip
-from nnunetv2_topo.volume_checks import test_image_problems, training_intensities
 
 HELP = "predict with one or more trained nnU-Net models, fused in memory, into <id>.tif files or a submission.zip"
 DESCRIPTION = """\

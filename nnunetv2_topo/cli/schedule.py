@@ -12,7 +12,7 @@ from typing import Any
 from nnunetv2_topo.cli.arguments import rename_flag
 from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.io import atomic_path, atomic_write_text
-from nnunetv2_topo.outputs import check_output_file
+from nnunetv2_topo.output_checks import check_output_file
 
 HELP = "replay the TopoWarmup LR schedule (warmup -> plateau -> final anneal) on an nnU-Net training log"
 DESCRIPTION = f"""{HELP}.

@@ -10,7 +10,7 @@ import numpy as np
 from nnunetv2_topo.cli.arguments import rename_flag
 from nnunetv2_topo.cli.postprocess import STEP_FLAGS, add_probability_arguments, resolve_options
 from nnunetv2_topo.errors import CLIError
-from nnunetv2_topo.outputs import check_output_file
+from nnunetv2_topo.output_checks import check_output_file
 from nnunetv2_topo.postprocessing import postprocess_volume
 from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
 from nnunetv2_topo.submission import SubmissionError, write_checked_submission, write_submission

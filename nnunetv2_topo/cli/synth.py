@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values, rename_flag
 from nnunetv2_topo.errors import CLIError
-from nnunetv2_topo.outputs import check_output_folder
-from nnunetv2_topo.resources import available_memory_bytes
+from nnunetv2_topo.machine import available_memory_bytes
+from nnunetv2_topo.output_checks import check_output_folder
 from nnunetv2_topo.synth.generator import SheetTopology, SheetTopologyError
 from nnunetv2_topo.synth.layout import write_kaggle_dataset
 

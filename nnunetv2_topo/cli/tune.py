@@ -10,10 +10,10 @@ from nnunetv2_topo.cli.arguments import add_processes_argument, rename_flag
 from nnunetv2_topo.cli.postprocess import add_input_arguments, resolve_fusion
 from nnunetv2_topo.errors import CLIError, TopoError
 from nnunetv2_topo.io import index_volumes
-from nnunetv2_topo.outputs import check_output_file
+from nnunetv2_topo.machine import cpu_cores
+from nnunetv2_topo.output_checks import check_output_file
 from nnunetv2_topo.postprocessing.config_file import check_checkpoint_names
 from nnunetv2_topo.postprocessing.probabilities import index_cases, model_checkpoints, paired_cases, validation_folder
-from nnunetv2_topo.resources import cpu_cores
 from nnunetv2_topo.tuning import CaseSource, tune
 from nnunetv2_topo.tuning.ensemble import DEFAULT_WEIGHT_GRID, EnsembleSpace, describe_fusion
 from nnunetv2_topo.tuning.report import REPORT_MD, REPORT_PNG, ablation_table

@@ -19,7 +19,7 @@ from nnunetv2_topo.errors import CLIError, TopoError
 from nnunetv2_topo.inference.cases import check_part
 from nnunetv2_topo.inference.models import use_topo_trainers
 from nnunetv2_topo.inference.predict import load_models
-from nnunetv2_topo.volume_checks import dtype_fits, range_problem, training_intensities
+from nnunetv2_topo.input_checks import dtype_fits, range_problem, training_intensities
 
 VOLUME_HELP = """\
 Whole volumes (--input a Zarr v2/v3 array or an OME-Zarr group, local or an fsspec URL; --output OUT.zarr):
@@ -78,7 +78,7 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def is_volume_run(args: argparse.Namespace) -> bool:
-    from nnunetv2_topo.volume.source import looks_like_zarr
+    from nnunetv2_topo.scroll.source import looks_like_zarr
 
     out = str(args.output).rstrip("/").lower()
     return out.endswith(".zarr") or (args.input is not None and looks_like_zarr(str(args.input)))
@@ -146,7 +146,7 @@ def run_volume(args: argparse.Namespace) -> int:
 
 def _check_inputs(args: argparse.Namespace) -> _Plan:
     """Open the volume (and --mask), parse --dask, read --config, check the models and the intensities."""
-    from nnunetv2_topo.volume import ClusterError, VolumeInputError, open_source, parse_bbox, parse_dask
+    from nnunetv2_topo.scroll import ClusterError, ScrollInputError, open_source, parse_bbox, parse_dask
 
     check_part(args.num_parts, args.part_id)
     try:  # errors of the volume modules that are plain ValueErrors (or OSErrors of a store): one line each
@@ -157,7 +157,7 @@ def _check_inputs(args: argparse.Namespace) -> _Plan:
         config = load_config(args)
         folders, mode, weights = resolve_models(args, config)
         intensity_check = _intensity_check(args, source, folders)
-    except (VolumeInputError, ClusterError, OSError, ValueError) as exc:
+    except (ScrollInputError, ClusterError, OSError, ValueError) as exc:
         if isinstance(exc, TopoError):
             raise
         raise CLIError(str(exc)) from exc
@@ -168,8 +168,8 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
     """Predict the volume into --output (on the Dask cluster of --dask, or here); the run's report."""
     import torch
 
-    from nnunetv2_topo.volume import ClusterError, VolumeInputError, VolumeModelError, close_client, start_client
-    from nnunetv2_topo.volume.run import predict_volume
+    from nnunetv2_topo.scroll import ClusterError, ScrollInputError, ScrollModelError, close_client, start_client
+    from nnunetv2_topo.scroll.prediction import predict_scroll
 
     use_topo_trainers()
     # with --dask the workers predict: this process loads the models on the CPU for the checks only
@@ -179,7 +179,7 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
     try:
         if plan.target is not None:
             client = start_client(plan.target, device=device.type)
-        return predict_volume(
+        return predict_scroll(
             plan.source,
             models,
             plan.folders,
@@ -205,7 +205,7 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
             overwrite=getattr(args, "overwrite", False),
             zarr_format=args.zarr_format,
         )
-    except (VolumeModelError, VolumeInputError, ClusterError) as exc:  # plain ValueErrors: one line each
+    except (ScrollModelError, ScrollInputError, ClusterError) as exc:  # plain ValueErrors: one line each
         raise CLIError(str(exc)) from exc
     finally:
         if client is not None:
@@ -227,11 +227,11 @@ def _report(args: argparse.Namespace, plan: _Plan, report) -> None:
 
 def _open_mask(url: str, level, bbox, source):
     """``--mask``: opened like the input (same --level and --bbox) and of the same shape."""
-    from nnunetv2_topo.volume import VolumeInputError, open_source
+    from nnunetv2_topo.scroll import ScrollInputError, open_source
 
     mask = open_source(url, level, bbox, flag="--mask", kinds="buif")
     if mask.shape != source.shape:
-        raise VolumeInputError(
+        raise ScrollInputError(
             f"--mask {mask.url}: shape {mask.shape} (after --level/--bbox) differs from the input's {source.shape}; "
             "pass a mask of the input's shape (the same OME-Zarr level)"
         )
@@ -242,8 +242,8 @@ def _intensity_check(args: argparse.Namespace, source, folders):
     """The models' training intensities (dataset fingerprint) against the volume, as for cases: a sample of its
     stored chunks now (unless its dtype cannot leave the range), its exact range from the scan later; refused, or
     with --allow-intensity-mismatch a warning. Returns the check for the scan's range."""
-    from nnunetv2_topo.volume import VolumeInputError
-    from nnunetv2_topo.volume.source import sample_range
+    from nnunetv2_topo.scroll import ScrollInputError
+    from nnunetv2_topo.scroll.source import sample_range
 
     trains = [training_intensities(f.path) for f in folders]
     warned = []
@@ -253,7 +253,7 @@ def _intensity_check(args: argparse.Namespace, source, folders):
         if problem is None or warned:
             return
         if not args.allow_intensity_mismatch:
-            raise VolumeInputError(
+            raise ScrollInputError(
                 f"--input {source.url}: {problem}. Predictions on such a volume are unreliable: rescale it, or add "
                 "--allow-intensity-mismatch to predict it anyway"
             )
