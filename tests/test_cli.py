@@ -152,10 +152,12 @@ def test_help_texts_state_defaults_and_no_measured_numbers() -> None:
     """Defaults come from the parser (%(default)s), not from hand-written text that can drift; --help carries no
     measured times or memory sizes (they live in benchmarks/RESULTS.md) and does not recommend --tta mirror+rot90,
     which lowered the score there."""
+    from nnunetv2_topo.conversion.convert_vesuvius import build_parser as convert_parser
+
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     measured = re.compile(r"~ ?\d|\d+(\.\d+)? ?(ms|s|GB|MB|GiB|MiB)\b(?! \w+ cache)")
-    for name, command in sub.choices.items():
+    for name, command in [*sub.choices.items(), ("nnUNetv2_convert_vesuvius", convert_parser())]:
         text = command.format_help()
         assert not measured.search(text), (name, measured.search(text))
         for action in command._actions:
