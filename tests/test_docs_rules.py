@@ -225,3 +225,52 @@ def test_plain_references_are_found(tmp_path: Path) -> None:
 
 def test_every_page_is_checked() -> None:
     assert {REPO / "README.md", REPO / "docs/glossary.md"} <= set(HAND_WRITTEN) <= set(PAGES)
+
+
+PLACE = re.compile(r"\b\d+(?:st|nd|rd|th)(?:[–-]\d+(?:st|nd|rd|th))? places?\b")
+SOURCES_PAGE = "docs/explanation/competition-sources.md"
+BLOCK_START = re.compile(r"\s*(?:[-*] |\d+\. |\|)")
+
+
+def blocks(text: str) -> list[tuple[int, str]]:
+    """(first line, text) of every paragraph, list item and table row."""
+    found: list[tuple[int, list[str]]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            found.append((n + 1, []))
+        elif not found or BLOCK_START.match(line) or line.lstrip().startswith("#"):
+            found.append((n, [line]))
+        else:
+            found[-1][1].append(line)
+    return [(n, "\n".join(lines)) for n, lines in found if lines]
+
+
+def unsourced_places(page: Path) -> list[str]:
+    """Claims about a competitor's place in a paragraph, list item or table row that cites no source."""
+    missing = []
+    for n, block in blocks(without_code_blocks(page.read_text())):
+        if not PLACE.search(block):
+            continue
+        targets = LINK_TARGET.findall(block)
+        if not any(t.startswith(("http://", "https://")) or SOURCES_PAGE.rsplit("/", 1)[1] in t for t in targets):
+            missing.append(f"line {n}: {PLACE.search(block).group(0)!r} without a link to its source")
+    return missing
+
+
+@pytest.mark.parametrize("page", [p for p in HAND_WRITTEN if rel(p) != SOURCES_PAGE], ids=rel)
+def test_claims_about_competitors_cite_their_source(page: Path) -> None:
+    missing = unsourced_places(page)
+    assert not missing, (
+        f"{rel(page)}: a claim about another team links to its section of {SOURCES_PAGE} (or its source):\n  "
+        + "\n  ".join(missing)
+    )
+
+
+def test_unsourced_places_are_found(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "The 1st place removed dust\nin two steps.\n\n"
+        "- the 7th place compared optimizers\n  ([source](competition-sources.md#seventh-place))\n"
+        "- the 9th places' note\n\n| the 2nd place | ~60 s |\n"
+    )
+    assert [m.split(":")[0] for m in unsourced_places(page)] == ["line 1", "line 6", "line 8"]
