@@ -9,10 +9,10 @@ and VC3D read; ``--zarr-format 3``: OME-Zarr 0.5 on Zarr v3):
                      the ``--bbox`` offset as a ``translation``
   ``probabilities``  (``--probabilities``) an OME-Zarr image group: ``probabilities/0`` uint8 ``round(p * 255)``,
                      ``probabilities/1``.. its pyramid (2x max)
-  ``work_*``         intermediate arrays of the finalize step (see :mod:`nnunetv2_topo.volume.finalize`)
+  ``work_*``         intermediate arrays of the finalize step (see :mod:`nnunetv2_topo.scroll.finalize`)
   ``.done/<key>``    one empty marker per finished output chunk, written after its data (zarr writes every chunk
                      atomically): a chunk without a marker is recomputed by the next run
-  ``.nnunetv2_topo.lock``  the lock (:mod:`nnunetv2_topo.volume.lock`) held while the output is created or finalized
+  ``.nnunetv2_topo.lock``  the lock (:mod:`nnunetv2_topo.scroll.lock`) held while the output is created or finalized
 The group attribute ``nnunetv2_topo`` holds the manifest (``settings``: models, folds, fusion, TTA, post-processing,
 input, chunking; ``output``: Zarr format and physical frame; ``scan``; ``grid``) and ``complete``.
 """
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nnunetv2_topo import errors
-from nnunetv2_topo.volume.grid import Box, chunk_key
+from nnunetv2_topo.scroll.grid import Box, chunk_key
 
 MANIFEST_KEY = "nnunetv2_topo"
 CLASSES = "work_classes"
@@ -35,7 +35,7 @@ ZARR_FORMATS = (2, 3)
 CREATE_WAIT_S = 120.0  # how long a part waits for another part that is creating the output
 
 
-class OutputError(errors.OutputError):
+class ScrollOutputError(errors.OutputError):
     """The output cannot be used for this run; the message names it, what differs and the fix."""
 
 
@@ -47,10 +47,10 @@ def _fs(url: str):
 
 def read_manifest(url: str) -> dict | None:
     """The manifest of an existing output; None when nothing is there or another process is creating it (its lock is
-    there, the manifest not yet); :class:`OutputError` for a store this command did not write."""
+    there, the manifest not yet); :class:`ScrollOutputError` for a store this command did not write."""
     import zarr
 
-    from nnunetv2_topo.volume.lock import LOCK
+    from nnunetv2_topo.scroll.lock import LOCK
 
     fs, root = _fs(url)
     if not fs.exists(root):
@@ -68,8 +68,8 @@ def read_manifest(url: str) -> dict | None:
     if fs.exists(f"{root.rstrip('/')}/{LOCK}"):
         return None  # being created (or its creator was killed: the lock goes stale)
     if group is None:
-        raise OutputError(f"--output {url} exists and is not a Zarr group; choose another --output")
-    raise OutputError(
+        raise ScrollOutputError(f"--output {url} exists and is not a Zarr group; choose another --output")
+    raise ScrollOutputError(
         f"--output {url} exists and was not written by 'nnunetv2_topo predict'; choose another --output or remove it"
     )
 
@@ -101,7 +101,7 @@ def existing_output(
         return None
     diff = _differences(old, manifest, differences)
     if diff and not overwrite:
-        raise OutputError(
+        raise ScrollOutputError(
             f"--output {url} was made with other settings ({'; '.join(diff)}); resume with the same settings, "
             "choose another --output, or add --overwrite to replace it"
         )
@@ -161,7 +161,7 @@ def prepare_output(
     ["zarr_format"]`` chooses the format (default 2)."""
     import zarr
 
-    from nnunetv2_topo.volume.lock import LOCK, TAKEOVER, StoreLock
+    from nnunetv2_topo.scroll.lock import LOCK, TAKEOVER, StoreLock
 
     old = existing_output(url, manifest, overwrite, num_parts, differences)
     if old is not None:
@@ -243,7 +243,7 @@ def physical_frame(source) -> dict:
     scale to the translation."""
     import zarr
 
-    from nnunetv2_topo.volume.source import _multiscales
+    from nnunetv2_topo.scroll.source import _multiscales
 
     scale, translation, units = [float(s) for s in source.spacing], [0.0, 0.0, 0.0], None
     if source.array_path:

@@ -2,9 +2,9 @@
 statistics), create or resume the output, predict the unfinished chunks (here or on Dask), then finish the volume
 (global post-processing, pyramid, OME-Zarr metadata) once every chunk of every part is written.
 
-Work units are blocks of chunks (:func:`~nnunetv2_topo.volume.grid.plan_block`): as wide in y and x as the tile cache
+Work units are blocks of chunks (:func:`~nnunetv2_topo.scroll.grid.plan_block`): as wide in y and x as the tile cache
 allows while a worker walks the block's chunks in C order, keeping each tile from the first chunk that needs it to
-the last (:class:`~nnunetv2_topo.volume.blending.TileCache`), so a tile is predicted once inside a block and again
+the last (:class:`~nnunetv2_topo.scroll.blending.TileCache`), so a tile is predicted once inside a block and again
 only on a block's border. The manifest records what the output is made of (the models' file contents, the device,
 AMP and the library versions, the input and the settings that change a chunk); a resumed run that differs is refused.
 """
@@ -25,8 +25,8 @@ import numpy as np
 
 from nnunetv2_topo.inference.models import ModelFolder
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
-from nnunetv2_topo.volume.grid import Box, chunk_blocks, chunk_boxes, chunk_key, plan_block
-from nnunetv2_topo.volume.source import SourceSpec
+from nnunetv2_topo.scroll.grid import Box, chunk_blocks, chunk_boxes, chunk_key, plan_block
+from nnunetv2_topo.scroll.source import SourceSpec
 
 MANIFEST_VERSION = 2
 
@@ -67,17 +67,18 @@ def set_deterministic(on: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-class Engine:
-    """One process's models, caches and writer for a run (see :func:`nnunetv2_topo.volume.cluster.engine_for`)."""
+class LoadedModels:
+    """One process's loaded models, caches and writer for a run (see
+    :func:`nnunetv2_topo.scroll.cluster.loaded_models_for`)."""
 
     def __init__(self, run: RunSpec, loaded=None) -> None:
         import torch
 
         from nnunetv2_topo.inference.models import use_topo_trainers
         from nnunetv2_topo.inference.predict import load_models
-        from nnunetv2_topo.volume.blending import ChunkModel, TileCache
-        from nnunetv2_topo.volume.source import CachedReader
-        from nnunetv2_topo.volume.writer import ChunkWriter
+        from nnunetv2_topo.scroll.blending import ChunkModel, TileCache
+        from nnunetv2_topo.scroll.source import CachedReader
+        from nnunetv2_topo.scroll.writer import ChunkWriter
 
         self.run = run
         if loaded is None:
@@ -116,7 +117,7 @@ class Engine:
                 self.reader.prefetch(g.image_source(g.region(tiles))[0])
 
     def process(self, box: Box, next_box: Box | None = None) -> None:
-        from nnunetv2_topo.volume.blending import fused_chunk_probability
+        from nnunetv2_topo.scroll.blending import fused_chunk_probability
 
         if next_box is not None:
             self.prefetch(next_box)
@@ -187,7 +188,7 @@ def split_units(units: list[list[Box]], at_least: int, chunk: int) -> list[list[
 
 
 @dataclass
-class VolumeReport:
+class ScrollReport:
     voxels: int = 0
     chunks_total: int = 0
     chunks_before: int = 0
@@ -198,7 +199,7 @@ class VolumeReport:
     complete: bool = False
     stages: dict = field(default_factory=dict)  # seconds of scan, predict, finalize
     block: tuple = ()
-    finalize: object = None  # the FinalizeReport of nnunetv2_topo.volume.finalize
+    finalize: object = None  # the FinalizeReport of nnunetv2_topo.scroll.finalize
 
     def total(self, key: str) -> float:
         return sum(s.get(key, 0) for s in self.stats)
@@ -286,7 +287,7 @@ def settings_of(
 def settings_differences(old: dict, new: dict) -> list[str]:
     """What differs between a stored manifest's settings and this run's, named for a person: the model file whose
     content changed, the library whose version differs, the setting and its two values (``pyramid`` ignored)."""
-    from nnunetv2_topo.volume.writer import manifest_differences
+    from nnunetv2_topo.scroll.writer import manifest_differences
 
     out = []
     old_models, new_models = old.get("models") or [], new.get("models") or []
@@ -316,7 +317,7 @@ def _progress_topic(key: str) -> str:
     return f"nnunetv2_topo-progress-{key[:12]}"
 
 
-def predict_volume(
+def predict_scroll(
     source: SourceSpec,
     loaded: list,
     folders: Sequence[ModelFolder],
@@ -341,17 +342,17 @@ def predict_volume(
     intensity_check: Callable[[float, float], None] | None = None,
     overwrite: bool = False,
     zarr_format: int = 2,
-) -> VolumeReport:
+) -> ScrollReport:
     """Run (or resume) the prediction of ``source`` into ``output``; see the module doc. ``loaded``: the models as
     :func:`~nnunetv2_topo.inference.predict.load_models` gives them: checked, and used when ``client`` is None; with
     a ``client`` the list is emptied once checked (this process keeps no model copy). ``intensity_check(low, high)``
     is given the region's value range from the scan (it raises to refuse)."""
     from tqdm import tqdm
 
-    from nnunetv2_topo.volume.blending import ChunkModel, check_spacing, normalization_of
-    from nnunetv2_topo.volume.finalize import finalize_volume
-    from nnunetv2_topo.volume.source import scan_volume
-    from nnunetv2_topo.volume.writer import done_keys, existing_output, physical_frame, prepare_output
+    from nnunetv2_topo.scroll.blending import ChunkModel, check_spacing, normalization_of
+    from nnunetv2_topo.scroll.finalize import finalize_volume
+    from nnunetv2_topo.scroll.source import scan_volume
+    from nnunetv2_topo.scroll.writer import done_keys, existing_output, physical_frame, prepare_output
 
     for m in loaded:
         normalization_of(m)
@@ -359,7 +360,7 @@ def predict_volume(
     settings = settings_of(
         source, folders, weights, fusion, tta, steps, chunk, pyramid, probabilities, skip_empty, device, mask
     )
-    report = VolumeReport(voxels=int(np.prod(source.shape)))
+    report = ScrollReport(voxels=int(np.prod(source.shape)))
     t0 = time.monotonic()
     output_meta = {"zarr_format": zarr_format, "frame": physical_frame(source)}
     new = {"settings": settings, "output": output_meta}
@@ -441,17 +442,17 @@ def predict_volume(
     )
     try:
         if client is None:
-            from nnunetv2_topo.volume import cluster
+            from nnunetv2_topo.scroll import cluster
 
-            with cluster._ENGINE_LOCK:
-                cluster._ENGINES.clear()
-                cluster._ENGINES[run.key] = Engine(run, loaded)
+            with cluster._MODELS_LOCK:
+                cluster._LOADED_MODELS.clear()
+                cluster._LOADED_MODELS[run.key] = LoadedModels(run, loaded)
             for u in todo:
                 report.stats.append(cluster.process_unit(run, u, on_chunk=bar.update))
         else:
             from distributed import as_completed
 
-            from nnunetv2_topo.volume.cluster import process_unit
+            from nnunetv2_topo.scroll.cluster import process_unit
 
             topic = _progress_topic(run.key)
             client.subscribe_topic(topic, lambda event: bar.update(int(event[1])))

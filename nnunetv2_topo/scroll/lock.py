@@ -20,7 +20,7 @@ import time
 import uuid
 
 from nnunetv2_topo.io import atomic_path
-from nnunetv2_topo.volume.writer import OutputError
+from nnunetv2_topo.scroll.writer import ScrollOutputError
 
 LOCK = ".nnunetv2_topo.lock"
 TAKEOVER = ".nnunetv2_topo.lock-takeover"
@@ -32,17 +32,17 @@ def stale_seconds() -> float:
     try:
         value = float(text)
     except ValueError:
-        raise OutputError(f"{STALE_ENV}={text!r} is not a number of seconds; unset it or set e.g. 300") from None
+        raise ScrollOutputError(f"{STALE_ENV}={text!r} is not a number of seconds; unset it or set e.g. 300") from None
     if value <= 0:
-        raise OutputError(f"{STALE_ENV}={text!r} must be > 0 seconds")
+        raise ScrollOutputError(f"{STALE_ENV}={text!r} must be > 0 seconds")
     return value
 
 
-class LockBusyError(OutputError):
+class LockBusyError(ScrollOutputError):
     """Another live process holds the output's lock."""
 
 
-class LockLostError(OutputError):
+class LockLostError(ScrollOutputError):
     """This process's lock was taken over (it looked stale to another process)."""
 
 
