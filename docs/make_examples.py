@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -35,6 +36,8 @@ PAGE = DOCS / "how-to" / "diagnose-training.md"
 FIGURE = DOCS / "progress_topo.png"
 SCRIPT = "docs/make_examples.py"
 START, END = "<!-- EXAMPLE_LOG start: written by docs/make_examples.py -->", "<!-- EXAMPLE_LOG end -->"
+CAPTION_START = "<!-- EXAMPLE_CAPTION start: written by docs/make_examples.py -->"
+CAPTION_END = "<!-- EXAMPLE_CAPTION end -->"
 
 CONFIG = {
     # a budget of minutes on a CPU; the schedule's keys shortened so that the warmup, the plateau phase and the
@@ -98,13 +101,43 @@ def excerpt(log_text: str) -> str:
     return "\n".join(out + body)
 
 
-def write_page(text: str) -> None:
-    page = PAGE.read_text()
-    before, _, rest = page.partition(START)
-    _, _, after = rest.partition(END)
-    if not after and END not in rest:
-        sys.exit(f"{PAGE}: no {START} ... {END} markers")
-    PAGE.write_text(f"{before}{START}\n\n```\n{text}\n```\n\n{END}{after}")
+def caption(log_text: str, log: dict) -> str:
+    """The figure's caption, from what the run did (training is not bit-reproducible: each run says its own)."""
+    phases = re.findall(r": Current learning rate: \S+ \((warmup|plateau phase|final anneal)", log_text)
+    cuts = len(re.findall(r": ReduceLROnPlateau: ", log_text))
+    clip = CONFIG.get("grad_clip_norm", 2.0)
+    clipped = sum(1 for m in re.findall(r"clip at \S+\): mean \S+, max (\S+);", log_text) if float(m) > clip)
+    plateau = (
+        "stays at `initial_lr` through the plateau phase (the EMA of the validation loss kept improving, so the "
+        "plateau never cut it)"
+        if cuts == 0
+        else f"is cut {cuts} time{'s' * (cuts > 1)} in the plateau phase (each cut a `ReduceLROnPlateau` line)"
+    )
+    losses, dice = log["train_losses"], log["ema_fg_dice"]
+    trend = [
+        "the loss of the default terms falls" if losses[-1] < losses[0] else "the loss does not fall",
+        "the EMA pseudo Dice climbs" if dice[-1] > dice[0] else "the EMA pseudo Dice does not climb",
+    ]
+    text = (
+        f"*The run of the log above, to its end (`{TOPO_TRAINER}` with the configuration `CONFIG` of "
+        f"[`docs/make_examples.py`](../make_examples.py): {len(phases)} short epochs on 8 synthetic cases of 64³, "
+        f"CPU): the LR ramps over the {phases.count('warmup')} warmup epochs, {plateau} and anneals over the last "
+        f"{phases.count('final anneal')} epochs; {trend[0]}, the gradient norm's maximum passes the clip level in "
+        f"{clipped} of the {len(phases)} epochs (those steps were clipped), and {trend[1]}.*"
+    )
+    return textwrap.fill(text, width=118, break_long_words=False, break_on_hyphens=False)
+
+
+def replace_between(page: str, start: str, end: str, text: str) -> str:
+    before, found, rest = page.partition(start)
+    if not found or end not in rest:
+        sys.exit(f"{PAGE}: no {start} ... {end} markers")
+    return f"{before}{start}\n{text}\n{end}{rest.partition(end)[2]}"
+
+
+def write_page(excerpt_text: str, caption_text: str) -> None:
+    page = replace_between(PAGE.read_text(), START, END, f"\n```\n{excerpt_text}\n```\n")
+    PAGE.write_text(replace_between(page, CAPTION_START, CAPTION_END, caption_text))
 
 
 def write_figure(fold: Path) -> None:
@@ -128,7 +161,8 @@ def main() -> int:
     args = parser.parse_args()
     fold = train(args.work, args.reuse)
     log_file = max(fold.glob("training_log_*.txt"))
-    write_page(excerpt(log_file.read_text()))
+    log, _ = load_progress(fold)
+    write_page(excerpt(log_file.read_text()), caption(log_file.read_text(), log))
     write_figure(fold)
     shutil.copy(log_file, args.work / "training_log.txt")
     print(f"wrote {FIGURE.relative_to(DOCS.parent)} and the excerpt in {PAGE.relative_to(DOCS.parent)}")

@@ -73,3 +73,8 @@ def test_figure_was_drawn_by_the_script() -> None:
         text = dict(image.text)
     assert text.get("Software") == SCRIPT, f"{FIGURE.name} was not written by {SCRIPT} (metadata: {text})"
     assert text.get("Source", "").startswith(f"{TRAINER},")
+    # the caption was written by the same run: it names the figure's number of epochs
+    m = re.search(r"<!-- EXAMPLE_CAPTION start[^>]*-->\n(.*?)\n<!-- EXAMPLE_CAPTION end -->", PAGE.read_text(), re.S)
+    assert m, f"{PAGE.name}: no caption between the EXAMPLE_CAPTION markers (run {SCRIPT})"
+    epochs = re.search(r", (\d+) epochs,", text["Source"]).group(1)
+    assert f" {epochs} short epochs" in m.group(1).replace("\n", " ")
