@@ -95,7 +95,30 @@ def data(tmp_path_factory, kaggle_dir: Path):
 # ----------------------------------------------------------------------------------- the one error path
 
 
+def _exception_classes() -> dict[str, list[type]]:
+    """Every exception class defined in a module of the package (and of ``dataset_conversion``), by name; the walk
+    imports each module."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import dataset_conversion
+    import nnunetv2_topo
+
+    found: dict[str, list[type]] = {}
+    for package in (nnunetv2_topo, dataset_conversion):
+        names = [package.__name__] + [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+        for name in names:
+            module = importlib.import_module(name)
+            for cls in vars(module).values():
+                if inspect.isclass(cls) and issubclass(cls, BaseException) and cls.__module__ == name:
+                    found.setdefault(cls.__name__, []).append(cls)
+    return found
+
+
 def test_every_user_facing_error_is_a_topo_error() -> None:
+    """One error family: every public exception class of the package derives from TopoError (``main()`` prints it
+    as one line), under a name no other class has; control-flow exceptions are private (``_Name``)."""
     from dataset_conversion.splits import SplitError
     from dataset_conversion.validation import ConversionError
     from nnunetv2_topo.demo import DemoError
@@ -115,6 +138,15 @@ def test_every_user_facing_error_is_a_topo_error() -> None:
                ModelError, ProbabilityError, EngineUnavailableError, EvaluationError, MetricInputError,
                SubmissionError, SheetTopologyError, SynthError, TopoConfigError]  # fmt: skip
     assert [c.__name__ for c in classes if not issubclass(c, TopoError)] == []
+    found = _exception_classes()
+    assert {c.__name__ for c in classes} <= set(found)  # the walk sees every module
+    public = {name: defs for name, defs in found.items() if not name.startswith("_")}
+    outside = sorted(
+        f"{c.__module__}.{name}" for name, defs in public.items() for c in defs if not issubclass(c, TopoError)
+    )
+    assert outside == [], "user-facing exceptions must derive from nnunetv2_topo.errors.TopoError (or be _private)"
+    twice = sorted(f"{name}: {', '.join(c.__module__ for c in defs)}" for name, defs in public.items() if len(defs) > 1)
+    assert twice == [], "exception names must be unique"
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from nnunetv2_topo.tuning.evaluator import CaseSource, Evaluator
 from nnunetv2_topo.tuning.report import REPORT_MD, REPORT_PNG, write_markdown, write_plot
 from nnunetv2_topo.tuning.search import (
     AblationRow,
-    TimeBudgetSpentError,
+    _TimeBudgetSpentError,
     ablation,
     choice_stability,
     coordinate_descent,
@@ -129,7 +129,7 @@ def tune(
             if len(evaluator.cases) >= 2:
                 stable = choice_stability(evaluator, axes, state["best"], cv_folds)
                 dropped = without_models(evaluator, state["best"])
-        except TimeBudgetSpentError:
+        except _TimeBudgetSpentError:
             status = "stopped by the time budget"
         except KeyboardInterrupt as exc:
             status, interrupt = "interrupted (Ctrl-C)", exc

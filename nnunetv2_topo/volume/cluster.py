@@ -19,13 +19,14 @@ import threading
 import time
 from dataclasses import dataclass
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.volume.grid import Box
 
 _ENGINES: dict[str, object] = {}
 _ENGINE_LOCK = threading.RLock()  # held while an engine is made or used: one unit at a time per process
 
 
-class ClusterError(ValueError):
+class ClusterError(TopoError, ValueError):
     """A ``--dask`` value that cannot be used; the message names it and the accepted forms."""
 
 

@@ -19,12 +19,16 @@ import threading
 import time
 import uuid
 
+from nnunetv2_topo import errors
 from nnunetv2_topo.io import atomic_path
-from nnunetv2_topo.volume.writer import OutputError
 
 LOCK = ".nnunetv2_topo.lock"
 TAKEOVER = ".nnunetv2_topo.lock-takeover"
 STALE_ENV = "NNUNETV2_TOPO_LOCK_STALE_S"
+
+
+class ZarrOutputError(errors.OutputError):
+    """The Zarr output cannot be used for this run; the message names it, what differs and the fix."""
 
 
 def stale_seconds() -> float:
@@ -32,17 +36,17 @@ def stale_seconds() -> float:
     try:
         value = float(text)
     except ValueError:
-        raise OutputError(f"{STALE_ENV}={text!r} is not a number of seconds; unset it or set e.g. 300") from None
+        raise ZarrOutputError(f"{STALE_ENV}={text!r} is not a number of seconds; unset it or set e.g. 300") from None
     if value <= 0:
-        raise OutputError(f"{STALE_ENV}={text!r} must be > 0 seconds")
+        raise ZarrOutputError(f"{STALE_ENV}={text!r} must be > 0 seconds")
     return value
 
 
-class LockBusyError(OutputError):
+class LockBusyError(ZarrOutputError):
     """Another live process holds the output's lock."""
 
 
-class LockLostError(OutputError):
+class LockLostError(ZarrOutputError):
     """This process's lock was taken over (it looked stale to another process)."""
 
 

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnunetv2_topo import errors
 from nnunetv2_topo.volume.grid import Box, chunk_key
+from nnunetv2_topo.volume.lock import LOCK, TAKEOVER, StoreLock, ZarrOutputError
 
 MANIFEST_KEY = "nnunetv2_topo"
 CLASSES = "work_classes"
@@ -35,10 +35,6 @@ ZARR_FORMATS = (2, 3)
 CREATE_WAIT_S = 120.0  # how long a part waits for another part that is creating the output
 
 
-class OutputError(errors.OutputError):
-    """The output cannot be used for this run; the message names it, what differs and the fix."""
-
-
 def _fs(url: str):
     import fsspec
 
@@ -47,10 +43,8 @@ def _fs(url: str):
 
 def read_manifest(url: str) -> dict | None:
     """The manifest of an existing output; None when nothing is there or another process is creating it (its lock is
-    there, the manifest not yet); :class:`OutputError` for a store this command did not write."""
+    there, the manifest not yet); :class:`ZarrOutputError` for a store this command did not write."""
     import zarr
-
-    from nnunetv2_topo.volume.lock import LOCK
 
     fs, root = _fs(url)
     if not fs.exists(root):
@@ -68,8 +62,8 @@ def read_manifest(url: str) -> dict | None:
     if fs.exists(f"{root.rstrip('/')}/{LOCK}"):
         return None  # being created (or its creator was killed: the lock goes stale)
     if group is None:
-        raise OutputError(f"--output {url} exists and is not a Zarr group; choose another --output")
-    raise OutputError(
+        raise ZarrOutputError(f"--output {url} exists and is not a Zarr group; choose another --output")
+    raise ZarrOutputError(
         f"--output {url} exists and was not written by 'nnunetv2_topo predict'; choose another --output or remove it"
     )
 
@@ -101,7 +95,7 @@ def existing_output(
         return None
     diff = _differences(old, manifest, differences)
     if diff and not overwrite:
-        raise OutputError(
+        raise ZarrOutputError(
             f"--output {url} was made with other settings ({'; '.join(diff)}); resume with the same settings, "
             "choose another --output, or add --overwrite to replace it"
         )
@@ -160,8 +154,6 @@ def prepare_output(
     Call it after every check has passed: it is the first thing that writes or deletes. ``manifest["output"]
     ["zarr_format"]`` chooses the format (default 2)."""
     import zarr
-
-    from nnunetv2_topo.volume.lock import LOCK, TAKEOVER, StoreLock
 
     old = existing_output(url, manifest, overwrite, num_parts, differences)
     if old is not None:
