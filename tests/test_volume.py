@@ -147,18 +147,18 @@ def test_bad_bbox(text: str) -> None:
 
 
 def test_manifest_refuses_other_settings_and_foreign_stores(tmp_path: Path) -> None:
-    from nnunetv2_topo.volume.writer import ZarrOutputError, prepare_output
+    from nnunetv2_topo.volume.writer import ScrollOutputError, prepare_output
 
     url = str(tmp_path / "out.zarr")
     manifest = {"settings": {"tta": "mirror", "chunk": 16, "models": ["a"]}, "scan": {}, "output": {"zarr_format": 2}}
     assert prepare_output(url, manifest, (20, 20, 20), 16, True, False) is None
     assert prepare_output(url, manifest, (20, 20, 20), 16, True, False)["settings"] == manifest["settings"]
     other = {**manifest, "settings": {"tta": "none", "chunk": 16, "models": ["b"]}}
-    with pytest.raises(ZarrOutputError, match=r"models: \['a'\] -> \['b'\]; tta: 'mirror' -> 'none'"):
+    with pytest.raises(ScrollOutputError, match=r"models: \['a'\] -> \['b'\]; tta: 'mirror' -> 'none'"):
         prepare_output(url, other, (20, 20, 20), 16, True, False)
     foreign = str(tmp_path / "foreign.zarr")
     zarr.open_group(foreign, mode="w")
-    with pytest.raises(ZarrOutputError, match="was not written by 'nnunetv2_topo predict'"):
+    with pytest.raises(ScrollOutputError, match="was not written by 'nnunetv2_topo predict'"):
         prepare_output(foreign, manifest, (20, 20, 20), 16, True, False)
 
 

@@ -163,7 +163,7 @@ def test_output_creation_is_exclusive(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_overwrite_replaces_only_after_checks_and_never_another_parts_work(tmp_path: Path) -> None:
-    from nnunetv2_topo.volume.writer import ZarrOutputError, prepare_output
+    from nnunetv2_topo.volume.writer import ScrollOutputError, prepare_output
 
     url = _predicted(str(tmp_path / "o.zarr"))
     done = sorted(p.name for p in (Path(url) / ".done").iterdir())
@@ -171,13 +171,13 @@ def test_overwrite_replaces_only_after_checks_and_never_another_parts_work(tmp_p
     assert prepare_output(url, _manifest(), SHAPE, CHUNK, True, True, overwrite=True, num_parts=2) is not None
     assert sorted(p.name for p in (Path(url) / ".done").iterdir()) == done
     # other settings without --overwrite: refused, nothing deleted
-    with pytest.raises(ZarrOutputError, match=r"other settings \(pyramid: 1 -> 2\).*--overwrite"):
+    with pytest.raises(ScrollOutputError, match=r"other settings \(pyramid: 1 -> 2\).*--overwrite"):
         prepare_output(url, _manifest(pyramid=2), SHAPE, CHUNK, True, True)
-    with pytest.raises(ZarrOutputError, match=r"zarr_format: 2 -> 3"):
+    with pytest.raises(ScrollOutputError, match=r"zarr_format: 2 -> 3"):
         prepare_output(url, _manifest(3), SHAPE, CHUNK, True, True)
     old = _manifest()
     del old["output"]  # an output of an earlier version (Zarr v3, no frame, probabilities as one array)
-    with pytest.raises(ZarrOutputError, match="output layout: an earlier nnunetv2_topo version's"):
+    with pytest.raises(ScrollOutputError, match="output layout: an earlier nnunetv2_topo version's"):
         prepare_output(str(_predicted(str(tmp_path / "old.zarr"), manifest=old)), _manifest(), SHAPE, CHUNK, True, True)
     assert sorted(p.name for p in (Path(url) / ".done").iterdir()) == done
     # other settings with --overwrite (all checks passed): replaced
@@ -212,7 +212,7 @@ def test_cli_overwrite_refused_by_a_check_keeps_the_old_output(tmp_path: Path, c
 
 def test_lock_is_exclusive_and_taken_over_when_stale(tmp_path: Path, monkeypatch) -> None:
     from nnunetv2_topo.volume.lock import LockBusyError, LockLostError, stale_seconds
-    from nnunetv2_topo.volume.writer import ZarrOutputError
+    from nnunetv2_topo.volume.writer import ScrollOutputError
 
     url = str(tmp_path / "o.zarr")
     a = StoreLock(url, "finalize", stale_s=0.3)
@@ -232,7 +232,7 @@ def test_lock_is_exclusive_and_taken_over_when_stale(tmp_path: Path, monkeypatch
     assert b.holder() is None
     for bad in ("x", "0"):
         monkeypatch.setenv("NNUNETV2_TOPO_LOCK_STALE_S", bad)
-        with pytest.raises(ZarrOutputError, match="NNUNETV2_TOPO_LOCK_STALE_S"):
+        with pytest.raises(ScrollOutputError, match="NNUNETV2_TOPO_LOCK_STALE_S"):
             stale_seconds()
 
 

@@ -120,9 +120,9 @@ def run_volume(args: argparse.Namespace) -> int:
     from nnunetv2_topo.inference.models import ModelError, use_topo_trainers
     from nnunetv2_topo.volume import (
         ClusterError,
+        ScrollOutputError,
         VolumeInputError,
         VolumeModelError,
-        ZarrOutputError,
         close_client,
         open_source,
         parse_bbox,
@@ -190,7 +190,7 @@ def run_volume(args: argparse.Namespace) -> int:
             overwrite=getattr(args, "overwrite", False),
             zarr_format=args.zarr_format,
         )
-    except (ZarrOutputError, VolumeModelError, VolumeInputError, ClusterError) as exc:
+    except (ScrollOutputError, VolumeModelError, VolumeInputError, ClusterError) as exc:
         raise CLIError(str(exc)) from exc
     finally:
         if client is not None:

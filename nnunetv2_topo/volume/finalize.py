@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnunetv2_topo.volume.writer import CLASSES, DONE, LABELS, PROBABILITIES, ZarrOutputError
+from nnunetv2_topo.volume.writer import CLASSES, DONE, LABELS, PROBABILITIES, ScrollOutputError
 
 STEP_HOOK: Callable[[str], None] | None = None
 """Called with the name of every step boundary (tests inject kills here)."""
@@ -226,7 +226,7 @@ def finalize_volume(
     report = FinalizeReport()
     manifest = read_manifest(url)
     if manifest is None:
-        raise ZarrOutputError(f"{url} holds no output of 'nnunetv2_topo predict' (no manifest); check the path")
+        raise ScrollOutputError(f"{url} holds no output of 'nnunetv2_topo predict' (no manifest); check the path")
     if not manifest.get("complete"):
         report.missing = missing_chunks(url, manifest)
         if report.missing:

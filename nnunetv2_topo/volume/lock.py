@@ -27,8 +27,8 @@ TAKEOVER = ".nnunetv2_topo.lock-takeover"
 STALE_ENV = "NNUNETV2_TOPO_LOCK_STALE_S"
 
 
-class ZarrOutputError(errors.OutputError):
-    """The Zarr output cannot be used for this run; the message names it, what differs and the fix."""
+class ScrollOutputError(errors.OutputError):
+    """The Zarr output of a scroll cannot be used for this run; the message names it, what differs and the fix."""
 
 
 def stale_seconds() -> float:
@@ -36,17 +36,17 @@ def stale_seconds() -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ZarrOutputError(f"{STALE_ENV}={text!r} is not a number of seconds; unset it or set e.g. 300") from None
+        raise ScrollOutputError(f"{STALE_ENV}={text!r} is not a number of seconds; unset it or set e.g. 300") from None
     if value <= 0:
-        raise ZarrOutputError(f"{STALE_ENV}={text!r} must be > 0 seconds")
+        raise ScrollOutputError(f"{STALE_ENV}={text!r} must be > 0 seconds")
     return value
 
 
-class LockBusyError(ZarrOutputError):
+class LockBusyError(ScrollOutputError):
     """Another live process holds the output's lock."""
 
 
-class LockLostError(ZarrOutputError):
+class LockLostError(ScrollOutputError):
     """This process's lock was taken over (it looked stale to another process)."""
 
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nnunetv2_topo.volume.grid import Box, chunk_key
-from nnunetv2_topo.volume.lock import LOCK, TAKEOVER, StoreLock, ZarrOutputError
+from nnunetv2_topo.volume.lock import LOCK, TAKEOVER, ScrollOutputError, StoreLock
 
 MANIFEST_KEY = "nnunetv2_topo"
 CLASSES = "work_classes"
@@ -43,7 +43,7 @@ def _fs(url: str):
 
 def read_manifest(url: str) -> dict | None:
     """The manifest of an existing output; None when nothing is there or another process is creating it (its lock is
-    there, the manifest not yet); :class:`ZarrOutputError` for a store this command did not write."""
+    there, the manifest not yet); :class:`ScrollOutputError` for a store this command did not write."""
     import zarr
 
     fs, root = _fs(url)
@@ -62,8 +62,8 @@ def read_manifest(url: str) -> dict | None:
     if fs.exists(f"{root.rstrip('/')}/{LOCK}"):
         return None  # being created (or its creator was killed: the lock goes stale)
     if group is None:
-        raise ZarrOutputError(f"--output {url} exists and is not a Zarr group; choose another --output")
-    raise ZarrOutputError(
+        raise ScrollOutputError(f"--output {url} exists and is not a Zarr group; choose another --output")
+    raise ScrollOutputError(
         f"--output {url} exists and was not written by 'nnunetv2_topo predict'; choose another --output or remove it"
     )
 
@@ -95,7 +95,7 @@ def existing_output(
         return None
     diff = _differences(old, manifest, differences)
     if diff and not overwrite:
-        raise ZarrOutputError(
+        raise ScrollOutputError(
             f"--output {url} was made with other settings ({'; '.join(diff)}); resume with the same settings, "
             "choose another --output, or add --overwrite to replace it"
         )
