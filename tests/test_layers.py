@@ -3,9 +3,9 @@
 
 A module imports only from its own layer or a lower one; ``trainer_discovery`` (the folder nnU-Net's
 ``nnUNet_extTrainer`` imports) imports the trainers and nothing imports it; the test-support subpackage ``testing``
-is imported by nothing in the package; a subpackage's ``__init__`` only re-exports; no module is over 500 lines (400 in
-``trainers/``). ``docs/explanation/architecture.md``
-describes these layers; this table is the one definition.
+is imported by nothing in the package; no two modules import each other, directly or through others (no import
+cycle); a subpackage's ``__init__`` only re-exports; no module is over 500 lines (400 in ``trainers/``).
+``docs/explanation/architecture.md`` describes these layers; this table is the one definition.
 """
 
 from __future__ import annotations
@@ -189,6 +189,70 @@ def test_checker_catches_an_upward_import(tmp_path: Path, monkeypatch: pytest.Mo
     ]
     with pytest.raises(AssertionError, match="nnunetv2_topo.newthing is in no layer"):
         layer_of("nnunetv2_topo.newthing.x")
+
+
+def import_cycles(graph: list[tuple[str, str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module of the import graph (Tarjan's algorithm): modules
+    that import each other, directly or through others, each component sorted, the components sorted."""
+    succ: dict[str, list[str]] = {}
+    for a, b in graph:
+        succ.setdefault(a, []).append(b)
+        succ.setdefault(b, [])
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in succ[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(succ):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_import_cycles() -> None:
+    """No two modules import each other, directly or through others (imports inside functions count: they only
+    postpone the cycle to the first call)."""
+    cycles = import_cycles(edges())
+    assert not cycles, "import cycles; move what both need into one of them or a lower module:\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def test_cycle_checker_finds_a_cycle_through_a_function_level_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / PACKAGE / "metrics"
+    fake.mkdir(parents=True)
+    (tmp_path / PACKAGE / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    (fake / "a.py").write_text("from nnunetv2_topo.metrics.b import x\n")
+    (fake / "b.py").write_text("from nnunetv2_topo.metrics import c\n")
+    (fake / "c.py").write_text("def f():\n    from nnunetv2_topo.metrics import a\n")
+    (fake / "d.py").write_text("from nnunetv2_topo.metrics import a\n")
+    monkeypatch.setitem(globals(), "REPO", tmp_path)
+    assert import_cycles(edges()) == [[f"{PACKAGE}.metrics.a", f"{PACKAGE}.metrics.b", f"{PACKAGE}.metrics.c"]]
 
 
 MAX_LINES = 500
