@@ -149,6 +149,31 @@ def test_every_user_facing_error_is_a_topo_error() -> None:
     assert twice == [], "exception names must be unique"
 
 
+def test_library_refusals_of_user_input_are_topo_errors(tmp_path: Path) -> None:
+    """A bad postprocess.json, bad fusion weights and a folder without a training log raise TopoErrors (``main()``
+    prints them as one line) that are still the ValueError / FileNotFoundError callers catch."""
+    from nnunetv2_topo.postprocessing import PostprocessConfig, check_fusion_weights, load_postprocess_file
+    from nnunetv2_topo.trainers.diagnostics import load_progress
+
+    bad = tmp_path / "postprocess.json"
+    bad.write_text("{")
+    fold = tmp_path / "fold_0"
+    fold.mkdir()
+    (fold / "progress_topo.json").write_text("[]")
+    refusals = [
+        (lambda: load_postprocess_file(bad), ValueError, "not valid JSON"),
+        (lambda: load_postprocess_file(tmp_path / "none.json"), ValueError, "no such post-processing file"),
+        (lambda: PostprocessConfig(threshold=2), ValueError, "threshold must be"),
+        (lambda: check_fusion_weights([1, -1], 2), ValueError, "finite and >= 0"),
+        (lambda: load_progress(fold), ValueError, "expected a JSON object"),
+        (lambda: load_progress(tmp_path / "nothing"), FileNotFoundError, "is not a folder"),
+    ]
+    for call, base, match in refusals:
+        with pytest.raises(base, match=match) as err:
+            call()
+        assert isinstance(err.value, TopoError), (match, type(err.value))
+
+
 @pytest.mark.parametrize(
     ("code", "path", "expected"),
     [
