@@ -149,7 +149,7 @@ def run_volume(args: argparse.Namespace) -> int:
     import torch
 
     from nnunetv2_topo.inference.predict import load_models
-    from nnunetv2_topo.volume.run import predict_volume
+    from nnunetv2_topo.volume.run import ScrollOptions, predict_volume
 
     cpu = torch.device("cpu")
 
@@ -164,9 +164,7 @@ def run_volume(args: argparse.Namespace) -> int:
             from nnunetv2_topo.volume import start_client
 
             client = start_client(target, device=device.type)
-        report = predict_volume(
-            source,
-            models,
+        options = ScrollOptions(
             folders,
             weights,
             device.type,
@@ -178,7 +176,6 @@ def run_volume(args: argparse.Namespace) -> int:
             pyramid=args.pyramid,
             probabilities=args.probabilities,
             skip_empty=not args.no_skip_empty,
-            client=client,
             num_parts=args.num_parts,
             part_id=args.part_id,
             cache_mb=args.cache_mb,
@@ -186,10 +183,10 @@ def run_volume(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             mask=mask,
             deterministic=args.deterministic,
-            intensity_check=intensity_check,
             overwrite=getattr(args, "overwrite", False),
             zarr_format=args.zarr_format,
         )
+        report = predict_volume(source, models, options, client=client, intensity_check=intensity_check)
     except (ScrollOutputError, VolumeModelError, VolumeInputError, ClusterError) as exc:
         raise CLIError(str(exc)) from exc
     finally:

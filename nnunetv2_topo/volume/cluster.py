@@ -114,12 +114,21 @@ def close_client(client, spec: str) -> None:
         cluster.close()
 
 
+def use_models(run, loaded: list) -> None:
+    """Predict ``run`` in this process with the models already ``loaded`` (the driver's own, without Dask)."""
+    from nnunetv2_topo.volume.loaded_models import LoadedModels
+
+    with _ENGINE_LOCK:
+        _ENGINES.clear()
+        _ENGINES[run.key] = LoadedModels(run, loaded)
+
+
 def engine_for(run) -> object:
-    """This process's :class:`~nnunetv2_topo.volume.run.Engine` for ``run`` (models loaded on first use); call it
-    holding ``_ENGINE_LOCK``."""
+    """This process's :class:`~nnunetv2_topo.volume.loaded_models.LoadedModels` for ``run`` (models loaded on first
+    use); call it holding ``_ENGINE_LOCK``."""
     engine = _ENGINES.get(run.key)
     if engine is None:
-        from nnunetv2_topo.volume.run import Engine
+        from nnunetv2_topo.volume.loaded_models import LoadedModels
 
         _ENGINES.clear()  # one run per process at a time: free the previous run's models
         threads = os.environ.get("NNUNETV2_TOPO_TORCH_THREADS")
@@ -127,7 +136,7 @@ def engine_for(run) -> object:
             import torch
 
             torch.set_num_threads(int(threads))
-        engine = _ENGINES[run.key] = Engine(run)
+        engine = _ENGINES[run.key] = LoadedModels(run)
     return engine
 
 
