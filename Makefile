@@ -36,7 +36,7 @@ test-fast: lint
 	$(PY) -m pytest -m "not e2e and not slow" --durations=10 $(PYTEST_ARGS)
 
 docs: install
-	$(PY) -m nnunetv2_topo.cli.reference_docs
+	$(PY) -m nnunetv2_topo.tools.reference_docs
 
 demo: install
 	$(VENV)/bin/nnunetv2_topo demo --work demo_work

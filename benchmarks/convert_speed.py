@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset_conversion.convert_vesuvius import convert
+from nnunetv2_topo.conversion.convert_vesuvius import convert
 from nnunetv2_topo.synth import make_case
 from nnunetv2_topo.synth.layout import write_kaggle_dataset
 

@@ -68,7 +68,7 @@ def make_case(size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run(folder: str, errors: str | None, workers: int, queue) -> None:
-    from nnunetv2_topo.metrics.evaluate import evaluate_folders
+    from nnunetv2_topo.evaluation.folder_scoring import evaluate_folders
 
     writer = None
     if errors is not None:

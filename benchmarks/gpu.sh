@@ -62,7 +62,7 @@ timeout 120 "$PY" benchmarks/score_round.py --device cuda --full --mirroring --m
 # ======================================================================================================================
 # Whole-volume predict (issue 19; benchmarks/volume_predict.py). Separate block: appended, not part of the list above.
 #   A 1024^3 synthetic Zarr volume, nnU-Net's default network (patch 128^3, AMP), chunk 256, TTA off, in process:
-#   one-case predict of the same volume vs predict_volume (voxels/s, overhead, read amplification, tiles predicted
+#   one-case predict of the same volume vs predict_scroll (voxels/s, overhead, read amplification, tiles predicted
 #   vs the grid, labels differing). The tile cache (16 GB on the card) holds a slab's tiles so each tile is predicted
 #   once. Needs ~300 s and ~40 GB of host memory (one-case predict holds the whole volume in float32 several times).
 timeout 300 "$PY" benchmarks/volume_predict.py --device cuda --shape 1024 1024 1024 --patch 128 --chunk 256 \

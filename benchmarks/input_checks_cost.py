@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_topo.input_checks import label_map_problem, label_value_problem
 from nnunetv2_topo.io import read_volume, write_tiff
 from nnunetv2_topo.synth.generator import ScrollStyle, SheetTopology, synthesize_case
-from nnunetv2_topo.volume_checks import label_map_problem, label_value_problem
 
 
 def best_of(fn, repeat: int) -> float:

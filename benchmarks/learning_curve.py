@@ -71,7 +71,7 @@ def run_logged(cmd: list, env: dict, log: Path) -> float:
 
 
 def _prepare(args: argparse.Namespace, work: Path, env: dict) -> Path:
-    from nnunetv2_topo.plans import make_reduced_plans
+    from nnunetv2_topo.reduced_plans import make_reduced_plans
 
     kaggle = work / "kaggle"
     if not kaggle.exists():
@@ -101,7 +101,7 @@ def _fold(env: dict, trainer: str, plans: str) -> Path:
 
 def _score(fold: Path, pre: Path) -> float:
     """Mean competition score (raw) of the fold's validation predictions."""
-    from nnunetv2_topo.evaluation.scoring import score_folder
+    from nnunetv2_topo.evaluation.folder_scoring import score_folder
 
     summary = fold / "validation" / "summary_topo.json"
     if summary.exists():

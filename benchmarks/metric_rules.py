@@ -89,9 +89,9 @@ def _run(task: dict, queue) -> None:
         rules_matched(np.ones((3, 3, 3), bool), np.zeros((3, 3, 3), bool), 10, 10)
         queue.put({"wall": time.perf_counter() - t0})
         return
+    from nnunetv2_topo.evaluation.folder_scoring import evaluate_folders
     from nnunetv2_topo.metrics import engine as eng
     from nnunetv2_topo.metrics.betti_rules import rules_matched
-    from nnunetv2_topo.metrics.evaluate import evaluate_folders
     from nnunetv2_topo.metrics.leaderboard import leaderboard_score
 
     out: dict = {}

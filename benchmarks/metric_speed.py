@@ -57,7 +57,7 @@ def _measure(kind: str, data: str, workers: int, queue) -> None:
     from nnunetv2_topo.testing import metric_reference as reference
 
     if kind.startswith("folder"):
-        from nnunetv2_topo.metrics.evaluate import evaluate_folders
+        from nnunetv2_topo.evaluation.folder_scoring import evaluate_folders
 
         t0, c0 = time.perf_counter(), time.process_time()
         out = evaluate_folders(

@@ -24,7 +24,7 @@ import numpy as np
 
 
 def evaluate(cases, config) -> dict[str, float]:
-    from nnunetv2_topo.evaluation.scoring import postprocess_and_score
+    from nnunetv2_topo.evaluation.case_scoring import postprocess_and_score
 
     scores = [postprocess_and_score(p, gt, config) for p, gt in cases]
     return {k: float(np.mean([s[k] for s in scores])) for k in ("score", "topo", "surface_dice", "voi_score")}

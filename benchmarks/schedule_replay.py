@@ -1,7 +1,7 @@
 """Plateau settings x simulated 1,000-epoch nnU-Net logs: the table the default LR schedule was chosen from.
 
 Every setting is replayed with the trainer's real scheduler (``nnunetv2_topo.scheduling.replay``, the code
-``nnunetv2_topo schedule`` runs) on the simulated families of ``nnunetv2_topo.scheduling.simulated_logs``, 10 seeds
+``nnunetv2_topo schedule`` runs) on the simulated families of ``nnunetv2_topo.testing.simulated_logs``, 10 seeds
 each. Columns:
 
 * ``improving``: % of epochs at >= 10 % of the base LR on the still-improving families (target >= 60 %; nnU-Net's
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nnunetv2_topo.scheduling.replay import replay  # noqa: E402
-from nnunetv2_topo.scheduling.simulated_logs import DEVELOPMENT_FAMILIES, HELD_OUT_FAMILIES, simulate  # noqa: E402
+from nnunetv2_topo.testing.simulated_logs import DEVELOPMENT_FAMILIES, HELD_OUT_FAMILIES, simulate  # noqa: E402
 from nnunetv2_topo.trainers.config import resolve_config  # noqa: E402
 
 SEED_RECIPE = {"plateau_metric": "val_loss", "plateau_patience": 8, "plateau_factor": 0.5, "plateau_threshold": 1e-4,

@@ -33,7 +33,7 @@ def _network_and_predictor(patch: int, device, mirroring: bool):
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunetv2_topo.plans import standalone_plans, vesuvius_dataset_json
+    from nnunetv2_topo.reduced_plans import standalone_plans, vesuvius_dataset_json
 
     features, size = [32], patch
     while size // 2 >= 4 and len(features) < 6:
@@ -82,7 +82,7 @@ def _convert_seconds(shape: int) -> tuple[float, float]:
     from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunetv2_topo.plans import standalone_plans, vesuvius_dataset_json
+    from nnunetv2_topo.reduced_plans import standalone_plans, vesuvius_dataset_json
 
     manager = PlansManager(standalone_plans([32] * 3, (4, 8, 16)))
     config = manager.get_configuration("3d_fullres")

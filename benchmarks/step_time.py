@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nnunetv2_topo.plans import standalone_plans, vesuvius_dataset_json
+from nnunetv2_topo.reduced_plans import standalone_plans, vesuvius_dataset_json
 
 TRAINERS = [
     "nnUNetTrainer",

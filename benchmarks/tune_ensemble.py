@@ -69,7 +69,7 @@ def run_tune(name: str, dirs: dict[str, Path], models: tuple[str, ...], extra: l
 
 def heldout_scores(run: dict, dirs: dict[str, Path]) -> np.ndarray:
     """Per held-out case: the exact score of the run's postprocess.json applied to that case's maps."""
-    from nnunetv2_topo.evaluation.scoring import postprocess_and_score
+    from nnunetv2_topo.evaluation.case_scoring import postprocess_and_score
     from nnunetv2_topo.io import read_volume
     from nnunetv2_topo.postprocessing import fuse_probability_files, load_postprocess_file
 

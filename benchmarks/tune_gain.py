@@ -49,7 +49,7 @@ def write_cases(folder: Path, n: int, size: int, seed: int, calibration: str) ->
 
 def score(prob_dir: Path, gt_dir: Path, config) -> dict[str, float]:
     """Mean exact score of ``config`` applied to every map of ``prob_dir``."""
-    from nnunetv2_topo.evaluation.scoring import postprocess_and_score
+    from nnunetv2_topo.evaluation.case_scoring import postprocess_and_score
     from nnunetv2_topo.io import read_volume
     from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
     from nnunetv2_topo.postprocessing.probabilities import read_probability

@@ -55,7 +55,7 @@ REGIMES = ("nominal", "crowded")
 REFERENCE = "nnUNetTrainer"
 TEST_SEED = 1000
 
-FIVE_TERMS = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
+FIVE_TERMS = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "dilated_mse": 0.05}
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "nnUNetTrainer": ("nnUNetTrainer_TopoBudget", {}),
@@ -90,7 +90,7 @@ def scaled_schedule(trainer: str, epochs: int, reference_epochs: int = 1000) -> 
                               for t, s in schedule.items()}} if schedule else {}  # fmt: skip
 
 
-FIVE_TERMS_CE = {"dice": 0.3, "ce": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
+FIVE_TERMS_CE = {"dice": 0.3, "ce": 0.4, "boundary": 0.15, "cldice": 0.10, "dilated_mse": 0.05}
 FIXES: dict[str, tuple[str, dict]] = {
     "FiveTerm~alpha0.5": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS, "focal_alpha": 0.5}),
     "FiveTerm~ce": ("nnUNetTrainerTopoWarmup", {"loss_weights": FIVE_TERMS_CE}),
@@ -151,7 +151,7 @@ def _synth_cmd(out: Path, cases: int, shape: list, seed: int, regime: str) -> li
 def prepare_dataset(work: str, regime: str, seed: int, cases: int, shape: list, folds: int,
                     features: tuple = (8, 16, 32)) -> str:  # fmt: skip
     """synth -> convert -> plan/preprocess -> reduced plans for one (regime, data seed); returns the dataset name."""
-    from nnunetv2_topo.plans import make_reduced_plans
+    from nnunetv2_topo.reduced_plans import make_reduced_plans
 
     work_p = Path(work)
     env = _env(work_p)
@@ -185,7 +185,7 @@ def prepare_test_set(work: Path, regime: str, cases: int, shape: list) -> Path:
 def _scores(prob, gt, config) -> dict:
     import numpy as np
 
-    from nnunetv2_topo.evaluation.scoring import score_prediction
+    from nnunetv2_topo.evaluation.case_scoring import score_prediction
     from nnunetv2_topo.postprocessing.steps import postprocess_volume
 
     out = {}

@@ -1,7 +1,7 @@
 """Finalize alone, at growing chunk counts: is its cost linear in the chunks?
 
 Whole-volume ``predict`` ends with the finalize step (global post-processing across chunk borders, pyramid, OME-Zarr
-metadata, clean-up; ``nnunetv2_topo/volume/finalize.py``). This script writes precomputed class codes (blobs that
+metadata, clean-up; ``nnunetv2_topo/scroll/finalize.py``). This script writes precomputed class codes (blobs that
 cross many chunk borders, some holding a class-2 voxel) into an output as ``predict`` leaves it, with tiny chunks so
 that thousands of chunks stay cheap, and times ``finalize_volume`` at each chunk count: time per chunk, CPU per
 chunk, and what the driver held (border labels and touching pairs) per chunk. Target: time per chunk within 1.5x
@@ -44,8 +44,8 @@ def prepared(url: str, classes: np.ndarray, chunk: int) -> None:
     import fsspec
 
     from nnunetv2_topo.postprocessing.steps import PostprocessConfig
-    from nnunetv2_topo.volume.grid import chunk_boxes, chunk_key
-    from nnunetv2_topo.volume.writer import CLASSES, DONE, prepare_output
+    from nnunetv2_topo.scroll.grid import chunk_boxes, chunk_key
+    from nnunetv2_topo.scroll.writer import CLASSES, DONE, prepare_output
 
     config = PostprocessConfig(threshold=0.5, hysteresis_high=0.9, min_component_size=100, patch_holes=0)
     settings = {"input": {"shape": list(classes.shape)}, "chunk": chunk, "pyramid": 1, "probabilities": False}
@@ -64,7 +64,7 @@ def prepared(url: str, classes: np.ndarray, chunk: int) -> None:
 def one(count: int, chunk: int) -> dict:
     """Time one finalize in this process (the output is prepared by a child process, so that the peak RSS is the
     finalize's own); returns the row."""
-    from nnunetv2_topo.volume.finalize import finalize_volume
+    from nnunetv2_topo.scroll.finalize import finalize_volume
 
     shape = tuple(g * chunk for g in GRIDS[count])
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +87,7 @@ def old_equivalence(count: int, chunk: int) -> tuple[float, float]:
 
     from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
-    source = subprocess.run(["git", "show", "main:nnunetv2_topo/volume/postprocess.py"], capture_output=True,
+    source = subprocess.run(["git", "show", "main:nnunetv2_topo/scroll/postprocess.py"], capture_output=True,
                             text=True, check=True).stdout  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "old_postprocess.py"

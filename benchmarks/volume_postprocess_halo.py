@@ -33,8 +33,8 @@ def chunked(p: np.ndarray, config, chunk: int, halo: int, work: Path) -> np.ndar
     """The whole-volume route: class codes stored as Zarr chunks, then the finalize passes (one thread)."""
     import zarr
 
-    from nnunetv2_topo.volume.finalize import make_runner
-    from nnunetv2_topo.volume.postprocess import WorkArrays, postprocess_chunks
+    from nnunetv2_topo.scroll.finalize import make_runner
+    from nnunetv2_topo.scroll.postprocess import WorkArrays, postprocess_chunks
 
     codes = (p > config.threshold).astype(np.uint8)
     if config.hysteresis_high is not None:

@@ -4,7 +4,7 @@ Rows, on one synthetic volume (stored as Zarr chunks and as one TIFF case) and o
 not depend on the weights), TTA as given:
 
   one-case predict        the case read whole, nnU-Net's preprocessing + sliding window, threshold, TIFF written
-  volume, in process      predict_volume without Dask: scan, chunked exact blending, OME-Zarr written, finished
+  volume, in process      predict_scroll without Dask: scan, chunked exact blending, OME-Zarr written, finished
   volume, Dask 1 worker   a LocalCluster of 1 worker process (started before timing; model loading is timed)
   volume, Dask 2 workers  a LocalCluster of 2 worker processes
 
@@ -66,8 +66,8 @@ def main(argv=None) -> int:
     from nnunetv2_topo.inference.models import check_model_folders, use_topo_trainers
     from nnunetv2_topo.inference.predict import fused_probability, load_models, to_mask
     from nnunetv2_topo.io import read_volume, write_tiff
+    from nnunetv2_topo.scroll import ScrollOptions, open_source, parse_dask, predict_scroll, start_client
     from nnunetv2_topo.testing.untrained import write_untrained_model_folder
-    from nnunetv2_topo.volume import ScrollOptions, open_source, parse_dask, predict_volume, start_client
 
     work = Path(tempfile.mkdtemp(prefix="volume_bench_"))
     features = (32, 64, 128, 256, 320, 320) if args.default_network else tuple(args.features)
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
             tile_cache_mb=args.tile_cache_mb,
         )  # fmt: skip
         t0, c0 = time.perf_counter(), time.process_time()
-        report = predict_volume(open_source(url), loaded, options, client=client)
+        report = predict_scroll(open_source(url), loaded, options, client=client)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         voxels = int(np.prod(shape))
         amp = report.total("bytes_read") / voxels

@@ -5,7 +5,7 @@ One untrained model (cost does not depend on the weights; patch P, stride P/2 as
 uint8 volume stored in chunks of ``--input-chunk``, predicted with ``--chunk`` and ``--tile-cache-mb`` chosen so that
 the grid's tiles need ``--ratio``x the cache or more. Rows, side by side in one run:
 
-  scaled cache          predict_volume in this process with the small tile cache (the issue's target: <= 1.25 tiles
+  scaled cache          predict_scroll in this process with the small tile cache (the issue's target: <= 1.25 tiles
                         predicted per grid tile, <= 1.5x bytes read per input byte)
   ample caches          the same with the default caches (2048 MiB of tiles, 1024 MiB of input: all fits, one
                         work unit): the labels must be equal
@@ -58,11 +58,11 @@ def main(argv=None) -> int:
 
     from nnunetv2_topo.inference.models import check_model_folders, use_topo_trainers
     from nnunetv2_topo.inference.predict import load_models
+    from nnunetv2_topo.scroll import ScrollOptions, open_source, parse_dask, predict_scroll, start_client
     from nnunetv2_topo.testing.untrained import write_untrained_model_folder
-    from nnunetv2_topo.volume import ScrollOptions, open_source, parse_dask, predict_volume, start_client
 
     try:
-        from nnunetv2_topo.volume.cluster import peak_rss_mb
+        from nnunetv2_topo.scroll.cluster import peak_rss_mb
     except ImportError:  # an older checkout
 
         def peak_rss_mb() -> float:
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
             tile_cache_mb=tile_cache_mb, cache_mb=cache_mb or args.cache_mb, deterministic=args.deterministic,
         )  # fmt: skip
         t0, c0 = time.perf_counter(), time.process_time()
-        report = predict_volume(open_source(url), loaded, options, client=client)
+        report = predict_scroll(open_source(url), loaded, options, client=client)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         stages = getattr(report, "stages", {})
         return {

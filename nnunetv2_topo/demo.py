@@ -175,7 +175,7 @@ class Demo:
              "--verify_dataset_integrity", "-np", np_, "-npfp", np_],
         )  # fmt: skip
         if self.plans == REDUCED_PLANS:
-            from nnunetv2_topo.plans import make_reduced_plans
+            from nnunetv2_topo.reduced_plans import make_reduced_plans
 
             path = make_reduced_plans(self.work / "nnUNet_preprocessed" / self.dataset_name, name=REDUCED_PLANS)
             print(f"    CPU: wrote reduced plans {path} (few features, small patch) for a quick demo")

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
+from nnunetv2_topo.ids_csv import KaggleCSVError, read_ids_csv
 from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, atomic_path, index_volumes, read_volume
-from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
 
 
 class SubmissionError(TopoError, ValueError):

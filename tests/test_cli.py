@@ -73,8 +73,8 @@ def test_worker_flag_is_one_block_in_every_command() -> None:
     """-np and --num-processes (cli.arguments.add_processes_argument) mean the same in every command."""
     import argparse
 
-    from dataset_conversion.convert_vesuvius import build_parser
     from nnunetv2_topo.cli import demo, evaluate, synth, tune
+    from nnunetv2_topo.conversion.convert_vesuvius import build_parser
 
     for module in (demo, evaluate, synth, tune):
         parser = argparse.ArgumentParser(exit_on_error=False)

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from dataset_conversion import convert_vesuvius
-from dataset_conversion.convert_vesuvius import convert, main
-from dataset_conversion.splits import SplitError, by_scroll_folds, make_splits, stratified_folds
+from nnunetv2_topo.conversion import convert_vesuvius
+from nnunetv2_topo.conversion.convert_vesuvius import convert, main
+from nnunetv2_topo.conversion.splits import SplitError, by_scroll_folds, make_splits, stratified_folds
 from nnunetv2_topo.io import write_tiff
 
 DS = "Dataset005_Vesuvius"
@@ -330,3 +330,10 @@ def test_console_script_exit_code(kaggle_dir, nnunet_env) -> None:
     assert proc.returncode == 2
     assert "nnUNetv2_convert_vesuvius: error: environment variable nnUNet_raw is not set" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_top_level_shim_is_the_package_converter() -> None:
+    """``dataset_conversion/`` (``python -m dataset_conversion.convert_vesuvius`` in a checkout) only re-exports."""
+    import dataset_conversion.convert_vesuvius as shim
+
+    assert shim.main is main and shim.convert is convert

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dataset_conversion.convert_vesuvius import main as convert_main
+from nnunetv2_topo.conversion.convert_vesuvius import main as convert_main
 from nnunetv2_topo.synth.layout import write_kaggle_dataset
 
 

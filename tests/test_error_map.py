@@ -232,7 +232,7 @@ def test_cli_refuses_bad_errors_options(folders, tmp_path, capsys) -> None:
 
 def test_diagnose_with_parallel_tiles_sees_every_case_and_keeps_the_scores(folders, tmp_path) -> None:
     from nnunetv2_topo.evaluation.error_maps import ErrorMapWriter
-    from nnunetv2_topo.metrics import evaluate_folders
+    from nnunetv2_topo.evaluation.folder_scoring import evaluate_folders
 
     pred, gt = folders
     writer = ErrorMapWriter(tmp_path / "maps", dust_size=50)

@@ -23,9 +23,9 @@ import torch
 
 from nnunetv2_topo.cli.main import main
 from nnunetv2_topo.errors import TopoError, describe_os_error
+from nnunetv2_topo.ids_csv import KaggleCSVError, read_ids_csv
+from nnunetv2_topo.input_checks import label_map_problem, label_value_problem
 from nnunetv2_topo.io import VolumeError, read_volume, write_tiff
-from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
-from nnunetv2_topo.volume_checks import label_map_problem, label_value_problem
 
 pytestmark = pytest.mark.usefixtures("restore_ext_trainer")
 
@@ -96,37 +96,34 @@ def data(tmp_path_factory, kaggle_dir: Path):
 
 
 def _exception_classes() -> dict[str, list[type]]:
-    """Every exception class defined in a module of the package (and of ``dataset_conversion``), by name; the walk
-    imports each module."""
+    """Every exception class defined in a module of the package, by name; the walk imports each module."""
     import importlib
     import inspect
     import pkgutil
 
-    import dataset_conversion
     import nnunetv2_topo
 
     found: dict[str, list[type]] = {}
-    for package in (nnunetv2_topo, dataset_conversion):
-        names = [package.__name__] + [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
-        for name in names:
-            module = importlib.import_module(name)
-            for cls in vars(module).values():
-                if inspect.isclass(cls) and issubclass(cls, BaseException) and cls.__module__ == name:
-                    found.setdefault(cls.__name__, []).append(cls)
+    names = [nnunetv2_topo.__name__, *(m.name for m in pkgutil.walk_packages(nnunetv2_topo.__path__, "nnunetv2_topo."))]
+    for name in names:
+        module = importlib.import_module(name)
+        for cls in vars(module).values():
+            if inspect.isclass(cls) and issubclass(cls, BaseException) and cls.__module__ == name:
+                found.setdefault(cls.__name__, []).append(cls)
     return found
 
 
 def test_every_user_facing_error_is_a_topo_error() -> None:
     """One error family: every public exception class of the package derives from TopoError (``main()`` prints it
     as one line), under a name no other class has; control-flow exceptions are private (``_Name``)."""
-    from dataset_conversion.splits import SplitError
-    from dataset_conversion.validation import ConversionError
+    from nnunetv2_topo.conversion.case_checks import ConversionError
+    from nnunetv2_topo.conversion.splits import SplitError
     from nnunetv2_topo.demo import DemoError
     from nnunetv2_topo.errors import CLIError, OutputError
+    from nnunetv2_topo.evaluation.folder_scoring import EvaluationError
     from nnunetv2_topo.inference.cases import CaseError
     from nnunetv2_topo.inference.models import ModelError
     from nnunetv2_topo.metrics.engine import EngineUnavailableError
-    from nnunetv2_topo.metrics.evaluate import EvaluationError
     from nnunetv2_topo.metrics.leaderboard import MetricInputError
     from nnunetv2_topo.postprocessing.probabilities import ProbabilityError
     from nnunetv2_topo.submission import SubmissionError
@@ -451,7 +448,7 @@ def _fault_evaluate_errors(d, tmp, monkeypatch):
 
 
 def _read_only_evaluate_errors(d, tmp, monkeypatch):
-    import nnunetv2_topo.outputs as outputs
+    import nnunetv2_topo.output_checks as outputs
 
     monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
     return ["evaluate", "--pred", d.probs, "--gt", d.labels, "--errors", tmp / "e", "--quiet", "-np", "0"], tmp / "e"
@@ -468,21 +465,21 @@ def _fault_plot(d, tmp, monkeypatch):
 
 
 def _read_only_postprocess(d, tmp, monkeypatch):
-    import nnunetv2_topo.outputs as outputs
+    import nnunetv2_topo.output_checks as outputs
 
     monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
     return ["postprocess", "--input", d.probs, "--output", tmp / "out"], tmp / "out" / "never"
 
 
 def _read_only_synth(d, tmp, monkeypatch):
-    import nnunetv2_topo.outputs as outputs
+    import nnunetv2_topo.output_checks as outputs
 
     monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
     return ["synth", "--out", tmp / "s", "--cases", "1", "--quiet"], tmp / "s"
 
 
 def _read_only_submit(d, tmp, monkeypatch):
-    import nnunetv2_topo.outputs as outputs
+    import nnunetv2_topo.output_checks as outputs
 
     monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
     k = d.kaggle
@@ -491,14 +488,14 @@ def _read_only_submit(d, tmp, monkeypatch):
 
 
 def _read_only_tune(d, tmp, monkeypatch):
-    import nnunetv2_topo.outputs as outputs
+    import nnunetv2_topo.output_checks as outputs
 
     monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
     return ["tune", "--input", d.probs, "--gt", d.labels, "--output", tmp / "pp.json", "--quiet"], tmp / "pp.json"
 
 
 def _read_only_plot(d, tmp, monkeypatch):
-    import nnunetv2_topo.outputs as outputs
+    import nnunetv2_topo.output_checks as outputs
 
     fold = tmp / "fold_0"
     fold.mkdir()
@@ -509,7 +506,7 @@ def _read_only_plot(d, tmp, monkeypatch):
 
 def _read_only_predict(suffix: str):
     def setup(d, tmp, monkeypatch):
-        import nnunetv2_topo.outputs as outputs
+        import nnunetv2_topo.output_checks as outputs
         from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
         model = write_untrained_model_folder(tmp / "m")
@@ -737,7 +734,7 @@ def test_predict_disk_full_leaves_nothing(model: Path, kaggle_dir: Path, tmp_pat
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.ENOSPC])
 def test_converter_disk_faults_are_one_line(kaggle_dir: Path, nnunet_env, capsys, monkeypatch, code: int) -> None:
-    import dataset_conversion.convert_vesuvius as convert
+    import nnunetv2_topo.conversion.convert_vesuvius as convert
 
     def failing(target):
         raise OSError(code, os.strerror(code), str(target))

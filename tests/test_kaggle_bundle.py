@@ -12,7 +12,6 @@ import pytest
 import torch
 from packaging.utils import parse_wheel_filename
 
-from nnunetv2_topo.cli.kaggle_submit import parse_args, predict_argv
 from nnunetv2_topo.cli.main import main
 from nnunetv2_topo.inference.models import ModelFolder
 from nnunetv2_topo.kaggle import BundleError, Target, read_provided
@@ -20,6 +19,7 @@ from nnunetv2_topo.kaggle import wheels as wheels_mod
 from nnunetv2_topo.kaggle.files import check_kaggle_id, notebook
 from nnunetv2_topo.kaggle.models import CHECKPOINT_FIELDS, bundle_names, slim_copy
 from nnunetv2_topo.kaggle.provided import DEFAULT_PROVIDED, write_stub_wheels
+from nnunetv2_topo.templates.kaggle_submit import parse_args, predict_argv
 from nnunetv2_topo.testing.untrained import write_untrained_model_folder as write_model_folder
 
 pytestmark = pytest.mark.usefixtures("restore_ext_trainer")
@@ -313,7 +313,7 @@ def test_submit_runs_predict_with_the_bundle() -> None:
     assert str(args.input) == "/kaggle/input/vesuvius-challenge-surface-detection/test_images"
     assert str(args.output) == "/kaggle/working/submission.zip" and args.time_budget_hours == 8.0
     argv = predict_argv(args, manifest)
-    bundle = Path(__file__).resolve().parents[1] / "nnunetv2_topo" / "cli"  # where submit.py lies in a bundle
+    bundle = Path(__file__).resolve().parents[1] / "nnunetv2_topo" / "templates"  # where submit.py lies in a bundle
     assert argv[:5] == ["predict", "--input", str(args.input), "--output", "/kaggle/working/submission.zip"]
     assert argv[argv.index("--model") + 1] == str(bundle / "models/D/a") and argv.count("--model") == 2
     i = argv.index("--folds")

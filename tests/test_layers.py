@@ -23,12 +23,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "basics": (
         "errors",
         "io",
-        "values",
-        "outputs",
-        "resources",
-        "kaggle_csv",
+        "setting_checks",
+        "output_checks",
+        "machine",
+        "ids_csv",
         "nnunet_env",
-        "volume_checks",
+        "input_checks",
     ),
     # pure computations on arrays and tensors
     "algorithms": ("metrics", "losses", "postprocessing", "scheduling", "transforms", "synth"),
@@ -39,12 +39,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "tuning",
         "trainers",
         "submission",
-        "plans",
-        "volume",
+        "reduced_plans",
+        "scroll",
         "kaggle",
     ),
-    # argument parsing and printing; test support; the nnU-Net discovery shim
-    "commands": ("cli", "demo", "testing", "trainer_discovery"),
+    # argument parsing and printing; the dataset converter; files copied out (the bundle's submit.py); developer tools
+    # (the docs generator); test support; the nnU-Net discovery shim
+    "commands": ("cli", "demo", "conversion", "templates", "tools", "testing", "trainer_discovery"),
 }
 """Layer -> the first name under ``nnunetv2_topo`` of the modules in it, lowest layer first. The package's own
 ``__init__`` (dataset constants such as ``IGNORE_LABEL``) is a basic."""

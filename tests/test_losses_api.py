@@ -34,7 +34,7 @@ def ds_batch(n_scales=3, shape=(8, 8, 8)):
 
 
 def test_term_names_contract():
-    assert TERM_NAMES == ("dice", "ce", "focal", "boundary", "cldice", "skeleton_recall", "connectivity",
+    assert TERM_NAMES == ("dice", "ce", "focal", "boundary", "cldice", "skeleton_recall", "dilated_mse",
                           "betti_matching")  # fmt: skip
 
 

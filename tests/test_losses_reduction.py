@@ -12,7 +12,7 @@ from loss_helpers import IGNORE, make_batch
 from nnunetv2_topo.losses import (
     BoundaryTerm,
     ClDiceTerm,
-    ConnectivityTerm,
+    DilatedMSETerm,
     FocalTerm,
     SkeletonRecallTerm,
     TopologyLoss,
@@ -24,7 +24,7 @@ PER_SAMPLE = {
     "boundary": BoundaryTerm,
     "cldice": ClDiceTerm,
     "skeleton_recall": SkeletonRecallTerm,
-    "connectivity": ConnectivityTerm,
+    "dilated_mse": DilatedMSETerm,
 }
 
 
@@ -99,7 +99,7 @@ def test_sample_without_skeleton_or_band_is_left_out(name, batch):
     assert value == pytest.approx(term(logits[[0, 2]], labels[[0, 2]]).item(), rel=1e-12)
 
 
-@pytest.mark.parametrize("name", ["focal", "cldice", "connectivity"])
+@pytest.mark.parametrize("name", ["focal", "cldice", "dilated_mse"])
 def test_annotated_background_sample_still_counts(name, batch):
     """All background but annotated: the prediction there is wrong or right, so the sample counts."""
     logits, labels = batch

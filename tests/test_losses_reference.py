@@ -12,9 +12,9 @@ from scipy import ndimage
 from nnunetv2_topo.losses import (
     BoundaryTerm,
     ClDiceTerm,
-    ConnectivityTerm,
     CrossEntropyTerm,
     DiceTerm,
+    DilatedMSETerm,
     FocalTerm,
     SkeletonRecallTerm,
     TopologyLoss,
@@ -115,19 +115,19 @@ def test_skeleton_recall_with_given_skeleton(example):
     assert got.item() == pytest.approx(ref, rel=1e-9)
 
 
-def test_connectivity(example):
+def test_dilated_mse(example):
     logits, labels, p, t, m, _ = example
 
     def dilate(a):
         return ndimage.maximum_filter(a, size=3, mode="constant", cval=-np.inf)
 
     sq = np.stack([(dilate(p[b] * m[b]) - dilate(t[b] * m[b])) ** 2 for b in range(2)])
-    assert ConnectivityTerm(IGNORE)(logits, labels).item() == pytest.approx(per_sample(sq, m), rel=1e-9)
+    assert DilatedMSETerm(IGNORE)(logits, labels).item() == pytest.approx(per_sample(sq, m), rel=1e-9)
 
 
 def test_compound_is_weighted_sum_with_seed_weights(example):
     logits, labels, *_ = example
-    weights = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
+    weights = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "dilated_mse": 0.05}
     loss_fn = TopologyLoss(weights, ignore_label=IGNORE, focal_alpha=0.34)
     total = loss_fn(logits, labels)
     terms = {
@@ -135,7 +135,7 @@ def test_compound_is_weighted_sum_with_seed_weights(example):
         "focal": FocalTerm(IGNORE, alpha=0.34),
         "boundary": BoundaryTerm(IGNORE),
         "cldice": ClDiceTerm(IGNORE, iterations=3),
-        "connectivity": ConnectivityTerm(IGNORE),
+        "dilated_mse": DilatedMSETerm(IGNORE),
     }
     expected = sum(w * terms[n](logits, labels).item() for n, w in weights.items())
     assert total.item() == pytest.approx(expected, rel=1e-6)  # nnU-Net Dice sums in float32
@@ -143,14 +143,14 @@ def test_compound_is_weighted_sum_with_seed_weights(example):
     assert loss_fn.last_terms["total"] == pytest.approx(expected, rel=1e-6)
 
 
-def test_connectivity_does_not_see_a_hole():
+def test_dilated_mse_does_not_see_a_hole():
     # honest documentation: a one-voxel hole through a sheet is invisible to the dilated MSE
     labels = torch.zeros(1, 1, 5, 7, 7, dtype=torch.int16)
     labels[:, :, :, 3, :] = 1
     hole = labels.clone()
     hole[0, 0, 2, 3, 3] = 0
     pred = torch.cat([-20.0 * (hole * 2 - 1), 20.0 * (hole * 2 - 1)], dim=1).float()
-    assert ConnectivityTerm(IGNORE)(pred, labels).item() < 1e-12
+    assert DilatedMSETerm(IGNORE)(pred, labels).item() < 1e-12
     assert CrossEntropyTerm(IGNORE)(pred, labels).item() > 0.01
 
 
@@ -174,7 +174,7 @@ def test_morphology_matches_max_pool_values_and_gradients():
 @pytest.mark.parametrize(
     "term",
     [FocalTerm(IGNORE), FocalTerm(IGNORE, gamma=0.5), BoundaryTerm(IGNORE), ClDiceTerm(IGNORE, iterations=2),
-     SkeletonRecallTerm(IGNORE), ConnectivityTerm(IGNORE), CrossEntropyTerm(IGNORE)],
+     SkeletonRecallTerm(IGNORE), DilatedMSETerm(IGNORE), CrossEntropyTerm(IGNORE)],
     ids=lambda t: type(t).__name__,
 )  # fmt: skip
 def test_gradcheck_float64(term):
@@ -190,7 +190,7 @@ def test_gradcheck_dice_and_compound():
     assert torch.autograd.gradcheck(lambda lg: DiceTerm(IGNORE)(lg, labels), (logits,), eps=1e-3, atol=1e-4)
     maps = {name: compute_batch_target(labels, name, IGNORE).double() for name in ("skeleton", "band")}
     everything = TopologyLoss({"dice": 1, "ce": 1, "focal": 1, "boundary": 1, "cldice": 1, "skeleton_recall": 1,
-                               "connectivity": 1}, ignore_label=IGNORE)  # fmt: skip
+                               "dilated_mse": 1}, ignore_label=IGNORE)  # fmt: skip
     # the full Jacobian check is per-term above; here the cheaper random-projection check of the sum
     check = torch.autograd.gradcheck(
         lambda lg: everything(lg, labels, **maps), (logits,), eps=1e-3, atol=1e-4, fast_mode=True

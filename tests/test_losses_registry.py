@@ -11,10 +11,10 @@ from trainer_fixtures import fold_dir, log_text, make_trainer
 
 from nnunetv2_topo.losses import TERMS, LossTerm, TermSpec, TopologyLoss
 from nnunetv2_topo.losses.masking import FgParts
+from nnunetv2_topo.setting_checks import Param, number, positive
 from nnunetv2_topo.trainers import config as C
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 from nnunetv2_topo.transforms import TopoTargetsTransform
-from nnunetv2_topo.values import Param, number, positive
 
 POWER = Param("toy_power", "power", 2.0, "float > 0", "exponent of the toy term", number, positive)
 

@@ -203,8 +203,8 @@ def test_worker_pool_gives_same_result() -> None:
 
 def test_one_result_layout_for_every_scorer() -> None:
     """leaderboard_score, the in-process scorer of post-processing and the score table share one set of fields."""
+    from nnunetv2_topo.evaluation.case_scoring import score_prediction
     from nnunetv2_topo.evaluation.score_table import format_table
-    from nnunetv2_topo.evaluation.scoring import score_prediction
     from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS, WEIGHTS, combine_score, score_result
 
     rng = np.random.default_rng(3)

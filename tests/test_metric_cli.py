@@ -10,8 +10,9 @@ import pytest
 import tifffile
 
 from nnunetv2_topo.cli.main import main
+from nnunetv2_topo.evaluation.folder_scoring import EvaluationError, evaluate_folders
 from nnunetv2_topo.io import write_tiff
-from nnunetv2_topo.metrics import EvaluationError, evaluate_folders, leaderboard_score
+from nnunetv2_topo.metrics import leaderboard_score
 
 
 def _gt(seed: int) -> np.ndarray:

@@ -15,8 +15,9 @@ import pytest
 from betti_families import FIRST, SECOND, random_pair
 
 from nnunetv2_topo.cli.main import main
+from nnunetv2_topo.evaluation.folder_scoring import evaluate_folders
 from nnunetv2_topo.io import write_tiff
-from nnunetv2_topo.metrics import evaluate_folders, leaderboard_score, topo_score
+from nnunetv2_topo.metrics import leaderboard_score, topo_score
 from nnunetv2_topo.metrics.engine import engine_counts
 from nnunetv2_topo.metrics.jit_cache import CACHE_ENV, numba_cache_dir
 from nnunetv2_topo.metrics.leaderboard import combine_score

@@ -15,7 +15,7 @@ import yaml
 from nnunet_e2e import BIN, prepare, run
 
 from nnunetv2_topo.io import read_volume
-from nnunetv2_topo.plans import make_reduced_plans
+from nnunetv2_topo.reduced_plans import make_reduced_plans
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

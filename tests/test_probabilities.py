@@ -102,7 +102,7 @@ def test_index_prefers_npz_and_ignores_pkl_json(tmp_path) -> None:
 
 
 def test_evaluate_ignores_npz_and_pkl(tmp_path) -> None:
-    from nnunetv2_topo.metrics.evaluate import pair_files
+    from nnunetv2_topo.evaluation.folder_scoring import pair_files
 
     assert is_volume_file("c1.tif") and is_volume_file("c1.nii.gz")
     assert not is_volume_file("c1.npz") and not is_volume_file("c1.pkl") and not is_volume_file("c1.json")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nnunetv2_topo.cli import reference_docs as rd
 from nnunetv2_topo.cli.main import SUBCOMMANDS, build_parser
+from nnunetv2_topo.tools import reference_docs as rd
 from nnunetv2_topo.trainers.config import all_keys
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def test_reference_pages_are_current(pages: dict[str, str]) -> None:
         stale.remove("docs/reference/cli.md")  # written by another Python's argparse: its layout differs, not stale
     assert not stale, (
         f"docs/reference is stale: {', '.join(stale)} no longer match the code. Run `make docs` "
-        "(python -m nnunetv2_topo.cli.reference_docs) and commit the pages."
+        "(python -m nnunetv2_topo.tools.reference_docs) and commit the pages."
     )
 
 

@@ -18,9 +18,9 @@ import nnunetv2_topo.trainers as trainers
 from nnunetv2_topo.cli.main import main
 from nnunetv2_topo.scheduling import WarmupPlateauScheduler
 from nnunetv2_topo.scheduling.replay import replay
-from nnunetv2_topo.scheduling.simulated_logs import HELD_OUT_FAMILIES, Family, simulate
 from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs
 from nnunetv2_topo.scheduling.warmup_plateau import anneal_factor
+from nnunetv2_topo.testing.simulated_logs import HELD_OUT_FAMILIES, Family, simulate
 from nnunetv2_topo.trainers.config import check_consistency, format_config, resolve_config
 from nnunetv2_topo.trainers.variants import scaled_warmup
 

@@ -1,4 +1,5 @@
-"""``nnunetv2_topo.evaluation.scoring``: scoring in memory with the tile-count cache; post-process + score a folder."""
+"""``nnunetv2_topo.evaluation.case_scoring``: scoring in memory with the tile-count cache;
+``nnunetv2_topo.evaluation.folder_scoring.score_folder``: post-process + score a folder."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnunetv2_topo.evaluation.scoring import postprocess_and_score, score_folder, score_prediction, tile_digest
+from nnunetv2_topo.evaluation.case_scoring import postprocess_and_score, score_prediction, tile_digest
+from nnunetv2_topo.evaluation.folder_scoring import evaluate_folders, score_folder
 from nnunetv2_topo.io import read_volume, write_tiff
-from nnunetv2_topo.metrics import evaluate_folders, leaderboard_score
+from nnunetv2_topo.metrics import leaderboard_score
 from nnunetv2_topo.metrics.topo_score import tile_slices
 from nnunetv2_topo.postprocessing import PostprocessConfig, postprocess_volume
 

@@ -266,7 +266,7 @@ def _tiny_predictor():
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunetv2_topo.plans import standalone_plans, vesuvius_dataset_json
+    from nnunetv2_topo.reduced_plans import standalone_plans, vesuvius_dataset_json
 
     pm = PlansManager(standalone_plans((16, 16, 16), features=(2, 4)))
     cm = pm.get_configuration("3d_fullres")

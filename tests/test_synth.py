@@ -13,7 +13,7 @@ from conftest import KAGGLE_CASES, KAGGLE_SHAPE, KAGGLE_TEST_CASES
 from scipy import ndimage
 
 from nnunetv2_topo.cli.main import main as cli_main
-from nnunetv2_topo.kaggle_csv import KaggleCSVError, read_ids_csv
+from nnunetv2_topo.ids_csv import KaggleCSVError, read_ids_csv
 from nnunetv2_topo.synth import ScrollStyle, SheetTopology, make_case, synthesize_case
 from nnunetv2_topo.synth.generator import BORDER
 from nnunetv2_topo.synth.layout import SynthError, plan_rows, scroll_counts, write_kaggle_dataset

@@ -39,7 +39,7 @@ def test_defaults_are_the_issue_values() -> None:
     assert (cfg["plateau_cooldown"], cfg["plateau_final_anneal"]) == (10, 0.2)
     assert cfg["grad_clip_norm"] == 2.0 and cfg["grad_norm_log_every"] == 50 and cfg["max_consecutive_skips"] == 20
     assert cfg["loss_weights"] == C.DEFAULT_LOSS_WEIGHTS == {"ce": 1.0, "dice": 1.0, "cldice": 0.5}
-    five_terms = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "connectivity": 0.05}
+    five_terms = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "dilated_mse": 0.05}
     assert nnUNetTrainerTopoWarmup_FiveTerm.merged_topo_defaults() == {"loss_weights": five_terms}
 
 
@@ -71,6 +71,25 @@ def test_yaml_overrides_variant_and_replaces_loss_weights(tmp_path: Path, monkey
     assert cfg["initial_lr"] == pytest.approx(1e-3)  # YAML 1.1 reads 1e-3 as a string: accepted as a number
     assert cfg["loss_weights"] == {"ce": 1.0, "dice": 1.0}  # replaced as a whole, zero weights dropped
     assert cfg["boundary_band"] == (2.0, 4.0)
+
+
+def test_old_term_name_connectivity_still_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A configuration file written before the rename (``connectivity`` -> ``dilated_mse``) gives the same run, with a
+    FutureWarning naming the new key; a resumed run whose checkpoint saved the old name continues unchanged."""
+    path = _write(
+        tmp_path,
+        "loss_weights: {dice: 0.3, focal: 0.4, connectivity: 0.05}\nloss_schedule: {connectivity: {start: 3}}\n",
+    )
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(path))
+    with pytest.warns(FutureWarning, match="'connectivity' is now called 'dilated_mse'"):
+        cfg, _ = CF.config_from_environment()
+    assert cfg["loss_weights"] == {"dice": 0.3, "focal": 0.4, "dilated_mse": 0.05}
+    assert cfg["loss_schedule"] == {"dilated_mse": {"start": 3, "ramp": 1}}
+    with pytest.warns(FutureWarning):
+        saved = C.resolve_config({"loss_weights": {"dice": 1, "connectivity": 0.05}})
+    assert CF.resume_config(saved, {"loss_weights": {"dice": 1, "dilated_mse": 0.05}}, "f.yaml")[1] == {}
+    with pytest.raises(C.TopoConfigError, match="'dilated_mse' twice"):
+        C.resolve_config({"loss_weights": {"dilated_mse": 1, "connectivity": 1}})
 
 
 def test_empty_yaml_and_unset_variable_give_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

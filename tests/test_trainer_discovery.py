@@ -151,8 +151,7 @@ def test_a_built_wheel_carries_the_trainer_folder_as_a_package(tmp_path: Path) -
     source.mkdir()
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for name in ("nnunetv2_topo", "dataset_conversion"):
-        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "nnunetv2_topo", source / "nnunetv2_topo", ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-v", "-w", "dist"],
         cwd=source, capture_output=True, text=True, check=True,

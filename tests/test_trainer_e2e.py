@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from nnunetv2_topo.io import read_volume
-from nnunetv2_topo.plans import make_reduced_plans
+from nnunetv2_topo.reduced_plans import make_reduced_plans
 from nnunetv2_topo.trainer_discovery import trainer_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -173,7 +173,7 @@ def test_train_learns_resumes_and_predicts(nnunet_data: SimpleNamespace) -> None
         ("nnUNetTrainerTopoWarmup_AdamW", {"ce": 1.0, "dice": 1.0, "cldice": 0.5}),
         (
             "nnUNetTrainerTopoWarmup_FiveTerm",
-            {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.1, "connectivity": 0.05},
+            {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.1, "dilated_mse": 0.05},
         ),
     ],
 )

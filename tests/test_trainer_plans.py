@@ -10,7 +10,7 @@ import pytest
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from trainer_fixtures import TINY_CONFIGURATION, TINY_PLANS
 
-from nnunetv2_topo.plans import make_reduced_plans
+from nnunetv2_topo.reduced_plans import make_reduced_plans
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_bad_inputs(dataset_dir: Path, kwargs: dict, exc: type, match: str) -> N
 def test_standalone_plans_build_a_working_configuration_and_refuse_bad_sizes() -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from nnunetv2_topo.plans import standalone_plans
+    from nnunetv2_topo.reduced_plans import standalone_plans
 
     plans = standalone_plans((32, 16, 24), features=(4, 8, 16, 32), batch=3, median_shape=(40, 40, 40))
     cm = PlansManager(plans).get_configuration("3d_fullres")
@@ -104,7 +104,7 @@ def test_standalone_plans_build_a_working_configuration_and_refuse_bad_sizes() -
 @pytest.fixture
 def resenc_dir(tmp_path: Path) -> Path:
     """A dataset folder with plans shaped like nnUNetPlannerResEncM's (6 stages, 32 -> 320 features)."""
-    from nnunetv2_topo.plans import standalone_plans
+    from nnunetv2_topo.reduced_plans import standalone_plans
 
     plans = standalone_plans(
         (64, 64, 64), features=(32, 64, 128, 256, 320, 320), network="ResidualEncoderUNet",
@@ -143,7 +143,7 @@ def test_missing_resenc_plans_name_the_planner(dataset_dir: Path) -> None:
 
 
 def test_standalone_plans_refuse_an_unknown_network() -> None:
-    from nnunetv2_topo.plans import standalone_plans
+    from nnunetv2_topo.reduced_plans import standalone_plans
 
     with pytest.raises(ValueError, match="network must be one of PlainConvUNet, ResidualEncoderUNet, got 'ResEnc'"):
         standalone_plans((16, 16, 16), network="ResEnc")
@@ -154,7 +154,7 @@ def test_topowarmup_steps_on_a_resenc_network(tmp_path: Path, monkeypatch: pytes
     import torch
     from trainer_fixtures import DATASET_JSON, PATCH, synthetic_batch
 
-    from nnunetv2_topo.plans import standalone_plans
+    from nnunetv2_topo.reduced_plans import standalone_plans
     from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 
     plans = standalone_plans(

@@ -140,7 +140,7 @@ def test_five_term_trainer_epoch_logs_every_term(tmp_path, monkeypatch) -> None:
     trainer.on_epoch_end()
 
     log = trainer.logger.local_logger.my_fantastic_logging
-    for term in ("dice", "focal", "boundary", "cldice", "connectivity"):
+    for term in ("dice", "focal", "boundary", "cldice", "dilated_mse"):
         assert math.isfinite(log[f"train_loss_{term}"][0]) and log[f"train_loss_{term}"][0] >= 0
         assert math.isfinite(log[f"val_loss_{term}"][0])
     assert "train_loss_ce" not in log  # weight 0: not computed, not logged

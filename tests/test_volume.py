@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import zarr
 
-from nnunetv2_topo.volume.grid import Geometry, chunk_boxes
-from nnunetv2_topo.volume.source import CachedReader, VolumeInputError, open_source, parse_bbox
+from nnunetv2_topo.scroll.grid import Geometry, chunk_boxes
+from nnunetv2_topo.scroll.source import CachedReader, ScrollInputError, open_source, parse_bbox
 
 
 def _pad_like_nnunet(image: np.ndarray, crop, transpose, patch) -> np.ndarray:
@@ -135,19 +135,19 @@ def test_bad_inputs(tmp_path: Path, make: str, level, bbox, message: str) -> Non
         zarr.open_group(url, mode="w").create_array("raw", shape=shape, dtype="uint8")
     else:
         zarr.create_array(url, shape=shape, dtype="bool" if make == "bool" else "uint8")
-    with pytest.raises(VolumeInputError) as err:
+    with pytest.raises(ScrollInputError) as err:
         open_source(url, level, None if bbox is None else parse_bbox(bbox))
     assert message in str(err.value)
 
 
 @pytest.mark.parametrize("text", ["0:10,0:10", "a:b,0:1,0:1", "5:5,0:1,0:1", "0:10,9:3,0:1"])
 def test_bad_bbox(text: str) -> None:
-    with pytest.raises(VolumeInputError, match="--bbox"):
+    with pytest.raises(ScrollInputError, match="--bbox"):
         parse_bbox(text)
 
 
 def test_manifest_refuses_other_settings_and_foreign_stores(tmp_path: Path) -> None:
-    from nnunetv2_topo.volume.writer import ScrollOutputError, prepare_output
+    from nnunetv2_topo.scroll.writer import ScrollOutputError, prepare_output
 
     url = str(tmp_path / "out.zarr")
     manifest = {"settings": {"tta": "mirror", "chunk": 16, "models": ["a"]}, "scan": {}, "output": {"zarr_format": 2}}
@@ -163,7 +163,7 @@ def test_manifest_refuses_other_settings_and_foreign_stores(tmp_path: Path) -> N
 
 
 def test_pyramid_keeps_thin_sheets() -> None:
-    from nnunetv2_topo.volume.writer import _down2
+    from nnunetv2_topo.scroll.writer import _down2
 
     block = np.zeros((5, 6, 7), np.uint8)
     block[3, :, :] = 1  # a one-voxel sheet on an odd plane
@@ -173,8 +173,8 @@ def test_pyramid_keeps_thin_sheets() -> None:
 
 
 def _postprocess(classes: np.ndarray, chunks: int, config, tmp_path: Path) -> np.ndarray:
-    from nnunetv2_topo.volume.finalize import make_runner
-    from nnunetv2_topo.volume.postprocess import WorkArrays, postprocess_chunks
+    from nnunetv2_topo.scroll.finalize import make_runner
+    from nnunetv2_topo.scroll.postprocess import WorkArrays, postprocess_chunks
 
     url = str(tmp_path / "pp.zarr")
     group = zarr.open_group(url, mode="w")
@@ -222,14 +222,14 @@ def test_local_steps_with_halo_equal_in_memory_for_small_holes(tmp_path: Path) -
 
 @pytest.mark.parametrize("text", ["local:0", "local:x", "localhost:8786", "http://x:1", ""])
 def test_bad_dask(text: str) -> None:
-    from nnunetv2_topo.volume.cluster import ClusterError, parse_dask
+    from nnunetv2_topo.scroll.cluster import ClusterError, parse_dask
 
     with pytest.raises(ClusterError, match="--dask"):
         parse_dask(text)
 
 
 def test_good_dask() -> None:
-    from nnunetv2_topo.volume.cluster import parse_dask
+    from nnunetv2_topo.scroll.cluster import parse_dask
 
     assert parse_dask("local:3").workers == 3
     assert parse_dask("tcp://10.0.0.5:8786").address == "tcp://10.0.0.5:8786"
@@ -301,12 +301,12 @@ def test_cli_without_the_volume_extra_names_the_install(tmp_path: Path, capsys, 
 
 def _simulate_tiles(shape, chunk, patch, budget_tiles, block=None) -> tuple[int, int]:
     """(tiles predicted, grid tiles) when the chunks are predicted unit by unit through a TileCache of
-    ``budget_tiles`` tiles, the way Engine does (no network: a tile is a placeholder tensor); with ``block`` given,
-    as main did: those units through a plain LRU."""
+    ``budget_tiles`` tiles, the way LoadedModels does (no network: a tile is a placeholder tensor); with ``block``
+    given, as main did: those units through a plain LRU."""
     import torch
 
-    from nnunetv2_topo.volume.blending import TileCache
-    from nnunetv2_topo.volume.grid import chunk_blocks, plan_block
+    from nnunetv2_topo.scroll.blending import TileCache
+    from nnunetv2_topo.scroll.grid import chunk_blocks, plan_block
 
     g = Geometry(shape, tuple((0, s) for s in shape), (0, 1, 2), patch)
     tile = torch.zeros(16)
@@ -336,7 +336,7 @@ def test_blocks_predict_each_tile_about_once_on_a_grid_20x_the_cache() -> None:
 
 
 def test_plan_block_fits_the_cache_and_splits_for_workers() -> None:
-    from nnunetv2_topo.volume.grid import chunk_blocks, peak_tiles, plan_block
+    from nnunetv2_topo.scroll.grid import chunk_blocks, peak_tiles, plan_block
 
     shape = (64, 200, 200)
     g = Geometry(shape, tuple((0, s) for s in shape), (0, 1, 2), (32, 32, 32))
@@ -346,8 +346,8 @@ def test_plan_block_fits_the_cache_and_splits_for_workers() -> None:
     assert plan_block([g], shape, 16, [10**6]) == (4, 13, 13)  # all fits: one unit
     assert plan_block([g], shape, 16, [10**6], min_units=4)[0] == 1  # split in z for 4 workers
     assert plan_block([g], shape, 16, [0])[1:] == (1, 1)  # nothing fits: one chunk column
-    from nnunetv2_topo.volume.run import input_fits
-    from nnunetv2_topo.volume.source import SourceSpec
+    from nnunetv2_topo.scroll.prediction import input_fits
+    from nnunetv2_topo.scroll.source import SourceSpec
 
     source = SourceSpec("in.zarr", "", 0, (0, 0, 0), shape, "|u1", (1.0, 1.0, 1.0), (16, 16, 16))
     for cached, k in ((100, 2), (400, 8)):  # an input cache of 100 or 400 stored chunks: narrower blocks
@@ -356,11 +356,11 @@ def test_plan_block_fits_the_cache_and_splits_for_workers() -> None:
 
 
 def test_retried_unit_skips_chunks_marked_done(monkeypatch) -> None:
-    from nnunetv2_topo.volume import cluster
+    from nnunetv2_topo.scroll import cluster
 
     boxes = [((0, 8), (0, 8), (z, z + 8)) for z in (0, 8, 16, 24)]
 
-    class Engine:
+    class LoadedModels:
         writer = type("W", (), {"is_done": staticmethod(lambda b: b[2][0] in (0, 16))})()
         processed: list = []
 
@@ -373,16 +373,16 @@ def test_retried_unit_skips_chunks_marked_done(monkeypatch) -> None:
         def process(self, box, next_box):
             self.processed.append((box, next_box))
 
-    engine = Engine()
-    monkeypatch.setattr(cluster, "engine_for", lambda run: engine)
+    models = LoadedModels()
+    monkeypatch.setattr(cluster, "loaded_models_for", lambda run: models)
     ticks = []
     stats = cluster.process_unit(None, boxes, on_chunk=lambda: ticks.append(1))
-    assert engine.todo == [boxes[1], boxes[3]] and engine.processed == [(boxes[1], boxes[3]), (boxes[3], None)]
+    assert models.todo == [boxes[1], boxes[3]] and models.processed == [(boxes[1], boxes[3]), (boxes[3], None)]
     assert stats["chunks"] == 2 and len(ticks) == 4  # progress counts the skipped chunks too
 
 
 def test_local_cluster_one_gpu_per_worker(monkeypatch) -> None:
-    from nnunetv2_topo.volume.cluster import ClusterError, parse_dask, start_client, worker_gpus
+    from nnunetv2_topo.scroll.cluster import ClusterError, parse_dask, start_client, worker_gpus
 
     assert worker_gpus(2, "cuda", 4, None) == ["0", "1"]
     assert worker_gpus(2, "cuda", 2, "3,5") == ["3", "5"]  # this process's visible GPUs
@@ -403,7 +403,7 @@ def test_input_spellings_are_one_input(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_settings_differences_name_the_changed_file_and_ignore_pyramid() -> None:
-    from nnunetv2_topo.volume.run import settings_differences
+    from nnunetv2_topo.scroll.prediction import settings_differences
 
     model = {"files": {"plans.json": "a", "fold_0/checkpoint_final.pth": "b"}, "folds": ["0"], "weight": 1.0}
     old = {"models": [model], "runtime": {"torch": "2.1", "device": "cuda"}, "chunk": 128, "pyramid": 0}
@@ -419,7 +419,7 @@ def test_settings_differences_name_the_changed_file_and_ignore_pyramid() -> None
 def test_deterministic_switch() -> None:
     import torch
 
-    from nnunetv2_topo.volume.loaded_models import set_deterministic
+    from nnunetv2_topo.scroll.loaded_models import set_deterministic
 
     before = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     try:
@@ -431,7 +431,7 @@ def test_deterministic_switch() -> None:
 
 
 def test_intensity_checks_of_a_volume() -> None:
-    from nnunetv2_topo.volume_checks import TrainingIntensities, dtype_fits, range_problem
+    from nnunetv2_topo.input_checks import TrainingIntensities, dtype_fits, range_problem
 
     uint8_model = TrainingIntensities(0.0, 255.0, Path("plans.json"))
     assert dtype_fits("uint8", [uint8_model]) and not dtype_fits("uint16", [uint8_model])

@@ -13,8 +13,8 @@ import pytest
 import zarr
 
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
-from nnunetv2_topo.volume import finalize as fin
-from nnunetv2_topo.volume.lock import StoreLock
+from nnunetv2_topo.scroll import finalize as fin
+from nnunetv2_topo.scroll.lock import StoreLock
 
 SHAPE, CHUNK = (16, 16, 14), 8
 CONFIG = PostprocessConfig(threshold=0.5, hysteresis_high=0.7, min_component_size=20, plug_holes=True, patch_holes=0)
@@ -37,8 +37,8 @@ def _probability() -> np.ndarray:
 
 def _predicted(url: str, fmt: int = 2, manifest: dict | None = None) -> str:
     """An output as 'predict' leaves it once every chunk is written (class codes, probabilities, markers)."""
-    from nnunetv2_topo.volume.grid import chunk_boxes
-    from nnunetv2_topo.volume.writer import ChunkWriter, prepare_output
+    from nnunetv2_topo.scroll.grid import chunk_boxes
+    from nnunetv2_topo.scroll.writer import ChunkWriter, prepare_output
 
     assert prepare_output(url, manifest or _manifest(fmt), SHAPE, CHUNK, True, True) is None
     writer = ChunkWriter(url, CHUNK, CONFIG.threshold, CONFIG.hysteresis_high, True, True)
@@ -135,7 +135,7 @@ def test_finalize_waits_for_every_chunk(tmp_path: Path) -> None:
 def test_output_creation_is_exclusive(tmp_path: Path, monkeypatch) -> None:
     import time
 
-    from nnunetv2_topo.volume import writer
+    from nnunetv2_topo.scroll import writer
 
     url = str(tmp_path / "o.zarr")
     created: list[str] = []
@@ -163,7 +163,7 @@ def test_output_creation_is_exclusive(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_overwrite_replaces_only_after_checks_and_never_another_parts_work(tmp_path: Path) -> None:
-    from nnunetv2_topo.volume.writer import ScrollOutputError, prepare_output
+    from nnunetv2_topo.scroll.writer import ScrollOutputError, prepare_output
 
     url = _predicted(str(tmp_path / "o.zarr"))
     done = sorted(p.name for p in (Path(url) / ".done").iterdir())
@@ -211,8 +211,8 @@ def test_cli_overwrite_refused_by_a_check_keeps_the_old_output(tmp_path: Path, c
 
 
 def test_lock_is_exclusive_and_taken_over_when_stale(tmp_path: Path, monkeypatch) -> None:
-    from nnunetv2_topo.volume.lock import LockBusyError, LockLostError, stale_seconds
-    from nnunetv2_topo.volume.writer import ScrollOutputError
+    from nnunetv2_topo.scroll.lock import LockBusyError, LockLostError, stale_seconds
+    from nnunetv2_topo.scroll.writer import ScrollOutputError
 
     url = str(tmp_path / "o.zarr")
     a = StoreLock(url, "finalize", stale_s=0.3)

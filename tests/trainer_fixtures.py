@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from nnunetv2_topo.plans import standalone_plans, vesuvius_dataset_json
+from nnunetv2_topo.reduced_plans import standalone_plans, vesuvius_dataset_json
 
 PATCH = (16, 16, 16)
 

@@ -87,9 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_processes(engine: str) -> int:
+    from nnunetv2_topo.machine import cpu_cores
     from nnunetv2_topo.metrics.engine import auto_workers
     from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, TILES_PER_VOLUME
-    from nnunetv2_topo.resources import cpu_cores
 
     if engine == "betti-matching-3d":
         return auto_workers(n_tasks=TILES_PER_VOLUME, tile_voxels=COMPETITION_TILE_VOXELS)
@@ -106,7 +106,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.metrics import EvaluationError, evaluate_folders
+    from nnunetv2_topo.evaluation.folder_scoring import EvaluationError, evaluate_folders
 
     processes = _default_processes(args.engine) if args.num_processes is None else args.num_processes
     if processes < 0:
@@ -149,7 +149,7 @@ def _error_writer(args: argparse.Namespace):
             raise CLIError("--dust-size needs --errors DIR (it sets what the error maps call dust)")
         return None
     from nnunetv2_topo.evaluation.error_maps import ErrorMapWriter
-    from nnunetv2_topo.outputs import check_output_folder
+    from nnunetv2_topo.output_checks import check_output_folder
     from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
     dust = PostprocessConfig().min_component_size if args.dust_size is None else args.dust_size

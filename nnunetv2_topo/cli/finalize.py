@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.cli.predict_volume import missing_volume_packages
+    from nnunetv2_topo.cli.predict_scroll import missing_volume_packages
 
     missing = missing_volume_packages()
     if missing:
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.wait < 0:
         raise CLIError(f"--wait must be >= 0 seconds, got {args.wait}")
-    from nnunetv2_topo.volume import ClusterError, close_client, parse_dask, start_client
-    from nnunetv2_topo.volume.finalize import finalize_volume
+    from nnunetv2_topo.scroll import ClusterError, close_client, parse_dask, start_client
+    from nnunetv2_topo.scroll.finalize import finalize_volume
 
     url = str(args.output)
     client = None

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.outputs import check_output_file
+    from nnunetv2_topo.output_checks import check_output_file
     from nnunetv2_topo.trainers.diagnostics import PROGRESS_JSON, PROGRESS_PNG, load_progress, plot_progress_topo
 
     bad = Path(args.fold_dir) / PROGRESS_JSON

@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.io import write_tiff
-    from nnunetv2_topo.outputs import check_output_folder
+    from nnunetv2_topo.output_checks import check_output_folder
     from nnunetv2_topo.postprocessing import postprocess_volume
     from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
 
@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
 
 def warn_stale(folder: Path, written: list[str]) -> None:
     """After an --overwrite: name the files of an earlier run that this run did not replace (kept as they are)."""
-    from nnunetv2_topo.outputs import stale_files
+    from nnunetv2_topo.output_checks import stale_files
 
     stale = stale_files(folder, written)
     if stale:

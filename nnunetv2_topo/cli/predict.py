@@ -28,7 +28,7 @@ Example (Kaggle notebook):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.cli.predict_volume import add_volume_arguments, path_or_url
+    from nnunetv2_topo.cli.predict_scroll import add_volume_arguments, path_or_url
     from nnunetv2_topo.inference.predict import TTA_MODES
     from nnunetv2_topo.postprocessing.fusion import FUSION_MODES
 
@@ -164,7 +164,7 @@ def load_config(args: argparse.Namespace):
 def _check_output(args: argparse.Namespace) -> bool:
     """True for a zip output; refuses an existing zip without --overwrite and a zip for one part of several."""
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.outputs import check_output_file, check_output_folder
+    from nnunetv2_topo.output_checks import check_output_file, check_output_folder
 
     is_zip = args.output.suffix.lower() == ".zip"
     if is_zip and args.num_parts > 1:
@@ -181,7 +181,7 @@ def _check_intensities(args: argparse.Namespace, folders, part) -> None:
     """Test images outside the models' training intensities (dataset fingerprint): refused, or with
     --allow-intensity-mismatch a warning per case."""
     from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.volume_checks import test_image_problems, training_intensities
+    from nnunetv2_topo.input_checks import test_image_problems, training_intensities
 
     problems = test_image_problems([(c.id, c.image) for c in part], [training_intensities(f.path) for f in folders])
     if not problems:
@@ -206,7 +206,7 @@ def _merge(args: argparse.Namespace) -> int:
         raise CLIError(f"--merge only joins finished parts; drop {', '.join(extra + ['--model'] * bool(args.model))}")
     if args.output.suffix.lower() != ".zip":
         raise CLIError(f"--merge writes a submission: --output must end in .zip, got {args.output}")
-    from nnunetv2_topo.outputs import check_output_file
+    from nnunetv2_topo.output_checks import check_output_file
 
     check_output_file(args.output, args.overwrite, "--output", "submission.zip")
     try:
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.merge:
         return _merge(args)
-    from nnunetv2_topo.cli.predict_volume import is_volume_run, run_volume
+    from nnunetv2_topo.cli.predict_scroll import is_volume_run, run_volume
 
     if is_volume_run(args):
         return run_volume(args)

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nnunetv2_topo.errors import CLIError
     from nnunetv2_topo.io import atomic_write_text
-    from nnunetv2_topo.outputs import check_output_file
+    from nnunetv2_topo.output_checks import check_output_file
     from nnunetv2_topo.scheduling.plateau_driver import final_anneal_epochs, smoothed
     from nnunetv2_topo.scheduling.replay import replay
     from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.postprocess import STEP_FLAGS, resolve_options
-    from nnunetv2_topo.outputs import check_output_file
+    from nnunetv2_topo.output_checks import check_output_file
     from nnunetv2_topo.submission import SubmissionError, write_submission
 
     if (args.pred is None) == (args.input is None):

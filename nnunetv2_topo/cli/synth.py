@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.outputs import check_output_folder
+    from nnunetv2_topo.output_checks import check_output_folder
     from nnunetv2_topo.synth.layout import SynthError, write_kaggle_dataset
 
     if args.num_processes < 1:
@@ -107,7 +107,7 @@ def check_memory(shape: tuple[int, ...], processes: int, available: int | None =
     import math
 
     from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.resources import available_memory_bytes
+    from nnunetv2_topo.machine import available_memory_bytes
 
     need = BYTES_PER_VOXEL * math.prod(shape) * processes
     available = available_memory_bytes() if available is None else available

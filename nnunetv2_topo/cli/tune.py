@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nnunetv2_topo.cli.main import CLIError
     from nnunetv2_topo.cli.postprocess import resolve_fusion
-    from nnunetv2_topo.outputs import check_output_file
+    from nnunetv2_topo.output_checks import check_output_file
     from nnunetv2_topo.tuning import tune
     from nnunetv2_topo.tuning.ensemble import DEFAULT_WEIGHT_GRID, EnsembleSpace, describe_fusion
     from nnunetv2_topo.tuning.report import REPORT_MD, REPORT_PNG, ablation_table
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     )
     np_ = args.num_processes
     if np_ is None:
-        from nnunetv2_topo.resources import cpu_cores
+        from nnunetv2_topo.machine import cpu_cores
 
         np_ = min(len(sources), cpu_cores())
     try:

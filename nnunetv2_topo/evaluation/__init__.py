@@ -1,4 +1,4 @@
-"""Evaluation workflows: post-process then score (:mod:`.scoring`: one volume in memory with a tile-count cache, or
-a folder of predictions), the score table (:mod:`.score_table`) and the training ranks' background scoring process
-(:mod:`.scoring_pool`, :mod:`.score_worker`; this package imports nothing heavy, so that process stays light).
-Scoring a pair of folders is :func:`nnunetv2_topo.metrics.evaluate_folders`."""
+"""Evaluation workflows: scoring folders of predictions, raw or post-processed (:mod:`.folder_scoring`), one case in
+memory with a tile-count cache (:mod:`.case_scoring`), the score table (:mod:`.score_table`), error maps
+(:mod:`.error_maps`) and the training ranks' background scoring process (:mod:`.scoring_pool`, :mod:`.score_worker`;
+this package imports nothing heavy, so that process stays light)."""

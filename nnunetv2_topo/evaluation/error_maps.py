@@ -84,8 +84,8 @@ def format_error_summary(summary: dict) -> str:
 
 
 class ErrorMapWriter:
-    """The ``diagnose`` callback of :func:`~nnunetv2_topo.metrics.evaluate.evaluate_folders`: writes each case's
-    error volume and list into ``folder`` (created if missing; the command checks it first) and keeps its cost
+    """The ``diagnose`` callback of :func:`~nnunetv2_topo.evaluation.folder_scoring.evaluate_folders`: writes each
+    case's error volume and list into ``folder`` (created if missing; the command checks it first) and keeps its cost
     table for :meth:`write_summary`."""
 
     def __init__(self, folder: str | Path, dust_size: int, tau: float = SURFACE_TOLERANCE) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.evaluation.score_worker import score_case, warm_up
-from nnunetv2_topo.resources import cpu_cores
+from nnunetv2_topo.machine import cpu_cores
 
 __all__ = [
     "DEFAULT_CASE_TIMEOUT_S",

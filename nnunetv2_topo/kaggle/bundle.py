@@ -213,11 +213,11 @@ def _manifest(req: BundleRequest, report: BundleReport, target: Target) -> dict:
 
 
 def _submit_script() -> Path:
-    """The file that becomes the bundle's ``submit.py``. It runs the ``nnunetv2_topo`` command, so it lives with the
-    commands (``cli/kaggle_submit.py``); the bundle copies the file and never imports it."""
+    """The file that becomes the bundle's ``submit.py``. It runs the ``nnunetv2_topo`` command, so it lives in the
+    commands layer (``templates/kaggle_submit.py``); the bundle copies the file and never imports it."""
     import importlib.util
 
-    return Path(importlib.util.find_spec("nnunetv2_topo.cli.kaggle_submit").origin)
+    return Path(importlib.util.find_spec("nnunetv2_topo.templates.kaggle_submit").origin)
 
 
 def _version() -> str:

@@ -133,9 +133,9 @@ def build_project_wheel(out: Path, work: Path, progress: Progress) -> Path:
     for name in ("pyproject.toml", "setup.cfg", "setup.py", "README.md", "LICENSE", "MANIFEST.in"):
         if (root / name).is_file():
             shutil.copy2(root / name, src / name)
-    for package in ("nnunetv2_topo", "dataset_conversion"):
-        if (root / package).is_dir():
-            shutil.copytree(root / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        root / "nnunetv2_topo", src / "nnunetv2_topo", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
     progress(f"  building the {PROJECT} wheel from {root}")
     try:
         import setuptools  # noqa: F401  (build with the installed backend: no download, no isolation)

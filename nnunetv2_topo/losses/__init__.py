@@ -10,7 +10,7 @@ from nnunetv2_topo.losses.betti_matching import BettiMatchingTerm
 from nnunetv2_topo.losses.boundary import BoundaryTerm
 from nnunetv2_topo.losses.cldice import ClDiceTerm
 from nnunetv2_topo.losses.compound import TermValues, TopologyLoss, default_ds_weights
-from nnunetv2_topo.losses.connectivity import ConnectivityTerm
+from nnunetv2_topo.losses.dilated_mse import DilatedMSETerm
 from nnunetv2_topo.losses.focal import FocalTerm
 from nnunetv2_topo.losses.morphology import soft_dilate, soft_erode, soft_skeleton
 from nnunetv2_topo.losses.overlap import CrossEntropyTerm, DiceTerm
@@ -23,7 +23,7 @@ __all__ = [
     "BettiMatchingTerm",
     "BoundaryTerm",
     "ClDiceTerm",
-    "ConnectivityTerm",
+    "DilatedMSETerm",
     "CrossEntropyTerm",
     "DiceTerm",
     "FocalTerm",

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from nnunetv2_topo import IGNORE_LABEL
 from nnunetv2_topo.losses.masking import FgParts, batch_mean, check_map
+from nnunetv2_topo.setting_checks import Param
 from nnunetv2_topo.transforms.topo_targets import TARGETS, compute_batch_target
-from nnunetv2_topo.values import Param
 
 
 class LossTerm(nn.Module):

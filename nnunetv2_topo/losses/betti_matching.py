@@ -12,7 +12,7 @@ from torch import Tensor
 from nnunetv2_topo import IGNORE_LABEL
 from nnunetv2_topo.losses.base import LossTerm, TermSpec
 from nnunetv2_topo.losses.masking import FgParts, batch_mean
-from nnunetv2_topo.values import Param, at_least_one, integer
+from nnunetv2_topo.setting_checks import Param, at_least_one, integer
 
 CROP = Param("betti_matching_crop", "crop", 32, "int >= 2", "edge of the random cube cropped from each sample of the "
              "patch for the betti_matching term (clipped to the patch); its CPU cost grows with the crop's voxels",

@@ -9,7 +9,7 @@ from nnunetv2_topo import IGNORE_LABEL
 from nnunetv2_topo.losses.base import LossTerm, TermSpec
 from nnunetv2_topo.losses.masking import FgParts
 from nnunetv2_topo.losses.morphology import soft_skeleton
-from nnunetv2_topo.values import Param, at_least_one, integer
+from nnunetv2_topo.setting_checks import Param, at_least_one, integer
 
 ITERATIONS = Param("cldice_iterations", "iterations", 3, "int >= 1", "soft-skeleton iterations of clDice", integer,
                    at_least_one)  # fmt: skip

@@ -4,7 +4,7 @@ nnU-Net's deep supervision.
 - Terms declared ``every_scale`` (``dice``, ``ce``, ``focal``) are applied at every deep-supervision scale with
   nnU-Net's scale weights (``1/2^i``, lowest scale 0, normalised to sum 1), exactly like nnU-Net's
   ``DeepSupervisionWrapper``.
-- The others (``boundary``, ``cldice``, ``skeleton_recall``, ``connectivity``) are applied at full resolution only
+- The others (``boundary``, ``cldice``, ``skeleton_recall``, ``dilated_mse``) are applied at full resolution only
   (weight 1), by default: that is where their precomputed targets are exact and the soft skeleton is cheapest per
   information. With ``topology_at_all_scales=True`` they are applied at every scale with the scale weights; the
   skeleton/band of a lower scale are then recomputed from that scale's labels on the CPU (a nearest-downsampled

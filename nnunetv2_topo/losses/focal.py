@@ -9,7 +9,7 @@ from torch import Tensor
 from nnunetv2_topo import IGNORE_LABEL
 from nnunetv2_topo.losses.base import LossTerm, TermSpec
 from nnunetv2_topo.losses.masking import FgParts
-from nnunetv2_topo.values import Param, closed_unit, non_negative, number
+from nnunetv2_topo.setting_checks import Param, closed_unit, non_negative, number
 
 ALPHA = Param("focal_alpha", "alpha", 0.25, "float in [0, 1]", "focal loss alpha (foreground weight)", number,
               closed_unit)  # fmt: skip

@@ -34,7 +34,7 @@ from types import ModuleType
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
-from nnunetv2_topo.resources import available_memory_bytes, cpu_cores  # noqa: F401 (re-exported)
+from nnunetv2_topo.machine import available_memory_bytes, cpu_cores  # noqa: F401 (re-exported)
 
 ENGINE_MALLOC_TUNABLES = (
     "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=4294967296:"

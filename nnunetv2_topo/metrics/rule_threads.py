@@ -9,7 +9,7 @@ import atexit
 import concurrent.futures as cf
 import threading
 
-from nnunetv2_topo.resources import cpu_cores
+from nnunetv2_topo.machine import cpu_cores
 
 _THREADS: dict[int, cf.ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
+from nnunetv2_topo.input_checks import label_map_problem
 from nnunetv2_topo.io import VolumeError, case_id, is_volume_file, read_volume
 from nnunetv2_topo.postprocessing.fusion import Fusion, check_fusion_weights
-from nnunetv2_topo.volume_checks import label_map_problem
 
 NPZ_KEY = "probabilities"
 NNUNET_SUFFIX = ".npz"

@@ -1,5 +1,5 @@
 """Synthetic Vesuvius-like data: volumes (:mod:`.generator`) and the Kaggle folder layout (:mod:`.layout`; its
-CSV files: :mod:`nnunetv2_topo.kaggle_csv`). The volume API is imported lazily, so importing the package is light."""
+CSV files: :mod:`nnunetv2_topo.ids_csv`). The volume API is imported lazily, so importing the package is light."""
 
 from __future__ import annotations
 

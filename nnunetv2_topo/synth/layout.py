@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
+from nnunetv2_topo.ids_csv import KaggleCSVError, Row, read_ids_csv, write_ids_csv
 from nnunetv2_topo.io import staged_directory, write_tiff
-from nnunetv2_topo.kaggle_csv import KaggleCSVError, Row, read_ids_csv, write_ids_csv
 from nnunetv2_topo.synth.generator import ScrollStyle, SheetTopology, synthesize_case
 
 

@@ -4,5 +4,7 @@
   fast metric is checked and benchmarked against);
 - :mod:`.probability_maps`: simulated probability maps with a real network's failure modes (post-processing
   tests and benchmarks);
-- :mod:`.untrained`: untrained nnU-Net model folders (``predict`` tests and cost benchmarks).
+- :mod:`.untrained`: untrained nnU-Net model folders (``predict`` tests and cost benchmarks);
+- :mod:`.simulated_logs`: simulated validation-loss curves (the LR-schedule tests and
+  ``benchmarks/schedule_replay.py``).
 """

@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from nnunetv2_topo.plans import standalone_plans, vesuvius_dataset_json
+from nnunetv2_topo.reduced_plans import standalone_plans, vesuvius_dataset_json
 
 
 def write_untrained_model_folder(
@@ -22,7 +22,8 @@ def write_untrained_model_folder(
     labels: dict | None = None,
 ) -> Path:
     """``root/<trainer>__<plans_name>__3d_fullres`` with one checkpoint per fold (a PlainConvUNet of
-    :func:`~nnunetv2_topo.plans.standalone_plans`, weights drawn from ``seed`` and the fold); returns the folder."""
+    :func:`~nnunetv2_topo.reduced_plans.standalone_plans`, weights drawn from ``seed`` and the fold); returns the
+    folder."""
     import torch
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager

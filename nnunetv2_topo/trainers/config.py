@@ -18,16 +18,16 @@ from typing import Any
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.evaluation.scoring_pool import DEFAULT_CASE_TIMEOUT_S
 from nnunetv2_topo.scheduling.plateau_driver import PLATEAU_METRICS, PLATEAU_MODES
+from nnunetv2_topo.setting_checks import Checked
+from nnunetv2_topo.setting_checks import at_least_one as _at_least_one
+from nnunetv2_topo.setting_checks import boolean as _boolean
+from nnunetv2_topo.setting_checks import half_open_unit as _half_open_unit
+from nnunetv2_topo.setting_checks import integer as _integer
+from nnunetv2_topo.setting_checks import non_negative as _non_negative
+from nnunetv2_topo.setting_checks import number as _number
+from nnunetv2_topo.setting_checks import open_unit as _open_unit
+from nnunetv2_topo.setting_checks import positive as _positive
 from nnunetv2_topo.trainers.config_text import format_config, to_jsonable
-from nnunetv2_topo.values import Checked
-from nnunetv2_topo.values import at_least_one as _at_least_one
-from nnunetv2_topo.values import boolean as _boolean
-from nnunetv2_topo.values import half_open_unit as _half_open_unit
-from nnunetv2_topo.values import integer as _integer
-from nnunetv2_topo.values import non_negative as _non_negative
-from nnunetv2_topo.values import number as _number
-from nnunetv2_topo.values import open_unit as _open_unit
-from nnunetv2_topo.values import positive as _positive
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -52,7 +52,7 @@ FIVE_TERM_LOSS_WEIGHTS: dict[str, float] = {
     "focal": 0.4,
     "boundary": 0.15,
     "cldice": 0.10,
-    "connectivity": 0.05,
+    "dilated_mse": 0.05,
 }
 """The original five-term recipe this trainer started from (``nnUNetTrainerTopoWarmup_FiveTerm``; the default
 until the benchmark below replaced it)."""

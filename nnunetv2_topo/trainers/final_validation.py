@@ -90,7 +90,7 @@ class FinalValidation:
 
     def score(self, log_summary: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
         """Score ``validation/`` with the leaderboard metric, raw and post-processed; write summary_topo.json."""
-        from nnunetv2_topo.evaluation.scoring import score_folder
+        from nnunetv2_topo.evaluation.folder_scoring import score_folder
         from nnunetv2_topo.io import index_volumes, volume_shape
         from nnunetv2_topo.postprocessing import PostprocessConfig
 

@@ -21,7 +21,7 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from nnunetv2_topo import IGNORE_LABEL
-from nnunetv2_topo.values import Param, band_pair, integer, non_negative
+from nnunetv2_topo.setting_checks import Param, band_pair, integer, non_negative
 
 FOREGROUND_LABEL = 1
 

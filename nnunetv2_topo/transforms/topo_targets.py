@@ -23,8 +23,8 @@ import torch
 from batchgeneratorsv2.transforms.base.basic_transform import SegOnlyTransform
 
 from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.setting_checks import Param
 from nnunetv2_topo.transforms.targets import BOUNDARY_BAND, SKELETON_TUBE, compute_band, compute_skeleton
-from nnunetv2_topo.values import Param
 
 BAND_SCALE = 100
 """Band weights are stored in the integer segmentation as ``round(weight * BAND_SCALE)``."""

@@ -3,7 +3,6 @@
 
 from nnunetv2_topo.tuning.ensemble import EnsembleSpace, Setting
 from nnunetv2_topo.tuning.evaluator import CaseSource, Evaluator, TileCountCache
-from nnunetv2_topo.tuning.run import TuneOutcome, tune
 from nnunetv2_topo.tuning.search import (
     ablation,
     choice_stability,
@@ -12,6 +11,7 @@ from nnunetv2_topo.tuning.search import (
     without_models,
 )
 from nnunetv2_topo.tuning.space import no_postprocessing, search_space
+from nnunetv2_topo.tuning.tuner import TuneOutcome, tune
 
 __all__ = [
     "CaseSource",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_topo.evaluation.scoring import TileKey, postprocess_and_score
+from nnunetv2_topo.evaluation.case_scoring import TileKey, postprocess_and_score
 from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
 from nnunetv2_topo.postprocessing.config_file import FusionSpec
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
@@ -60,8 +60,8 @@ class _Case:
     """One case in a worker: its ground truth, the maps read so far and the last fused map."""
 
     def __init__(self, source: CaseSource) -> None:
+        from nnunetv2_topo.input_checks import label_value_problem
         from nnunetv2_topo.io import VolumeError, read_volume
-        from nnunetv2_topo.volume_checks import label_value_problem
 
         self.source = source
         self.gt = read_volume(source.gt)

@@ -20,12 +20,12 @@ import numpy as np
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.inference.predict import LoadedModel
 from nnunetv2_topo.postprocessing.fusion import LOGIT_CLAMP, Fusion
-from nnunetv2_topo.volume.grid import Box, Geometry
+from nnunetv2_topo.scroll.grid import Box, Geometry
 
 PER_VOXEL_SCHEMES = ("CTNormalization", "NoNormalization", "RGBTo0_1Normalization")
 
 
-class VolumeModelError(TopoError, ValueError):
+class ScrollModelError(TopoError, ValueError):
     """A model whose plans the volume path cannot reproduce exactly; the message names it and why."""
 
 
@@ -36,7 +36,7 @@ def normalization_of(model: LoadedModel) -> tuple[str, bool]:
         return scheme, use_mask
     if scheme == "ZScoreNormalization" and not use_mask:
         return scheme, use_mask
-    raise VolumeModelError(
+    raise ScrollModelError(
         f"{model.folder.path}: normalization {scheme} (use_mask_for_norm={use_mask}) depends on the whole case in a "
         "way chunked prediction cannot reproduce; supported: CTNormalization, NoNormalization, RGBTo0_1Normalization, "
         "ZScoreNormalization without use_mask_for_norm"
@@ -49,7 +49,7 @@ def check_spacing(model: LoadedModel, spacing: Sequence[float]) -> None:
     target = list(p.configuration_manager.spacing)
     spacing_t = [float(spacing[i]) for i in p.plans_manager.transpose_forward]
     if not np.allclose(spacing_t, target, rtol=1e-6):
-        raise VolumeModelError(
+        raise ScrollModelError(
             f"{model.folder.path}: the model's plans expect spacing {target}, the volume has {spacing_t} "
             "(transposed as the plans do); resampling is not supported for volumes: choose the --level whose "
             "spacing matches, or resample the volume first"
@@ -62,7 +62,7 @@ class TileCache:
     :meth:`expect` tells it how many chunks of the current work unit still need each tile: a tile is kept from its
     prediction until the last of those chunks is blended (:meth:`release`), and not kept at all when only the chunk
     that made it needs it. Work units are sized so that the tiles kept at once fit
-    (:func:`~nnunetv2_topo.volume.grid.plan_block`); past ``max_bytes`` a new tile is not kept (within a unit) or the
+    (:func:`~nnunetv2_topo.scroll.grid.plan_block`); past ``max_bytes`` a new tile is not kept (within a unit) or the
     least recently used one is dropped (without :meth:`expect`), and predicted again when needed: exact, slower."""
 
     def __init__(self, max_bytes: int) -> None:

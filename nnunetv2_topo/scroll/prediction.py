@@ -2,9 +2,9 @@
 statistics), create or resume the output, predict the unfinished chunks (here or on Dask), then finish the volume
 (global post-processing, pyramid, OME-Zarr metadata) once every chunk of every part is written.
 
-Work units are blocks of chunks (:func:`~nnunetv2_topo.volume.grid.plan_block`): as wide in y and x as the tile cache
+Work units are blocks of chunks (:func:`~nnunetv2_topo.scroll.grid.plan_block`): as wide in y and x as the tile cache
 allows while a worker walks the block's chunks in C order, keeping each tile from the first chunk that needs it to
-the last (:class:`~nnunetv2_topo.volume.blending.TileCache`), so a tile is predicted once inside a block and again
+the last (:class:`~nnunetv2_topo.scroll.blending.TileCache`), so a tile is predicted once inside a block and again
 only on a block's border. The manifest records what the output is made of (the models' file contents, the device,
 AMP and the library versions, the input and the settings that change a chunk); a resumed run that differs is refused.
 """
@@ -24,9 +24,9 @@ import numpy as np
 
 from nnunetv2_topo.inference.models import ModelFolder
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
-from nnunetv2_topo.volume.grid import Box, chunk_blocks, chunk_boxes, chunk_key, plan_block
-from nnunetv2_topo.volume.loaded_models import RunSpec
-from nnunetv2_topo.volume.source import SourceSpec
+from nnunetv2_topo.scroll.grid import Box, chunk_blocks, chunk_boxes, chunk_key, plan_block
+from nnunetv2_topo.scroll.loaded_models import RunSpec
+from nnunetv2_topo.scroll.source import SourceSpec
 
 MANIFEST_VERSION = 2
 
@@ -76,7 +76,7 @@ def split_units(units: list[list[Box]], at_least: int, chunk: int) -> list[list[
 
 
 @dataclass
-class VolumeReport:
+class ScrollReport:
     voxels: int = 0
     chunks_total: int = 0
     chunks_before: int = 0
@@ -87,7 +87,7 @@ class VolumeReport:
     complete: bool = False
     stages: dict = field(default_factory=dict)  # seconds of scan, predict, finalize
     block: tuple = ()
-    finalize: object = None  # the FinalizeReport of nnunetv2_topo.volume.finalize
+    finalize: object = None  # the FinalizeReport of nnunetv2_topo.scroll.finalize
 
     def total(self, key: str) -> float:
         return sum(s.get(key, 0) for s in self.stats)
@@ -173,7 +173,7 @@ def settings_of(source: SourceSpec, o: ScrollOptions) -> dict:
 def settings_differences(old: dict, new: dict) -> list[str]:
     """What differs between a stored manifest's settings and this run's, named for a person: the model file whose
     content changed, the library whose version differs, the setting and its two values (``pyramid`` ignored)."""
-    from nnunetv2_topo.volume.writer import manifest_differences
+    from nnunetv2_topo.scroll.writer import manifest_differences
 
     out = []
     old_models, new_models = old.get("models") or [], new.get("models") or []
@@ -205,7 +205,7 @@ def _progress_topic(key: str) -> str:
 
 @dataclass(frozen=True)
 class ScrollOptions:
-    """What :func:`predict_volume` is asked for (``predict``'s flags for a Zarr input): the models and how their
+    """What :func:`predict_scroll` is asked for (``predict``'s flags for a Zarr input): the models and how their
     maps are fused, the output and its layout, this part's share, the caches and the progress bar."""
 
     folders: Sequence[ModelFolder]
@@ -234,27 +234,27 @@ class ScrollOptions:
         object.__setattr__(self, "weights", tuple(self.weights))
 
 
-def predict_volume(
+def predict_scroll(
     source: SourceSpec,
     loaded: list,
     options: ScrollOptions,
     client=None,
     intensity_check: Callable[[float, float], None] | None = None,
-) -> VolumeReport:
+) -> ScrollReport:
     """Run (or resume) the prediction of ``source`` into ``options.output``; see the module doc. ``loaded``: the
     models as :func:`~nnunetv2_topo.inference.predict.load_models` gives them: checked, and used when ``client`` is
     None; with a ``client`` the list is emptied once checked (this process keeps no model copy).
     ``intensity_check(low, high)`` is given the region's value range from the scan (it raises to refuse)."""
-    from nnunetv2_topo.volume.blending import check_spacing, normalization_of
-    from nnunetv2_topo.volume.finalize import finalize_volume
-    from nnunetv2_topo.volume.writer import existing_output, physical_frame
+    from nnunetv2_topo.scroll.blending import check_spacing, normalization_of
+    from nnunetv2_topo.scroll.finalize import finalize_volume
+    from nnunetv2_topo.scroll.writer import existing_output, physical_frame
 
     o = options
     for m in loaded:
         normalization_of(m)
         check_spacing(m, source.spacing)
     settings = settings_of(source, o)
-    report = VolumeReport(voxels=int(np.prod(source.shape)))
+    report = ScrollReport(voxels=int(np.prod(source.shape)))
     t0 = time.monotonic()
     output_meta = {"zarr_format": o.zarr_format, "frame": physical_frame(source)}
     new = {"settings": settings, "output": output_meta}
@@ -268,7 +268,7 @@ def predict_volume(
         scan = old["scan"]
         settings["pyramid"] = old["settings"].get("pyramid")  # kept; finalize_volume is given this run's value
     else:
-        from nnunetv2_topo.volume.source import scan_volume
+        from nnunetv2_topo.scroll.source import scan_volume
 
         zscore = any(normalization_of(m)[0] == "ZScoreNormalization" for m in loaded)
         scan = scan_volume(source, zscore, client, o.progress)
@@ -297,8 +297,8 @@ def _create_output(
 ) -> RunSpec:
     """Plan the work units (once, by the run that creates the output, so that every part splits them alike), create
     or join the output, and return what a worker needs to predict its chunks."""
-    from nnunetv2_topo.volume.blending import ChunkModel
-    from nnunetv2_topo.volume.writer import prepare_output
+    from nnunetv2_topo.scroll.blending import ChunkModel
+    from nnunetv2_topo.scroll.writer import prepare_output
 
     crop = tuple(tuple(c) for c in scan["crop"])
     chunk_models = [ChunkModel(m, tuple(scan["zscore"]) if scan["zscore"] else (0.0, 1.0)) for m in loaded]
@@ -335,9 +335,9 @@ def _create_output(
     )  # fmt: skip
 
 
-def _units_to_predict(source: SourceSpec, o: ScrollOptions, report: VolumeReport, client) -> list[list[Box]]:
+def _units_to_predict(source: SourceSpec, o: ScrollOptions, report: ScrollReport, client) -> list[list[Box]]:
     """This part's work units less the chunks already done (said when resuming)."""
-    from nnunetv2_topo.volume.writer import done_keys
+    from nnunetv2_topo.scroll.writer import done_keys
 
     all_units = chunk_blocks(source.shape, o.chunk, report.block)
     report.chunks_total = sum(len(u) for u in all_units)
@@ -358,11 +358,11 @@ def _units_to_predict(source: SourceSpec, o: ScrollOptions, report: VolumeReport
     return todo
 
 
-def _predict_units(run: RunSpec, loaded: list, todo: list, client, progress: bool, report: VolumeReport) -> None:
+def _predict_units(run: RunSpec, loaded: list, todo: list, client, progress: bool, report: ScrollReport) -> None:
     """Predict the units here with ``loaded``, or on the ``client``'s workers (each loads its own models)."""
     from tqdm import tqdm
 
-    from nnunetv2_topo.volume import cluster
+    from nnunetv2_topo.scroll import cluster
 
     bar = tqdm(
         total=sum(len(u) for u in todo), desc="predict volume", unit="chunk", disable=not progress, file=sys.stderr

@@ -292,7 +292,7 @@ def postprocess_chunks(work: WorkArrays, config: PostprocessConfig, run: Runner,
     returns the foreground voxels and what the driver held. Every pass rewrites what it writes: repeatable."""
     import zarr
 
-    from nnunetv2_topo.volume.writer import create_array
+    from nnunetv2_topo.scroll.writer import create_array
 
     group = zarr.open_group(work.url, mode="r+")
     classes = group[work.classes]

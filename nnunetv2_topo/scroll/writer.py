@@ -9,10 +9,10 @@ and VC3D read; ``--zarr-format 3``: OME-Zarr 0.5 on Zarr v3):
                      the ``--bbox`` offset as a ``translation``
   ``probabilities``  (``--probabilities``) an OME-Zarr image group: ``probabilities/0`` uint8 ``round(p * 255)``,
                      ``probabilities/1``.. its pyramid (2x max)
-  ``work_*``         intermediate arrays of the finalize step (see :mod:`nnunetv2_topo.volume.finalize`)
+  ``work_*``         intermediate arrays of the finalize step (see :mod:`nnunetv2_topo.scroll.finalize`)
   ``.done/<key>``    one empty marker per finished output chunk, written after its data (zarr writes every chunk
                      atomically): a chunk without a marker is recomputed by the next run
-  ``.nnunetv2_topo.lock``  the lock (:mod:`nnunetv2_topo.volume.lock`) held while the output is created or finalized
+  ``.nnunetv2_topo.lock``  the lock (:mod:`nnunetv2_topo.scroll.lock`) held while the output is created or finalized
 The group attribute ``nnunetv2_topo`` holds the manifest (``settings``: models, folds, fusion, TTA, post-processing,
 input, chunking; ``output``: Zarr format and physical frame; ``scan``; ``grid``) and ``complete``.
 """
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnunetv2_topo.volume.grid import Box, chunk_key
-from nnunetv2_topo.volume.lock import LOCK, TAKEOVER, ScrollOutputError, StoreLock
+from nnunetv2_topo.scroll.grid import Box, chunk_key
+from nnunetv2_topo.scroll.lock import LOCK, TAKEOVER, ScrollOutputError, StoreLock
 
 MANIFEST_KEY = "nnunetv2_topo"
 CLASSES = "work_classes"
@@ -235,7 +235,7 @@ def physical_frame(source) -> dict:
     scale to the translation."""
     import zarr
 
-    from nnunetv2_topo.volume.source import _multiscales
+    from nnunetv2_topo.scroll.source import _multiscales
 
     scale, translation, units = [float(s) for s in source.spacing], [0.0, 0.0, 0.0], None
     if source.array_path:

@@ -1,10 +1,11 @@
 """Where the chunks run: in this process, on a ``distributed`` LocalCluster (``--dask local:N``) or on an existing
-Dask cluster (``--dask tcp://HOST:PORT``). Each worker process loads the models once (:func:`engine_for`) and keeps
-them, its input-chunk cache and its tile cache across the work units it is given.
+Dask cluster (``--dask tcp://HOST:PORT``). Each worker process loads the models once (:func:`loaded_models_for`)
+and keeps them, its input-chunk cache and its tile cache across the work units it is given.
 
-One engine per process, used by one unit at a time: the folds of a model share one network whose weights each fold
-loads in turn, so two threads predicting at once would predict tiles with another fold's weights. A worker started
-with ``--nthreads 2`` is therefore exact, but its threads take turns (start workers with ``--nthreads 1``).
+One set of loaded models per process, used by one unit at a time: the folds of a model share one network whose
+weights each fold loads in turn, so two threads predicting at once would predict tiles with another fold's weights.
+A worker started with ``--nthreads 2`` is therefore exact, but its threads take turns (start workers with
+``--nthreads 1``).
 ``--dask local:N`` on CUDA gives each worker process its own GPU (``CUDA_VISIBLE_DEVICES``), and refuses N above the
 number of GPUs.
 """
@@ -20,10 +21,10 @@ import time
 from dataclasses import dataclass
 
 from nnunetv2_topo.errors import TopoError
-from nnunetv2_topo.volume.grid import Box
+from nnunetv2_topo.scroll.grid import Box
 
-_ENGINES: dict[str, object] = {}
-_ENGINE_LOCK = threading.RLock()  # held while an engine is made or used: one unit at a time per process
+_LOADED_MODELS: dict[str, object] = {}
+_MODELS_LOCK = threading.RLock()  # held while the models are loaded or used: one unit at a time per process
 
 
 class ClusterError(TopoError, ValueError):
@@ -116,28 +117,28 @@ def close_client(client, spec: str) -> None:
 
 def use_models(run, loaded: list) -> None:
     """Predict ``run`` in this process with the models already ``loaded`` (the driver's own, without Dask)."""
-    from nnunetv2_topo.volume.loaded_models import LoadedModels
+    from nnunetv2_topo.scroll.loaded_models import LoadedModels
 
-    with _ENGINE_LOCK:
-        _ENGINES.clear()
-        _ENGINES[run.key] = LoadedModels(run, loaded)
+    with _MODELS_LOCK:
+        _LOADED_MODELS.clear()
+        _LOADED_MODELS[run.key] = LoadedModels(run, loaded)
 
 
-def engine_for(run) -> object:
-    """This process's :class:`~nnunetv2_topo.volume.loaded_models.LoadedModels` for ``run`` (models loaded on first
-    use); call it holding ``_ENGINE_LOCK``."""
-    engine = _ENGINES.get(run.key)
-    if engine is None:
-        from nnunetv2_topo.volume.loaded_models import LoadedModels
+def loaded_models_for(run) -> object:
+    """This process's :class:`~nnunetv2_topo.scroll.loaded_models.LoadedModels` for ``run`` (models loaded on first
+    use); call it holding ``_MODELS_LOCK``."""
+    models = _LOADED_MODELS.get(run.key)
+    if models is None:
+        from nnunetv2_topo.scroll.loaded_models import LoadedModels
 
-        _ENGINES.clear()  # one run per process at a time: free the previous run's models
+        _LOADED_MODELS.clear()  # one run per process at a time: free the previous run's models
         threads = os.environ.get("NNUNETV2_TOPO_TORCH_THREADS")
         if threads:
             import torch
 
             torch.set_num_threads(int(threads))
-        engine = _ENGINES[run.key] = LoadedModels(run)
-    return engine
+        models = _LOADED_MODELS[run.key] = LoadedModels(run)
+    return models
 
 
 def peak_rss_mb() -> float:
@@ -168,19 +169,19 @@ def process_unit(run, boxes: list[Box], topic: str | None = None, on_chunk=None)
         def report() -> None:
             worker.log_event(topic, 1)
 
-    with _ENGINE_LOCK:  # the folds share one network: one unit at a time per process
-        engine = engine_for(run)
-        before = engine.counters()
-        todo = [b for b in boxes if not engine.writer.is_done(b)]
+    with _MODELS_LOCK:  # the folds share one network: one unit at a time per process
+        models = loaded_models_for(run)
+        before = models.counters()
+        todo = [b for b in boxes if not models.writer.is_done(b)]
         for _ in range(len(boxes) - len(todo)):
             if report is not None:
                 report()
-        engine.begin_unit(todo)
+        models.begin_unit(todo)
         for i, box in enumerate(todo):
-            engine.process(box, todo[i + 1] if i + 1 < len(todo) else None)
+            models.process(box, todo[i + 1] if i + 1 < len(todo) else None)
             if report is not None:
                 report()
-        after = engine.counters()
+        after = models.counters()
     stats = {k: after[k] - before[k] for k in after}
     stats["seconds"] = time.monotonic() - t0
     stats["peak_rss_mb"] = peak_rss_mb()

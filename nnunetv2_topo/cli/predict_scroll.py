@@ -64,7 +64,7 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def is_volume_run(args: argparse.Namespace) -> bool:
-    from nnunetv2_topo.volume.source import looks_like_zarr
+    from nnunetv2_topo.scroll.source import looks_like_zarr
 
     out = str(args.output).rstrip("/").lower()
     return out.endswith(".zarr") or (args.input is not None and looks_like_zarr(str(args.input)))
@@ -118,11 +118,11 @@ def run_volume(args: argparse.Namespace) -> int:
     from nnunetv2_topo.cli.predict import _device, load_config, resolve_models
     from nnunetv2_topo.inference.cases import CaseError, check_part
     from nnunetv2_topo.inference.models import ModelError, use_topo_trainers
-    from nnunetv2_topo.volume import (
+    from nnunetv2_topo.scroll import (
         ClusterError,
+        ScrollInputError,
+        ScrollModelError,
         ScrollOutputError,
-        VolumeInputError,
-        VolumeModelError,
         close_client,
         open_source,
         parse_bbox,
@@ -140,7 +140,7 @@ def run_volume(args: argparse.Namespace) -> int:
         config = load_config(args)
         folders, mode, weights = resolve_models(args, config)
         intensity_check = _intensity_check(args, source, folders)
-    except (CaseError, ModelError, VolumeInputError, ClusterError) as exc:
+    except (CaseError, ModelError, ScrollInputError, ClusterError) as exc:
         raise CLIError(str(exc)) from exc
     except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
@@ -149,7 +149,7 @@ def run_volume(args: argparse.Namespace) -> int:
     import torch
 
     from nnunetv2_topo.inference.predict import load_models
-    from nnunetv2_topo.volume.run import ScrollOptions, predict_volume
+    from nnunetv2_topo.scroll.prediction import ScrollOptions, predict_scroll
 
     cpu = torch.device("cpu")
 
@@ -161,7 +161,7 @@ def run_volume(args: argparse.Namespace) -> int:
     client = None
     try:
         if target is not None:
-            from nnunetv2_topo.volume import start_client
+            from nnunetv2_topo.scroll import start_client
 
             client = start_client(target, device=device.type)
         options = ScrollOptions(
@@ -186,8 +186,8 @@ def run_volume(args: argparse.Namespace) -> int:
             overwrite=getattr(args, "overwrite", False),
             zarr_format=args.zarr_format,
         )
-        report = predict_volume(source, models, options, client=client, intensity_check=intensity_check)
-    except (ScrollOutputError, VolumeModelError, VolumeInputError, ClusterError) as exc:
+        report = predict_scroll(source, models, options, client=client, intensity_check=intensity_check)
+    except (ScrollOutputError, ScrollModelError, ScrollInputError, ClusterError) as exc:
         raise CLIError(str(exc)) from exc
     finally:
         if client is not None:
@@ -206,11 +206,11 @@ def run_volume(args: argparse.Namespace) -> int:
 
 def _open_mask(url: str, level, bbox, source):
     """``--mask``: opened like the input (same --level and --bbox) and of the same shape."""
-    from nnunetv2_topo.volume import VolumeInputError, open_source
+    from nnunetv2_topo.scroll import ScrollInputError, open_source
 
     mask = open_source(url, level, bbox, flag="--mask", kinds="buif")
     if mask.shape != source.shape:
-        raise VolumeInputError(
+        raise ScrollInputError(
             f"--mask {mask.url}: shape {mask.shape} (after --level/--bbox) differs from the input's {source.shape}; "
             "pass a mask of the input's shape (the same OME-Zarr level)"
         )
@@ -221,9 +221,9 @@ def _intensity_check(args: argparse.Namespace, source, folders):
     """The models' training intensities (dataset fingerprint) against the volume, as for cases: a sample of its
     stored chunks now (unless its dtype cannot leave the range), its exact range from the scan later; refused, or
     with --allow-intensity-mismatch a warning. Returns the check for the scan's range."""
-    from nnunetv2_topo.volume import VolumeInputError
-    from nnunetv2_topo.volume.source import sample_range
-    from nnunetv2_topo.volume_checks import dtype_fits, range_problem, training_intensities
+    from nnunetv2_topo.input_checks import dtype_fits, range_problem, training_intensities
+    from nnunetv2_topo.scroll import ScrollInputError
+    from nnunetv2_topo.scroll.source import sample_range
 
     trains = [training_intensities(f.path) for f in folders]
     warned = []
@@ -233,7 +233,7 @@ def _intensity_check(args: argparse.Namespace, source, folders):
         if problem is None or warned:
             return
         if not args.allow_intensity_mismatch:
-            raise VolumeInputError(
+            raise ScrollInputError(
                 f"--input {source.url}: {problem}. Predictions on such a volume are unreliable: rescale it, or add "
                 "--allow-intensity-mismatch to predict it anyway"
             )

@@ -1,4 +1,9 @@
-"""Score a folder of predictions against a folder of ground truths (pairs by case id, TIFF and NIfTI)."""
+"""Score a folder of predictions against a folder of ground truths (pairs by case id, TIFF and NIfTI), raw or after
+post-processing: ``nnunetv2_topo evaluate``, the trainer's final validation and the benchmarks.
+
+:func:`evaluate_folders` scores a folder pair; :func:`postprocess_folder` post-processes a folder;
+:func:`score_folder` does both (raw and post-processed scores).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,20 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
-from nnunetv2_topo.io import VolumeError, index_volumes, read_volume
+from nnunetv2_topo.input_checks import label_map_problem, label_value_problem
+from nnunetv2_topo.io import VolumeError, index_volumes, read_volume, write_tiff
 from nnunetv2_topo.metrics.engine import auto_workers, make_engine_pool
 from nnunetv2_topo.metrics.leaderboard import MetricInputError, PendingScore, start_score
 from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
 from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, check_engine
-from nnunetv2_topo.volume_checks import label_map_problem, label_value_problem
+
+if TYPE_CHECKING:
+    from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
 MEAN_KEYS = SCORE_FIELDS
 
@@ -196,3 +205,50 @@ def evaluate_folders(
         fallback_pool.shutdown()
     fallback_tiles = {"total": sum(fallback.values()), "cases": dict(sorted(fallback.items()))}
     return {"cases": results, "mean": mean_scores(results), "fallback_tiles": fallback_tiles}
+
+
+def postprocess_folder(
+    pred_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PostprocessConfig, progress: bool = False
+) -> list[Path]:
+    """Post-process every volume of ``pred_dir`` into ``out_dir/<id>.tif`` (uint8 0/1); returns the written files."""
+    from tqdm import tqdm
+
+    # post-processing imports scipy/scikit-image: only what post-processes pays for them (not `evaluate`)
+    from nnunetv2_topo.postprocessing.steps import postprocess_volume
+
+    preds = index_volumes(pred_dir, "prediction")
+    if not preds:
+        raise FileNotFoundError(f"no predicted volumes (.tif, .tiff, .nii, .nii.gz) in {pred_dir}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for cid, pred in tqdm(preds.items(), desc="postprocess", unit="case", disable=not progress):
+        path = out_dir / f"{cid}.tif"
+        write_tiff(path, postprocess_volume(read_volume(pred), config))
+        written.append(path)
+    return written
+
+
+def score_folder(
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    config: PostprocessConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    num_processes: int = 1,
+    progress: bool = False,
+    only_predicted: bool = False,
+) -> dict:
+    """Score the predictions of ``pred_dir`` raw and, when ``config`` is given, post-processed into ``out_dir``.
+
+    Returns ``{"raw": evaluate_folders(...)}`` plus ``"postprocessed"`` and ``"postprocess_config"`` with a
+    ``config``. ``only_predicted``: ground truth without a prediction is skipped (nnU-Net's ``gt_segmentations``
+    holds every training case).
+    """
+    if config is not None and out_dir is None:
+        raise ValueError("score_folder needs out_dir for the post-processed predictions when config is given")
+    summary = {"raw": evaluate_folders(pred_dir, gt_dir, num_processes, progress, only_predicted)}
+    if config is not None:
+        postprocess_folder(pred_dir, out_dir, config, progress)
+        summary["postprocessed"] = evaluate_folders(out_dir, gt_dir, num_processes, progress, only_predicted)
+        summary["postprocess_config"] = config.to_dict()
+    return summary

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
-from nnunetv2_topo.volume.grid import Box
+from nnunetv2_topo.scroll.grid import Box
 
 
-class VolumeInputError(TopoError, ValueError):
+class ScrollInputError(TopoError, ValueError):
     """The input volume cannot be used; the message names it and the fix."""
 
 
@@ -60,11 +60,11 @@ def parse_bbox(text: str) -> Box:
     """``z0:z1,y0:y1,x0:x1`` -> ((z0, z1), (y0, y1), (x0, x1))."""
     parts = text.split(",")
     if len(parts) != 3 or not all(re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", p) for p in parts):
-        raise VolumeInputError(f"--bbox {text!r}: expected z0:z1,y0:y1,x0:x1 with integers, e.g. 0:512,1000:2024,0:512")
+        raise ScrollInputError(f"--bbox {text!r}: expected z0:z1,y0:y1,x0:x1 with integers, e.g. 0:512,1000:2024,0:512")
     box = tuple(tuple(int(v) for v in p.split(":")) for p in parts)
     for (lo, hi), axis in zip(box, "zyx", strict=True):
         if hi <= lo:
-            raise VolumeInputError(f"--bbox {text!r}: {axis} range {lo}:{hi} is empty (end must exceed start)")
+            raise ScrollInputError(f"--bbox {text!r}: {axis} range {lo}:{hi} is empty (end must exceed start)")
     return box  # type: ignore[return-value]
 
 
@@ -105,7 +105,7 @@ def open_source(
     try:
         node = zarr.open(url, mode="r")
     except Exception as exc:  # zarr raises several types for "nothing here"
-        raise VolumeInputError(
+        raise ScrollInputError(
             f"{flag} {url} is not a Zarr array or group ({type(exc).__name__}: {exc}); pass a Zarr v2/v3 array or "
             "an OME-Zarr group (a folder with zarr.json or .zarray/.zgroup), or a folder of .tif cases"
         ) from None
@@ -115,14 +115,14 @@ def open_source(
         if ms is None:
             root = url.rstrip("/")
             arrays = ", ".join(f"{root}/{k}" for k, _ in sorted(node.arrays())[:5]) or "it holds none"
-            raise VolumeInputError(
+            raise ScrollInputError(
                 f"{flag} {url} is a Zarr group without OME-Zarr 'multiscales' metadata; pass one of its arrays "
                 f"directly ({arrays})"
             )
         datasets = ms[0].get("datasets", [])
         lvl = 0 if level is None else level
         if not 0 <= lvl < len(datasets):
-            raise VolumeInputError(
+            raise ScrollInputError(
                 f"--level {lvl}: {url} has {len(datasets)} level(s) "
                 f"({', '.join(str(d.get('path')) for d in datasets)}); choose 0..{len(datasets) - 1}"
             )
@@ -132,23 +132,23 @@ def open_source(
         if s0 and s and len(s0) == len(s):
             spacing = tuple(float(b) / float(a) for a, b in zip(s0[-3:], s[-3:], strict=True))  # type: ignore
     elif level not in (None, 0):
-        raise VolumeInputError(f"--level {level}: {url} is a single Zarr array, not an OME-Zarr group with levels")
+        raise ScrollInputError(f"--level {level}: {url} is a single Zarr array, not an OME-Zarr group with levels")
     shape = tuple(node.shape)
     lead = len(shape) - 3
     if lead < 0 or any(s != 1 for s in shape[:lead]):
-        raise VolumeInputError(
+        raise ScrollInputError(
             f"{flag} {url}{'/' + array_path if array_path else ''}: shape {shape} is not a 3-D (Z, Y, X) volume "
             "(leading axes of size 1 are allowed)"
         )
     dtype = np.dtype(node.dtype)
     if dtype.kind not in kinds:
-        raise VolumeInputError(f"{flag} {url}: dtype {dtype} is not a number type; expected an integer or float CT")
+        raise ScrollInputError(f"{flag} {url}: dtype {dtype} is not a number type; expected an integer or float CT")
     shape3 = shape[lead:]
     if bbox is None:
         bbox = tuple((0, s) for s in shape3)  # type: ignore[assignment]
     outside = [f"{a} {lo}:{hi} (size {s})" for (lo, hi), s, a in zip(bbox, shape3, "zyx", strict=True) if hi > s]
     if outside:
-        raise VolumeInputError(f"--bbox lies outside the volume {tuple(shape3)}: {', '.join(outside)}")
+        raise ScrollInputError(f"--bbox lies outside the volume {tuple(shape3)}: {', '.join(outside)}")
     return SourceSpec(
         url=url,
         array_path=array_path,

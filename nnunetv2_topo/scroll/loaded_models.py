@@ -1,6 +1,6 @@
 """What one process predicts chunks with: the run's settings (:class:`RunSpec`, picklable, sent to every Dask
 worker) and the process's loaded models, input cache, tile caches and writer (:class:`LoadedModels`), which
-:func:`nnunetv2_topo.volume.cluster.process_unit` keeps across the work units of a run."""
+:func:`nnunetv2_topo.scroll.cluster.process_unit` keeps across the work units of a run."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nnunetv2_topo.inference.models import ModelFolder
-from nnunetv2_topo.volume.grid import Box
-from nnunetv2_topo.volume.source import SourceSpec
+from nnunetv2_topo.scroll.grid import Box
+from nnunetv2_topo.scroll.source import SourceSpec
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,16 @@ def set_deterministic(on: bool) -> None:
 
 class LoadedModels:
     """One process's loaded models, caches and writer for a run (see
-    :func:`nnunetv2_topo.volume.cluster.engine_for`)."""
+    :func:`nnunetv2_topo.scroll.cluster.loaded_models_for`)."""
 
     def __init__(self, run: RunSpec, loaded=None) -> None:
         import torch
 
         from nnunetv2_topo.inference.models import use_topo_trainers
         from nnunetv2_topo.inference.predict import load_models
-        from nnunetv2_topo.volume.blending import ChunkModel, TileCache
-        from nnunetv2_topo.volume.source import CachedReader
-        from nnunetv2_topo.volume.writer import ChunkWriter
+        from nnunetv2_topo.scroll.blending import ChunkModel, TileCache
+        from nnunetv2_topo.scroll.source import CachedReader
+        from nnunetv2_topo.scroll.writer import ChunkWriter
 
         self.run = run
         if loaded is None:
@@ -99,7 +99,7 @@ class LoadedModels:
                 self.reader.prefetch(g.image_source(g.region(tiles))[0])
 
     def process(self, box: Box, next_box: Box | None = None) -> None:
-        from nnunetv2_topo.volume.blending import fused_chunk_probability
+        from nnunetv2_topo.scroll.blending import fused_chunk_probability
 
         if next_box is not None:
             self.prefetch(next_box)

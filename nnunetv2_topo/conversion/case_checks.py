@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_topo.errors import TopoError
+from nnunetv2_topo.input_checks import label_value_problem
 from nnunetv2_topo.io import VolumeError, read_volume, tiff_header
-from nnunetv2_topo.volume_checks import label_value_problem
 
 VERIFY_MODES = ("full", "header")
 

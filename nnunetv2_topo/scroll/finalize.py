@@ -2,10 +2,10 @@
 OME-Zarr metadata, clean-up. Exactly one process does it, and a kill at any point followed by a rerun gives the
 identical result.
 
-- **One finalizer:** the output's lock (:mod:`nnunetv2_topo.volume.lock`) is taken without waiting; a part that
+- **One finalizer:** the output's lock (:mod:`nnunetv2_topo.scroll.lock`) is taken without waiting; a part that
   finds it held by a live process leaves the work to that process. The holder checks the lock before every pass.
 - **Steps, in this order**, each one rewriting everything it writes (so each can be repeated):
-  1. the post-processing passes (:mod:`nnunetv2_topo.volume.postprocess`) from ``work_classes`` into level ``0``;
+  1. the post-processing passes (:mod:`nnunetv2_topo.scroll.postprocess`) from ``work_classes`` into level ``0``;
   2. the pyramids (levels 1..N of the labels and, with ``--probabilities``, of ``probabilities``);
   3. the OME-Zarr metadata;
   4. the manifest's ``complete`` set to true: level 0 is final from here on;
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nnunetv2_topo.volume.writer import CLASSES, DONE, LABELS, PROBABILITIES, ScrollOutputError
+from nnunetv2_topo.scroll.writer import CLASSES, DONE, LABELS, PROBABILITIES, ScrollOutputError
 
 STEP_HOOK: Callable[[str], None] | None = None
 """Called with the name of every step boundary (tests inject kills here)."""
@@ -104,8 +104,8 @@ def make_runner(client=None, progress: bool = True, lock=None, threads: int | No
 
 
 def _down_chunk(url: str, src: str, dst: str, idx, token: str) -> None:
-    from nnunetv2_topo.volume.postprocess import _open, _slices
-    from nnunetv2_topo.volume.writer import _down2
+    from nnunetv2_topo.scroll.postprocess import _open, _slices
+    from nnunetv2_topo.scroll.writer import _down2
 
     a, b = _open(url, src, token), _open(url, dst, token)
     own = _slices(idx, b.chunks, b.shape)
@@ -114,7 +114,7 @@ def _down_chunk(url: str, src: str, dst: str, idx, token: str) -> None:
 
 
 def _count_chunk(url: str, name: str, idx, token: str) -> int:
-    from nnunetv2_topo.volume.postprocess import _open, _slices
+    from nnunetv2_topo.scroll.postprocess import _open, _slices
 
     a = _open(url, name, token)
     return int(np.count_nonzero(np.asarray(a[_slices(idx, a.chunks, a.shape)])))
@@ -123,7 +123,7 @@ def _count_chunk(url: str, name: str, idx, token: str) -> int:
 def _blocks(arr) -> list:
     import itertools
 
-    from nnunetv2_topo.volume.postprocess import grid_of
+    from nnunetv2_topo.scroll.postprocess import grid_of
 
     return list(itertools.product(*[range(g) for g in grid_of(arr.shape, arr.chunks)]))
 
@@ -132,7 +132,7 @@ def write_pyramid(url: str, prefix: str, levels: int, chunk: int, run, token: st
     """Levels ``prefix1``..``prefixN``: 2x max-downsampling of the level above, one task per output chunk."""
     import zarr
 
-    from nnunetv2_topo.volume.writer import create_array
+    from nnunetv2_topo.scroll.writer import create_array
 
     group = zarr.open_group(url, mode="r+")
     for k in range(1, levels + 1):
@@ -147,8 +147,8 @@ def _setting(manifest: dict, key: str, default=None):
 
 
 def missing_chunks(url: str, manifest: dict) -> int:
-    from nnunetv2_topo.volume.grid import chunk_boxes, chunk_key
-    from nnunetv2_topo.volume.writer import done_keys
+    from nnunetv2_topo.scroll.grid import chunk_boxes, chunk_key
+    from nnunetv2_topo.scroll.writer import done_keys
 
     chunk = (int(_setting(manifest, "chunk")),) * 3
     keys = {chunk_key(b, chunk) for b in chunk_boxes(manifest["settings"]["input"]["shape"], chunk)}
@@ -158,7 +158,7 @@ def missing_chunks(url: str, manifest: dict) -> int:
 def _leftovers(url: str) -> list[str]:
     import fsspec
 
-    from nnunetv2_topo.volume.lock import TAKEOVER
+    from nnunetv2_topo.scroll.lock import TAKEOVER
 
     fs, root = fsspec.core.url_to_fs(url)
     return [w for w in (*WORK, TAKEOVER) if fs.exists(f"{root.rstrip('/')}/{w}")]
@@ -167,7 +167,7 @@ def _leftovers(url: str) -> list[str]:
 def _locked(url: str) -> bool:
     import fsspec
 
-    from nnunetv2_topo.volume.lock import LOCK
+    from nnunetv2_topo.scroll.lock import LOCK
 
     fs, root = fsspec.core.url_to_fs(url)
     return fs.exists(f"{root.rstrip('/')}/{LOCK}")
@@ -186,8 +186,8 @@ def _finish(url: str, manifest: dict, run, lock, report: FinalizeReport) -> None
     import zarr
 
     from nnunetv2_topo.postprocessing.steps import PostprocessConfig
-    from nnunetv2_topo.volume.postprocess import WorkArrays, postprocess_chunks
-    from nnunetv2_topo.volume.writer import MANIFEST_KEY, write_ome_metadata
+    from nnunetv2_topo.scroll.postprocess import WorkArrays, postprocess_chunks
+    from nnunetv2_topo.scroll.writer import MANIFEST_KEY, write_ome_metadata
 
     token = uuid.uuid4().hex
     group = zarr.open_group(url, mode="r")
@@ -219,8 +219,8 @@ def finalize_volume(
     """Complete the output at ``url`` if every chunk is done and no live process is finalizing it (see the module
     doc); safe to run any number of times, from any number of processes. ``pyramid``: the finishing run's
     ``--pyramid`` (a finishing setting; None keeps the manifest's), recorded in the completed manifest."""
-    from nnunetv2_topo.volume.lock import LockBusyError, StoreLock
-    from nnunetv2_topo.volume.writer import read_manifest
+    from nnunetv2_topo.scroll.lock import LockBusyError, StoreLock
+    from nnunetv2_topo.scroll.writer import read_manifest
 
     t0 = time.monotonic()
     report = FinalizeReport()
