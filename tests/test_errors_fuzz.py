@@ -147,10 +147,12 @@ def test_every_user_facing_error_is_a_topo_error() -> None:
 
 
 def test_library_refusals_of_user_input_are_topo_errors(tmp_path: Path) -> None:
-    """A bad postprocess.json, bad fusion weights and a folder without a training log raise TopoErrors (``main()``
-    prints them as one line) that are still the ValueError / FileNotFoundError callers catch."""
+    """A bad postprocess.json, bad fusion weights, a folder without a training log and tuning without cases raise
+    TopoErrors (``main()`` prints them as one line) that are still the ValueError / FileNotFoundError callers
+    catch."""
     from nnunetv2_topo.postprocessing import PostprocessConfig, check_fusion_weights, load_postprocess_file
     from nnunetv2_topo.trainers.diagnostics import load_progress
+    from nnunetv2_topo.tuning.evaluator import Evaluator
 
     bad = tmp_path / "postprocess.json"
     bad.write_text("{")
@@ -164,6 +166,7 @@ def test_library_refusals_of_user_input_are_topo_errors(tmp_path: Path) -> None:
         (lambda: check_fusion_weights([1, -1], 2), ValueError, "finite and >= 0"),
         (lambda: load_progress(fold), ValueError, "expected a JSON object"),
         (lambda: load_progress(tmp_path / "nothing"), FileNotFoundError, "is not a folder"),
+        (lambda: Evaluator([]), ValueError, "nothing to tune on"),
     ]
     for call, base, match in refusals:
         with pytest.raises(base, match=match) as err:
