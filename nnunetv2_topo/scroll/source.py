@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.scroll.grid import Box
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ def _zyx(values: Iterable[T]) -> tuple[T, T, T]:
     return z, y, x
 
 
-class ScrollInputError(ValueError):
+class ScrollInputError(TopoError, ValueError):
     """The input volume cannot be used; the message names it and the fix."""
 
 

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from nnunetv2_topo import errors
 from nnunetv2_topo.scroll.grid import Box, chunk_key
+from nnunetv2_topo.scroll.lock import LOCK, TAKEOVER, ScrollOutputError, StoreLock
 
 if TYPE_CHECKING:
     import zarr
@@ -39,10 +39,6 @@ ZARR_FORMATS = (2, 3)
 CREATE_WAIT_S = 120.0  # how long a part waits for another part that is creating the output
 
 
-class ScrollOutputError(errors.OutputError):
-    """The output cannot be used for this run; the message names it, what differs and the fix."""
-
-
 def _fs(url: str):
     import fsspec
 
@@ -53,8 +49,6 @@ def read_manifest(url: str) -> dict | None:
     """The manifest of an existing output; None when nothing is there or another process is creating it (its lock is
     there, the manifest not yet); :class:`ScrollOutputError` for a store this command did not write."""
     import zarr
-
-    from nnunetv2_topo.scroll.lock import LOCK
 
     fs, root = _fs(url)
     if not fs.exists(root):
@@ -129,7 +123,7 @@ def array_at(group: zarr.Group, path: str) -> zarr.Array:
 
     node = group[path]
     if not isinstance(node, zarr.Array):
-        raise errors.OutputError(f"{group.store_path}/{path}: a Zarr group where an array belongs; rewrite the output")
+        raise ScrollOutputError(f"{group.store_path}/{path}: a Zarr group where an array belongs; rewrite the output")
     return node
 
 
@@ -174,8 +168,6 @@ def prepare_output(
     Call it after every check has passed: it is the first thing that writes or deletes. ``manifest["output"]
     ["zarr_format"]`` chooses the format (default 2)."""
     import zarr
-
-    from nnunetv2_topo.scroll.lock import LOCK, TAKEOVER, StoreLock
 
     old = existing_output(url, manifest, overwrite, num_parts, differences)
     if old is not None:

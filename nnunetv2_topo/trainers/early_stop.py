@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nnunetv2_topo.scheduling.plateau_driver import EarlyStop
+from nnunetv2_topo.scheduling.plateau_driver import _EarlyStop
 
 if TYPE_CHECKING:
     from nnunetv2_topo.trainers.host import TrainerHost as _Host
@@ -29,12 +29,12 @@ class EarlyStopMixin(_Host):
         assert driver is not None, "on_epoch_start before configure_optimizers"
         if self.current_epoch > 0 and driver.should_stop():
             self.print_to_log_file(driver.stop_message(self.current_epoch - 1), also_print_to_console=True)
-            raise EarlyStop
+            raise _EarlyStop
         super().on_epoch_start()
 
     def run_training(self) -> None:
         """nnU-Net's loop; an early stop ends it as a finished run."""
         try:
             super().run_training()
-        except EarlyStop:
+        except _EarlyStop:
             self.on_train_end()
