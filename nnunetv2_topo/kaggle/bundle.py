@@ -5,6 +5,7 @@ sibling of the output and renamed into place only when complete."""
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import json
 import shutil
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nnunetv2_topo
 from nnunetv2_topo.io import staged_directory
 from nnunetv2_topo.kaggle.files import MANIFEST, check_kaggle_id, write_kaggle_files
 from nnunetv2_topo.kaggle.models import SlimModel, checked_folders, copy_models
@@ -72,6 +74,7 @@ def _check_config(config: Path | None, n_models: int, checkpoint: str = "checkpo
     checkpoint ``tune`` chose for each model that takes part is the one bundled (``checkpoint``)."""
     if config is None:
         return None
+    # post-processing imports scipy/scikit-image: loaded when a postprocess.json is checked, not with this module
     from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
     from nnunetv2_topo.postprocessing.fusion import check_fusion_weights
 
@@ -110,7 +113,7 @@ def _check_output(output: Path, overwrite: bool) -> None:
 
 def build_bundle(req: BundleRequest, progress: Callable[[str], None] = _say) -> BundleReport:
     """Check everything, then build the bundle in a hidden sibling of ``req.output`` and rename it into place."""
-    from nnunetv2_topo.inference.predict import TTA_MODES
+    from nnunetv2_topo.inference.predict import TTA_MODES  # scipy/scikit-image (post-processing): not at import
 
     # 1. checks that need no network: every bad input fails here, before any download
     target = Target(req.python, req.platform)
@@ -192,12 +195,8 @@ def build_bundle(req: BundleRequest, progress: Callable[[str], None] = _say) -> 
 def _submit_script() -> Path:
     """The file that becomes the bundle's ``submit.py``. It runs the ``nnunetv2_topo`` command, so it lives in the
     commands layer (``templates/kaggle_submit.py``); the bundle copies the file and never imports it."""
-    import importlib.util
-
     return Path(importlib.util.find_spec("nnunetv2_topo.templates.kaggle_submit").origin)
 
 
 def _version() -> str:
-    import nnunetv2_topo
-
     return nnunetv2_topo.__version__

@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.gettempdir()) / "nnunet_unused"
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ.setdefault(name, str(scratch / name))
+    # imported after the environment is set: nnU-Net reads its variables when imported (this file is a script
+    # copied into the bundle, run before the package is known to import)
     from nnunetv2_topo.nnunet_env import EXT_TRAINER_ENV_VAR as ENV_VAR
     from nnunetv2_topo.nnunet_env import ext_trainer_env
 

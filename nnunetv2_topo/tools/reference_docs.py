@@ -31,6 +31,7 @@ from typing import Any
 
 from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.io import atomic_write_text
+from nnunetv2_topo.postprocessing import STEP_FIELDS, FusionSpec, PostprocessConfig, PostprocessFile
 
 __all__ = ["HELP_WIDTH", "PAGES", "ReferenceDocsError", "generate", "main", "stale_pages"]
 
@@ -52,7 +53,7 @@ class ReferenceDocsError(CLIError):
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def _json(value: Any) -> str:
-    from nnunetv2_topo.trainers.config import to_jsonable
+    from nnunetv2_topo.trainers.config import to_jsonable  # the trainers import torch and nnU-Net: only when used
 
     return json.dumps(to_jsonable(value))
 
@@ -84,6 +85,7 @@ def _fixed_width(columns: int = HELP_WIDTH) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------- config keys
 def render_config_keys() -> str:
     """``docs/reference/config-keys.md``."""
+    # the trainers (and the loss terms) import torch and nnU-Net: loaded for this page only
     import nnunetv2_topo.trainers as trainers
     from nnunetv2_topo.losses.registry import term_params
     from nnunetv2_topo.trainers.config import CONFIG_ENV_VAR, DIRECTIVE_KEYS, KEYS, all_keys
@@ -247,8 +249,6 @@ def _field_meanings(cls: type) -> dict[str, str]:
 
 
 def _block_postprocess_steps() -> str:
-    from nnunetv2_topo.postprocessing import STEP_FIELDS, PostprocessConfig
-
     meanings = _field_meanings(PostprocessConfig)
     defaults = PostprocessConfig().to_dict()
     step_of = {f: step for step, fields in STEP_FIELDS.items() for f in fields}
@@ -267,8 +267,6 @@ def _block_postprocess_steps() -> str:
 
 
 def _block_postprocess_example() -> str:
-    from nnunetv2_topo.postprocessing import FusionSpec, PostprocessFile
-
     example = PostprocessFile(
         fusion=FusionSpec(
             mode="logit",
@@ -281,7 +279,7 @@ def _block_postprocess_example() -> str:
 
 
 def _block_topo_config_keys() -> str:
-    from nnunetv2_topo.trainers.config import all_keys
+    from nnunetv2_topo.trainers.config import all_keys  # torch and nnU-Net: only when this block is rendered
 
     keys = ", ".join(f"`{k}`" for k in all_keys())
     return f"`config` holds every key, in this order: {keys} ([meanings](config-keys.md))."
