@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     size = [str(args.size)] * 3
     kaggle = args.work / "kaggle"
     steps = [
-        ("synth", [BIN / "nnunetv2_topo", "synth", "--out", kaggle, "--cases", "2", "--shape", *size,
+        ("synth", [BIN / "nnunetv2_topo", "synth", "--output", kaggle, "--cases", "2", "--shape", *size,
                    "--test-cases", "1", "-np", "4", "--quiet"], 90),
         ("convert", [BIN / "nnUNetv2_convert_vesuvius", "--input", kaggle, "--dataset-id", "1", "--folds", "2",
                      "--quiet"], 40),

@@ -76,7 +76,7 @@ def _prepare(args: argparse.Namespace, work: Path, env: dict) -> Path:
     kaggle = work / "kaggle"
     if not kaggle.exists():
         run_logged(
-            [BIN / "nnunetv2_topo", "synth", "--out", kaggle, "--cases", args.cases, "--shape", *args.shape]
+            [BIN / "nnunetv2_topo", "synth", "--output", kaggle, "--cases", args.cases, "--shape", *args.shape]
             + ["--test-cases", "1", "--seed", args.seed, "--quiet"],
             env,
             work / "synth.log",

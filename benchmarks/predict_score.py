@@ -56,7 +56,16 @@ def main() -> int:
         subprocess.run(list(map(str, cmd)), check=True)
         seconds = time.perf_counter() - t
         scores = out / f"v{k}.json"
-        evaluate = [BIN / "nnunetv2_topo", "evaluate", "--pred", pred, "--gt", kaggle / "test_labels", "--json", scores]
+        evaluate = [
+            BIN / "nnunetv2_topo",
+            "evaluate",
+            "--input",
+            pred,
+            "--gt",
+            kaggle / "test_labels",
+            "--json",
+            scores,
+        ]
         subprocess.run(list(map(str, evaluate)), check=True, capture_output=True)
         mean = json.loads(scores.read_text())["mean"]
         rows.append({"variant": name, "seconds": seconds, **{m: mean[m] for m in SCORE_FIELDS}})

@@ -82,7 +82,7 @@ def run_calibration(work: Path, calibration: str, size: int, n: int, args: argpa
     cmd = [sys.executable, "-m", "nnunetv2_topo.cli.main", "tune", "--input", str(tune_prob), "--gt", str(tune_gt)]
     cmd += ["--output", str(out), "-np", str(args.np), "--overwrite", "--quiet"]
     if args.time_budget is not None:
-        cmd += ["--time-budget", str(args.time_budget)]
+        cmd += ["--time-budget-minutes", str(args.time_budget)]
     t0 = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     tune_s = time.monotonic() - t0

@@ -144,7 +144,7 @@ def _env(work: Path) -> dict:
 
 
 def _synth_cmd(out: Path, cases: int, shape: list, seed: int, regime: str) -> list:
-    return [BIN / "nnunetv2_topo", "synth", "--out", out, "--cases", cases, "--shape", *shape, "--test-cases", 0,
+    return [BIN / "nnunetv2_topo", "synth", "--output", out, "--cases", cases, "--shape", *shape, "--test-cases", 0,
             "--seed", seed, "--regime", regime, "--quiet"]  # fmt: skip
 
 

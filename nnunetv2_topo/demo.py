@@ -158,7 +158,7 @@ class Demo:
         o = self.opts
         self.run_command(
             "synth",
-            [self.script("nnunetv2_topo"), "synth", "--out", self.kaggle, "--cases", o.cases,
+            [self.script("nnunetv2_topo"), "synth", "--output", self.kaggle, "--cases", o.cases,
              "--test-cases", o.test_cases, "--shape", *o.shape, "--seed", o.seed],
         )  # fmt: skip
 
@@ -270,7 +270,7 @@ class Demo:
         out = pred.with_name(pred.name + "_scores.json")
         self.run_command(
             f"evaluate_{pred.name}",
-            [self.script("nnunetv2_topo"), "evaluate", "--pred", pred, "--gt", self.kaggle / "test_labels",
+            [self.script("nnunetv2_topo"), "evaluate", "--input", pred, "--gt", self.kaggle / "test_labels",
              "--json", out, "-np", self.opts.num_processes],
         )  # fmt: skip
         return json.loads(out.read_text())
@@ -279,8 +279,8 @@ class Demo:
         out = self.work / "submission.zip"
         self.run_command(
             "submit",
-            [self.script("nnunetv2_topo"), "submit", "--pred", pred, "--images", self.kaggle / "test_images",
-             "--csv", self.kaggle / "test.csv", "--out", out],
+            [self.script("nnunetv2_topo"), "submit", "--binary-input", pred, "--images", self.kaggle / "test_images",
+             "--csv", self.kaggle / "test.csv", "--output", out],
         )  # fmt: skip
         return out
 

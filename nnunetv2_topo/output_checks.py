@@ -2,7 +2,7 @@
 
 * A file output (``submission.zip``, ``postprocess.json``, ``progress_topo.png``) that exists is refused unless
   ``--overwrite``; a folder in its place is always refused (``--overwrite`` replaces files, never folders).
-* A folder output (``predict``/``postprocess --output``, ``synth --out``) that holds files is refused unless
+* A folder output (``predict``/``postprocess --output``, ``synth --output``) that holds files is refused unless
   ``--overwrite``; a file in its place is always refused.
 * Missing parent folders are created (``mkdir -p``); a file where a parent folder is due is refused.
 * The place is then probed: a read-only file system or a folder without write permission is reported before hours

@@ -6,36 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+from docs_pages import LINK, PAGES, REPO, anchors, slug
 
-REPO = Path(__file__).resolve().parents[1]
-PAGES = sorted(
-    [REPO / "README.md", REPO / "benchmarks/RESULTS.md"]
-    + list((REPO / "docs").rglob("*.md"))
-    + list((REPO / "benchmarks/results").glob("*.md"))
-)
-LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 NOT_IN_GIT = ("benchmarks/out/",)  # benchmark outputs, ignored by git
-
-
-def slug(heading: str) -> str:
-    """GitHub's anchor of a Markdown heading."""
-    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-
-
-def anchors(page: Path) -> set[str]:
-    found: set[str] = set()
-    in_code = False
-    for line in page.read_text().splitlines():
-        if line.startswith("```"):
-            in_code = not in_code
-        elif not in_code and (m := re.match(r"#{1,6} (.*)", line)):
-            base = slug(m.group(1))
-            name, n = base, 0
-            while name in found:
-                n += 1
-                name = f"{base}-{n}"
-            found.add(name)
-    return found
 
 
 def links(page: Path) -> list[str]:

@@ -179,7 +179,7 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _evaluate(pred: Path, gt: Path, *extra: str) -> int:
-    return main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-np", "0", "--quiet", *extra])
+    return main(["evaluate", "--input", str(pred), "--gt", str(gt), "-np", "0", "--quiet", *extra])
 
 
 def test_cli_writes_error_maps_and_keeps_the_score(folders, tmp_path, capsys) -> None:
@@ -227,7 +227,7 @@ def test_cli_refuses_bad_errors_options(folders, tmp_path, capsys) -> None:
     assert _evaluate(pred, gt, "--dust-size", "10") == 2
     assert "--dust-size needs --errors" in capsys.readouterr().err
     assert _evaluate(pred, gt, "--errors", str(pred)) == 2
-    assert "is the --pred folder" in capsys.readouterr().err
+    assert "is the --input folder" in capsys.readouterr().err
 
 
 def test_diagnose_with_parallel_tiles_sees_every_case_and_keeps_the_scores(folders, tmp_path) -> None:

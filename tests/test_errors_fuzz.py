@@ -207,17 +207,17 @@ def test_a_wrong_header_shows_invisible_characters(tmp_path: Path, raw: bytes, s
 
 
 def _evaluate_bad_gt(d, tmp):
-    return ["evaluate", "--pred", d.labels, "--gt", d.bad_gt, "--quiet", "-np", "0"], ["label values 3, 255"]
+    return ["evaluate", "--input", d.labels, "--gt", d.bad_gt, "--quiet", "-np", "0"], ["label values 3, 255"]
 
 
 def _evaluate_label_map_as_pred(d, tmp):
     gt = tmp / "gt"
     shutil.copytree(d.labels, gt)
-    return ["evaluate", "--pred", d.labels, "--gt", gt, "--quiet", "-np", "0"], ["a label map with the ignore label 2"]
+    return ["evaluate", "--input", d.labels, "--gt", gt, "--quiet", "-np", "0"], ["a label map with the ignore label 2"]
 
 
 def _evaluate_truncated(d, tmp):
-    return ["evaluate", "--pred", d.truncated, "--gt", d.labels, "--quiet", "-np", "0"], ["truncated TIFF"]
+    return ["evaluate", "--input", d.truncated, "--gt", d.labels, "--quiet", "-np", "0"], ["truncated TIFF"]
 
 
 def _postprocess_labels(d, tmp):
@@ -238,28 +238,28 @@ def _postprocess_nonempty(d, tmp):
 def _submit_out_folder(d, tmp):
     (tmp / "s.zip").mkdir()
     k = d.kaggle
-    args = ["submit", "--pred", d.labels, "--images", k / "test_images", "--csv", k / "test.csv"]
-    return [*args, "--out", tmp / "s.zip", "--overwrite", "--binarize"], ["is a folder; give a file name"]
+    args = ["submit", "--binary-input", d.labels, "--images", k / "test_images", "--csv", k / "test.csv"]
+    return [*args, "--output", tmp / "s.zip", "--overwrite", "--binarize"], ["is a folder; give a file name"]
 
 
 def _submit_bad_header(d, tmp):
     csv = tmp / "test.csv"
     csv.write_bytes(b"id;scroll_id\n1;2\n")
-    args = ["submit", "--pred", d.labels, "--images", d.kaggle / "test_images", "--csv", csv]
-    return [*args, "--out", tmp / "s.zip"], ["missing column(s) id", "'id;scroll_id'"]
+    args = ["submit", "--binary-input", d.labels, "--images", d.kaggle / "test_images", "--csv", csv]
+    return [*args, "--output", tmp / "s.zip"], ["missing column(s) id", "'id;scroll_id'"]
 
 
 def _synth_seed(d, tmp):
-    return ["synth", "--out", tmp / "s", "--seed", "-1", "--quiet"], ["--seed must be >= 0, got -1"]
+    return ["synth", "--output", tmp / "s", "--seed", "-1", "--quiet"], ["--seed must be >= 0, got -1"]
 
 
 def _synth_memory(d, tmp):
-    return ["synth", "--out", tmp / "s", "--shape", "30000", "30000", "30000"], ["GiB of memory", "smaller --shape"]
+    return ["synth", "--output", tmp / "s", "--shape", "30000", "30000", "30000"], ["GiB of memory", "smaller --shape"]
 
 
 def _synth_out_file(d, tmp):
     (tmp / "s").write_text("keep")
-    return ["synth", "--out", tmp / "s", "--cases", "1", "--quiet"], ["is a file; give a folder"]
+    return ["synth", "--output", tmp / "s", "--cases", "1", "--quiet"], ["is a file; give a folder"]
 
 
 def _tune_bad_gt(d, tmp):
@@ -316,14 +316,14 @@ def _submit_missing_id(d, tmp):
     csv = tmp / "test.csv"
     csv.write_text((d.kaggle / "test.csv").read_text() + "999,1\n")
     args = ["submit", "--input", d.probs, "--images", d.kaggle / "test_images", "--csv", csv]
-    return [*args, "--out", tmp / "s.zip"], ["for 1 test id(s)", "999"]
+    return [*args, "--output", tmp / "s.zip"], ["for 1 test id(s)", "999"]
 
 
 def _evaluate_unpaired(d, tmp):
     gt = tmp / "gt"
     gt.mkdir()
     write_tiff(gt / "other.tif", np.zeros((4, 4, 4), np.uint8))
-    return ["evaluate", "--pred", d.probs, "--gt", gt, "--quiet"], ["unpaired files"]
+    return ["evaluate", "--input", d.probs, "--gt", gt, "--quiet"], ["unpaired files"]
 
 
 REFUSALS: dict[str, Callable] = {
@@ -337,11 +337,11 @@ REFUSALS: dict[str, Callable] = {
     "postprocess: test_labels as --input": _postprocess_labels,
     "postprocess: --output an existing file": _postprocess_output_file,
     "postprocess: --output a non-empty folder": _postprocess_nonempty,
-    "submit: --out an existing folder with --overwrite": _submit_out_folder,
+    "submit: --output an existing folder with --overwrite": _submit_out_folder,
     "submit: a ';' header": _submit_bad_header,
     "synth: --seed -1": _synth_seed,
     "synth: a shape that cannot fit in memory": _synth_memory,
-    "synth: --out an existing file": _synth_out_file,
+    "synth: --output an existing file": _synth_out_file,
     "tune: ground truth with label 3": _tune_bad_gt,
     "tune: --output a folder": _tune_output_folder,
     "plot: -o a folder": _plot_out_folder,
@@ -373,31 +373,31 @@ def _fault_submit(d, tmp, monkeypatch):
     monkeypatch.setattr(tifffile, "imwrite", _disk_full)
     k = d.kaggle
     args = ["submit", "--input", d.probs, "--images", k / "test_images", "--csv", k / "test.csv"]
-    return [*args, "--out", tmp / "s.zip"], tmp / "s.zip"
+    return [*args, "--output", tmp / "s.zip"], tmp / "s.zip"
 
 
 def _fault_synth(d, tmp, monkeypatch):
     monkeypatch.setattr(tifffile, "imwrite", _disk_full)
-    return ["synth", "--out", tmp / "s", "--cases", "2", "--shape", "16", "16", "16", "--quiet"], tmp / "s"
+    return ["synth", "--output", tmp / "s", "--cases", "2", "--shape", "16", "16", "16", "--quiet"], tmp / "s"
 
 
 def _fault_evaluate_json(d, tmp, monkeypatch):
     monkeypatch.setattr(Path, "write_text", _disk_full)
-    return ["evaluate", "--pred", d.probs, "--gt", d.labels, "--json", tmp / "s.json", "--quiet", "-np", "0"], (
+    return ["evaluate", "--input", d.probs, "--gt", d.labels, "--json", tmp / "s.json", "--quiet", "-np", "0"], (
         tmp / "s.json"
     )
 
 
 def _fault_evaluate_errors(d, tmp, monkeypatch):
     monkeypatch.setattr(tifffile, "imwrite", _disk_full)
-    return ["evaluate", "--pred", d.probs, "--gt", d.labels, "--errors", tmp / "e", "--quiet", "-np", "0"], tmp / "e"
+    return ["evaluate", "--input", d.probs, "--gt", d.labels, "--errors", tmp / "e", "--quiet", "-np", "0"], tmp / "e"
 
 
 def _read_only_evaluate_errors(d, tmp, monkeypatch):
     import nnunetv2_topo.output_checks as outputs
 
     monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
-    return ["evaluate", "--pred", d.probs, "--gt", d.labels, "--errors", tmp / "e", "--quiet", "-np", "0"], tmp / "e"
+    return ["evaluate", "--input", d.probs, "--gt", d.labels, "--errors", tmp / "e", "--quiet", "-np", "0"], tmp / "e"
 
 
 def _fault_plot(d, tmp, monkeypatch):
@@ -421,7 +421,7 @@ def _read_only_synth(d, tmp, monkeypatch):
     import nnunetv2_topo.output_checks as outputs
 
     monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
-    return ["synth", "--out", tmp / "s", "--cases", "1", "--quiet"], tmp / "s"
+    return ["synth", "--output", tmp / "s", "--cases", "1", "--quiet"], tmp / "s"
 
 
 def _read_only_submit(d, tmp, monkeypatch):
@@ -430,7 +430,7 @@ def _read_only_submit(d, tmp, monkeypatch):
     monkeypatch.setattr(outputs.tempfile, "mkstemp", _read_only)
     k = d.kaggle
     args = ["submit", "--input", d.probs, "--images", k / "test_images", "--csv", k / "test.csv"]
-    return [*args, "--out", tmp / "s.zip"], tmp / "s.zip"
+    return [*args, "--output", tmp / "s.zip"], tmp / "s.zip"
 
 
 def _read_only_tune(d, tmp, monkeypatch):
@@ -536,9 +536,9 @@ def test_csv_with_bom_is_taken_by_submit_and_synth(data, tmp_path: Path, capsys)
     csv.write_bytes(("\ufeffid,scroll_id\r\n" + "".join(f" {i} ,1\r\n" for i in ids)).encode())
     k = data.kaggle
     o = run_cli(capsys, "submit", "--input", data.probs, "--images", k / "test_images", "--csv", csv,
-                "--out", tmp_path / "s.zip")  # fmt: skip
+                "--output", tmp_path / "s.zip")  # fmt: skip
     assert o.rc == 0, o.err
-    o = run_cli(capsys, "synth", "--out", tmp_path / "syn", "--cases", "2", "--test-cases", "0", "--ids-from", csv,
+    o = run_cli(capsys, "synth", "--output", tmp_path / "syn", "--cases", "2", "--test-cases", "0", "--ids-from", csv,
                 "--shape", "16", "16", "16", "--quiet")  # fmt: skip
     assert o.rc == 0, o.err
     assert [r.id for r in read_ids_csv(tmp_path / "syn" / "train.csv")] == ids[:2]
@@ -633,7 +633,7 @@ def test_real_tmpfs(data, tmp_path: Path, capsys, options: str, cause: str) -> N
         pytest.skip("mounting a tmpfs is not permitted here; the simulated faults above cover the same paths")
     try:
         out = mnt / "syn"
-        o = run_cli(capsys, "synth", "--out", out, "--cases", "4", "--shape", "32", "32", "32", "--quiet")
+        o = run_cli(capsys, "synth", "--output", out, "--cases", "4", "--shape", "32", "32", "32", "--quiet")
         assert_refused(o, cause)
         assert list(mnt.iterdir()) == []  # no staging folder, no partial file
     finally:

@@ -352,7 +352,6 @@ def test_bad_inputs_exit_2_before_any_work(env, tmp_path: Path, capsys) -> None:
     )
     assert "--python '3.x'" in _error(capsys, tmp_path, *m, "--python", "3.x")
     assert "--kaggle-id 'me'" in _error(capsys, tmp_path, *m, "--kaggle-id", "me")
-    assert "--tta 'all'" in _error(capsys, tmp_path, *m, "--tta", "all")
     bad = _provided(tmp_path, "torch>=2\n")
     assert f"--kaggle-provided {bad} line 1" in _error(capsys, tmp_path, "--model", env.model, "--kaggle-provided", bad)
     assert "--find-links " in _error(capsys, tmp_path, *m, "--find-links", tmp_path / "none")

@@ -67,7 +67,7 @@ def test_evaluate_with_worker_pool_matches_serial(folders) -> None:
 def test_cli_prints_table_and_writes_json(folders, tmp_path, capsys) -> None:
     pred, gt = folders
     out = tmp_path / "res" / "scores.json"
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json", str(out), "-np", "0"]) == 0
+    assert main(["evaluate", "--input", str(pred), "--gt", str(gt), "--json", str(out), "-np", "0"]) == 0
     text = capsys.readouterr().out
     assert "101" in text and "mean" in text
     data = json.loads(out.read_text())
@@ -85,7 +85,7 @@ def test_missing_pairs_are_listed(folders, capsys) -> None:
     pred, gt = folders
     (pred / "102.tif").unlink()
     write_tiff(pred / "999.tif", _pred(0))
-    err = _run_error(["--pred", str(pred), "--gt", str(gt)], capsys)
+    err = _run_error(["--input", str(pred), "--gt", str(gt)], capsys)
     assert "102" in err and "999" in err and "without a prediction" in err and "without ground truth" in err
 
 
@@ -94,30 +94,30 @@ def test_only_predicted_skips_extra_ground_truth_but_not_missing_ground_truth(fo
     (pred / "102.tif").unlink()
     result = evaluate_folders(pred, gt, num_processes=0, progress=False, only_predicted=True)
     assert list(result["cases"]) == ["101", "103", "104"]
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--only-predicted", "-np", "0", "--quiet"]) == 0
+    assert main(["evaluate", "--input", str(pred), "--gt", str(gt), "--only-predicted", "-np", "0", "--quiet"]) == 0
     write_tiff(pred / "999.tif", _pred(0))  # a prediction without ground truth is still refused
-    err = _run_error(["--pred", str(pred), "--gt", str(gt), "--only-predicted"], capsys)
+    err = _run_error(["--input", str(pred), "--gt", str(gt), "--only-predicted"], capsys)
     assert "999" in err and "without ground truth" in err and "102" not in err
 
 
 def test_shape_mismatch(folders, capsys) -> None:
     pred, gt = folders
     write_tiff(pred / "103.tif", np.zeros((16, 18, 21), np.uint8))
-    err = _run_error(["--pred", str(pred), "--gt", str(gt)], capsys)
+    err = _run_error(["--input", str(pred), "--gt", str(gt)], capsys)
     assert "103" in err and "shape mismatch" in err
 
 
 def test_non_3d_volume(folders, capsys) -> None:
     pred, gt = folders
     tifffile.imwrite(pred / "101.tif", np.zeros((18, 20), np.uint8))
-    err = _run_error(["--pred", str(pred), "--gt", str(gt)], capsys)
+    err = _run_error(["--input", str(pred), "--gt", str(gt)], capsys)
     assert "101" in err and "3-D" in err
 
 
 def test_unreadable_file(folders, capsys) -> None:
     pred, gt = folders
     (pred / "101.tif").write_bytes(b"not a tiff")
-    err = _run_error(["--pred", str(pred), "--gt", str(gt)], capsys)
+    err = _run_error(["--input", str(pred), "--gt", str(gt)], capsys)
     assert "101.tif" in err and "unreadable" in err
 
 
@@ -125,9 +125,9 @@ def test_empty_and_missing_folders(tmp_path, capsys) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("x")
-    err = _run_error(["--pred", str(empty), "--gt", str(empty)], capsys)
+    err = _run_error(["--input", str(empty), "--gt", str(empty)], capsys)
     assert "holds no volumes" in err
-    err = _run_error(["--pred", str(tmp_path / "nope"), "--gt", str(empty)], capsys)
+    err = _run_error(["--input", str(tmp_path / "nope"), "--gt", str(empty)], capsys)
     assert "does not exist" in err
 
 
@@ -140,7 +140,7 @@ def test_duplicate_case_ids(folders) -> None:
 
 def test_bad_process_count_and_json_dir(folders, tmp_path, capsys) -> None:
     pred, gt = folders
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "-np", "-1"]) == 2
+    assert main(["evaluate", "--input", str(pred), "--gt", str(gt), "-np", "-1"]) == 2
     assert "-np" in capsys.readouterr().err
-    assert main(["evaluate", "--pred", str(pred), "--gt", str(gt), "--json", str(tmp_path)]) == 2
+    assert main(["evaluate", "--input", str(pred), "--gt", str(gt), "--json", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err

@@ -103,7 +103,7 @@ def test_evaluate_reports_fallback_tiles_and_stays_exact(tmp_path, monkeypatch, 
     fell = evaluate_folders(pred_dir, gt_dir, num_processes=0, progress=False)
     assert fell["cases"] == oracle["cases"]
     assert fell["fallback_tiles"] == {"total": 16, "cases": {"0": 8, "1": 8}}
-    assert main(["evaluate", "--pred", str(pred_dir), "--gt", str(gt_dir), "-np", "0", "--quiet"]) == 0
+    assert main(["evaluate", "--input", str(pred_dir), "--gt", str(gt_dir), "-np", "0", "--quiet"]) == 0
     assert "16 tile(s) fell back to the Betti-Matching-3D engine" in capsys.readouterr().out
 
 
@@ -129,7 +129,7 @@ def test_bad_engine_names_the_choices(tmp_path, capsys) -> None:
     with pytest.raises(ValueError, match="two 3-D tiles of equal shape"):
         tile_counts(pred, gt[:, :, :5])
     with pytest.raises(SystemExit):
-        main(["evaluate", "--pred", str(tmp_path), "--gt", str(tmp_path), "--engine", "fast"])
+        main(["evaluate", "--input", str(tmp_path), "--gt", str(tmp_path), "--engine", "fast"])
     assert "invalid choice: 'fast'" in capsys.readouterr().err
 
 

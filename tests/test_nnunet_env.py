@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from nnunetv2_topo.cli.main import CLIError as ReExported
-from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.nnunet_env import TOPO_CONFIG_ENV_VAR, nnunet_env, trainer_folder
 
 
@@ -41,7 +39,9 @@ def test_cli_error_lives_below_every_layer() -> None:
     import subprocess
     import sys
 
-    assert ReExported is CLIError  # cli.main re-exports it for compatibility
+    import nnunetv2_topo.cli.main as cli_main
+
+    assert not hasattr(cli_main, "CLIError")  # one home, nnunetv2_topo.errors (no second import path)
     # the discovery layer (and the environment builder above it) load without the CLI package
     code = "import sys, nnunetv2_topo.nnunet_env; print(any(m.startswith('nnunetv2_topo.cli') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -274,8 +274,8 @@ def test_cli_time_budget_summary(setup, tmp_path: Path, capsys) -> None:
 
 
 def test_predictor_device_settings(monkeypatch) -> None:
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.cli.predict import _device
+    from nnunetv2_topo.cli.model_options import device as _device
+    from nnunetv2_topo.errors import CLIError
 
     gpu = make_predictor(torch.device("cuda"), use_mirroring=True)
     assert gpu.device.type == "cuda" and gpu.perform_everything_on_device and gpu.use_mirroring

@@ -96,12 +96,14 @@ def test_weight_errors(env, tmp_path: Path, capsys) -> None:
     from nnunetv2_topo.postprocessing.config_file import FusionSpec, PostprocessFile, save_postprocess_file
 
     err = _error(capsys, *_run(env, tmp_path, "--model", env.a, "--model", env.b, "--weights", "1"))
-    assert "--weights: " in err and "(one weight per --model, 2 model(s) given)" in err
-    assert "--weights: " in _error(capsys, *_run(env, tmp_path, "--model", env.a, "--weights", "-1"))
+    assert "--weights: 1 weight(s) for 2 --model(s); give one weight per --model, in order" in err
+    assert "--weights -1.0: fusion weights must be finite" in _error(
+        capsys, *_run(env, tmp_path, "--model", env.a, "--weights", "-1")
+    )
     config = tmp_path / "postprocess.json"
     save_postprocess_file(config, PostprocessFile(FusionSpec("logit", (0.3, 0.3, 0.4)), PostprocessConfig(), {}))
     err = _error(capsys, *_run(env, tmp_path, "--model", env.a, "--model", env.b, "--config", config))
-    assert f"{config} (fusion.weights): " in err and "2 model(s) given" in err
+    assert f"{config} (fusion.weights): 3 weight(s) for 2 --model(s)" in err
     config.write_text("{not json")
     assert f"{config}" in _error(capsys, *_run(env, tmp_path, "--model", env.a, "--config", config))
     assert not (tmp_path / "out").exists()
@@ -195,18 +197,3 @@ def test_spacing_sidecar_is_checked(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text(json.dumps({"spacing": [1, 0, 3]}))
     with pytest.raises(CaseError, match="'spacing' must be 3 positive numbers, got"):
         case.read()
-
-
-def test_fusion_precedence() -> None:
-    """--weights/--fusion win over the --config file's fusion; the file's applies when neither is given."""
-    from argparse import Namespace
-
-    from nnunetv2_topo.cli.predict import _fusion
-    from nnunetv2_topo.postprocessing.config_file import FusionSpec, PostprocessFile
-
-    config = PostprocessFile(FusionSpec("prob", (0.25, 0.75)), PostprocessConfig(), {})
-    given = Namespace(weights=None, fusion=None, config=Path("pp.json"))
-    assert _fusion(given, 2, config) == ("prob", (0.25, 0.75))
-    assert _fusion(given, 2, None) == ("logit", (1.0, 1.0))
-    assert _fusion(Namespace(weights=[1.0, 3.0], fusion=None, config=None), 2, config) == ("logit", (1.0, 3.0))
-    assert _fusion(Namespace(weights=None, fusion="prob", config=None), 2, config) == ("prob", (1.0, 1.0))

@@ -128,7 +128,7 @@ def test_json_has_one_lr_per_epoch_and_the_cuts(tmp_path: Path, capsys: pytest.C
     cfg.write_text("num_epochs: 20\nwarmup_epochs: 2\nplateau_patience: 1\nplateau_cooldown: 0\n"
                    "plateau_metric: val_loss\nplateau_final_anneal: 0.25\nplateau_early_stop: false\n")  # fmt: skip
     out = tmp_path / "lr.json"
-    assert _cli("--log", path, "--config", cfg, "--json", out, "--plot", tmp_path / "lr.png") == 0
+    assert _cli("--log", path, "--topo-config", cfg, "--json", out, "--plot", tmp_path / "lr.png") == 0
     data = json.loads(out.read_text())
     assert len(data["lr"]) == 20
     # warmup 0.005, 0.01; improves up to epoch 6, then flat (held after the log ends): bad epochs 7, 8 -> cut after
@@ -183,9 +183,9 @@ def test_bad_options_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixt
     score_cfg.write_text("plateau_metric: val_score\nscore_every_epochs: 2\n")
     cases = [
         (("--num-epochs", 0), "--num-epochs 0: must be >= 1"),
-        (("--config", tmp_path / "none.yaml"), "none.yaml: no such file"),
-        (("--config", bad_key), "unknown key 'plateau_treshold' (did you mean 'plateau_threshold'?)"),
-        (("--config", score_cfg), "plateau_metric is val_score but the log has no 'Competition score of epoch'"),
+        (("--topo-config", tmp_path / "none.yaml"), "none.yaml: no such file"),
+        (("--topo-config", bad_key), "unknown key 'plateau_treshold' (did you mean 'plateau_threshold'?)"),
+        (("--topo-config", score_cfg), "plateau_metric is val_score but the log has no 'Competition score of epoch'"),
         (("--trainer", "nnUNetTrainerTopoWarmup_5epoch"), "did you mean nnUNetTrainerTopoWarmup_5epochs?"),
         (("--trainer", "nnUNetTrainer_TopoBudget"), "uses nnU-Net's poly schedule"),
         (("--json", log), f"--json {log} exists; add --overwrite to replace it"),

@@ -50,7 +50,15 @@ def test_replay_matches_the_trainer_and_early_stop_finishes_the_run(nnunet_data:
     cfg = nnunet_data.root / "early.yaml"
     cfg.write_text(yaml.safe_dump(EARLY))
     out = nnunet_data.root / "replay.json"
-    cmd = [BIN / "nnunetv2_topo", "schedule", *(a for p in logs for a in ("--log", p)), "--config", cfg, "--json", out]
+    cmd = [
+        BIN / "nnunetv2_topo",
+        "schedule",
+        *(a for p in logs for a in ("--log", p)),
+        "--topo-config",
+        cfg,
+        "--json",
+        out,
+    ]
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=nnunet_data.env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     replayed = json.loads(out.read_text())

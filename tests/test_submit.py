@@ -101,7 +101,7 @@ def test_missing_test_image(setup) -> None:
 
 def test_cli_submit(setup, capsys) -> None:
     pred, images, csv, out = setup
-    args = ["submit", "--pred", str(pred), "--images", str(images), "--csv", str(csv), "--out", str(out)]
+    args = ["submit", "--binary-input", str(pred), "--images", str(images), "--csv", str(csv), "--output", str(out)]
     assert main(args) == 0
     assert out.is_file()
     assert main(args) == 2
@@ -139,7 +139,7 @@ def _zip_volume(out: Path, name: str) -> np.ndarray:
 
 def test_cli_submit_from_probabilities(setup, probs, capsys) -> None:
     _, images, csv, out = setup
-    base = ["submit", "--images", str(images), "--csv", str(csv), "--out", str(out), "--min-size", "0"]
+    base = ["submit", "--images", str(images), "--csv", str(csv), "--output", str(out), "--min-size", "0"]
     m1, m2 = (str(p) for p in probs)
     assert main([*base, "--input", m1, "--input", m2, "--fusion", "prob", "--threshold", "0.5"]) == 0
     vol = _zip_volume(out, "11.tif")  # mean 0.55 on the unsure part: kept
@@ -157,7 +157,7 @@ def test_submit_from_probabilities_config(setup, probs, tmp_path, capsys) -> Non
     cfg = tmp_path / "postprocess.json"
     steps = PostprocessConfig(threshold=0.6, min_component_size=0)
     save_postprocess_file(cfg, PostprocessFile(FusionSpec("prob", None, ("a", "b")), steps, {"score": 0.6}))
-    base = ["submit", "--images", str(images), "--csv", str(csv), "--out", str(out), "--config", str(cfg)]
+    base = ["submit", "--images", str(images), "--csv", str(csv), "--output", str(out), "--config", str(cfg)]
     assert main([*base, "--input", str(probs[0]), "--input", str(probs[1])]) == 0
     assert not _zip_volume(out, "11.tif")[3:5, :, :6].any()  # 0.55 < 0.6
     assert main([*base, "--input", str(probs[0]), "--overwrite"]) == 2
@@ -169,7 +169,7 @@ def test_submit_from_probabilities_config(setup, probs, tmp_path, capsys) -> Non
 
 def test_submit_probability_errors_write_nothing(setup, probs, capsys) -> None:
     pred, images, csv, out = setup
-    base = ["submit", "--images", str(images), "--csv", str(csv), "--out", str(out)]
+    base = ["submit", "--images", str(images), "--csv", str(csv), "--output", str(out)]
     _npz(probs[1] / "12.npz", np.full((8, 10, 11), 0.5, np.float32))
     assert main([*base, "--input", str(probs[0]), "--input", str(probs[1])]) == 2
     err = capsys.readouterr().err
@@ -196,15 +196,15 @@ def test_submit_probability_errors_write_nothing(setup, probs, capsys) -> None:
 @pytest.mark.parametrize(
     ("flags", "match"),
     [
-        ([], "give either --pred"),
-        (["--pred", "P", "--input", "P"], "give either --pred"),
-        (["--pred", "P", "--threshold", "0.3"], "--threshold apply to --input probability maps"),
-        (["--pred", "P", "--config", "c.json"], "--config apply to --input"),
-        (["--input", "P", "--binarize"], "--binarize applies to --pred"),
+        ([], "give either --binary-input"),
+        (["--binary-input", "P", "--input", "P"], "give either --binary-input"),
+        (["--binary-input", "P", "--threshold", "0.3"], "--threshold apply to --input probability maps"),
+        (["--binary-input", "P", "--config", "c.json"], "--config apply to --input"),
+        (["--input", "P", "--binarize"], "--binarize applies to --binary-input"),
     ],
 )
 def test_submit_route_errors(setup, capsys, flags, match) -> None:
     pred, images, csv, out = setup
     flags = [str(pred) if f == "P" else f for f in flags]
-    assert main(["submit", "--images", str(images), "--csv", str(csv), "--out", str(out), *flags]) == 2
+    assert main(["submit", "--images", str(images), "--csv", str(csv), "--output", str(out), *flags]) == 2
     assert match in capsys.readouterr().err

@@ -211,8 +211,8 @@ def test_sheet_topology_rejects_bad_knobs(kwargs: dict, message: str) -> None:
 
 def test_cli_regime_and_knobs_reach_the_generator(tmp_path: Path) -> None:
     args = ["synth", "--cases", "2", "--test-cases", "0", "--shape", "24", "30", "28", "--quiet"]
-    assert cli_main(args + ["--out", str(tmp_path / "n")]) == 0
-    assert cli_main(args + ["--out", str(tmp_path / "c"), "--regime", "crowded", "--hole-rate", "1"]) == 0
+    assert cli_main(args + ["--output", str(tmp_path / "n")]) == 0
+    assert cli_main(args + ["--output", str(tmp_path / "c"), "--regime", "crowded", "--hole-rate", "1"]) == 0
     expected = synthesize_case(
         (24, 30, 28),
         np.random.default_rng([0, 0, 0]),
@@ -282,7 +282,7 @@ def _two_rows(tmp_path: Path) -> Path:
 
 def test_cli_writes_dataset_and_refuses_non_empty_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "d"
-    args = ["synth", "--out", str(out), "--cases", "3", "--test-cases", "1", "--shape", "16", "18", "20", "--quiet"]
+    args = ["synth", "--output", str(out), "--cases", "3", "--test-cases", "1", "--shape", "16", "18", "20", "--quiet"]
     assert cli_main(args) == 0
     assert "wrote 3 training and 1 test cases" in capsys.readouterr().out
     assert tifffile.imread(next((out / "test_labels").iterdir())).shape == (16, 18, 20)
@@ -290,7 +290,7 @@ def test_cli_writes_dataset_and_refuses_non_empty_out(tmp_path: Path, capsys: py
 
     assert cli_main(args + ["--seed", "3"]) == 2
     err = capsys.readouterr().err
-    assert f"--out {out} is not empty" in err and "--overwrite" in err
+    assert f"--output {out} is not empty" in err and "--overwrite" in err
     assert (out / "train.csv").read_text() == before  # untouched
 
     assert cli_main(args + ["--seed", "3", "--overwrite"]) == 0
@@ -314,7 +314,7 @@ def test_cli_writes_dataset_and_refuses_non_empty_out(tmp_path: Path, capsys: py
 )
 def test_cli_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
     out = tmp_path / "d"
-    assert cli_main(["synth", "--out", str(out), "--quiet", *extra]) == 2
+    assert cli_main(["synth", "--output", str(out), "--quiet", *extra]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -322,5 +322,5 @@ def test_cli_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture, extra:
 def test_cli_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     f = tmp_path / "file"
     f.write_text("x")
-    assert cli_main(["synth", "--out", str(f), "--quiet"]) == 2
-    assert f"--out {f} is a file; give a folder" in capsys.readouterr().err
+    assert cli_main(["synth", "--output", str(f), "--quiet"]) == 2
+    assert f"--output {f} is a file; give a folder" in capsys.readouterr().err

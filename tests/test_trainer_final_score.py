@@ -36,5 +36,5 @@ def test_failure_names_the_cause_and_the_command(tmp_path, monkeypatch) -> None:
     gt = tmp_path / "preprocessed" / "Dataset999_TrainerUnit" / "gt_segmentations"
     assert f"{val / 'summary_topo.json'} is missing: BrokenProcessPool: A child process terminated abruptly" in message
     assert "most likely out of memory: lower final_score_workers" in message
-    assert f"nnunetv2_topo evaluate --pred {val} --gt {gt} --only-predicted" in message
+    assert f"nnunetv2_topo evaluate --input {val} --gt {gt} --only-predicted" in message
     assert message in log_text(fold_dir(tmp_path))

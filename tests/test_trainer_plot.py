@@ -68,7 +68,7 @@ def test_cli_falls_back_to_the_newest_checkpoint(tmp_path: Path) -> None:
     log, source = load_progress(tmp_path)
     assert source.name == "checkpoint_latest.pth" and len(log["train_losses"]) == 3
     out = tmp_path / "other.png"
-    assert main(["plot", str(tmp_path), "--out", str(out)]) == 0
+    assert main(["plot", str(tmp_path), "--output", str(out)]) == 0
     assert out.stat().st_size > 20_000
 
 
@@ -91,6 +91,6 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture, setup: str, m
     if setup == "bad_out":
         (fold / "progress_topo.json").write_text(json.dumps(_log()))
         (tmp_path / "file").write_text("x")
-        args += ["--out", str(tmp_path / "file" / "x.png")]
+        args += ["--output", str(tmp_path / "file" / "x.png")]
     assert main(args) == 2
     assert match in capsys.readouterr().err

@@ -235,14 +235,14 @@ def cli_folders(tmp_path: Path) -> tuple[Path, Path, Path]:
         (lambda p, g, o: ["--weights", "1", "2"], r"2 weight\(s\) for 1 --input\(s\); give one weight per --input"),
         (lambda p, g, o: ["--weights", "-1"], r"--weights -1\.0: fusion weights must be finite and >= 0, got -1\.0"),
         (lambda p, g, o: ["--weights", "0"], "--weights 0.0: fusion weights sum to 0"),
-        (lambda p, g, o: ["--time-budget", "0"], "--time-budget must be a positive number"),
+        (lambda p, g, o: ["--time-budget-minutes", "0"], "--time-budget-minutes must be a positive number"),
         (lambda p, g, o: ["--cv-folds", "1"], "--cv-folds must be at least 2"),
         (lambda p, g, o: ["-np", "-1"], "-np must be >= 0"),
         (lambda p, g, o: ["--output", str(g / "c0.tif" / "pp.json")], "c0.tif is a file, not a folder"),
         # argparse's own refusals (exit status 2 as well)
         (lambda p, g, o: ["--fusion", "max"], "argument --fusion: invalid choice: 'max'"),
         (lambda p, g, o: ["--weights", "a"], "argument --weights: invalid float value: 'a'"),
-        (lambda p, g, o: ["--time-budget", "x"], "argument --time-budget: invalid float value: 'x'"),
+        (lambda p, g, o: ["--time-budget-minutes", "x"], "argument --time-budget-minutes: invalid float value: 'x'"),
         (lambda p, g, o: ["-np", "x"], "argument -np/--num-processes: invalid int value: 'x'"),
     ],
 )

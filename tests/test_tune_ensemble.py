@@ -301,8 +301,8 @@ def _model_folder(root: Path, *checkpoints: str) -> Path:
 
 
 def test_predict_loads_the_chosen_checkpoints_and_skips_weight_zero(tmp_path: Path, capsys) -> None:
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.cli.predict import resolve_models
+    from nnunetv2_topo.cli.model_options import resolve_models
+    from nnunetv2_topo.inference.fusion_settings import FusionSettingsError
 
     a = _model_folder(tmp_path / "m1", "checkpoint_final.pth", "checkpoint_best_score.pth")
     b = _model_folder(tmp_path / "m2", "checkpoint_final.pth")
@@ -319,7 +319,7 @@ def test_predict_loads_the_chosen_checkpoints_and_skips_weight_zero(tmp_path: Pa
     assert [f.checkpoint for f in folders] == ["checkpoint_final.pth"] * 2
     assert "--checkpoint checkpoint_final.pth overrides fusion.checkpoints" in capsys.readouterr().err
     args.checkpoint, args.model, args.weights = None, [a, b], [1.0, 1.0]
-    with pytest.raises(CLIError, match=r"names 3 checkpoint\(s\) for 2 --model\(s\)"):
+    with pytest.raises(FusionSettingsError, match=r"tuned on 3 input\(s\) \(a, x, b\); give --model 3 time\(s\)"):
         resolve_models(args, config)
 
 

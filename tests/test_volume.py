@@ -241,7 +241,6 @@ def test_good_dask() -> None:
         (["--chunk", "15"], "--chunk must be an even number"),
         (["--chunk", "8"], "--chunk must be an even number"),
         (["--pyramid", "11"], "--pyramid must be in 0..10"),
-        (["--zarr-format", "4"], "--zarr-format must be 2 or 3"),
         (["--tta", "mirror+rot90"], "--tta mirror+rot90 is not supported"),
         (["--time-budget-hours", "1"], "--time-budget-hours applies to folders"),
         (["--cache-mb", "-1"], "--cache-mb must be >= 0"),

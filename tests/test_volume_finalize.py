@@ -248,5 +248,5 @@ def test_finalize_command(tmp_path: Path, capsys) -> None:
     assert "complete" in capsys.readouterr().out
     assert main(["finalize", str(tmp_path / "missing.zarr")]) == 2
     assert "holds no output of 'nnunetv2_topo predict'" in capsys.readouterr().err
-    assert main(["finalize", url, "--wait", "-1"]) == 2
-    assert "--wait must be >= 0" in capsys.readouterr().err
+    assert main(["finalize", url, "--wait-seconds", "-1"]) == 2
+    assert "--wait-seconds must be >= 0" in capsys.readouterr().err

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values
+from nnunetv2_topo.demo import Demo, DemoOptions
+from nnunetv2_topo.errors import CLIError
 
 HELP = "run the end-to-end pipeline (synth → convert → plan → train → predict → post-process → evaluate → submit)"
 DESCRIPTION = f"""{HELP}.
@@ -20,27 +22,43 @@ shown side by side unless --no-baseline.
 """
 
 
+DEFAULT_SHAPE = (64, 64, 64)
+
+
+def _shown(shape: tuple[int, ...]) -> str:
+    return " ".join(map(str, shape))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--work", type=Path, default=Path("demo_work"), help="work folder (default: demo_work)")
-    parser.add_argument("--cases", type=int, default=10, help="synthetic training cases (default: 10)")
-    parser.add_argument("--test-cases", type=int, default=2, help="synthetic test cases (default: 2)")
+    parser.add_argument("--work", type=Path, default=Path("demo_work"), help="work folder (default: %(default)s)")
+    parser.add_argument("--cases", type=int, default=10, help="synthetic training cases (default: %(default)s)")
+    parser.add_argument("--test-cases", type=int, default=2, help="synthetic test cases (default: %(default)s)")
     parser.add_argument(
-        "--shape", type=int, nargs=3, default=(64, 64, 64), metavar=("Z", "Y", "X"), help="volume shape"
+        "--shape",
+        type=int,
+        nargs=3,
+        default=DEFAULT_SHAPE,
+        metavar=("Z", "Y", "X"),
+        help=f"volume shape (default: {_shown(DEFAULT_SHAPE)})",
     )
-    parser.add_argument("--epochs", type=int, default=25, help="training epochs per trainer (default: 25)")
-    parser.add_argument("--iterations", type=int, default=25, help="training iterations per epoch (default: 25)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: 0)")
-    parser.add_argument("--dataset-id", type=int, default=990, help="nnU-Net dataset id (default: 990)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
-    add_processes_argument(parser, "worker processes (default: 2)", default=2)
+    parser.add_argument("--epochs", type=int, default=25, help="training epochs per trainer (default: %(default)s)")
+    parser.add_argument(
+        "--iterations", type=int, default=25, help="training iterations per epoch (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)")
+    parser.add_argument("--dataset-id", type=int, default=990, help="nnU-Net dataset id (default: %(default)s)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="auto: cuda when available, else cpu (default: %(default)s)",
+    )
+    add_processes_argument(parser, "worker processes (default: %(default)s)", default=2)
     parser.add_argument("--no-baseline", action="store_true", help="skip training nnU-Net's own trainer")
     parser.add_argument("--reuse", action="store_true", help="keep an existing demo folder instead of replacing it")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.demo import Demo, DemoError, DemoOptions
-    from nnunetv2_topo.errors import CLIError
-
     for name in ("cases", "test_cases", "epochs", "iterations", "num_processes"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -56,7 +74,4 @@ def run(args: argparse.Namespace) -> int:
         reuse=args.reuse,
         **arg_values(args, *names),
     )
-    try:
-        return Demo(opts).run()
-    except DemoError as exc:
-        raise CLIError(str(exc)) from exc
+    return Demo(opts).run()

@@ -6,8 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from nnunetv2_topo.cli.arguments import add_processes_argument
+from nnunetv2_topo.cli.arguments import add_processes_argument, rename_flag
+from nnunetv2_topo.cli.postprocess import warn_stale
+from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.evaluation.folder_scoring import evaluate_folders
 from nnunetv2_topo.evaluation.score_table import format_table
+from nnunetv2_topo.io import atomic_write_text
+from nnunetv2_topo.machine import cpu_cores
+from nnunetv2_topo.metrics.engine import auto_workers
+from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, ENGINES, TILES_PER_VOLUME
+from nnunetv2_topo.output_checks import check_output_folder
+from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
 __all__ = ["add_arguments", "format_table", "run", "write_json"]
 
@@ -30,31 +39,30 @@ per octant tile and SurfaceDice), and DIR/summary.txt/.json (which error kind co
 printed). The scores are the same as without --errors; the error maps cost up to about as much again.
 
 Speed: the Betti matching of each 160^3 tile (8 per 320^3 volume) is computed by the engine's own rules for
-binary tiles (--engine auto, the default: ~1 s and ~0.2 GB per sheet-like tile; -np P tiles in parallel threads).
-A tile whose tunnel reduction goes past a work bound falls back to the Betti-Matching-3D engine (~6-11 s and
-~4.6 GB per tile, in worker processes capped by free memory); the output says how many did. --engine
-betti-matching-3d uses the engine for every tile. Tiles where the prediction is empty or equals the ground truth
-need neither.
+binary tiles (--engine auto, the default: fast and light on sheet-like tiles; -np P tiles in parallel threads).
+A tile whose tunnel reduction goes past a work bound falls back to the Betti-Matching-3D engine (several times
+slower and with several GB per tile, in worker processes capped by free memory); the output says how many did.
+--engine betti-matching-3d uses the engine for every tile. Tiles where the prediction is empty or equals the
+ground truth need neither. Times and memory: see benchmarks/RESULTS.md.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.metrics.topo_score import ENGINES
-
-    parser.add_argument("--pred", required=True, type=Path, help="folder of predicted volumes")
+    parser.add_argument("--input", required=True, type=Path, help="folder of predicted volumes")
+    rename_flag(parser, "--pred", "--input")
     parser.add_argument("--gt", required=True, type=Path, help="folder of ground-truth label volumes (2 = ignore)")
     parser.add_argument("--json", type=Path, default=None, help="write all scores to this JSON file")
     add_processes_argument(
         parser,
-        "tiles matched in parallel (default: CPU cores; with --engine betti-matching-3d also capped by free "
-        "memory at ~4.6 GB per worker process; 0 = everything in this thread)",
+        "tiles matched in parallel (default: CPU cores; with --engine betti-matching-3d also capped by the free "
+        "memory the engine needs per worker process; 0 = everything in this thread)",
     )
     parser.add_argument(
         "--engine",
         choices=ENGINES,
         default="auto",
         help="how tiles are matched: auto = the exact rules, the Betti-Matching-3D engine for tiles past their work "
-        "bound (default); rules = the rules without a bound; betti-matching-3d = the engine for every tile",
+        "bound; rules = the rules without a bound; betti-matching-3d = the engine for every tile (default %(default)s)",
     )
     parser.add_argument(
         "--only-predicted",
@@ -76,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="with --errors: a predicted component meeting no ground-truth sheet is dust below N voxels, a false "
-        "positive from N (default: the post-processing's dust size, 500)",
+        f"positive from N (default: the post-processing's dust size, {PostprocessConfig().min_component_size})",
     )
     parser.add_argument(
         "--overwrite",
@@ -87,10 +95,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_processes(engine: str) -> int:
-    from nnunetv2_topo.machine import cpu_cores
-    from nnunetv2_topo.metrics.engine import auto_workers
-    from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, TILES_PER_VOLUME
-
     if engine == "betti-matching-3d":
         return auto_workers(n_tasks=TILES_PER_VOLUME, tile_voxels=COMPETITION_TILE_VOXELS)
     return max(1, min(TILES_PER_VOLUME, cpu_cores()))
@@ -98,34 +102,26 @@ def _default_processes(engine: str) -> int:
 
 def write_json(path: Path, data: dict) -> None:
     """Write ``data`` as JSON via a temporary file and rename (never a half-written file)."""
-    from nnunetv2_topo.io import atomic_write_text
-
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.evaluation.folder_scoring import EvaluationError, evaluate_folders
-
     processes = _default_processes(args.engine) if args.num_processes is None else args.num_processes
     if processes < 0:
         raise CLIError(f"-np must be 0 or more, got {processes}")
     if args.json is not None and args.json.is_dir():
         raise CLIError(f"--json {args.json} is a directory; give a file name such as scores.json")
     writer = _error_writer(args)
-    try:
-        result = evaluate_folders(
-            args.pred,
-            args.gt,
-            num_processes=processes,
-            progress=not args.quiet,
-            only_predicted=args.only_predicted,
-            engine=args.engine,
-            diagnose=writer,
-        )
-    except EvaluationError as exc:
-        raise CLIError(str(exc)) from exc
+    result = evaluate_folders(
+        args.input,
+        args.gt,
+        num_processes=processes,
+        progress=not args.quiet,
+        only_predicted=args.only_predicted,
+        engine=args.engine,
+        diagnose=writer,
+    )
     if not args.quiet:
         print(format_table(result))
     else:
@@ -142,20 +138,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _error_writer(args: argparse.Namespace):
     """The error-map writer of ``--errors`` (its folder checked before any work), or ``None``."""
-    from nnunetv2_topo.errors import CLIError
-
     if args.errors is None:
         if args.dust_size is not None:
             raise CLIError("--dust-size needs --errors DIR (it sets what the error maps call dust)")
         return None
     from nnunetv2_topo.evaluation.error_maps import ErrorMapWriter
-    from nnunetv2_topo.output_checks import check_output_folder
-    from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 
     dust = PostprocessConfig().min_component_size if args.dust_size is None else args.dust_size
     if dust < 1:
         raise CLIError(f"--dust-size must be 1 or more voxels, got {dust}")
-    for flag, folder in (("--pred", args.pred), ("--gt", args.gt)):
+    for flag, folder in (("--input", args.input), ("--gt", args.gt)):
         if folder.exists() and args.errors.resolve() == folder.resolve():
             raise CLIError(f"--errors {args.errors} is the {flag} folder; give a folder of its own")
     check_output_folder(args.errors, args.overwrite, "--errors")
@@ -163,7 +155,6 @@ def _error_writer(args: argparse.Namespace):
 
 
 def _finish_errors(writer) -> None:
-    from nnunetv2_topo.cli.postprocess import warn_stale
     from nnunetv2_topo.evaluation.error_maps import format_error_summary
 
     print(format_error_summary(writer.write_summary()))

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+from nnunetv2_topo.cli.arguments import rename_flag
+from nnunetv2_topo.cli.predict_scroll import missing_volume_packages
+from nnunetv2_topo.errors import CLIError
+
 HELP = "complete a whole-volume OUT.zarr whose parts are all predicted (post-processing, pyramid, metadata)"
 DESCRIPTION = f"""{HELP}.
 
@@ -23,22 +27,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", help="the OUT.zarr of 'nnunetv2_topo predict' (local path or fsspec URL)")
     parser.add_argument("--dask", help="local:N (a LocalCluster of N workers) or tcp://HOST:PORT; default: threads")
     parser.add_argument(
-        "--wait", type=float, default=0.0, help="seconds to wait for another process's lock (default 0: leave it)"
+        "--wait-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds to wait for another process's lock (default %(default)s: leave it)",
     )
+    rename_flag(parser, "--wait", "--wait-seconds")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.cli.predict_scroll import missing_volume_packages
-
     missing = missing_volume_packages()
     if missing:
         raise CLIError(
             f"finalize needs {', '.join(missing)}, which is not installed: pip install 'nnunetv2-topo[volume]'"
         )
-    if args.wait < 0:
-        raise CLIError(f"--wait must be >= 0 seconds, got {args.wait}")
+    if args.wait_seconds < 0:
+        raise CLIError(f"--wait-seconds must be >= 0, got {args.wait_seconds}")
     from nnunetv2_topo.scroll import ClusterError, close_client, parse_dask, start_client
     from nnunetv2_topo.scroll.finalize import finalize_volume
 
@@ -47,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.dask is not None:
             client = start_client(parse_dask(args.dask))
-        report = finalize_volume(url, client, progress=not args.quiet, wait_s=args.wait)
+        report = finalize_volume(url, client, progress=not args.quiet, wait_s=args.wait_seconds)
     except ClusterError as exc:
         raise CLIError(str(exc)) from exc
     finally:

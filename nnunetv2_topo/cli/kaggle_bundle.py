@@ -6,6 +6,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from nnunetv2_topo.inference.predict import TTA_MODES
+from nnunetv2_topo.kaggle.bundle import BundleRequest, build_bundle
+
 HELP = "package trained models, wheels, submit.py and a notebook into a dataset folder for an offline Kaggle notebook"
 DESCRIPTION = """\
 Write a folder for `kaggle datasets create -p DIR`, with which a Kaggle notebook without internet installs this
@@ -35,8 +38,6 @@ Example:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.kaggle.bundle import BundleRequest
-
     d = BundleRequest(models=(), output=Path())
     # every dest is a BundleRequest field: run() builds the request from them
     parser.add_argument("--model", dest="models", metavar="MODEL_DIR", type=Path, action="append", default=[],
@@ -55,22 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s: Ubuntu 22.04)")  # fmt: skip
     parser.add_argument("--kaggle-id", default=d.kaggle_id, metavar="OWNER/SLUG",
                         help="the Kaggle dataset to create (default %(default)s: edit before uploading)")  # fmt: skip
-    parser.add_argument("--tta", default=d.tta, help="submit.py's default TTA: none | mirror | mirror+rot90 "
-                        "(default %(default)s)")  # fmt: skip
+    parser.add_argument("--tta", default=d.tta, choices=TTA_MODES, help="submit.py's default test-time "
+                        "augmentation (default %(default)s)")  # fmt: skip
     parser.add_argument("--find-links", type=Path, action="append", default=[], metavar="DIR",
                         help="extra folder of wheels (e.g. built for the target from an sdist)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.kaggle.bundle import BundleRequest, build_bundle
-    from nnunetv2_topo.kaggle.provided import BundleError
-
     request = BundleRequest(**{field.name: getattr(args, field.name) for field in dataclasses.fields(BundleRequest)})
-    try:
-        report = build_bundle(request)
-    except BundleError as exc:
-        raise CLIError(str(exc)) from exc
+    report = build_bundle(request)
     for line in report.lines():
         print(line)
     print(

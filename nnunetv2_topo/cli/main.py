@@ -1,8 +1,9 @@
 """``nnunetv2_topo``: one CLI with subcommands; ``--help`` at every level.
 
 Each subcommand lives in its own module under :mod:`nnunetv2_topo.cli` exposing ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Heavy imports (torch, nnU-Net) happen inside ``run`` so that
-``--help`` stays instant.
+``add_arguments(parser)`` and ``run(args) -> int``. Cheap imports stand at the top of each module; heavy ones (torch,
+nnU-Net, the trainers and the scheduling package that import them, matplotlib, the Zarr/Dask stack, the error maps)
+happen inside the function that needs them, so that ``--help`` stays fast (``tests/test_cli.py`` checks torch).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import argparse
 import importlib
 import sys
 
-from nnunetv2_topo.errors import EXIT_USER_ERROR, CLIError, TopoError, describe_os_error
+from nnunetv2_topo.cli.arguments import Parser
+from nnunetv2_topo.errors import EXIT_USER_ERROR, TopoError, describe_os_error
 
-__all__ = ["SUBCOMMANDS", "CLIError", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
 # subcommand name -> module under nnunetv2_topo.cli
 SUBCOMMANDS: dict[str, str] = {
@@ -33,7 +35,7 @@ SUBCOMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nnunetv2_topo",
         description="Topology-aware nnU-Net v2 tooling for the Vesuvius Challenge surface-detection data.",
         epilog="Run 'nnunetv2_topo COMMAND --help' for the options of one command.",

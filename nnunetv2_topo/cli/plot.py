@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from nnunetv2_topo.cli.arguments import rename_flag
+from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.output_checks import check_output_file
 
 HELP = "re-draw progress_topo.png (per-term losses, LR, gradient norm, pseudo Dice) of a training fold"
 DESCRIPTION = f"""{HELP}.
@@ -24,19 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("fold_dir", metavar="FOLD_DIR", help="the fold_X folder of a training")
     parser.add_argument(
         "-o",
-        "--out",
+        "--output",
         help="output PNG (default: FOLD_DIR/progress_topo.png, which the trainer redraws every epoch and plot "
         "replaces; another existing file needs --overwrite)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    rename_flag(parser, "--out", "--output")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
-
-    from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.output_checks import check_output_file
     from nnunetv2_topo.trainers.diagnostics import PROGRESS_JSON, PROGRESS_PNG, load_progress, plot_progress_topo
 
     bad = Path(args.fold_dir) / PROGRESS_JSON
@@ -61,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if not log.get("train_losses"):
         raise CLIError(f"{source}: the log holds no finished epoch yet; nothing to plot")
     default_out = Path(args.fold_dir) / PROGRESS_PNG
-    out = Path(args.out) if args.out else default_out
+    out = Path(args.output) if args.output else default_out
     # the default file is the trainer's own view of the same log: redrawn without asking
-    check_output_file(out, args.overwrite or out == default_out, "--out", PROGRESS_PNG)
+    check_output_file(out, args.overwrite or out == default_out, "--output", PROGRESS_PNG)
     plot_progress_topo(log, out)
     print(f"wrote {out} ({len(log['train_losses'])} epochs, from {source})")
     return 0

@@ -7,9 +7,32 @@ The option helpers here are shared: :func:`add_probability_arguments` and :func:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
+
+from tqdm import tqdm
+
+from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.inference.fusion_settings import FusionFlags, kept_inputs, without_unused
+from nnunetv2_topo.inference.fusion_settings import resolve_fusion as resolve
+from nnunetv2_topo.io import write_tiff
+from nnunetv2_topo.output_checks import check_output_folder, stale_files
+from nnunetv2_topo.postprocessing import (
+    FUSION_MODES,
+    PLUG_METHODS,
+    PostprocessConfig,
+    load_postprocess_file,
+    postprocess_volume,
+)
+from nnunetv2_topo.postprocessing.config_file import unfinished_search_warning
+from nnunetv2_topo.postprocessing.probabilities import (
+    FINAL_CHECKPOINT,
+    fuse_probability_files,
+    model_checkpoints,
+    paired_cases,
+)
 
 HELP = "fuse probability maps and clean them up: threshold/hysteresis, dust, holes, closing"
 DESCRIPTION = """\
@@ -66,8 +89,6 @@ STEP_FLAGS = {
 
 def add_input_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
     """--input (repeatable: one per model), --weights and --fusion: shared by postprocess, submit and tune."""
-    from nnunetv2_topo.postprocessing import FUSION_MODES
-
     parser.add_argument(
         "--input",
         action="append",
@@ -85,8 +106,6 @@ def add_input_arguments(parser: argparse.ArgumentParser, input_required: bool = 
 
 def add_probability_arguments(parser: argparse.ArgumentParser, input_required: bool = True) -> None:
     """The input arguments (:func:`add_input_arguments`), --config and one flag per post-processing step."""
-    from nnunetv2_topo.postprocessing import PLUG_METHODS, PostprocessConfig
-
     d = PostprocessConfig()
     add_input_arguments(parser, input_required)
     parser.add_argument(
@@ -131,30 +150,10 @@ def add_probability_arguments(parser: argparse.ArgumentParser, input_required: b
 
 def resolve_fusion(args: argparse.Namespace, base=None, source: str | None = None):
     """``(inputs, FusionSpec, notes)`` from --input, --weights and --fusion over ``base`` (a file's fusion, read
-    from ``source``); CLIError on a weight count or value that does not fit the inputs."""
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.postprocessing import FusionSpec
-
-    base = FusionSpec() if base is None else base
+    from ``source``), by the one fusion rule of :mod:`nnunetv2_topo.inference.fusion_settings`."""
     inputs = list(args.input or [])
-    notes: list[str] = []
-    mode = base.mode
-    if args.fusion is not None:
-        if source is not None and args.fusion != base.mode:
-            notes.append(f"--fusion {args.fusion} overrides fusion.mode = {base.mode} from {source}")
-        mode = args.fusion
-    weights = base.weights
-    if args.weights is not None:
-        if source is not None and tuple(args.weights) != weights:
-            notes.append(f"--weights {_show(args.weights)} overrides fusion.weights = {_show(weights)} from {source}")
-        weights = tuple(args.weights)
-    if weights is not None and len(weights) != len(inputs):
-        raise CLIError(f"{len(weights)} weight(s) for {len(inputs)} --input(s); give one weight per --input, in order")
-    checkpoints = base.checkpoints if base.checkpoints and len(base.checkpoints) == len(inputs) else None
-    try:
-        fusion = FusionSpec(mode=mode, weights=weights, inputs=tuple(str(p) for p in inputs), checkpoints=checkpoints)
-    except ValueError as exc:
-        raise CLIError(f"--weights {_show(weights)}: {exc}") from exc
+    flags = FusionFlags(mode=args.fusion, weights=args.weights)
+    fusion, notes = resolve([str(p) for p in inputs], "--input", flags, base, source)
     return inputs, fusion, notes
 
 
@@ -162,30 +161,15 @@ def used_inputs(inputs: list[Path], fusion):
     """``(inputs, fusion, notes)`` without the inputs of weight 0 (left out of the ensemble by tune: not read), and
     a note per input that is a folder of maps while the file chose a checkpoint other than the final one for it
     (a model folder gives that checkpoint's out-of-fold predictions itself)."""
-    from dataclasses import replace
-
-    from nnunetv2_topo.postprocessing.probabilities import FINAL_CHECKPOINT, model_checkpoints
-
-    notes = []
-    keep = [i for i, w in enumerate(fusion.weights or (1.0,) * len(inputs)) if w > 0]
-    for i, path in enumerate(inputs):
-        if i not in keep:
-            notes.append(f"--input {path}: fusion weight 0 (left out of the ensemble): not read")
-    checkpoints = fusion.checkpoints
+    keep = kept_inputs(fusion)
+    notes = [f"--input {path}: fusion weight 0 (left out of the ensemble): not read"
+             for i, path in enumerate(inputs) if i not in keep]  # fmt: skip
     for i in keep:
-        chosen = None if checkpoints is None else checkpoints[i]
+        chosen = None if fusion.checkpoints is None else fusion.checkpoints[i]
         if chosen not in (None, FINAL_CHECKPOINT) and not (inputs[i].is_dir() and model_checkpoints(inputs[i])):
             notes.append(f"--input {inputs[i]}: tuned on the out-of-fold predictions of {chosen}: these maps must "
                          "come from that checkpoint too")  # fmt: skip
-    if len(keep) == len(inputs):
-        return inputs, fusion, notes
-    fusion = replace(
-        fusion,
-        weights=tuple(fusion.weights[i] for i in keep),
-        inputs=tuple(fusion.inputs[i] for i in keep),
-        checkpoints=None if checkpoints is None else tuple(checkpoints[i] for i in keep),
-    )
-    return [inputs[i] for i in keep], fusion, notes
+    return [inputs[i] for i in keep], without_unused(fusion), notes
 
 
 def resolve_options(args: argparse.Namespace):
@@ -193,13 +177,6 @@ def resolve_options(args: argparse.Namespace):
 
     ``notes`` are lines saying which command-line flags overrode which file values.
     """
-    import dataclasses
-
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.postprocessing import PostprocessConfig, load_postprocess_file
-    from nnunetv2_topo.postprocessing.config_file import unfinished_search_warning
-
-    n_inputs = len(args.input or [])
     notes: list[str] = []
     if args.config is not None:
         try:
@@ -209,11 +186,6 @@ def resolve_options(args: argparse.Namespace):
         warning = unfinished_search_warning(pf, args.config)
         if warning:
             notes.append(warning)
-        if pf.fusion.inputs and len(pf.fusion.inputs) != n_inputs:
-            raise CLIError(
-                f"{args.config} was tuned on {len(pf.fusion.inputs)} input(s) ({', '.join(pf.fusion.inputs)}); "
-                f"give --input {len(pf.fusion.inputs)} time(s), in that order (got {n_inputs})"
-            )
         base, steps, source = pf.fusion, pf.steps, str(args.config)
     else:
         base, steps, source = None, PostprocessConfig(), None
@@ -252,30 +224,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.io import write_tiff
-    from nnunetv2_topo.output_checks import check_output_folder
-    from nnunetv2_topo.postprocessing import postprocess_volume
-    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, fuse_probability_files, paired_cases
-
     inputs, fusion, steps, notes = resolve_options(args)
     for note in notes:
         print(note)
     out_dir: Path = args.output
     if any(os.path.realpath(out_dir) == os.path.realpath(p) for p in inputs):
         raise CLIError("--output must differ from every --input (inputs would be overwritten)")
-    try:
-        cases = paired_cases(inputs, fusion.checkpoints)
-    except ProbabilityError as exc:
-        raise CLIError(str(exc)) from exc
+    cases = paired_cases(inputs, fusion.checkpoints)
     check_output_folder(out_dir, args.overwrite, "--output")
     for cid, paths in tqdm(cases.items(), desc="postprocess", unit="case"):
-        try:
-            probability = fuse_probability_files(paths, fusion.weights, fusion.mode)
-        except ProbabilityError as exc:
-            raise CLIError(str(exc)) from exc
+        probability = fuse_probability_files(paths, fusion.weights, fusion.mode)
         write_tiff(out_dir / f"{cid}.tif", postprocess_volume(probability, steps))
         del probability
     print(f"wrote {len(cases)} volume(s) to {out_dir} ({len(inputs)} input(s), {fusion.mode} fusion; {steps})")
@@ -285,8 +243,6 @@ def run(args: argparse.Namespace) -> int:
 
 def warn_stale(folder: Path, written: list[str]) -> None:
     """After an --overwrite: name the files of an earlier run that this run did not replace (kept as they are)."""
-    from nnunetv2_topo.output_checks import stale_files
-
     stale = stale_files(folder, written)
     if stale:
         shown = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")

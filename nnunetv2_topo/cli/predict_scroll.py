@@ -4,7 +4,22 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnunetv2_topo.cli.model_options import device as model_device
+from nnunetv2_topo.cli.model_options import load_config, resolve_models
+from nnunetv2_topo.errors import CLIError, TopoError
+from nnunetv2_topo.inference.cases import check_part
+from nnunetv2_topo.inference.models import use_topo_trainers
+from nnunetv2_topo.inference.predict import load_models
+from nnunetv2_topo.input_checks import dtype_fits, range_problem, training_intensities
 
 VOLUME_HELP = """\
 Whole volumes (--input a Zarr v2/v3 array or an OME-Zarr group, local or an fsspec URL; --output OUT.zarr):
@@ -18,8 +33,6 @@ written as OME-Zarr chunk by chunk, resumable (run the same command again), on D
 
 def path_or_url(text: str):
     """A local path (``Path``) or an fsspec URL kept as text (``Path`` would fold its ``//``)."""
-    from pathlib import Path
-
     return text if "://" in text else Path(text)
 
 
@@ -28,22 +41,23 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--level", type=int, help="OME-Zarr level to predict (default 0)")
     g.add_argument("--bbox", help="region z0:z1,y0:y1,x0:x1 of the volume (default: all of it)")
     g.add_argument("--chunk", type=int, default=128, help="edge of an output chunk, even (default %(default)s)")
-    g.add_argument("--pyramid", type=int, default=0, help="extra 2x-downsampled OME-Zarr levels (default 0)")
+    g.add_argument("--pyramid", type=int, default=0, help="extra 2x-downsampled OME-Zarr levels (default %(default)s)")
     g.add_argument("--probabilities", action="store_true", help="also write probabilities (uint8 p*255)")
     g.add_argument(
         "--zarr-format",
         type=int,
+        choices=(2, 3),
         default=2,
-        help="2 (default): OME-Zarr 0.4 on Zarr v2, which the vesuvius package (zarr<3) and VC3D read; "
-        "3: OME-Zarr 0.5 on Zarr v3",
+        help="2: OME-Zarr 0.4 on Zarr v2, which the vesuvius package (zarr<3) and VC3D read; 3: OME-Zarr 0.5 on "
+        "Zarr v3 (default %(default)s)",
     )
     g.add_argument("--dask", help="local:N (a LocalCluster of N workers) or tcp://HOST:PORT (a running scheduler)")
-    g.add_argument("--cache-mb", type=int, default=1024, help="input-chunk cache per worker, MiB (default 1024)")
+    g.add_argument("--cache-mb", type=int, default=1024, help="input-chunk cache per worker, MiB (default %(default)s)")
     g.add_argument(
         "--tile-cache-mb",
         type=int,
         default=2048,
-        help="cache of tile predictions per worker, MiB (default 2048); smaller recomputes tiles",
+        help="cache of tile predictions per worker, MiB (default %(default)s); smaller recomputes tiles",
     )
     g.add_argument(
         "--mask",
@@ -77,14 +91,10 @@ VOLUME_EXTRA = {"zarr": "zarr", "dask": "dask[array,distributed]", "distributed"
 
 def missing_volume_packages() -> list[str]:
     """The distributions of the ``volume`` extra that are not installed (empty when all are)."""
-    import importlib.util
-
     return sorted({dist for module, dist in VOLUME_EXTRA.items() if importlib.util.find_spec(module) is None})
 
 
 def _check_flags(args: argparse.Namespace) -> None:
-    from nnunetv2_topo.cli.main import CLIError
-
     missing = missing_volume_packages()
     if missing:
         raise CLIError(
@@ -104,8 +114,6 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise CLIError("--tta mirror+rot90 is not supported for Zarr volumes yet; use --tta mirror or none")
     if args.chunk < 16 or args.chunk % 2 or args.chunk > 4096:
         raise CLIError(f"--chunk must be an even number of voxels in 16..4096, got {args.chunk}")
-    if args.zarr_format not in (2, 3):
-        raise CLIError(f"--zarr-format must be 2 or 3, got {args.zarr_format}")
     if not 0 <= args.pyramid <= 10:
         raise CLIError(f"--pyramid must be in 0..10, got {args.pyramid}")
     for flag, value in (("--cache-mb", args.cache_mb), ("--tile-cache-mb", args.tile_cache_mb)):
@@ -113,26 +121,35 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise CLIError(f"{flag} must be >= 0, got {value}")
 
 
-def run_volume(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.cli.predict import _device, load_config, resolve_models
-    from nnunetv2_topo.inference.cases import CaseError, check_part
-    from nnunetv2_topo.inference.models import ModelError, use_topo_trainers
-    from nnunetv2_topo.scroll import (
-        ClusterError,
-        ScrollInputError,
-        ScrollModelError,
-        ScrollOutputError,
-        close_client,
-        open_source,
-        parse_bbox,
-        parse_dask,
-    )
+@dataclass
+class _Plan:
+    """What the checks opened and resolved, before any work."""
 
+    source: Any
+    mask: Any
+    target: Any
+    config: Any
+    folders: list
+    mode: str
+    weights: tuple[float, ...]
+    intensity_check: Callable[[float, float], None]
+
+
+def run_volume(args: argparse.Namespace) -> int:
     _check_flags(args)
-    config = None
-    try:
-        check_part(args.num_parts, args.part_id)
+    plan = _check_inputs(args)
+    device = model_device(args.device)
+    report = _predict(args, plan, device)
+    _report(args, plan, report)
+    return 0
+
+
+def _check_inputs(args: argparse.Namespace) -> _Plan:
+    """Open the volume (and --mask), parse --dask, read --config, check the models and the intensities."""
+    from nnunetv2_topo.scroll import ClusterError, ScrollInputError, open_source, parse_bbox, parse_dask
+
+    check_part(args.num_parts, args.part_id)
+    try:  # errors of the volume modules that are plain ValueErrors (or OSErrors of a store): one line each
         bbox = None if args.bbox is None else parse_bbox(args.bbox)
         source = open_source(str(args.input), args.level, bbox)
         mask = None if args.mask is None else _open_mask(args.mask, args.level, bbox, source)
@@ -140,40 +157,38 @@ def run_volume(args: argparse.Namespace) -> int:
         config = load_config(args)
         folders, mode, weights = resolve_models(args, config)
         intensity_check = _intensity_check(args, source, folders)
-    except (CaseError, ModelError, ScrollInputError, ClusterError) as exc:
+    except (ScrollInputError, ClusterError, OSError, ValueError) as exc:
+        if isinstance(exc, TopoError):
+            raise
         raise CLIError(str(exc)) from exc
-    except (OSError, ValueError) as exc:
-        raise CLIError(str(exc)) from exc
-    device = _device(args.device)
-    use_topo_trainers()
+    return _Plan(source, mask, target, config, folders, mode, weights, intensity_check)
+
+
+def _predict(args: argparse.Namespace, plan: _Plan, device):
+    """Predict the volume into --output (on the Dask cluster of --dask, or here); the run's report."""
     import torch
 
-    from nnunetv2_topo.inference.predict import load_models
+    from nnunetv2_topo.scroll import ClusterError, ScrollInputError, ScrollModelError, close_client, start_client
     from nnunetv2_topo.scroll.prediction import predict_scroll
 
-    cpu = torch.device("cpu")
-
-    try:  # with --dask the workers predict: this process loads the models on the CPU for the checks only
-        models = load_models(folders, weights, device if target is None else cpu, progress=not args.quiet)
-    except ModelError as exc:
-        raise CLIError(str(exc)) from exc
-    output = str(args.output)
+    use_topo_trainers()
+    # with --dask the workers predict: this process loads the models on the CPU for the checks only
+    on = device if plan.target is None else torch.device("cpu")
+    models = load_models(plan.folders, plan.weights, on, progress=not args.quiet)
     client = None
     try:
-        if target is not None:
-            from nnunetv2_topo.scroll import start_client
-
-            client = start_client(target, device=device.type)
-        report = predict_scroll(
-            source,
+        if plan.target is not None:
+            client = start_client(plan.target, device=device.type)
+        return predict_scroll(
+            plan.source,
             models,
-            folders,
-            weights,
+            plan.folders,
+            plan.weights,
             device.type,
             args.tta,
-            mode,
-            None if config is None else config.steps,
-            output,
+            plan.mode,
+            None if plan.config is None else plan.config.steps,
+            str(args.output),
             args.chunk,
             pyramid=args.pyramid,
             probabilities=args.probabilities,
@@ -184,18 +199,22 @@ def run_volume(args: argparse.Namespace) -> int:
             cache_mb=args.cache_mb,
             tile_cache_mb=args.tile_cache_mb,
             progress=not args.quiet,
-            mask=mask,
+            mask=plan.mask,
             deterministic=args.deterministic,
-            intensity_check=intensity_check,
+            intensity_check=plan.intensity_check,
             overwrite=getattr(args, "overwrite", False),
             zarr_format=args.zarr_format,
         )
-    except (ScrollOutputError, ScrollModelError, ScrollInputError, ClusterError) as exc:
+    except (ScrollModelError, ScrollInputError, ClusterError) as exc:  # plain ValueErrors: one line each
         raise CLIError(str(exc)) from exc
     finally:
         if client is not None:
             close_client(client, args.dask)
-    print(report.summary(__import__("numpy").dtype(source.dtype).itemsize))
+
+
+def _report(args: argparse.Namespace, plan: _Plan, report) -> None:
+    output = str(args.output)
+    print(report.summary(np.dtype(plan.source.dtype).itemsize))
     if report.complete:
         print(f"wrote {output}")
     else:
@@ -204,7 +223,6 @@ def run_volume(args: argparse.Namespace) -> int:
             + (report.finalize.line(output) if report.finalize is not None else "")
             + f" (the last part to finish completes it, or: nnunetv2_topo finalize {output})"
         )
-    return 0
 
 
 def _open_mask(url: str, level, bbox, source):
@@ -224,7 +242,6 @@ def _intensity_check(args: argparse.Namespace, source, folders):
     """The models' training intensities (dataset fingerprint) against the volume, as for cases: a sample of its
     stored chunks now (unless its dtype cannot leave the range), its exact range from the scan later; refused, or
     with --allow-intensity-mismatch a warning. Returns the check for the scan's range."""
-    from nnunetv2_topo.input_checks import dtype_fits, range_problem, training_intensities
     from nnunetv2_topo.scroll import ScrollInputError
     from nnunetv2_topo.scroll.source import sample_range
 

@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnunetv2_topo.cli.arguments import rename_flag
+from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.io import atomic_path, atomic_write_text
+from nnunetv2_topo.output_checks import check_output_file
 
 HELP = "replay the TopoWarmup LR schedule (warmup -> plateau -> final anneal) on an nnU-Net training log"
 DESCRIPTION = f"""{HELP}.
@@ -10,10 +20,10 @@ DESCRIPTION = f"""{HELP}.
 Check a schedule on last month's log before spending GPU days on it, or see what a TopoWarmup run did. The
 replay runs the trainer's own plateau driver (nnunetv2_topo.scheduling.PlateauDriver), built from:
 
-  a TopoWarmup run's own log (no --config, no --trainer): the effective configuration each start printed, from
+  a TopoWarmup run's own log (no --topo-config, no --trainer): the effective configuration each start printed, from
       the epoch it took effect; a run resumed with a larger num_epochs (or a change allowed by
       allow_config_change) is replayed as the trainer resumed it, so the replayed LR is the LR of every epoch
-  --config FILE / --trainer NAME: the configuration the trainer would resolve: the defaults of --trainer (default
+  --topo-config FILE / --trainer NAME: the configuration the trainer would resolve: the defaults of --trainer (default
       nnUNetTrainerTopoWarmup), overridden by the YAML you would point nnUNet_topo_config at (the variable itself
       is not read here); for nnU-Net's own logs, or to try another configuration on a log
 
@@ -34,7 +44,7 @@ each restart of the run changed (an extension: the LR it continued at, where the
 examples:
   nnunetv2_topo schedule --log fold_0/training_log_*.txt          # a TopoWarmup run, from its own logs
   nnunetv2_topo schedule --log fold_0/training_log_2026_1_7_21_20_00.txt --trainer nnUNetTrainerTopoWarmup
-  nnunetv2_topo schedule --log fold_0/training_log_*.txt --config my_config.yaml --json lr.json --plot lr.png
+  nnunetv2_topo schedule --log fold_0/training_log_*.txt --topo-config my_config.yaml --json lr.json --plot lr.png
   nnunetv2_topo schedule --log old.txt --trainer nnUNetTrainerTopoWarmup_250epochs
 """
 
@@ -45,10 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", action="extend", nargs="+", required=True, metavar="TRAINING_LOG",
                         help="nnU-Net's fold_X/training_log_*.txt; several files (a resumed run writes one per "
                         "start) are read as one run")  # fmt: skip
-    parser.add_argument("--config", metavar="FILE", help="YAML configuration (the keys of nnUNet_topo_config) "
-                        "instead of the configuration the log printed")  # fmt: skip
+    parser.add_argument("--topo-config", metavar="FILE", help="trainer configuration YAML (the keys of "
+                        "nnUNet_topo_config) instead of the configuration the log printed")  # fmt: skip
+    rename_flag(parser, "--config", "--topo-config")
     parser.add_argument("--trainer", metavar="NAME", help=f"TopoWarmup trainer whose defaults to start from instead "
-                        f"of the configuration the log printed (default with --config or a log without one: "
+                        f"of the configuration the log printed (default with --topo-config or a log without one: "
                         f"{BASE_TRAINER})")  # fmt: skip
     parser.add_argument("--num-epochs", type=int, metavar="N", help="epochs to replay (default: num_epochs of the "
                         "(last) configuration); the final anneal is placed at the end of these N epochs")  # fmt: skip
@@ -60,10 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _trainer_class(name: str) -> type:
-    import difflib
-
     import nnunetv2_topo.trainers as trainers
-    from nnunetv2_topo.errors import CLIError
 
     topo = getattr(trainers, BASE_TRAINER)
     names = _topo_names()
@@ -100,8 +108,6 @@ def _plot(path: str, signal_name: str, signal: list[float], lrs: list[float], cu
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nnunetv2_topo.io import atomic_path
-
     fig, ax = plt.subplots(figsize=(10, 5))
     if raw is not None:
         ax.plot(range(len(raw)), raw, color="tab:gray", lw=0.5, alpha=0.6, label="val_loss")
@@ -124,56 +130,52 @@ def _plot(path: str, signal_name: str, signal: list[float], lrs: list[float], cu
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+@dataclass
+class _Setup:
+    """The log and the configuration(s) to replay it with, checked."""
 
-    from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.io import atomic_write_text
-    from nnunetv2_topo.output_checks import check_output_file
-    from nnunetv2_topo.scheduling.plateau_driver import final_anneal_epochs, smoothed
+    log: Any
+    config: dict
+    restarts: list[tuple[int, dict]]
+    last: dict  # the configuration in force at the end (its num_epochs, metric and anneal)
+    title: str
+    warnings: list[str]
+    names: str
+    dice: list[float]
+
+
+def run(args: argparse.Namespace) -> int:
     from nnunetv2_topo.scheduling.replay import replay
+
+    setup = _check(args)
+    result = replay(setup.config, setup.log.val_loss, ema_fg_dice=setup.dice, score_rounds=setup.log.score_rounds,
+                    num_epochs=setup.last["num_epochs"], restarts=setup.restarts)  # fmt: skip
+    _report(setup, result)
+    _write(args, setup, result)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> _Setup:
+    """The flags, the outputs, the log and the configuration: every refusal before the replay."""
     from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs
-    from nnunetv2_topo.trainers.config import TopoConfigError, check_consistency, logged_config
-    from nnunetv2_topo.trainers.config_file import config_from_file
+    from nnunetv2_topo.trainers.config import check_consistency
 
     if args.num_epochs is not None and args.num_epochs < 1:
         raise CLIError(f"--num-epochs {args.num_epochs}: must be >= 1")
-    if args.config is not None and not Path(args.config).is_file():
-        raise CLIError(f"--config {args.config}: no such file")
+    if args.topo_config is not None and not Path(args.topo_config).is_file():
+        raise CLIError(f"--topo-config {args.topo_config}: no such file")
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_output_file(path, args.overwrite, flag)
     try:
         log = read_training_logs(args.log)
-    except TrainingLogError as exc:
+    except TrainingLogError as exc:  # a plain ValueError: one line
         raise CLIError(str(exc)) from None
-    from_log = args.config is None and args.trainer is None and bool(log.configs)
-    restarts: list[tuple[int, dict]] = []
-    try:
-        if from_log:
-            configs = [(epoch, logged_config(values, f"{args.log[0]} (start at epoch {epoch})")) for epoch, _,
-                       values in log.configs]  # fmt: skip
-            config, restarts = configs[0][1], configs[1:]
-            name = log.configs[-1][1]
-            if name in _all_trainer_names() and name not in _topo_names():
-                _trainer_class(name)  # nnU-Net's poly schedule: the error says so
-            title = f"{name} (the configuration its log printed)"
-        else:
-            cls = _trainer_class(args.trainer or BASE_TRAINER)
-            config = config_from_file(
-                args.config,
-                cls.merged_topo_defaults(),
-                variant_name=f"{cls.__name__}.topo_defaults",
-                fixed_keys=cls.topo_fixed_keys,
-            )
-            title = f"{cls.__name__}{' + ' + args.config if args.config else ''}"
-        last = restarts[-1][1] if restarts else config
-        if args.num_epochs is not None:
-            last["num_epochs"] = args.num_epochs
-        warnings = check_consistency(last, args.config or title)
-    except TopoConfigError as exc:
-        raise CLIError(str(exc)) from None
+    config, restarts, title = _configurations(args, log)
+    last = restarts[-1][1] if restarts else config
+    if args.num_epochs is not None:
+        last["num_epochs"] = args.num_epochs
+    warnings = check_consistency(last, args.topo_config or title)
     metric = last["plateau_metric"]
     names = ", ".join(args.log)
     if metric == "val_score" and not log.score_rounds:
@@ -184,21 +186,46 @@ def run(args: argparse.Namespace) -> int:
     dice = log.ema_fg_dice()
     if metric == "ema_fg_dice" and not any(d == d for d in dice):
         raise CLIError(f"{names}: plateau_metric is ema_fg_dice but the log has no readable 'Pseudo dice' lines")
+    return _Setup(log, config, restarts, last, title, warnings, names, dice)
 
-    n = last["num_epochs"]
-    result = replay(config, log.val_loss, ema_fg_dice=dice, score_rounds=log.score_rounds, num_epochs=n,
-                    restarts=restarts)  # fmt: skip
 
+def _configurations(args: argparse.Namespace, log) -> tuple[dict, list[tuple[int, dict]], str]:
+    """``(configuration, restarts, title)``: each start's printed configuration (a TopoWarmup log without
+    --topo-config/--trainer), else the defaults of --trainer overridden by --topo-config."""
+    from nnunetv2_topo.trainers.config import logged_config
+    from nnunetv2_topo.trainers.config_file import config_from_file
+
+    if args.topo_config is None and args.trainer is None and log.configs:
+        configs = [(epoch, logged_config(values, f"{args.log[0]} (start at epoch {epoch})")) for epoch, _,
+                   values in log.configs]  # fmt: skip
+        name = log.configs[-1][1]
+        if name in _all_trainer_names() and name not in _topo_names():
+            _trainer_class(name)  # nnU-Net's poly schedule: the error says so
+        return configs[0][1], configs[1:], f"{name} (the configuration its log printed)"
+    cls = _trainer_class(args.trainer or BASE_TRAINER)
+    config = config_from_file(
+        args.topo_config,
+        cls.merged_topo_defaults(),
+        variant_name=f"{cls.__name__}.topo_defaults",
+        fixed_keys=cls.topo_fixed_keys,
+    )
+    return config, [], f"{cls.__name__}{' + ' + args.topo_config if args.topo_config else ''}"
+
+
+def _report(setup: _Setup, result) -> None:
+    from nnunetv2_topo.scheduling.plateau_driver import final_anneal_epochs
+
+    config, last, log, n = setup.config, setup.last, setup.log, setup.last["num_epochs"]
     base = config["initial_lr"]
-    for warning in warnings:
+    for warning in setup.warnings:
         print(f"note (configuration): {warning}")
     settings = ", ".join(f"{k.removeprefix('plateau_')} {config[k]}" for k in config if k.startswith("plateau_"))
-    print(f"{title}: initial_lr {base}, warmup {config['warmup_epochs']} epochs, {settings}")
-    for epoch, _ in restarts:
+    print(f"{setup.title}: initial_lr {base}, warmup {config['warmup_epochs']} epochs, {settings}")
+    for epoch, _ in setup.restarts:
         notes = [note for at, note in result.notes if at == epoch] or ["the run continues unchanged"]
         for note in notes:
             print(f"restart at epoch {epoch}: {note}")
-    print(f"log: {len(log.val_loss)} epochs of val_loss from {names}"
+    print(f"log: {len(log.val_loss)} epochs of val_loss from {setup.names}"
           + (f"; held at its last value up to epoch {n - 1}" if n > len(log.val_loss) else ""))  # fmt: skip
     if result.cuts:
         print(f"{len(result.cuts)} LR cuts (after the validation of epoch -> LR from the next epoch):")
@@ -221,12 +248,19 @@ def run(args: argparse.Namespace) -> int:
     high = sum(lr >= 0.1 * base for lr in result.lr)
     print(f"{high}/{n} epochs ({100.0 * high / n:.0f} %) at >= 10 % of initial_lr")
 
+
+def _write(args: argparse.Namespace, setup: _Setup, result) -> None:
+    """--json and --plot."""
+    from nnunetv2_topo.scheduling.plateau_driver import smoothed
+
     if args.json:
         payload = {"lr": result.lr, "cuts": result.cuts, "min_lr_epoch": result.min_lr_epoch,
                    "stop_epoch": result.stop_epoch}  # fmt: skip
         atomic_write_text(args.json, json.dumps(payload) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
+        log, last, n = setup.log, setup.last, setup.last["num_epochs"]
+        metric = last["plateau_metric"]
         held = log.val_loss + [log.val_loss[-1]] * max(0, n - len(log.val_loss))
         ema = [float("nan")]
         for value in held[:n]:
@@ -234,7 +268,6 @@ def run(args: argparse.Namespace) -> int:
         signal = {"val_loss": held[:n], "val_loss_ema": ema[1:]}
         shown = signal.get(metric, held[:n])
         _plot(args.plot, metric if metric in signal else "val_loss", shown, result.lr, result.cuts,
-              f"{title}: {len(result.cuts)} cuts; {names}",
+              f"{setup.title}: {len(result.cuts)} cuts; {setup.names}",
               raw=held[:n] if metric == "val_loss_ema" else None, stop=result.stop_epoch)  # fmt: skip
         print(f"wrote {args.plot}")
-    return 0

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 from typing import TYPE_CHECKING
 
-from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values
+from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values, rename_flag
+from nnunetv2_topo.errors import CLIError
+from nnunetv2_topo.machine import available_memory_bytes
+from nnunetv2_topo.output_checks import check_output_folder
+from nnunetv2_topo.synth.generator import SheetTopology, SheetTopologyError
+from nnunetv2_topo.synth.layout import write_kaggle_dataset
 
 if TYPE_CHECKING:
     from nnunetv2_topo.synth.generator import SheetTopology
@@ -29,26 +36,30 @@ others are 1.5-6 voxels (nominal: 15 % touch, 5-16 voxels), and 90 % of the shee
 1-3). --touch-rate, --gap, --hole-rate and --max-holes override single knobs of the chosen regime.
 
 examples:
-  nnunetv2_topo synth --out synth_data --cases 8 --shape 96 96 96 --test-cases 2
-  nnunetv2_topo synth --out crowded --cases 8 --shape 64 64 64 --regime crowded --hole-rate 0.6
+  nnunetv2_topo synth --output synth_data --cases 8 --shape 96 96 96 --test-cases 2
+  nnunetv2_topo synth --output crowded --cases 8 --shape 64 64 64 --regime crowded --hole-rate 0.6
 """
 
 REGIMES = ("nominal", "crowded")
+DEFAULT_SHAPE = (96, 96, 96)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (created; must not exist or be empty)")
-    parser.add_argument("--cases", type=int, default=8, help="number of training cases (default: 8)")
+    parser.add_argument("--output", required=True, help="output folder (created; must not exist or be empty)")
+    rename_flag(parser, "--out", "--output")
+    parser.add_argument("--cases", type=int, default=8, help="number of training cases (default: %(default)s)")
     parser.add_argument(
         "--shape",
         type=int,
         nargs=3,
-        default=[96, 96, 96],
+        default=list(DEFAULT_SHAPE),
         metavar=("Z", "Y", "X"),
-        help="volume size in voxels (default: 96 96 96; the real data is 320 320 320)",
+        help=f"volume size in voxels (default: {' '.join(map(str, DEFAULT_SHAPE))}; the real data is 320 320 320)",
     )
-    parser.add_argument("--test-cases", type=int, default=2, help="number of test cases (default: 2)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed = same files (default: 0)")
+    parser.add_argument("--test-cases", type=int, default=2, help="number of test cases (default: %(default)s)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed; same seed = same files (default: %(default)s)"
+    )
     parser.add_argument(
         "--ids-from",
         metavar="CSV",
@@ -58,22 +69,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--regime",
         choices=REGIMES,
         default="nominal",
-        help="sheet topology: nominal, or crowded (near-touching sheets and holes; see above)",
+        help="sheet topology: nominal, or crowded (near-touching sheets and holes; see above) (default: %(default)s)",
     )
     parser.add_argument("--touch-rate", type=float, help="chance that a gap is a touching pair, 0-1")
     parser.add_argument("--gap", type=float, nargs=2, metavar=("MIN", "MAX"), help="ordinary gap range in voxels")
     parser.add_argument("--hole-rate", type=float, help="chance that a sheet has holes, 0-1")
     parser.add_argument("--max-holes", type=int, help="a holed sheet has 1..MAX_HOLES holes")
-    add_processes_argument(parser, "worker processes (default: 1)", default=1)
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    add_processes_argument(parser, "worker processes (default: %(default)s)", default=1)
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.output_checks import check_output_folder
-    from nnunetv2_topo.synth.layout import SynthError, write_kaggle_dataset
-
     if args.num_processes < 1:
         raise CLIError(f"-np must be >= 1, got {args.num_processes}")
     if args.seed < 0:
@@ -82,19 +89,16 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--shape must be three positive sizes (Z Y X), got {' '.join(map(str, args.shape))}")
     check_memory(tuple(args.shape), args.num_processes)
     topology = sheet_topology(args)
-    check_output_folder(args.out, args.overwrite, "--out", create=False)
-    try:
-        names = ("cases", "test_cases", "seed", "ids_from", "num_processes", "overwrite")
-        train, test = write_kaggle_dataset(
-            args.out, shape=tuple(args.shape), progress=not args.quiet, topology=topology, **arg_values(args, *names)
-        )
-    except SynthError as exc:
-        raise CLIError(str(exc)) from None
+    check_output_folder(args.output, args.overwrite, "--output", create=False)
+    names = ("cases", "test_cases", "seed", "ids_from", "num_processes", "overwrite")
+    train, test = write_kaggle_dataset(
+        args.output, shape=tuple(args.shape), progress=not args.quiet, topology=topology, **arg_values(args, *names)
+    )
     scrolls: dict[str, int] = {}
     for r in train:
         scrolls[r.scroll_id] = scrolls.get(r.scroll_id, 0) + 1
     per_scroll = ", ".join(f"{s}: {c}" for s, c in sorted(scrolls.items(), key=lambda kv: -kv[1]))
-    print(f"wrote {len(train)} training and {len(test)} test cases to {args.out} (scrolls {per_scroll})")
+    print(f"wrote {len(train)} training and {len(test)} test cases to {args.output} (scrolls {per_scroll})")
     return 0
 
 
@@ -104,11 +108,6 @@ BYTES_PER_VOXEL = 16
 
 def check_memory(shape: tuple[int, ...], processes: int, available: int | None = None) -> None:
     """Refuse a --shape whose cases cannot fit in memory (``processes`` generated at once) before allocating."""
-    import math
-
-    from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.machine import available_memory_bytes
-
     need = BYTES_PER_VOXEL * math.prod(shape) * processes
     available = available_memory_bytes() if available is None else available
     if available is not None and need > available:
@@ -123,11 +122,6 @@ def check_memory(shape: tuple[int, ...], processes: int, available: int | None =
 def sheet_topology(args: argparse.Namespace) -> SheetTopology:
     """The ``SheetTopology`` of ``--regime`` with the single-knob flags applied; a bad value is a CLIError naming
     the flag."""
-    import dataclasses
-
-    from nnunetv2_topo.errors import CLIError
-    from nnunetv2_topo.synth.generator import SheetTopology, SheetTopologyError
-
     base = SheetTopology.crowded() if args.regime == "crowded" else SheetTopology()
     flags = {"touch_rate": "--touch-rate", "gap": "--gap", "hole_rate": "--hole-rate", "max_holes": "--max-holes"}
     changes = {k: tuple(v) if k == "gap" else v for k in flags if (v := getattr(args, k)) is not None}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from nnunetv2_topo.nnunet_env import ext_trainer_configured, trainer_folder
+
 HELP = "print the folder that nnUNet_extTrainer must list so nnU-Net finds the TopoWarmup trainers"
 DESCRIPTION = f"""{HELP}.
 
@@ -18,8 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nnunetv2_topo.nnunet_env import ext_trainer_configured, trainer_folder
-
     print(trainer_folder())
     if args.check and not ext_trainer_configured():
         return 1

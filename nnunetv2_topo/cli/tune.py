@@ -6,7 +6,18 @@ import argparse
 import math
 from pathlib import Path
 
-from nnunetv2_topo.cli.arguments import add_processes_argument
+from nnunetv2_topo.cli.arguments import add_processes_argument, rename_flag
+from nnunetv2_topo.cli.postprocess import add_input_arguments, resolve_fusion
+from nnunetv2_topo.errors import CLIError, TopoError
+from nnunetv2_topo.io import index_volumes
+from nnunetv2_topo.machine import cpu_cores
+from nnunetv2_topo.output_checks import check_output_file
+from nnunetv2_topo.postprocessing.config_file import check_checkpoint_names
+from nnunetv2_topo.postprocessing.probabilities import index_cases, model_checkpoints, paired_cases, validation_folder
+from nnunetv2_topo.tuning import CaseSource, tune
+from nnunetv2_topo.tuning.ensemble import DEFAULT_WEIGHT_GRID, EnsembleSpace, describe_fusion
+from nnunetv2_topo.tuning.report import REPORT_MD, REPORT_PNG, ablation_table
+from nnunetv2_topo.tuning.space import describe
 
 HELP = "choose post-processing settings by the exact competition score (writes postprocess.json)"
 DESCRIPTION = """\
@@ -34,15 +45,12 @@ engine again. The report gives the ablation table (none -> + each step), the in-
 a cross-validated one (chosen on some cases, scored on the others), and per searched coordinate the chosen value
 against the runner-up: paired difference over cases with a bootstrap 95 % interval, how often the choice wins in
 bootstrap resamples, the cross-validated gain; a choice whose interval includes 0 is marked "within noise"; plus
-the score without each model. Ctrl-C or --time-budget stop the search with the best setting so far written.
+the score without each model. Ctrl-C or --time-budget-minutes stop the search with the best setting so far written.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from nnunetv2_topo.cli.postprocess import add_input_arguments
-
     add_input_arguments(parser)
-    from nnunetv2_topo.tuning.ensemble import DEFAULT_WEIGHT_GRID
 
     parser.add_argument(
         "--checkpoints",
@@ -65,9 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_processes_argument(
         parser, "worker processes (default: CPU cores, at most one per case; 0 = everything in this process)"
     )
-    parser.add_argument("--time-budget", type=float, default=None, help="stop the search after MIN minutes")
+    parser.add_argument("--time-budget-minutes", type=float, metavar="MIN", help="stop the search after MIN minutes")
+    rename_flag(parser, "--time-budget", "--time-budget-minutes")
     parser.add_argument(
-        "--cv-folds", type=int, default=2, help="folds of the cross-validated gain estimate (default 2)"
+        "--cv-folds", type=int, default=2, help="folds of the cross-validated gain estimate (default %(default)s)"
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output and the tune_report.md/.png beside it"
@@ -76,18 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _gt_files(gt_dir: Path) -> dict[str, Path]:
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.io import index_volumes
-
     return index_volumes(gt_dir, "--gt", CLIError, required=True)
 
 
 def _checkpoint_options(args: argparse.Namespace) -> list[tuple[str | None, ...]]:
     """Per --input, the checkpoints to choose from (``(None,)`` for a folder of maps)."""
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.postprocessing.config_file import check_checkpoint_names
-    from nnunetv2_topo.postprocessing.probabilities import model_checkpoints, validation_folder
-
     wanted = args.checkpoints or ["all"] * len(args.input)
     if len(wanted) != len(args.input):
         raise CLIError(f"{len(wanted)} --checkpoints for {len(args.input)} --input(s); give one per --input, in order")
@@ -113,18 +115,11 @@ def _checkpoint_options(args: argparse.Namespace) -> list[tuple[str | None, ...]
 
 
 def _sources(args: argparse.Namespace, fusion, options: list[tuple[str | None, ...]]) -> list:
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.postprocessing.probabilities import ProbabilityError, index_cases, paired_cases
-    from nnunetv2_topo.tuning import CaseSource
-
-    try:
-        cases = paired_cases(args.input, [o[0] for o in options])
-        variants = [
-            {c: index_cases(path, c) for c in opts} if opts != (None,) else {}
-            for path, opts in zip(args.input, options, strict=True)
-        ]
-    except ProbabilityError as exc:
-        raise CLIError(str(exc)) from exc
+    cases = paired_cases(args.input, [o[0] for o in options])
+    variants = [
+        {c: index_cases(path, c) for c in opts} if opts != (None,) else {}
+        for path, opts in zip(args.input, options, strict=True)
+    ]
     for path, by_checkpoint in zip(args.input, variants, strict=True):
         for checkpoint, index in by_checkpoint.items():
             missing = sorted(set(cases) - set(index))
@@ -158,29 +153,8 @@ def _sources(args: argparse.Namespace, fusion, options: list[tuple[str | None, .
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from nnunetv2_topo.cli.main import CLIError
-    from nnunetv2_topo.cli.postprocess import resolve_fusion
-    from nnunetv2_topo.output_checks import check_output_file
-    from nnunetv2_topo.tuning import tune
-    from nnunetv2_topo.tuning.ensemble import DEFAULT_WEIGHT_GRID, EnsembleSpace, describe_fusion
-    from nnunetv2_topo.tuning.report import REPORT_MD, REPORT_PNG, ablation_table
-    from nnunetv2_topo.tuning.space import describe
-
     _, fusion, _ = resolve_fusion(args)
-    if args.weight_grid is not None and args.weights is not None:
-        raise CLIError("--weight-grid sets the grid of searched weights; --weights fixes them: drop one of the two")
-    if args.weight_grid is not None and not 1 <= args.weight_grid <= 20:
-        raise CLIError(f"--weight-grid must be an integer from 1 to 20, got {args.weight_grid}")
-    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
-        raise CLIError(f"--time-budget must be a positive number of minutes, got {args.time_budget}")
-    if args.cv_folds < 2:
-        raise CLIError(f"--cv-folds must be at least 2, got {args.cv_folds}")
-    if args.num_processes is not None and args.num_processes < 0:
-        raise CLIError(f"-np must be >= 0, got {args.num_processes}")
-    check_output_file(args.output, args.overwrite, "--output", "postprocess.json")
-    for name in (REPORT_MD, REPORT_PNG):  # written beside it: the same rule
-        check_output_file(args.output.parent / name, args.overwrite, f"--output's report {name}:")
+    _check_flags(args)
     options = _checkpoint_options(args)
     sources = _sources(args, fusion, options)
     ensemble = EnsembleSpace(
@@ -189,25 +163,47 @@ def run(args: argparse.Namespace) -> int:
         checkpoints=tuple(options) if any(o != (None,) for o in options) else (),
         weight_grid=args.weight_grid or DEFAULT_WEIGHT_GRID,
     )
-    np_ = args.num_processes
-    if np_ is None:
-        from nnunetv2_topo.machine import cpu_cores
-
-        np_ = min(len(sources), cpu_cores())
+    processes = min(len(sources), cpu_cores()) if args.num_processes is None else args.num_processes
+    budget = args.time_budget_minutes
     try:
         outcome = tune(
             sources,
             args.output,
             fusion,
             gt=str(args.gt),
-            num_processes=np_,
-            time_budget_s=None if args.time_budget is None else args.time_budget * 60,
+            num_processes=processes,
+            time_budget_s=None if budget is None else budget * 60,
             cv_folds=args.cv_folds,
             progress=not args.quiet,
             ensemble=ensemble,
         )
     except ValueError as exc:
+        if isinstance(exc, TopoError):
+            raise
         raise CLIError(str(exc)) from exc
+    _report(args, outcome)
+    return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The search's flags and its outputs (postprocess.json and the reports beside it)."""
+    if args.weight_grid is not None and args.weights is not None:
+        raise CLIError("--weight-grid sets the grid of searched weights; --weights fixes them: drop one of the two")
+    if args.weight_grid is not None and not 1 <= args.weight_grid <= 20:
+        raise CLIError(f"--weight-grid must be an integer from 1 to 20, got {args.weight_grid}")
+    budget = args.time_budget_minutes
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise CLIError(f"--time-budget-minutes must be a positive number, got {budget}")
+    if args.cv_folds < 2:
+        raise CLIError(f"--cv-folds must be at least 2, got {args.cv_folds}")
+    if args.num_processes is not None and args.num_processes < 0:
+        raise CLIError(f"-np must be >= 0, got {args.num_processes}")
+    check_output_file(args.output, args.overwrite, "--output", "postprocess.json")
+    for name in (REPORT_MD, REPORT_PNG):  # written beside it: the same rule
+        check_output_file(args.output.parent / name, args.overwrite, f"--output's report {name}:")
+
+
+def _report(args: argparse.Namespace, outcome) -> None:
     s = outcome.summary
     if outcome.ablation:
         print(ablation_table(outcome.ablation))
@@ -229,4 +225,3 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"best: {describe_fusion(outcome.fusion)}; {describe(outcome.best)} ({s['status']})")
     print(f"wrote {', '.join(str(p) for p in (args.output, outcome.report_md, outcome.report_png) if p)}")
-    return 0

@@ -325,29 +325,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input", required=True, help="Kaggle folder with train.csv, train_images/, train_labels/, ...")
     p.add_argument("--dataset-id", type=int, required=True, help="nnU-Net dataset id N (1-999)")
-    p.add_argument("--name", default="Vesuvius", help="dataset name: Dataset{N:03d}_{name} (default: Vesuvius)")
+    p.add_argument("--name", default="Vesuvius", help="dataset name: Dataset{N:03d}_{name} (default: %(default)s)")
     p.add_argument(
         "--mode",
         choices=("link", "copy"),
         default="link",
         help="link: hard-link the TIFFs (no extra disk; copies where links are impossible, e.g. across file "
-        "systems); copy: independent copies (default: link)",
+        "systems); copy: independent copies (default: %(default)s)",
     )
     p.add_argument(
         "--split",
         choices=SPLIT_MODES,
         default="stratified",
         help="splits_final.json: stratified = each scroll in proportion in every fold; by-scroll = whole scrolls "
-        "per fold (unseen-scroll validation); none = let nnU-Net make a random split (default: stratified)",
+        "per fold (unseen-scroll validation); none = let nnU-Net make a random split (default: %(default)s)",
     )
-    p.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default: 5)")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the stratified split ({DEFAULT_SEED})")
+    p.add_argument("--folds", type=int, default=5, help="number of cross-validation folds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the stratified split (default: %(default)s)")
     p.add_argument(
         "--verify",
         choices=VERIFY_MODES,
         default="full",
         help="full: decode every volume (catches bad label values, corrupt data); header: shapes and dtypes "
-        "from the TIFF headers only, much faster (default: full)",
+        "from the TIFF headers only, much faster (default: %(default)s)",
     )
     add_processes_argument(
         p, "worker processes for checking and placing cases (default: min(8, CPUs))", default=min(8, cpu_cores())

@@ -52,7 +52,7 @@ WARM_UP_TIMEOUT_S = 600.0
 
 DEFAULT_CASE_TIMEOUT_S = 900.0
 """The default ``score_case_timeout_s``: many times the metric's time on a 320³ case on one CPU core (see
-benchmarks/results/trainers.md), short enough that a wedged case costs one round, not the run."""
+benchmarks/results/trainers-scoring-rounds.md), short enough that a wedged case costs one round, not the run."""
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 """Thread-pool sizes of the worker's libraries, capped to :func:`threads_per_rank`."""

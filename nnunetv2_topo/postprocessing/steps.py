@@ -50,7 +50,7 @@ def _is_int(value: Any) -> bool:
 @dataclass(frozen=True)
 class PostprocessConfig:
     """Post-processing options; the defaults are the measured best on simulated probability maps
-    (``benchmarks/postprocess_ablation.py``, see benchmarks/RESULTS.md).
+    (``benchmarks/postprocess_ablation.py``, see benchmarks/results/postprocessing.md).
 
     threshold: foreground where ``p > threshold`` (the hysteresis low threshold when ``hysteresis_high`` is set).
     hysteresis_high: None = off; else keep only components of ``p > threshold`` that contain a voxel ``> high``.

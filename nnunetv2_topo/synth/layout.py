@@ -100,9 +100,9 @@ def _write_case(task: tuple[str, str, Row, tuple[int, int, int], int, int, Sheet
 
 def _prepare_target(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise SynthError(f"{out}: exists and is not a folder; choose another --out")
+        raise SynthError(f"{out}: exists and is not a folder; choose another --output")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise SynthError(f"{out}: folder exists and is not empty; choose another --out or pass --overwrite")
+        raise SynthError(f"{out}: folder exists and is not empty; choose another --output or pass --overwrite")
 
 
 def write_kaggle_dataset(

@@ -41,9 +41,9 @@ def parse_args(argv: list[str] | None, manifest: dict) -> argparse.Namespace:
         help=f"past it, the remaining cases are predicted without TTA (default %(default)s; Kaggle's limit is "
         f"{KAGGLE_LIMIT_HOURS:g} h)",
     )
-    p.add_argument(
-        "--tta", default=manifest.get("tta", "mirror"), help="none | mirror | mirror+rot90 (default %(default)s)"
-    )
+    from nnunetv2_topo.inference.predict import TTA_MODES
+
+    p.add_argument("--tta", default=manifest.get("tta", "mirror"), choices=TTA_MODES, help="(default %(default)s)")
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available, else cpu")
     return p.parse_args(argv)
 

@@ -215,10 +215,14 @@ def render_cli(root: Path) -> str:
         "",
     ]
     scripts = console_scripts(root / "setup.cfg")
-    index, sections = [], []
+    index, sections = ["- [Vocabulary](#vocabulary)"], []
+    renamed: dict[tuple[str, str], list[str]] = {}
     for script, target in scripts.items():
         parser = _parser_of(target)
         subs = _subcommands(parser)
+        for sub_name, sub in subs.items():
+            for old, new in getattr(sub, "renamed_flags", {}).items():
+                renamed.setdefault((old, new), []).append(sub_name)
         anchor = re.sub(r"[^a-z0-9_ -]", "", script.lower()).replace(" ", "-")
         index.append(f"- [`{script}`](#{anchor})")
         sections += [f"## {script}", "", _help_block(parser), ""]
@@ -227,7 +231,20 @@ def render_cli(root: Path) -> str:
             sub_anchor = re.sub(r"[^a-z0-9_ -]", "", title.lower()).replace(" ", "-")
             index.append(f"  - [`{sub_name}`](#{sub_anchor})")
             sections += [f"### {title}", "", _help_block(sub), ""]
-    return "\n".join(parts + index + [""] + sections)
+    return "\n".join(parts + index + ["", _vocabulary(renamed), ""] + sections)
+
+
+def _vocabulary(renamed: dict[tuple[str, str], list[str]]) -> str:
+    """The flags that mean the same in every command, and the old spellings still accepted (with a note)."""
+    from nnunetv2_topo.cli.arguments import VOCABULARY
+
+    rows = [(f"`{flag}`", meaning) for flag, meaning in VOCABULARY]
+    old = [(f"`{o}`", f"`{n}`", ", ".join(commands)) for (o, n), commands in sorted(renamed.items())]
+    return "\n".join(
+        ["## Vocabulary", "", "Flags that mean the same in every command:", "", _table(("flag", "meaning"), rows), "",
+         "Old spellings, still accepted with a one-line note on stderr:", "",
+         _table(("old", "new", "commands"), old)]
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------- file formats

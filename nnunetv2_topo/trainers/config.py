@@ -61,7 +61,7 @@ until the benchmark below replaced it)."""
 
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"ce": 1.0, "dice": 1.0, "cldice": 0.5}
 """The default ``loss_weights``: the best setting measured by ``benchmarks/variants.py`` against nnUNetTrainer on
-the competition score (``benchmarks/RESULTS.md``, "Trainer variants against nnUNetTrainer")."""
+the competition score (``benchmarks/results/trainers-variants.md``)."""
 
 
 NULLABLE_KEYS: frozenset[str] = frozenset({"seed", "final_score_workers", "muon_other_lr"})

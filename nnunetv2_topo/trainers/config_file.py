@@ -104,7 +104,7 @@ def config_from_file(
     fixed_keys: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Effective configuration from ``variant_defaults`` and the YAML file ``path`` (``None``: the defaults alone),
-    resolved as the trainer resolves the file of ``nnUNet_topo_config`` (``nnunetv2_topo schedule --config``)."""
+    resolved as the trainer resolves the file of ``nnUNet_topo_config`` (``nnunetv2_topo schedule --topo-config``)."""
     overrides, _ = split_directives(load_yaml_config(path), str(path)) if path else ({}, {})
     return resolve_config(
         overrides,

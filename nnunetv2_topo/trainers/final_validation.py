@@ -123,7 +123,7 @@ class FinalValidation:
         message = (
             f"WARNING: competition-metric scoring of the validation failed, so {self.val_dir / 'summary_topo.json'} "
             f"is missing: {cause}. The predictions are kept; score them afterwards with:\n  nnunetv2_topo evaluate "
-            f"--pred {self.val_dir} --gt {self.gt_dir} --only-predicted --json "
+            f"--input {self.val_dir} --gt {self.gt_dir} --only-predicted --json "
             f"{self.val_dir / 'summary_topo_raw.json'}"
         )
         self.log(message, also_print_to_console=True)
