@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from nnunetv2_topo.cli.arguments import VOCABULARY
 from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.io import atomic_write_text
 from nnunetv2_topo.postprocessing import STEP_FIELDS, FusionSpec, PostprocessConfig, PostprocessFile
@@ -236,8 +237,6 @@ def render_cli(root: Path) -> str:
 
 def _vocabulary(renamed: dict[tuple[str, str], list[str]]) -> str:
     """The flags that mean the same in every command, and the old spellings still accepted (with a note)."""
-    from nnunetv2_topo.cli.arguments import VOCABULARY
-
     rows = [(f"`{flag}`", meaning) for flag, meaning in VOCABULARY]
     old = [(f"`{o}`", f"`{n}`", ", ".join(commands)) for (o, n), commands in sorted(renamed.items())]
     return "\n".join(
