@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     from nnunetv2_topo.inference.models import check_model_folders, use_topo_trainers
     from nnunetv2_topo.inference.predict import fused_probability, load_models, to_mask
     from nnunetv2_topo.io import read_volume, write_tiff
-    from nnunetv2_topo.scroll import open_source, parse_dask, predict_scroll, start_client
+    from nnunetv2_topo.scroll import ScrollOptions, open_source, parse_dask, predict_scroll, start_client
     from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
     work = Path(tempfile.mkdtemp(prefix="volume_bench_"))
@@ -84,22 +84,12 @@ def main(argv=None) -> int:
         zarr.create_array(url, shape=shape, chunks=(args.chunk,) * 3, dtype="uint8")[:] = image
         del image
         out = str(work / f"{name}_out.zarr")
-        t0, c0 = time.perf_counter(), time.process_time()
-        report = predict_scroll(
-            open_source(url),
-            loaded,
-            folders,
-            [1.0],
-            device.type,
-            args.tta,
-            "logit",
-            None,
-            out,
-            args.chunk,
-            client=client,
-            progress=False,
+        options = ScrollOptions(
+            folders, [1.0], device.type, args.tta, "logit", None, out, args.chunk, progress=False,
             tile_cache_mb=args.tile_cache_mb,
-        )
+        )  # fmt: skip
+        t0, c0 = time.perf_counter(), time.process_time()
+        report = predict_scroll(open_source(url), loaded, options, client=client)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         voxels = int(np.prod(shape))
         amp = report.total("bytes_read") / voxels

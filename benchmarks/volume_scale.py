@@ -53,14 +53,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    import inspect
-
     import torch
     import zarr
 
     from nnunetv2_topo.inference.models import check_model_folders, use_topo_trainers
     from nnunetv2_topo.inference.predict import load_models
-    from nnunetv2_topo.scroll import open_source, parse_dask, predict_scroll, start_client
+    from nnunetv2_topo.scroll import ScrollOptions, open_source, parse_dask, predict_scroll, start_client
     from nnunetv2_topo.testing.untrained import write_untrained_model_folder
 
     try:
@@ -81,7 +79,6 @@ def main(argv=None) -> int:
     arr = zarr.create_array(url, shape=shape, chunks=(args.input_chunk,) * 3, dtype="uint8")
     for z in range(0, shape[0], 256):
         arr[z : z + 256] = _volume((min(256, shape[0] - z), *shape[1:]), seed=z)
-    accepts = inspect.signature(predict_scroll).parameters
     steps = [len(range(0, max(s - args.patch, 0) + 1, args.patch // 2)) for s in shape]  # about nnU-Net's grid
     tile_mb = 2 * args.patch**3 * (2 if args.device == "cuda" else 4) / 2**20
     print(
@@ -92,13 +89,13 @@ def main(argv=None) -> int:
 
     def row(name, tile_cache_mb, client=None, cache_mb=None):
         loaded = load_models(folders, [1.0], device if client is None else torch.device("cpu"), progress=False)
-        extra = {"deterministic": args.deterministic} if "deterministic" in accepts and args.deterministic else {}
         out = str(work / f"{name.replace(' ', '_')}.zarr")
-        t0, c0 = time.perf_counter(), time.process_time()
-        report = predict_scroll(
-            open_source(url), loaded, folders, [1.0], device.type, "none", "logit", None, out, args.chunk,
-            client=client, progress=False, tile_cache_mb=tile_cache_mb, cache_mb=cache_mb or args.cache_mb, **extra,
+        options = ScrollOptions(
+            folders, [1.0], device.type, "none", "logit", None, out, args.chunk, progress=False,
+            tile_cache_mb=tile_cache_mb, cache_mb=cache_mb or args.cache_mb, deterministic=args.deterministic,
         )  # fmt: skip
+        t0, c0 = time.perf_counter(), time.process_time()
+        report = predict_scroll(open_source(url), loaded, options, client=client)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         stages = getattr(report, "stages", {})
         return {

@@ -73,6 +73,21 @@ def make_reduced_plans(
     """
     folder = Path(preprocessed_dataset_dir)
     name = f"{source}_tiny" if name is None else name
+    source_file, plans, cfg = _source_configuration(folder, source, name, configuration)
+    n_stages = len(features) if stages is None else int(stages)
+    features = [int(f) for f in features]
+    patch = [int(p) for p in patch]
+    _check_reduction(source_file, cfg, n_stages, features, patch, batch)
+    _reduce(cfg, n_stages, features, patch, batch)
+    plans["plans_name"] = name
+    plans["configurations"] = {configuration: cfg}
+    out = folder / f"{name}.json"
+    atomic_write_text(out, json.dumps(plans, indent=2))
+    return out
+
+
+def _source_configuration(folder: Path, source: str, name: str, configuration: str) -> tuple[Path, dict, dict]:
+    """The source plans file, its plans and a copy of its concrete ``configuration`` (errors name the file)."""
     source_file = folder / f"{source}.json"
     if not source_file.is_file():
         raise FileNotFoundError(
@@ -89,10 +104,11 @@ def make_reduced_plans(
     cfg = copy.deepcopy(configs[configuration])
     if "data_identifier" not in cfg:
         raise _fail(source_file, f"configuration {configuration!r} inherits from another one; pick a concrete one")
+    return source_file, plans, cfg
+
+
+def _check_reduction(source_file: Path, cfg: dict, n_stages: int, features: list, patch: list, batch: int) -> None:
     arch = cfg["architecture"]["arch_kwargs"]
-    n_stages = len(features) if stages is None else int(stages)
-    features = [int(f) for f in features]
-    patch = [int(p) for p in patch]
     if n_stages < 2 or n_stages > int(arch["n_stages"]):
         raise _fail(source_file, f"stages must lie in [2, {arch['n_stages']}] (the source network), got {n_stages}")
     if len(features) != n_stages or any(f < 1 for f in features):
@@ -112,6 +128,10 @@ def make_reduced_plans(
                 f"(the product of the first {n_stages} strides {strides})"
             )
 
+
+def _reduce(cfg: dict, n_stages: int, features: list, patch: list, batch: int) -> None:
+    """Cut ``cfg``'s network to its first ``n_stages`` stages with ``features``, ``patch`` and ``batch`` (in place)."""
+    arch = cfg["architecture"]["arch_kwargs"]
     arch["n_stages"] = n_stages
     arch["features_per_stage"] = features
     for key in ("kernel_sizes", "strides", "n_conv_per_stage", "n_blocks_per_stage"):
@@ -121,12 +141,6 @@ def make_reduced_plans(
         arch["n_conv_per_stage_decoder"] = arch["n_conv_per_stage_decoder"][: n_stages - 1]
     cfg["patch_size"] = patch
     cfg["batch_size"] = int(batch)
-
-    plans["plans_name"] = name
-    plans["configurations"] = {configuration: cfg}
-    out = folder / f"{name}.json"
-    atomic_write_text(out, json.dumps(plans, indent=2))
-    return out
 
 
 def standalone_plans(
@@ -144,26 +158,53 @@ def standalone_plans(
     without running the planner: unit tests and step-time benchmarks. ``patch`` must be divisible by
     ``2 ** (len(features) - 1)``. ``network``: a key of :data:`NETWORKS`; ``"ResidualEncoderUNet"`` has the
     ResEnc planners' blocks per stage (1, 3, 4, 6, ...) and one convolution per decoder stage."""
-    if network not in NETWORKS:
-        raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
     features = [int(f) for f in features]
     patch = [int(p) for p in patch]
+    _check_standalone(network, features, patch)
+    shape = [int(s) for s in (median_shape or patch)]
+    configuration = _standalone_configuration(network, features, patch, int(batch), shape, data_identifier)
+    intensity = {"max": 255.0, "mean": 100.0, "median": 100.0, "min": 0.0, "percentile_00_5": 1.0,
+                 "percentile_99_5": 250.0, "std": 40.0}  # fmt: skip
+    return {
+        "dataset_name": dataset_name,
+        "plans_name": plans_name,
+        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
+        "original_median_shape_after_transp": shape,
+        "image_reader_writer": "Tiff3DIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": configuration},
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {"0": intensity},
+    }
+
+
+def _check_standalone(network: str, features: list[int], patch: list[int]) -> None:
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
     n = len(features)
     if n < 2 or any(f < 1 for f in features):
         raise ValueError(f"features needs at least 2 positive channel counts, got {features}")
     if any(p < 1 or p % 2 ** (n - 1) for p in patch):
         raise ValueError(f"patch {patch} must be a positive multiple of {2 ** (n - 1)} on every axis for {n} stages")
-    shape = [int(s) for s in (median_shape or patch)]
+    if network == "ResidualEncoderUNet" and n > len(RESENC_BLOCKS):
+        raise ValueError(f"features: at most {len(RESENC_BLOCKS)} stages for {network}, got {n}")
+
+
+def _standalone_configuration(
+    network: str, features: list[int], patch: list[int], batch: int, shape: list[int], data_identifier: str
+) -> dict:
+    """The ``3d_fullres`` configuration of :func:`standalone_plans`."""
+    n = len(features)
     if network == "ResidualEncoderUNet":
-        if n > len(RESENC_BLOCKS):
-            raise ValueError(f"features: at most {len(RESENC_BLOCKS)} stages for {network}, got {n}")
         blocks = {"n_blocks_per_stage": list(RESENC_BLOCKS[:n]), "n_conv_per_stage_decoder": [1] * (n - 1)}
     else:
         blocks = {"n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1)}
-    configuration = {
+    return {
         "data_identifier": data_identifier,
         "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": int(batch),
+        "batch_size": batch,
         "patch_size": patch,
         "median_image_size_in_voxels": [float(s) for s in shape],
         "spacing": [1.0, 1.0, 1.0],
@@ -195,21 +236,6 @@ def standalone_plans(
             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
         },
         "batch_dice": False,
-    }
-    intensity = {"max": 255.0, "mean": 100.0, "median": 100.0, "min": 0.0, "percentile_00_5": 1.0,
-                 "percentile_99_5": 250.0, "std": 40.0}  # fmt: skip
-    return {
-        "dataset_name": dataset_name,
-        "plans_name": plans_name,
-        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-        "original_median_shape_after_transp": shape,
-        "image_reader_writer": "Tiff3DIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": {"3d_fullres": configuration},
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {"0": intensity},
     }
 
 

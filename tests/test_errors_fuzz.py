@@ -95,7 +95,27 @@ def data(tmp_path_factory, kaggle_dir: Path):
 # ----------------------------------------------------------------------------------- the one error path
 
 
+def _exception_classes() -> dict[str, list[type]]:
+    """Every exception class defined in a module of the package, by name; the walk imports each module."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import nnunetv2_topo
+
+    found: dict[str, list[type]] = {}
+    names = [nnunetv2_topo.__name__, *(m.name for m in pkgutil.walk_packages(nnunetv2_topo.__path__, "nnunetv2_topo."))]
+    for name in names:
+        module = importlib.import_module(name)
+        for cls in vars(module).values():
+            if inspect.isclass(cls) and issubclass(cls, BaseException) and cls.__module__ == name:
+                found.setdefault(cls.__name__, []).append(cls)
+    return found
+
+
 def test_every_user_facing_error_is_a_topo_error() -> None:
+    """One error family: every public exception class of the package derives from TopoError (``main()`` prints it
+    as one line), under a name no other class has; control-flow exceptions are private (``_Name``)."""
     from nnunetv2_topo.conversion.case_checks import ConversionError
     from nnunetv2_topo.conversion.splits import SplitError
     from nnunetv2_topo.demo import DemoError
@@ -115,6 +135,43 @@ def test_every_user_facing_error_is_a_topo_error() -> None:
                ModelError, ProbabilityError, EngineUnavailableError, EvaluationError, MetricInputError,
                SubmissionError, SheetTopologyError, SynthError, TopoConfigError]  # fmt: skip
     assert [c.__name__ for c in classes if not issubclass(c, TopoError)] == []
+    found = _exception_classes()
+    assert {c.__name__ for c in classes} <= set(found)  # the walk sees every module
+    public = {name: defs for name, defs in found.items() if not name.startswith("_")}
+    outside = sorted(
+        f"{c.__module__}.{name}" for name, defs in public.items() for c in defs if not issubclass(c, TopoError)
+    )
+    assert outside == [], "user-facing exceptions must derive from nnunetv2_topo.errors.TopoError (or be _private)"
+    twice = sorted(f"{name}: {', '.join(c.__module__ for c in defs)}" for name, defs in public.items() if len(defs) > 1)
+    assert twice == [], "exception names must be unique"
+
+
+def test_library_refusals_of_user_input_are_topo_errors(tmp_path: Path) -> None:
+    """A bad postprocess.json, bad fusion weights, a folder without a training log and tuning without cases raise
+    TopoErrors (``main()`` prints them as one line) that are still the ValueError / FileNotFoundError callers
+    catch."""
+    from nnunetv2_topo.postprocessing import PostprocessConfig, check_fusion_weights, load_postprocess_file
+    from nnunetv2_topo.trainers.diagnostics import load_progress
+    from nnunetv2_topo.tuning.evaluator import Evaluator
+
+    bad = tmp_path / "postprocess.json"
+    bad.write_text("{")
+    fold = tmp_path / "fold_0"
+    fold.mkdir()
+    (fold / "progress_topo.json").write_text("[]")
+    refusals = [
+        (lambda: load_postprocess_file(bad), ValueError, "not valid JSON"),
+        (lambda: load_postprocess_file(tmp_path / "none.json"), ValueError, "no such post-processing file"),
+        (lambda: PostprocessConfig(threshold=2), ValueError, "threshold must be"),
+        (lambda: check_fusion_weights([1, -1], 2), ValueError, "finite and >= 0"),
+        (lambda: load_progress(fold), ValueError, "expected a JSON object"),
+        (lambda: load_progress(tmp_path / "nothing"), FileNotFoundError, "is not a folder"),
+        (lambda: Evaluator([]), ValueError, "nothing to tune on"),
+    ]
+    for call, base, match in refusals:
+        with pytest.raises(base, match=match) as err:
+            call()
+        assert isinstance(err.value, TopoError), (match, type(err.value))
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,41 @@ def test_all_variants_exported() -> None:
         assert issubclass(cls, trainers.nnUNetTrainerTopoWarmup)
 
 
+def test_exports_are_written_out_and_complete() -> None:
+    """Every trainer class defined under nnunetv2_topo/trainers is exported by a name written out (grep finds it) in
+    the package's ``__init__`` and in the ``nnUNet_extTrainer`` file: a variant added without exporting it fails here,
+    and so does a computed list (``globals().update``)."""
+    import ast
+    import importlib
+    import inspect
+    import pkgutil
+
+    from nnunetv2_topo.trainers import variants
+
+    defined = set()
+    for info in pkgutil.walk_packages(trainers.__path__, "nnunetv2_topo.trainers."):
+        module = importlib.import_module(info.name)
+        defined |= {
+            name
+            for name, cls in vars(module).items()
+            if inspect.isclass(cls) and issubclass(cls, nnUNetTrainer) and cls.__module__ == info.name
+        }
+    assert set(trainers.__all__) == defined
+    assert {n for n in defined if n.endswith("epochs")} == {
+        f"nnUNetTrainerTopoWarmup_{n}epochs" for n in variants.EPOCH_VARIANTS
+    }
+    for path in (Path(trainers.__file__), trainer_folder() / "nnunetv2_topo_trainers.py"):
+        tree = ast.parse(path.read_text())
+        imported = {a.asname or a.name for node in tree.body if isinstance(node, ast.ImportFrom) for a in node.names}
+        (listed,) = [
+            ast.literal_eval(node.value)
+            for node in tree.body
+            if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["__all__"]
+        ]
+        assert imported == set(listed) == defined, path
+        assert "globals()" not in path.read_text(), path
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED_NAMES))
 def test_nnunet_resolves_the_package_class(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("nnUNet_extTrainer", str(trainer_folder()))

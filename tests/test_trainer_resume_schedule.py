@@ -106,7 +106,7 @@ def test_an_early_stopped_run_can_be_extended(tmp_path, monkeypatch, capsys) -> 
     _train(first, [0.9, 0.8, 0.7, 0.6])
     assert first.plateau_driver.should_stop()
     longer = _trainer(tmp_path, monkeypatch, {**config, "num_epochs": 10}, resume=True)
-    _epoch(longer, 0.5)  # main: EarlyStop in on_epoch_start, the extension trained nothing
+    _epoch(longer, 0.5)  # main: _EarlyStop in on_epoch_start, the extension trained nothing
     assert "the early stop's count starts afresh" in log_text(fold_dir(tmp_path))
     assert longer.logger.get_value("lrs", step=4) == pytest.approx(0.0025)
     replayed, out = _replay(tmp_path, capsys)

@@ -12,6 +12,7 @@ import torch
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 from trainer_fixtures import make_trainer, parameters_snapshot, simulate_epoch, synthetic_batch, total_norm
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 from nnunetv2_topo.trainers.variants import nnUNetTrainerTopoWarmup_AdamW, nnUNetTrainerTopoWarmup_FiveTerm
 
@@ -96,8 +97,9 @@ def test_non_finite_loss_skips_the_step(tmp_path, monkeypatch) -> None:
 
     trainer.train_step(bad)
     trainer.train_step(bad)
-    with pytest.raises(RuntimeError, match=r"Training stopped: 3 consecutive steps had a non-finite loss"):
+    with pytest.raises(RuntimeError, match=r"Training stopped: 3 consecutive steps had a non-finite loss") as err:
         trainer.train_step(bad)
+    assert isinstance(err.value, TopoError)  # one error family
     trainer.on_train_epoch_end([{"loss": np.array(1.0)}, {"loss": np.array(math.nan)}])
     assert trainer.logger.get_value("skipped_steps", 0) == 4
     assert trainer.logger.get_value("train_losses", 0) == pytest.approx(1.0)  # skipped steps are left out
@@ -226,8 +228,9 @@ def test_binary_dataset_required(tmp_path, monkeypatch) -> None:
     import trainer_fixtures
 
     monkeypatch.setitem(trainer_fixtures.DATASET_JSON, "labels", {"background": 0, "a": 1, "b": 2})
-    with pytest.raises(RuntimeError, match="needs a binary dataset"):
+    with pytest.raises(RuntimeError, match="needs a binary dataset") as err:
         make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup)
+    assert isinstance(err.value, TopoError)
 
 
 def test_amp_overflow_skips_the_step_and_lowers_the_scale(tmp_path, monkeypatch) -> None:

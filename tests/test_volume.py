@@ -418,7 +418,7 @@ def test_settings_differences_name_the_changed_file_and_ignore_pyramid() -> None
 def test_deterministic_switch() -> None:
     import torch
 
-    from nnunetv2_topo.scroll.prediction import set_deterministic
+    from nnunetv2_topo.scroll.loaded_models import set_deterministic
 
     before = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     try:

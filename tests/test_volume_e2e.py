@@ -251,7 +251,7 @@ def test_worker_with_two_threads_and_two_folds_equals_one_process(setup, tmp_pat
 
     from nnunetv2_topo.inference.models import check_model_folders
     from nnunetv2_topo.inference.predict import load_models
-    from nnunetv2_topo.scroll import open_source, predict_scroll
+    from nnunetv2_topo.scroll import ScrollOptions, open_source, predict_scroll
 
     tall = str(tmp_path / "tall.zarr")  # 6 slabs / 4 blocks of chunks: units overlap on the two threads
     image = np.concatenate([setup["image"][3:, :40], setup["image"][3:, :40], setup["image"][3:9, :40]])
@@ -261,15 +261,13 @@ def test_worker_with_two_threads_and_two_folds_equals_one_process(setup, tmp_pat
     models = load_models(folders, [1.0], torch.device("cpu"), progress=False)
     outputs = [str(tmp_path / "one.zarr"), str(tmp_path / "threads.zarr")]
     kwargs = {"probabilities": True, "progress": False}
-    predict_scroll(open_source(tall), models, folders, [1.0], "cpu", "none", "logit", None, outputs[0], 16, **kwargs)
+    options = [ScrollOptions(folders, [1.0], "cpu", "none", "logit", None, out, 16, **kwargs) for out in outputs]
+    predict_scroll(open_source(tall), models, options[0])
     with (
         LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster,
         Client(cluster) as client,
     ):
-        report = predict_scroll(
-            open_source(tall), models, folders, [1.0], "cpu", "none", "logit", None, outputs[1], 16, client=client,
-            **kwargs,
-        )  # fmt: skip
+        report = predict_scroll(open_source(tall), models, options[1], client=client)
     assert report.complete and len(report.stats) >= 2  # units ran on both threads
     one, threads = (zarr.open_group(o, mode="r")["probabilities/0"][:] for o in outputs)
     np.testing.assert_array_equal(threads, one)

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.wait_seconds < 0:
         raise CLIError(f"--wait-seconds must be >= 0, got {args.wait_seconds}")
-    from nnunetv2_topo.scroll import ClusterError, close_client, parse_dask, start_client
+    from nnunetv2_topo.scroll import close_client, parse_dask, start_client
     from nnunetv2_topo.scroll.finalize import finalize_volume
 
     url = str(args.output)
@@ -54,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
         if args.dask is not None:
             client = start_client(parse_dask(args.dask))
         report = finalize_volume(url, client, progress=not args.quiet, wait_s=args.wait_seconds)
-    except ClusterError as exc:
-        raise CLIError(str(exc)) from exc
     finally:
         if client is not None:
             close_client(client, args.dask)

@@ -168,8 +168,8 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
     """Predict the volume into --output (on the Dask cluster of --dask, or here); the run's report."""
     import torch
 
-    from nnunetv2_topo.scroll import ClusterError, ScrollInputError, ScrollModelError, close_client, start_client
-    from nnunetv2_topo.scroll.prediction import predict_scroll
+    from nnunetv2_topo.scroll import close_client, start_client
+    from nnunetv2_topo.scroll.prediction import ScrollOptions, predict_scroll
 
     use_topo_trainers()
     # with --dask the workers predict: this process loads the models on the CPU for the checks only
@@ -179,9 +179,7 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
     try:
         if plan.target is not None:
             client = start_client(plan.target, device=device.type)
-        return predict_scroll(
-            plan.source,
-            models,
+        options = ScrollOptions(
             plan.folders,
             plan.weights,
             device.type,
@@ -193,7 +191,6 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
             pyramid=args.pyramid,
             probabilities=args.probabilities,
             skip_empty=not args.no_skip_empty,
-            client=client,
             num_parts=args.num_parts,
             part_id=args.part_id,
             cache_mb=args.cache_mb,
@@ -201,12 +198,10 @@ def _predict(args: argparse.Namespace, plan: _Plan, device):
             progress=not args.quiet,
             mask=plan.mask,
             deterministic=args.deterministic,
-            intensity_check=plan.intensity_check,
             overwrite=getattr(args, "overwrite", False),
             zarr_format=args.zarr_format,
         )
-    except (ScrollModelError, ScrollInputError, ClusterError) as exc:  # plain ValueErrors: one line each
-        raise CLIError(str(exc)) from exc
+        return predict_scroll(plan.source, models, options, client=client, intensity_check=plan.intensity_check)
     finally:
         if client is not None:
             close_client(client, args.dask)

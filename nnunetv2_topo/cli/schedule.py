@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> _Setup:
     """The flags, the outputs, the log and the configuration: every refusal before the replay."""
-    from nnunetv2_topo.scheduling.training_log import TrainingLogError, read_training_logs
+    from nnunetv2_topo.scheduling.training_log import read_training_logs
     from nnunetv2_topo.trainers.config import check_consistency
 
     if args.num_epochs is not None and args.num_epochs < 1:
@@ -167,10 +167,7 @@ def _check(args: argparse.Namespace) -> _Setup:
     for flag, path in (("--json", args.json), ("--plot", args.plot)):
         if path:
             check_output_file(path, args.overwrite, flag)
-    try:
-        log = read_training_logs(args.log)
-    except TrainingLogError as exc:  # a plain ValueError: one line
-        raise CLIError(str(exc)) from None
+    log = read_training_logs(args.log)  # a TrainingLogError (a TopoError) is one line from main()
     config, restarts, title = _configurations(args, log)
     last = restarts[-1][1] if restarts else config
     if args.num_epochs is not None:

@@ -37,6 +37,14 @@ class EvaluationError(TopoError, ValueError):
     """The folders cannot be evaluated (missing pairs, empty folder, unreadable or mismatched volumes)."""
 
 
+class EngineWorkerDiedError(TopoError, RuntimeError):
+    """A Betti-matching worker process died while scoring (most likely out of memory)."""
+
+
+class NoPredictionsError(TopoError, FileNotFoundError):
+    """A prediction folder without predicted volumes."""
+
+
 def _list_volumes(folder: Path, role: str) -> dict[str, Path]:
     return index_volumes(folder, role, EvaluationError, required=True)
 
@@ -133,7 +141,7 @@ def _finish(cid: str, pending: PendingScore, fallback: dict[str, int], diagnose:
             diagnose(cid, result, masks[0], masks[1], pending.tile_counts())
         return result
     except BrokenProcessPool as exc:
-        raise RuntimeError(
+        raise EngineWorkerDiedError(
             f"case '{cid}': a Betti-matching worker died (most likely out of memory: one 160³ tile needs ~4.6 GB); "
             "run with fewer processes (-np)"
         ) from exc
@@ -215,7 +223,7 @@ def postprocess_folder(
 
     preds = index_volumes(pred_dir, "prediction")
     if not preds:
-        raise FileNotFoundError(f"no predicted volumes (.tif, .tiff, .nii, .nii.gz) in {pred_dir}")
+        raise NoPredictionsError(f"no predicted volumes (.tif, .tiff, .nii, .nii.gz) in {pred_dir}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []

@@ -17,7 +17,7 @@ import nnunetv2_topo
 from nnunetv2_topo.io import staged_directory
 from nnunetv2_topo.kaggle.files import MANIFEST, check_kaggle_id, write_kaggle_files
 from nnunetv2_topo.kaggle.models import SlimModel, checked_folders, copy_models
-from nnunetv2_topo.kaggle.provided import DEFAULT_PROVIDED, BundleError, read_provided
+from nnunetv2_topo.kaggle.provided import DEFAULT_PROVIDED, BundleError, Provided, read_provided
 from nnunetv2_topo.kaggle.wheels import PROJECT, Target, build_project_wheel, check_offline, download, resolve
 
 __all__ = ["BundleReport", "BundleRequest", "build_bundle"]
@@ -113,9 +113,46 @@ def _check_output(output: Path, overwrite: bool) -> None:
 
 def build_bundle(req: BundleRequest, progress: Callable[[str], None] = _say) -> BundleReport:
     """Check everything, then build the bundle in a hidden sibling of ``req.output`` and rename it into place."""
+    checked = _check_request(req, progress)
+    report = BundleReport(req.output)
+    with staged_directory(req.output) as staging:
+        work = staging / ".work"
+        work.mkdir()
+        progress(f"[2/5] slim model copies in {req.output}/models")
+        report.models = copy_models(checked.folders, staging, progress)
+        if req.config is not None:
+            shutil.copy2(req.config, staging / "postprocess.json")
+        _stage_wheels(req, checked, staging / "wheels", work, report, progress)
+
+        progress("[5/5] submit.py, notebook, metadata")
+        shutil.rmtree(work)
+        shutil.copy2(checked.provided.path, staging / "kaggle-provided.txt")
+        shutil.copy2(_submit_script(), staging / "submit.py")
+        manifest = _manifest(req, report, checked.target)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        report.total_bytes = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+        summary = (
+            f"{len(report.models)} model(s), {len(report.wheels)} wheels for {checked.target}, "
+            f"{report.total_bytes / 1e6:.0f} MB in all; built {manifest['created']}."
+        )
+        write_kaggle_files(staging, checked.owner, checked.slug, summary)
+        report.total_bytes = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
+    return report
+
+
+@dataclass(frozen=True)
+class _Checked:
+    target: Target
+    owner: str
+    slug: str
+    provided: Provided
+    folders: list
+
+
+def _check_request(req: BundleRequest, progress: Callable[[str], None]) -> _Checked:
+    """Step 1, the checks that need no network: every bad input fails here, before any download."""
     from nnunetv2_topo.inference.predict import TTA_MODES  # scipy/scikit-image (post-processing): not at import
 
-    # 1. checks that need no network: every bad input fails here, before any download
     target = Target(req.python, req.platform)
     owner, slug = check_kaggle_id(req.kaggle_id)
     if req.tta not in TTA_MODES:
@@ -132,64 +169,50 @@ def build_bundle(req: BundleRequest, progress: Callable[[str], None] = _say) -> 
         weights = pf.fusion.weights or (1.0,) * len(folders)
         for f, w in zip(folders, weights, strict=True):
             progress(f"  fusion weight {w:g} -> {f.path}")
+    return _Checked(target, owner, slug, provided, folders)
 
-    report = BundleReport(req.output)
-    with staged_directory(req.output) as staging:
-        work = staging / ".work"
-        work.mkdir()
-        progress(f"[2/5] slim model copies in {req.output}/models")
-        report.models = copy_models(folders, staging, progress)
-        if req.config is not None:
-            shutil.copy2(req.config, staging / "postprocess.json")
 
-        progress(
-            f"[3/5] resolving the wheels for {target} against {provided.path.name} ({len(provided.versions)} packages)"
-        )
-        wheels = staging / "wheels"
-        wheels.mkdir()
-        own = build_project_wheel(wheels, work, progress)
-        items, replaced = resolve(own, target, provided, wheels, list(req.find_links), work, progress)
-        report.replaced = replaced
-        download([i for i in items if not i.provided], wheels, target, progress)
+def _stage_wheels(
+    req: BundleRequest, checked: _Checked, wheels: Path, work: Path, report: BundleReport, progress
+) -> None:
+    """Steps 3 and 4: the wheels for the target, then the offline install check (unused wheels removed)."""
+    target, provided = checked.target, checked.provided
+    progress(
+        f"[3/5] resolving the wheels for {target} against {provided.path.name} ({len(provided.versions)} packages)"
+    )
+    wheels.mkdir()
+    own = build_project_wheel(wheels, work, progress)
+    items, replaced = resolve(own, target, provided, wheels, list(req.find_links), work, progress)
+    report.replaced = replaced
+    download([i for i in items if not i.provided], wheels, target, progress)
 
-        progress(f"[4/5] offline check: pip install --dry-run --no-index --find-links wheels {PROJECT} (image stubbed)")
-        resolved, unused = check_offline(wheels, target, provided, work)
-        for name in unused:
-            (wheels / name).unlink()
-            progress(f"  removed {name}: the offline install does not use it")
-        report.from_image = sum(1 for r in resolved if r.provided)
-        report.wheels = {w.name: w.stat().st_size for w in sorted(wheels.glob("*.whl"))}
-        progress(f"  resolves offline: {len(report.wheels)} wheel(s) + {report.from_image} package(s) of the image")
+    progress(f"[4/5] offline check: pip install --dry-run --no-index --find-links wheels {PROJECT} (image stubbed)")
+    resolved, unused = check_offline(wheels, target, provided, work)
+    for name in unused:
+        (wheels / name).unlink()
+        progress(f"  removed {name}: the offline install does not use it")
+    report.from_image = sum(1 for r in resolved if r.provided)
+    report.wheels = {w.name: w.stat().st_size for w in sorted(wheels.glob("*.whl"))}
+    progress(f"  resolves offline: {len(report.wheels)} wheel(s) + {report.from_image} package(s) of the image")
 
-        progress("[5/5] submit.py, notebook, metadata")
-        shutil.rmtree(work)
-        shutil.copy2(provided.path, staging / "kaggle-provided.txt")
-        shutil.copy2(_submit_script(), staging / "submit.py")
-        manifest = {
-            "format": 1,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "project": PROJECT,
-            "project_version": _version(),
-            "models": [
-                {"path": m.relpath, "source": str(m.source.resolve()), "folds": list(m.folds)} for m in report.models
-            ],
-            "folds": list(req.folds) if req.folds else None,
-            "checkpoint": req.checkpoint,
-            "config": "postprocess.json" if req.config is not None else None,
-            "tta": req.tta,
-            "python": target.python,
-            "platform": target.platform,
-            "wheels": sorted(report.wheels),
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        report.total_bytes = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
-        summary = (
-            f"{len(report.models)} model(s), {len(report.wheels)} wheels for {target}, "
-            f"{report.total_bytes / 1e6:.0f} MB in all; built {manifest['created']}."
-        )
-        write_kaggle_files(staging, owner, slug, summary)
-        report.total_bytes = sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
-    return report
+
+def _manifest(req: BundleRequest, report: BundleReport, target: Target) -> dict:
+    return {
+        "format": 1,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "project": PROJECT,
+        "project_version": _version(),
+        "models": [
+            {"path": m.relpath, "source": str(m.source.resolve()), "folds": list(m.folds)} for m in report.models
+        ],
+        "folds": list(req.folds) if req.folds else None,
+        "checkpoint": req.checkpoint,
+        "config": "postprocess.json" if req.config is not None else None,
+        "tta": req.tta,
+        "python": target.python,
+        "platform": target.platform,
+        "wheels": sorted(report.wheels),
+    }
 
 
 def _submit_script() -> Path:

@@ -172,90 +172,139 @@ def find_errors(
     ``(3, 3)`` counts in :func:`~nnunetv2_topo.metrics.topo_score.tile_slices` order; ``result``: the case's score
     (:func:`~nnunetv2_topo.metrics.score_fields.score_result`).
     """
+    pred, gt = _checked_masks(pred_fg, gt_fg, dust_size)
+    m = _match_components(pred, gt, dust_size)
+    codes = _error_codes(m)
+    listed = _listed_errors(m)
+    marked = {
+        "p": _marked_stats(codes, m.lp, ("merge", "false_positive", "dust")),
+        "g": _marked_stats(codes, m.lg, ("split", "missed")),
+    }
+    voi_bits = _voi_bits(listed, m.ci, m.cj, m.cn, m.on, m.size_p, m.on_gt, m.covered, m.n_union)
+    topo = _topo_claims(listed, (pred, m.lp, m.n_p, m.stats_p), (gt, m.lg, m.n_g, m.stats_g), tile_counts, result)
+    sd = _surface_claims(listed, pred, gt, m.lp, m.lg, codes, tau)
+    errors = [
+        _error_row(kind, comps, sheets, marked[key][label], voi_bits[e], topo["tiles"][e], sd["area"][e])
+        for e, (kind, comps, sheets, key, label) in enumerate(listed)
+    ]
+    costs = _costs(errors, topo, sd, result)
+    costs["boundary"]["voxels"] = int(np.count_nonzero(codes >= ERROR_CODES["extra"]))
+    return ErrorReport(codes, errors, costs)
+
+
+def _checked_masks(pred_fg: np.ndarray, gt_fg: np.ndarray, dust_size: int) -> tuple[np.ndarray, np.ndarray]:
     if dust_size < 1:
         raise ValueError(f"dust_size must be >= 1, got {dust_size}")
     pred = np.ascontiguousarray(pred_fg, dtype=bool)
     gt = np.ascontiguousarray(gt_fg, dtype=bool)
     if pred.shape != gt.shape or pred.ndim != 3:
         raise ValueError(f"find_errors needs two 3-D masks of equal shape, got {pred.shape} and {gt.shape}")
+    return pred, gt
+
+
+@dataclass
+class _Match:
+    """The components of both masks, their contingency table and the components of each error kind."""
+
+    pred: np.ndarray
+    gt: np.ndarray
+    lp: np.ndarray
+    n_p: int
+    lg: np.ndarray
+    n_g: int
+    n_union: int
+    ci: np.ndarray
+    cj: np.ndarray
+    cn: np.ndarray
+    on: np.ndarray
+    size_p: np.ndarray
+    on_gt: np.ndarray  # m_i
+    covered: np.ndarray  # c_j
+    stats_p: dict | None
+    stats_g: dict | None
+    merges: np.ndarray
+    splits: np.ndarray
+    missed: np.ndarray
+    dust: np.ndarray
+    false_pos: np.ndarray
+
+
+def _match_components(pred: np.ndarray, gt: np.ndarray, dust_size: int) -> _Match:
     lp, n_p = _label(pred)
     lg, n_g = _label(gt)
     union = pred | gt
-    pred_only, gt_only = pred & ~gt, gt & ~pred
     n_union = int(np.count_nonzero(union))
     ci, cj, cn = _contingency(lp, lg, union, n_g)
     on = (ci > 0) & (cj > 0)
     size_p = np.bincount(ci, cn, minlength=n_p + 1)
-    on_gt = np.bincount(ci[on], cn[on], minlength=n_p + 1)  # m_i
+    on_gt = np.bincount(ci[on], cn[on], minlength=n_p + 1)
     sheets_met = np.bincount(ci[on], minlength=n_p + 1)
-    covered = np.bincount(cj[on], cn[on], minlength=n_g + 1)  # c_j
+    covered = np.bincount(cj[on], cn[on], minlength=n_g + 1)
     comps_met = np.bincount(cj[on], minlength=n_g + 1)
-    stats_p = cc3d.statistics(lp) if n_p else None
-    stats_g = cc3d.statistics(lg) if n_g else None
-
-    merges = np.flatnonzero(sheets_met >= 2)
-    splits = np.flatnonzero(comps_met >= 2)
-    missed = np.flatnonzero(covered[1:] == 0) + 1
     lonely = np.flatnonzero(on_gt[1:] == 0) + 1
-    dust = lonely[size_p[lonely] < dust_size]
-    false_pos = lonely[size_p[lonely] >= dust_size]
+    return _Match(
+        pred, gt, lp, n_p, lg, n_g, n_union, ci, cj, cn, on, size_p, on_gt, covered,
+        stats_p=cc3d.statistics(lp) if n_p else None,
+        stats_g=cc3d.statistics(lg) if n_g else None,
+        merges=np.flatnonzero(sheets_met >= 2),
+        splits=np.flatnonzero(comps_met >= 2),
+        missed=np.flatnonzero(covered[1:] == 0) + 1,
+        dust=lonely[size_p[lonely] < dust_size],
+        false_pos=lonely[size_p[lonely] >= dust_size],
+    )  # fmt: skip
 
-    codes = np.zeros(pred.shape, np.uint8)
+
+def _error_codes(m: _Match) -> np.ndarray:
+    """The error code of every voxel (``ERROR_CODES``; a later rule overwrites an earlier one)."""
+    pred_only, gt_only = m.pred & ~m.gt, m.gt & ~m.pred
+    codes = np.zeros(m.pred.shape, np.uint8)
     codes[pred_only] = ERROR_CODES["extra"]
     codes[gt_only] = ERROR_CODES["missing"]
-    lut = np.zeros(n_p + 1, np.uint8)
-    lut[false_pos], lut[dust] = ERROR_CODES["false_positive"], ERROR_CODES["dust"]
-    mark = lut[lp]
+    lut = np.zeros(m.n_p + 1, np.uint8)
+    lut[m.false_pos], lut[m.dust] = ERROR_CODES["false_positive"], ERROR_CODES["dust"]
+    mark = lut[m.lp]
     codes = np.where(mark > 0, mark, codes)
-    lut = np.zeros(n_g + 1, np.uint8)
-    lut[missed] = ERROR_CODES["missed"]
-    mark = lut[lg]
+    lut = np.zeros(m.n_g + 1, np.uint8)
+    lut[m.missed] = ERROR_CODES["missed"]
+    mark = lut[m.lg]
     codes = np.where(mark > 0, mark, codes)
-    pieces, bridge = _bridges(pred_only, lp, n_p, lg, merges, stats_p)
+    del mark
+    pieces, bridge = _bridges(pred_only, m.lp, m.n_p, m.lg, m.merges, m.stats_p)
     codes[bridge[pieces]] = ERROR_CODES["merge"]
     del pieces
-    pieces, gap = _bridges(gt_only, lg, n_g, lp, splits, stats_g)
+    pieces, gap = _bridges(gt_only, m.lg, m.n_g, m.lp, m.splits, m.stats_g)
     codes[gap[pieces]] = ERROR_CODES["split"]
-    del pieces, mark
+    return codes
 
-    # the listed errors: (kind, pred components A, sheets B, marked voxels keyed by a pred (p) or gt (g) label)
-    sheets_of = {int(i): cj[on & (ci == i)] for i in merges}
-    comps_of = {int(j): ci[on & (cj == j)] for j in splits}
-    listed = [("merge", np.array([i]), sheets_of[int(i)], "p", int(i)) for i in merges]
-    listed += [("split", comps_of[int(j)], np.array([j]), "g", int(j)) for j in splits]
-    listed += [("missed", np.zeros(0, np.int64), np.array([j]), "g", int(j)) for j in missed]
-    listed += [("false_positive", np.array([i]), np.zeros(0, np.int64), "p", int(i)) for i in false_pos]
-    listed += [("dust", np.array([i]), np.zeros(0, np.int64), "p", int(i)) for i in dust]
 
-    marked = {
-        "p": _marked_stats(codes, lp, ("merge", "false_positive", "dust")),
-        "g": _marked_stats(codes, lg, ("split", "missed")),
+def _listed_errors(m: _Match) -> list[tuple]:
+    """The listed errors: (kind, pred components A, sheets B, marked voxels keyed by a pred (p) or gt (g) label)."""
+    ci, cj, on = m.ci, m.cj, m.on
+    sheets_of = {int(i): cj[on & (ci == i)] for i in m.merges}
+    comps_of = {int(j): ci[on & (cj == j)] for j in m.splits}
+    none = np.zeros(0, np.int64)
+    listed = [("merge", np.array([i]), sheets_of[int(i)], "p", int(i)) for i in m.merges]
+    listed += [("split", comps_of[int(j)], np.array([j]), "g", int(j)) for j in m.splits]
+    listed += [("missed", none, np.array([j]), "g", int(j)) for j in m.missed]
+    listed += [("false_positive", np.array([i]), none, "p", int(i)) for i in m.false_pos]
+    listed += [("dust", np.array([i]), none, "p", int(i)) for i in m.dust]
+    return listed
+
+
+def _error_row(kind: str, comps, sheets, marked: tuple, bits: tuple, tiles, area) -> dict:
+    voxels, (low, high), centre = marked
+    return {
+        "kind": kind,
+        "voxels": voxels,
+        "bbox": [low.tolist(), high.tolist()],
+        "centroid": [round(float(c), 2) for c in centre],
+        "pred_components": [int(i) for i in comps],
+        "gt_sheets": [int(j) for j in sheets],
+        "voi_bits": {"split": bits[0], "merge": bits[1]},
+        "tiles": tiles,
+        "surface_area": area,
+        "cost": {},
     }
-
-    voi_bits = _voi_bits(listed, ci, cj, cn, on, size_p, on_gt, covered, n_union)
-    topo = _topo_claims(listed, (pred, lp, n_p, stats_p), (gt, lg, n_g, stats_g), tile_counts, result)
-    sd = _surface_claims(listed, pred, gt, lp, lg, codes, tau)
-    errors = []
-    for e, (kind, comps, sheets, key, label) in enumerate(listed):
-        voxels, (low, high), centre = marked[key][label]
-        bits = voi_bits[e]
-        errors.append(
-            {
-                "kind": kind,
-                "voxels": voxels,
-                "bbox": [low.tolist(), high.tolist()],
-                "centroid": [round(float(c), 2) for c in centre],
-                "pred_components": [int(i) for i in comps],
-                "gt_sheets": [int(j) for j in sheets],
-                "voi_bits": {"split": bits[0], "merge": bits[1]},
-                "tiles": topo["tiles"][e],
-                "surface_area": sd["area"][e],
-                "cost": {},
-            }
-        )
-    costs = _costs(errors, topo, sd, result)
-    costs["boundary"]["voxels"] = int(np.count_nonzero(codes >= ERROR_CODES["extra"]))
-    return ErrorReport(codes, errors, costs)
 
 
 def _voi_bits(listed, ci, cj, cn, on, size_p, on_gt, covered, n_union) -> list[tuple[float, float]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from nnunetv2_topo.io import atomic_write_text
 from nnunetv2_topo.postprocessing.fusion import FUSION_MODES, check_fusion_weights
-from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+from nnunetv2_topo.postprocessing.steps import PostprocessConfig, PostprocessConfigError
 
 POSTPROCESS_FILE_VERSION = 1
 _TOP_KEYS = ("version", "fusion", "steps", "measured")
@@ -43,15 +43,15 @@ class FusionSpec:
 
     def __post_init__(self) -> None:
         if self.mode not in FUSION_MODES:
-            raise ValueError(f"mode must be one of {', '.join(FUSION_MODES)}, got {self.mode!r}")
+            raise PostprocessConfigError(f"mode must be one of {', '.join(FUSION_MODES)}, got {self.mode!r}")
         if not isinstance(self.inputs, (list, tuple)) or not all(isinstance(i, str) for i in self.inputs):
-            raise ValueError(f"inputs must be a list of paths (strings), got {self.inputs!r}")
+            raise PostprocessConfigError(f"inputs must be a list of paths (strings), got {self.inputs!r}")
         object.__setattr__(self, "inputs", tuple(self.inputs))
         if self.weights is not None:
             if not isinstance(self.weights, (list, tuple)) or not all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.weights
             ):
-                raise ValueError(f"weights must be null or a list of numbers, got {self.weights!r}")
+                raise PostprocessConfigError(f"weights must be null or a list of numbers, got {self.weights!r}")
             n = len(self.inputs) or len(self.weights)
             object.__setattr__(self, "weights", check_fusion_weights(self.weights, n))
         if self.checkpoints is not None:
@@ -76,13 +76,15 @@ class FusionSpec:
 def check_checkpoint_names(names: Any, n_inputs: int) -> tuple[str | None, ...]:
     """``names`` as a tuple: one per input (``n_inputs``; 0 = any count), each null or ``checkpoint_<name>.pth``."""
     if not isinstance(names, (list, tuple)):
-        raise ValueError(f"checkpoints must be null or a list (one entry per input), got {names!r}")
+        raise PostprocessConfigError(f"checkpoints must be null or a list (one entry per input), got {names!r}")
     if n_inputs and len(names) != n_inputs:
-        raise ValueError(f"{len(names)} checkpoint(s) for {n_inputs} input(s); give one per input, in order")
+        raise PostprocessConfigError(
+            f"{len(names)} checkpoint(s) for {n_inputs} input(s); give one per input, in order"
+        )
     for name in names:
         ok = isinstance(name, str) and name.startswith(CHECKPOINT_PREFIX) and name.endswith(CHECKPOINT_SUFFIX)
         if name is not None and not (ok and len(name) > len(CHECKPOINT_PREFIX + CHECKPOINT_SUFFIX) and "/" not in name):
-            raise ValueError(
+            raise PostprocessConfigError(
                 f"checkpoint {name!r} is not a checkpoint file name: expected null or checkpoint_<name>.pth "
                 "(e.g. checkpoint_final.pth, checkpoint_best_score.pth)"
             )
@@ -108,7 +110,7 @@ class PostprocessFile:
 
 def _finite_json(value: Any, where: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where} holds {value}; JSON needs finite numbers (use null)")
+        raise PostprocessConfigError(f"{where} holds {value}; JSON needs finite numbers (use null)")
     if isinstance(value, dict):
         for k, v in value.items():
             _finite_json(v, f"{where}.{k}")
@@ -120,23 +122,27 @@ def _finite_json(value: Any, where: str) -> None:
 def parse_postprocess_dict(d: Any, source: str = "postprocess file") -> PostprocessFile:
     """A :class:`PostprocessFile` from parsed JSON; errors name ``source`` and the key."""
     if not isinstance(d, dict):
-        raise ValueError(f"{source}: expected a JSON object at the top, got {type(d).__name__}")
+        raise PostprocessConfigError(f"{source}: expected a JSON object at the top, got {type(d).__name__}")
     unknown = sorted(set(d) - set(_TOP_KEYS))
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(_TOP_KEYS)}")
+        raise PostprocessConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(_TOP_KEYS)}"
+        )
     if "version" not in d:
-        raise ValueError(f"{source}: missing key 'version' (this release writes {POSTPROCESS_FILE_VERSION})")
+        raise PostprocessConfigError(
+            f"{source}: missing key 'version' (this release writes {POSTPROCESS_FILE_VERSION})"
+        )
     if d["version"] != POSTPROCESS_FILE_VERSION or isinstance(d["version"], bool):
-        raise ValueError(
+        raise PostprocessConfigError(
             f"{source}: key 'version' is {d['version']!r}; this release reads version {POSTPROCESS_FILE_VERSION}"
             " only: run tune again to write a current file"
         )
     fusion = d.get("fusion", {})
     if not isinstance(fusion, dict):
-        raise ValueError(f"{source}: key 'fusion' must be a JSON object, got {type(fusion).__name__}")
+        raise PostprocessConfigError(f"{source}: key 'fusion' must be a JSON object, got {type(fusion).__name__}")
     unknown = sorted(set(fusion) - set(_FUSION_KEYS))
     if unknown:
-        raise ValueError(
+        raise PostprocessConfigError(
             f"{source}: unknown key(s) fusion.{', fusion.'.join(unknown)}; known: {', '.join(_FUSION_KEYS)}"
         )
     try:
@@ -147,14 +153,14 @@ def parse_postprocess_dict(d: Any, source: str = "postprocess file") -> Postproc
             checkpoints=fusion.get("checkpoints"),
         )
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{source}: key 'fusion': {exc}") from None
+        raise PostprocessConfigError(f"{source}: key 'fusion': {exc}") from None
     try:
         steps = PostprocessConfig.from_dict(d.get("steps", {}))
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{source}: key 'steps': {exc}") from None
+        raise PostprocessConfigError(f"{source}: key 'steps': {exc}") from None
     measured = d.get("measured", {})
     if not isinstance(measured, dict):
-        raise ValueError(f"{source}: key 'measured' must be a JSON object, got {type(measured).__name__}")
+        raise PostprocessConfigError(f"{source}: key 'measured' must be a JSON object, got {type(measured).__name__}")
     return PostprocessFile(fusion=spec, steps=steps, measured=measured)
 
 
@@ -162,11 +168,11 @@ def load_postprocess_file(path: str | os.PathLike) -> PostprocessFile:
     """Read and validate a ``postprocess.json``."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such post-processing file; write one with nnunetv2_topo tune")
+        raise PostprocessConfigError(f"{path}: no such post-processing file; write one with nnunetv2_topo tune")
     try:
         d = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        raise PostprocessConfigError(f"{path}: not valid JSON ({exc})") from None
     return parse_postprocess_dict(d, str(path))
 
 

@@ -13,10 +13,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
+
+
+class FusionError(TopoError, ValueError):
+    """Fusion weights or maps that cannot be fused (the message names the value and the fix)."""
+
+
 __all__ = [
     "FUSION_MODES",
     "LOGIT_CLAMP",
     "Fusion",
+    "FusionError",
     "check_fusion_weights",
     "logit_to_probability",
     "probability_to_logit",
@@ -43,20 +51,20 @@ def logit_to_probability(logit: np.ndarray) -> np.ndarray:
 def check_fusion_weights(weights: Sequence[float] | None, n: int) -> tuple[float, ...]:
     """Weights for ``n`` inputs: ``None`` -> equal weights; else exactly ``n`` finite weights >= 0, positive sum."""
     if n < 1:
-        raise ValueError(f"fusion needs at least one input, got {n}")
+        raise FusionError(f"fusion needs at least one input, got {n}")
     if weights is None:
         return (1.0,) * n
     try:
         values = tuple(float(w) for w in weights)
     except (TypeError, ValueError):
-        raise ValueError(f"fusion weights must be numbers, got {list(weights)!r}") from None
+        raise FusionError(f"fusion weights must be numbers, got {list(weights)!r}") from None
     if len(values) != n:
-        raise ValueError(f"{len(values)} fusion weight(s) given for {n} input(s); give one weight per input, in order")
+        raise FusionError(f"{len(values)} fusion weight(s) given for {n} input(s); give one weight per input, in order")
     bad = [w for w in values if not math.isfinite(w) or w < 0]
     if bad:
-        raise ValueError(f"fusion weights must be finite and >= 0, got {bad[0]}")
+        raise FusionError(f"fusion weights must be finite and >= 0, got {bad[0]}")
     if sum(values) <= 0:
-        raise ValueError("fusion weights sum to 0; at least one weight must be positive")
+        raise FusionError("fusion weights sum to 0; at least one weight must be positive")
     return values
 
 
@@ -69,7 +77,7 @@ class Fusion:
 
     def __init__(self, mode: str = "logit") -> None:
         if mode not in FUSION_MODES:
-            raise ValueError(f"fusion mode must be one of {', '.join(FUSION_MODES)}, got {mode!r}")
+            raise FusionError(f"fusion mode must be one of {', '.join(FUSION_MODES)}, got {mode!r}")
         self.mode = mode
         self._sum: np.ndarray | None = None
         self._weight = 0.0
@@ -78,14 +86,14 @@ class Fusion:
     def _accumulate(self, volume: np.ndarray, weight: float, convert) -> None:
         volume = np.asarray(volume)
         if volume.ndim != 3:
-            raise ValueError(f"expected a 3-D map (Z, Y, X), got shape {volume.shape}")
+            raise FusionError(f"expected a 3-D map (Z, Y, X), got shape {volume.shape}")
         weight = float(weight)
         if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"fusion weight must be finite and >= 0, got {weight}")
+            raise FusionError(f"fusion weight must be finite and >= 0, got {weight}")
         if self._sum is None:
             self._sum = np.zeros(volume.shape, np.float32)
         elif volume.shape != self._sum.shape:
-            raise ValueError(f"shape {volume.shape} differs from the first map's {self._sum.shape}")
+            raise FusionError(f"shape {volume.shape} differs from the first map's {self._sum.shape}")
         for z in range(volume.shape[0]):
             self._sum[z] += np.float32(weight) * convert(volume[z])
         self._weight += weight
@@ -107,9 +115,9 @@ class Fusion:
     def probability(self) -> np.ndarray:
         """The fused foreground probability, float32 (Z, Y, X)."""
         if self._sum is None:
-            raise ValueError("nothing to fuse: add at least one map first")
+            raise FusionError("nothing to fuse: add at least one map first")
         if self._weight <= 0:
-            raise ValueError("fusion weights sum to 0; at least one weight must be positive")
+            raise FusionError("fusion weights sum to 0; at least one weight must be positive")
         out = np.empty_like(self._sum)
         for z in range(out.shape[0]):
             mean = self._sum[z] / np.float32(self._weight)

@@ -24,10 +24,16 @@ from typing import Any
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.postprocessing.closing import separated_closing
 from nnunetv2_topo.postprocessing.components import binarize, fill_cavities, hysteresis, remove_small_components
 from nnunetv2_topo.postprocessing.height_map import patch_holes
 from nnunetv2_topo.postprocessing.plugging import plug_holes_lut, plug_pinholes
+
+
+class PostprocessConfigError(TopoError, ValueError):
+    """A post-processing setting or ``postprocess.json`` that cannot be used (names the key, the value and the fix)."""
+
 
 STEP_ORDER: tuple[str, ...] = ("threshold", "remove_dust", "plug_holes", "patch_holes", "closing", "fill_holes")
 STEP_FIELDS: dict[str, tuple[str, ...]] = {
@@ -74,26 +80,30 @@ class PostprocessConfig:
     def __post_init__(self) -> None:
         t = self.threshold
         if isinstance(t, bool) or not isinstance(t, (int, float, np.number)) or not 0 <= float(t) < 1:
-            raise ValueError(f"threshold must be a number in [0, 1), got {t!r}")
+            raise PostprocessConfigError(f"threshold must be a number in [0, 1), got {t!r}")
         object.__setattr__(self, "threshold", float(t))
         h = self.hysteresis_high
         if h is not None:
             if isinstance(h, bool) or not isinstance(h, (int, float, np.number)) or not math.isfinite(float(h)):
-                raise ValueError(f"hysteresis_high must be null/None or a number, got {h!r}")
+                raise PostprocessConfigError(f"hysteresis_high must be null/None or a number, got {h!r}")
             if not self.threshold < float(h) < 1:
-                raise ValueError(f"hysteresis_high must lie between threshold ({self.threshold}) and 1, got {h!r}")
+                raise PostprocessConfigError(
+                    f"hysteresis_high must lie between threshold ({self.threshold}) and 1, got {h!r}"
+                )
             object.__setattr__(self, "hysteresis_high", float(h))
         for name in ("min_component_size", "patch_holes"):
             v = getattr(self, name)
             if not _is_int(v) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+                raise PostprocessConfigError(f"{name} must be an integer >= 0, got {v!r}")
             object.__setattr__(self, name, int(v))
         for name in ("plug_holes", "fill_holes"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+                raise PostprocessConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
             object.__setattr__(self, name, bool(getattr(self, name)))
         if self.plug_method not in PLUG_METHODS:
-            raise ValueError(f"plug_method must be one of {', '.join(PLUG_METHODS)}, got {self.plug_method!r}")
+            raise PostprocessConfigError(
+                f"plug_method must be one of {', '.join(PLUG_METHODS)}, got {self.plug_method!r}"
+            )
         r = self.closing_radius
         if (
             isinstance(r, (str, bytes))
@@ -101,7 +111,9 @@ class PostprocessConfig:
             or len(r) != 2
             or not all(_is_int(v) and 0 <= v <= MAX_CLOSING_RADIUS for v in r)
         ):
-            raise ValueError(f"closing_radius must be two integers (z, yx) in 0..{MAX_CLOSING_RADIUS}, got {r!r}")
+            raise PostprocessConfigError(
+                f"closing_radius must be two integers (z, yx) in 0..{MAX_CLOSING_RADIUS}, got {r!r}"
+            )
         object.__setattr__(self, "closing_radius", (int(r[0]), int(r[1])))
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,11 +126,13 @@ class PostprocessConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> PostprocessConfig:
         """From a dict such as :meth:`to_dict` gives; missing keys take the defaults, unknown keys are refused."""
         if not isinstance(d, Mapping):
-            raise ValueError(f"post-processing steps must be a JSON object, got {type(d).__name__}")
+            raise PostprocessConfigError(f"post-processing steps must be a JSON object, got {type(d).__name__}")
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ValueError(f"unknown post-processing key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+            raise PostprocessConfigError(
+                f"unknown post-processing key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
+            )
         return cls(**d)
 
 

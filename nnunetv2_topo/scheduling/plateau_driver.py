@@ -25,7 +25,7 @@ import torch
 
 from nnunetv2_topo.scheduling.warmup_plateau import WarmupPlateauScheduler
 
-__all__ = ["PLATEAU_METRICS", "PLATEAU_MODES", "EarlyStop", "PlateauDriver", "final_anneal_epochs", "smoothed"]
+__all__ = ["PLATEAU_METRICS", "PLATEAU_MODES", "PlateauDriver", "final_anneal_epochs", "smoothed"]
 
 PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice", "val_score")
 """Signals the plateau scheduler can follow (the ``plateau_metric`` key)."""
@@ -37,7 +37,7 @@ ROUND_METRICS: frozenset[str] = frozenset({"val_score"})
 """Signals that arrive once per scoring round, not once per epoch."""
 
 
-class EarlyStop(Exception):  # noqa: N818 (a signal, not an error)
+class _EarlyStop(Exception):  # noqa: N818 (a signal, not an error)
     """Raised by the trainer at the end of an epoch after which :meth:`PlateauDriver.should_stop` holds; its
     ``run_training`` ends the run as a finished one (``on_train_end``: ``checkpoint_final.pth``, final validation)."""
 
@@ -155,7 +155,7 @@ class PlateauDriver:
     def should_stop(self) -> bool:
         """With ``early_stop``: True once the LR has sat at ``plateau_min_lr`` for more than ``plateau_patience``
         plateau steps without improvement (:meth:`WarmupPlateauScheduler.should_stop`); identical on every DDP rank
-        (the signal is). The trainer then ends the run after this epoch (:class:`EarlyStop`)."""
+        (the signal is). The trainer then ends the run after this epoch (:class:`_EarlyStop`)."""
         return self.early_stop and self.scheduler.should_stop()
 
     def stop_message(self, epoch: int) -> str:

@@ -25,6 +25,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nnunetv2_topo.errors import TopoError
+
 __all__ = ["TrainingLog", "TrainingLogError", "read_training_logs"]
 
 _EPOCH = re.compile(r":\s*Epoch (\d+)\s*$")
@@ -36,7 +38,7 @@ _CONFIG_LINE = re.compile(r"^  (\w+)\s*: (.*)$")
 _NUMBER = re.compile(r"(?:np\.float\d+\()?\s*(-?(?:nan|inf|\d+(?:\.\d*)?(?:e-?\d+)?))\)?", re.IGNORECASE)
 
 
-class TrainingLogError(ValueError):
+class TrainingLogError(TopoError, ValueError):
     """A training log that cannot be replayed (names the file and what is missing)."""
 
 

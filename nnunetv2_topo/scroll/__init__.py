@@ -2,15 +2,16 @@
 
 from nnunetv2_topo.scroll.blending import ScrollModelError
 from nnunetv2_topo.scroll.cluster import ClusterError, close_client, parse_dask, start_client
-from nnunetv2_topo.scroll.prediction import ScrollReport, predict_scroll
+from nnunetv2_topo.scroll.prediction import ScrollOptions, ScrollReport, predict_scroll
 from nnunetv2_topo.scroll.source import ScrollInputError, looks_like_zarr, open_source, parse_bbox
 from nnunetv2_topo.scroll.writer import ScrollOutputError
 
 __all__ = [
     "ClusterError",
-    "ScrollOutputError",
     "ScrollInputError",
     "ScrollModelError",
+    "ScrollOptions",
+    "ScrollOutputError",
     "ScrollReport",
     "close_client",
     "looks_like_zarr",

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.inference.predict import LoadedModel
 from nnunetv2_topo.postprocessing.fusion import LOGIT_CLAMP, Fusion
 from nnunetv2_topo.scroll.grid import Box, Geometry
@@ -24,7 +25,7 @@ from nnunetv2_topo.scroll.grid import Box, Geometry
 PER_VOXEL_SCHEMES = ("CTNormalization", "NoNormalization", "RGBTo0_1Normalization")
 
 
-class ScrollModelError(ValueError):
+class ScrollModelError(TopoError, ValueError):
     """A model whose plans the volume path cannot reproduce exactly; the message names it and why."""
 
 

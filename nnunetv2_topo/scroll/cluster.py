@@ -20,13 +20,14 @@ import threading
 import time
 from dataclasses import dataclass
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.scroll.grid import Box
 
 _LOADED_MODELS: dict[str, object] = {}
 _MODELS_LOCK = threading.RLock()  # held while the models are loaded or used: one unit at a time per process
 
 
-class ClusterError(ValueError):
+class ClusterError(TopoError, ValueError):
     """A ``--dask`` value that cannot be used; the message names it and the accepted forms."""
 
 
@@ -114,12 +115,21 @@ def close_client(client, spec: str) -> None:
         cluster.close()
 
 
+def use_models(run, loaded: list) -> None:
+    """Predict ``run`` in this process with the models already ``loaded`` (the driver's own, without Dask)."""
+    from nnunetv2_topo.scroll.loaded_models import LoadedModels
+
+    with _MODELS_LOCK:
+        _LOADED_MODELS.clear()
+        _LOADED_MODELS[run.key] = LoadedModels(run, loaded)
+
+
 def loaded_models_for(run) -> object:
-    """This process's :class:`~nnunetv2_topo.scroll.prediction.LoadedModels` for ``run`` (models loaded on first
+    """This process's :class:`~nnunetv2_topo.scroll.loaded_models.LoadedModels` for ``run`` (models loaded on first
     use); call it holding ``_MODELS_LOCK``."""
     models = _LOADED_MODELS.get(run.key)
     if models is None:
-        from nnunetv2_topo.scroll.prediction import LoadedModels
+        from nnunetv2_topo.scroll.loaded_models import LoadedModels
 
         _LOADED_MODELS.clear()  # one run per process at a time: free the previous run's models
         threads = os.environ.get("NNUNETV2_TOPO_TORCH_THREADS")

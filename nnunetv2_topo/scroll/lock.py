@@ -19,12 +19,16 @@ import threading
 import time
 import uuid
 
+from nnunetv2_topo import errors
 from nnunetv2_topo.io import atomic_path
-from nnunetv2_topo.scroll.writer import ScrollOutputError
 
 LOCK = ".nnunetv2_topo.lock"
 TAKEOVER = ".nnunetv2_topo.lock-takeover"
 STALE_ENV = "NNUNETV2_TOPO_LOCK_STALE_S"
+
+
+class ScrollOutputError(errors.OutputError):
+    """The Zarr output of a scroll cannot be used for this run; the message names it, what differs and the fix."""
 
 
 def stale_seconds() -> float:

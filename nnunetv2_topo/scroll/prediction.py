@@ -17,7 +17,6 @@ import json
 import math
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,121 +25,10 @@ import numpy as np
 from nnunetv2_topo.inference.models import ModelFolder
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 from nnunetv2_topo.scroll.grid import Box, chunk_blocks, chunk_boxes, chunk_key, plan_block
+from nnunetv2_topo.scroll.loaded_models import RunSpec
 from nnunetv2_topo.scroll.source import SourceSpec
 
 MANIFEST_VERSION = 2
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a worker needs to predict chunks (picklable)."""
-
-    source: SourceSpec
-    folders: tuple[ModelFolder, ...]
-    weights: tuple[float, ...]
-    device: str
-    tta: str
-    fusion: str
-    crop: Box
-    zscore: tuple[float, float] | None
-    output: str
-    chunk: int
-    threshold: float
-    high: float | None
-    classes: bool
-    probabilities: bool
-    skip_empty: bool
-    cache_bytes: int
-    tile_cache_bytes: int
-    key: str = ""
-    mask: SourceSpec | None = None
-    deterministic: bool = False
-
-
-def set_deterministic(on: bool) -> None:
-    """``--deterministic``: cuDNN picks deterministic kernels and no autotuning (bit-identical tiles on a GPU
-    from run to run and worker to worker; slower). nnU-Net's predictor turns ``cudnn.benchmark`` on."""
-    import torch
-
-    if on:
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-
-
-class LoadedModels:
-    """One process's loaded models, caches and writer for a run (see
-    :func:`nnunetv2_topo.scroll.cluster.loaded_models_for`)."""
-
-    def __init__(self, run: RunSpec, loaded=None) -> None:
-        import torch
-
-        from nnunetv2_topo.inference.models import use_topo_trainers
-        from nnunetv2_topo.inference.predict import load_models
-        from nnunetv2_topo.scroll.blending import ChunkModel, TileCache
-        from nnunetv2_topo.scroll.source import CachedReader
-        from nnunetv2_topo.scroll.writer import ChunkWriter
-
-        self.run = run
-        if loaded is None:
-            use_topo_trainers()
-            loaded = load_models(run.folders, run.weights, torch.device(run.device), progress=False)
-        set_deterministic(run.deterministic)
-        self.models = [ChunkModel(m, run.zscore) for m in loaded]
-        for m in self.models:
-            m.tile_cache = TileCache(run.tile_cache_bytes // len(self.models))
-        self.geometries = [m.geometry(run.source.shape, run.crop) for m in self.models]
-        self.reader = CachedReader(run.source, run.cache_bytes)
-        self.mask = None if run.mask is None else CachedReader(run.mask, run.cache_bytes // 4)
-        self.writer = ChunkWriter(run.output, run.chunk, run.threshold, run.high, run.classes, run.probabilities)
-        self.chunks = self.skipped = 0
-
-    def _tiles(self, g, box: Box) -> list:
-        t_box = g.t_box(box)
-        return [] if t_box is None else g.tiles(t_box)
-
-    def masked_out(self, box: Box) -> bool:
-        return self.mask is not None and not self.mask.read(box).any()
-
-    def begin_unit(self, boxes: Sequence[Box]) -> None:
-        """Tell each model's tile cache which tiles the unit's chunks (in this order) need, and how often."""
-        needed = [b for b in boxes if not self.masked_out(b)]
-        for m, g in zip(self.models, self.geometries, strict=True):
-            m.tile_cache.expect(Counter(t for b in needed for t in self._tiles(g, b)))
-
-    def prefetch(self, box: Box) -> None:
-        """Start reading the input (and mask) of ``box``'s tiles while the current chunk computes."""
-        if self.mask is not None:
-            self.mask.prefetch(box)
-        for g in self.geometries:
-            tiles = self._tiles(g, box)
-            if tiles:
-                self.reader.prefetch(g.image_source(g.region(tiles))[0])
-
-    def process(self, box: Box, next_box: Box | None = None) -> None:
-        from nnunetv2_topo.scroll.blending import fused_chunk_probability
-
-        if next_box is not None:
-            self.prefetch(next_box)
-        r = self.run
-        if self.masked_out(box):
-            p = None
-        else:
-            p = fused_chunk_probability(self.models, self.geometries, box, self.reader, r.tta, r.fusion, r.skip_empty)
-            if p is not None and self.mask is not None:
-                p[self.mask.read(box) == 0] = 0.0
-        self.writer.write(box, p)
-        self.chunks += 1
-        self.skipped += p is None
-
-    def counters(self) -> dict:
-        return {
-            "chunks": self.chunks,
-            "skipped": self.skipped,
-            "bytes_read": self.reader.bytes_read,
-            "tiles_predicted": sum(m.tile_cache.predicted for m in self.models),
-            "tiles_reused": sum(m.tile_cache.reused for m in self.models),
-            "foreground": self.writer.foreground,
-        }
 
 
 def part_units(units: list, num_parts: int, part_id: int) -> list:
@@ -261,26 +149,24 @@ def runtime_identity(device: str) -> dict:
             "nnunetv2": nnunet, "torch": torch.__version__}  # fmt: skip
 
 
-def settings_of(
-    source, folders, weights, fusion, tta, steps, chunk, pyramid, probabilities, skip_empty, device="cpu", mask=None
-) -> dict:
+def settings_of(source: SourceSpec, o: ScrollOptions) -> dict:
     """What an output is made with; a resumed run must match it (``pyramid``, a finishing setting, may differ)."""
     return {
         "version": MANIFEST_VERSION,
         "input": source.to_dict(),
-        "mask": None if mask is None else mask.to_dict(),
+        "mask": None if o.mask is None else o.mask.to_dict(),
         "models": [
             {"files": model_identity(f), "folds": list(f.folds), "checkpoint": f.checkpoint, "weight": w}
-            for f, w in zip(folders, weights, strict=True)
+            for f, w in zip(o.folders, o.weights, strict=True)
         ],
-        "runtime": runtime_identity(device),
-        "fusion": fusion,
-        "tta": tta,
-        "postprocess": None if steps is None else steps.to_dict(),
-        "chunk": chunk,
-        "pyramid": pyramid,
-        "probabilities": probabilities,
-        "skip_empty": skip_empty,
+        "runtime": runtime_identity(o.device),
+        "fusion": o.fusion,
+        "tta": o.tta,
+        "postprocess": None if o.steps is None else o.steps.to_dict(),
+        "chunk": o.chunk,
+        "pyramid": o.pyramid,
+        "probabilities": o.probabilities,
+        "skip_empty": o.skip_empty,
     }
 
 
@@ -317,158 +203,185 @@ def _progress_topic(key: str) -> str:
     return f"nnunetv2_topo-progress-{key[:12]}"
 
 
+@dataclass(frozen=True)
+class ScrollOptions:
+    """What :func:`predict_scroll` is asked for (``predict``'s flags for a Zarr input): the models and how their
+    maps are fused, the output and its layout, this part's share, the caches and the progress bar."""
+
+    folders: Sequence[ModelFolder]
+    weights: Sequence[float]
+    device: str
+    tta: str
+    fusion: str
+    steps: PostprocessConfig | None
+    output: str
+    chunk: int
+    pyramid: int = 0
+    probabilities: bool = False
+    skip_empty: bool = True
+    num_parts: int = 1
+    part_id: int = 0
+    cache_mb: int = 1024
+    tile_cache_mb: int = 2048
+    progress: bool = True
+    mask: SourceSpec | None = None
+    deterministic: bool = False
+    overwrite: bool = False
+    zarr_format: int = 2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folders", tuple(self.folders))
+        object.__setattr__(self, "weights", tuple(self.weights))
+
+
 def predict_scroll(
     source: SourceSpec,
     loaded: list,
-    folders: Sequence[ModelFolder],
-    weights: Sequence[float],
-    device: str,
-    tta: str,
-    fusion: str,
-    steps: PostprocessConfig | None,
-    output: str,
-    chunk: int,
-    pyramid: int = 0,
-    probabilities: bool = False,
-    skip_empty: bool = True,
+    options: ScrollOptions,
     client=None,
-    num_parts: int = 1,
-    part_id: int = 0,
-    cache_mb: int = 1024,
-    tile_cache_mb: int = 2048,
-    progress: bool = True,
-    mask: SourceSpec | None = None,
-    deterministic: bool = False,
     intensity_check: Callable[[float, float], None] | None = None,
-    overwrite: bool = False,
-    zarr_format: int = 2,
 ) -> ScrollReport:
-    """Run (or resume) the prediction of ``source`` into ``output``; see the module doc. ``loaded``: the models as
-    :func:`~nnunetv2_topo.inference.predict.load_models` gives them: checked, and used when ``client`` is None; with
-    a ``client`` the list is emptied once checked (this process keeps no model copy). ``intensity_check(low, high)``
-    is given the region's value range from the scan (it raises to refuse)."""
-    from tqdm import tqdm
-
-    from nnunetv2_topo.scroll.blending import ChunkModel, check_spacing, normalization_of
+    """Run (or resume) the prediction of ``source`` into ``options.output``; see the module doc. ``loaded``: the
+    models as :func:`~nnunetv2_topo.inference.predict.load_models` gives them: checked, and used when ``client`` is
+    None; with a ``client`` the list is emptied once checked (this process keeps no model copy).
+    ``intensity_check(low, high)`` is given the region's value range from the scan (it raises to refuse)."""
+    from nnunetv2_topo.scroll.blending import check_spacing, normalization_of
     from nnunetv2_topo.scroll.finalize import finalize_volume
-    from nnunetv2_topo.scroll.source import scan_volume
-    from nnunetv2_topo.scroll.writer import done_keys, existing_output, physical_frame, prepare_output
+    from nnunetv2_topo.scroll.writer import existing_output, physical_frame
 
+    o = options
     for m in loaded:
         normalization_of(m)
         check_spacing(m, source.spacing)
-    settings = settings_of(
-        source, folders, weights, fusion, tta, steps, chunk, pyramid, probabilities, skip_empty, device, mask
-    )
+    settings = settings_of(source, o)
     report = ScrollReport(voxels=int(np.prod(source.shape)))
     t0 = time.monotonic()
-    output_meta = {"zarr_format": zarr_format, "frame": physical_frame(source)}
+    output_meta = {"zarr_format": o.zarr_format, "frame": physical_frame(source)}
     new = {"settings": settings, "output": output_meta}
-    old = existing_output(output, new, overwrite, num_parts, differences=settings_differences)
+    old = existing_output(o.output, new, o.overwrite, o.num_parts, differences=settings_differences)
+    if old is not None and old.get("complete"):
+        report.finalize = finalize_volume(o.output, progress=False)  # ends a clean-up that a kill cut short
+        report.complete = True
+        report.chunks_total = report.chunks_before = len(chunk_boxes(source.shape, (o.chunk,) * 3))
+        return report
     if old is not None:
-        if old.get("complete"):
-            report.finalize = finalize_volume(output, progress=False)  # ends a clean-up that a kill cut short
-            report.complete = True
-            report.chunks_total = report.chunks_before = len(chunk_boxes(source.shape, (chunk,) * 3))
-            return report
         scan = old["scan"]
         settings["pyramid"] = old["settings"].get("pyramid")  # kept; finalize_volume is given this run's value
     else:
+        from nnunetv2_topo.scroll.source import scan_volume
+
         zscore = any(normalization_of(m)[0] == "ZScoreNormalization" for m in loaded)
-        scan = scan_volume(source, zscore, client, progress)
+        scan = scan_volume(source, zscore, client, o.progress)
         report.stages["scan"] = time.monotonic() - t0
     if intensity_check is not None and scan.get("range"):
         intensity_check(*scan["range"])
-    crop = tuple(tuple(c) for c in scan["crop"])
-    chunk_models = [ChunkModel(m, tuple(scan["zscore"]) if scan["zscore"] else (0.0, 1.0)) for m in loaded]
-    geometries = [cm.geometry(source.shape, crop) for cm in chunk_models]
-    folds = [len(m.predictor.list_of_parameters) for m in loaded]
-    report.grid_tiles = sum(g.n_tiles * f for g, f in zip(geometries, folds, strict=True))
-    itemsize = 2 if device == "cuda" else 4  # a tile prediction: AMP's half precision on CUDA, else float32
-    heads = [m.predictor.label_manager.num_segmentation_heads for m in loaded]
-    budgets = [
-        (tile_cache_mb << 20) // len(loaded) // (h * math.prod(g.patch) * itemsize * f)
-        for g, h, f in zip(geometries, heads, folds, strict=True)
-    ]
-    # the blocks are planned once, by the run that creates the output, so that every part splits them alike
-    block = old.get("block") if old is not None else None
-    if block is None:
-        fits = input_fits(geometries, source, cache_mb << 20)
-        block = plan_block(geometries, source.shape, chunk, budgets, min_units=num_parts, input_fits=fits)
-    report.block = tuple(block)
-    manifest = {"settings": settings, "scan": scan, "grid": [g.to_dict() for g in geometries], "block": report.block}
-    manifest["output"] = output_meta
-    classes = steps is not None
-    existing = prepare_output(
-        output, manifest, source.shape, chunk, probabilities, classes, overwrite, num_parts,
-        differences=settings_differences,
-    )  # fmt: skip
-    if existing is not None and existing.get("block"):  # another part created the output meanwhile: its plan
-        manifest["block"] = report.block = tuple(existing["block"])
-    threshold = 0.5 if steps is None else steps.threshold
-    high = None if steps is None else steps.hysteresis_high
-    run = RunSpec(
-        source, tuple(folders), tuple(weights), device, tta, fusion, crop,  # type: ignore[arg-type]
-        None if scan["zscore"] is None else tuple(scan["zscore"]), output, chunk, threshold, high,  # type: ignore
-        classes, probabilities, skip_empty, cache_mb << 20, tile_cache_mb << 20, mask=mask,
-        deterministic=deterministic,
-    )  # fmt: skip
-    key = hashlib.sha1(json.dumps([manifest, output, device], sort_keys=True, default=str).encode()).hexdigest()
-    run = RunSpec(**{**run.__dict__, "key": key})
+    run = _create_output(source, loaded, o, old, scan, {"settings": settings, "scan": scan}, output_meta, report)
     if client is not None:  # the workers load their own models; this process keeps none
-        del chunk_models
         loaded.clear()
         gc.collect()
-
-    all_units = chunk_blocks(source.shape, chunk, report.block)
-    report.chunks_total = sum(len(u) for u in all_units)
-    done = done_keys(output)
-    mine = part_units(all_units, num_parts, part_id)
-    if client is not None:  # at least two units per worker thread: split this part's blocks in z
-        info = client.scheduler_info(n_workers=-1).get("workers", {})
-        mine = split_units(mine, 2 * max(1, sum(int(w.get("nthreads", 1)) for w in info.values())), chunk)
-    todo = [[b for b in u if chunk_key(b, (chunk,) * 3) not in done] for u in mine]
-    todo = [u for u in todo if u]
-    report.chunks_before = len(done)
-    if done and progress:
-        print(
-            f"resuming {output}: {len(done)} of {report.chunks_total} chunks already done, "
-            f"{sum(len(u) for u in todo)} to predict in this part",
-            file=sys.stderr,
-        )
+    todo = _units_to_predict(source, o, report, client)
     t1 = time.monotonic()
-    bar = tqdm(
-        total=sum(len(u) for u in todo), desc="predict volume", unit="chunk", disable=not progress, file=sys.stderr
-    )
-    try:
-        if client is None:
-            from nnunetv2_topo.scroll import cluster
-
-            with cluster._MODELS_LOCK:
-                cluster._LOADED_MODELS.clear()
-                cluster._LOADED_MODELS[run.key] = LoadedModels(run, loaded)
-            for u in todo:
-                report.stats.append(cluster.process_unit(run, u, on_chunk=bar.update))
-        else:
-            from distributed import as_completed
-
-            from nnunetv2_topo.scroll.cluster import process_unit
-
-            topic = _progress_topic(run.key)
-            client.subscribe_topic(topic, lambda event: bar.update(int(event[1])))
-            try:
-                futures = client.map(process_unit, [run] * len(todo), todo, [topic] * len(todo), pure=False)
-                for f in as_completed(futures):
-                    report.stats.append(f.result())
-            finally:
-                client.unsubscribe_topic(topic)
-    finally:
-        bar.close()
+    _predict_units(run, loaded, todo, client, o.progress, report)
     report.stages["predict"] = time.monotonic() - t1
-    report.finalize = finalize_volume(output, client, progress, pyramid=pyramid)
+    report.finalize = finalize_volume(o.output, client, o.progress, pyramid=o.pyramid)
     if report.finalize.finalized_here:
         report.stages["finalize"] = report.finalize.seconds
     report.complete = report.finalize.complete
     report.foreground_share = report.finalize.foreground_share
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _create_output(
+    source: SourceSpec, loaded: list, o: ScrollOptions, old, scan: dict, manifest: dict, output_meta, report
+) -> RunSpec:
+    """Plan the work units (once, by the run that creates the output, so that every part splits them alike), create
+    or join the output, and return what a worker needs to predict its chunks."""
+    from nnunetv2_topo.scroll.blending import ChunkModel
+    from nnunetv2_topo.scroll.writer import prepare_output
+
+    crop = tuple(tuple(c) for c in scan["crop"])
+    chunk_models = [ChunkModel(m, tuple(scan["zscore"]) if scan["zscore"] else (0.0, 1.0)) for m in loaded]
+    geometries = [cm.geometry(source.shape, crop) for cm in chunk_models]
+    del chunk_models
+    folds = [len(m.predictor.list_of_parameters) for m in loaded]
+    report.grid_tiles = sum(g.n_tiles * f for g, f in zip(geometries, folds, strict=True))
+    itemsize = 2 if o.device == "cuda" else 4  # a tile prediction: AMP's half precision on CUDA, else float32
+    heads = [m.predictor.label_manager.num_segmentation_heads for m in loaded]
+    budgets = [
+        (o.tile_cache_mb << 20) // len(loaded) // (h * math.prod(g.patch) * itemsize * f)
+        for g, h, f in zip(geometries, heads, folds, strict=True)
+    ]
+    block = old.get("block") if old is not None else None
+    if block is None:
+        fits = input_fits(geometries, source, o.cache_mb << 20)
+        block = plan_block(geometries, source.shape, o.chunk, budgets, min_units=o.num_parts, input_fits=fits)
+    report.block = tuple(block)
+    manifest = {**manifest, "grid": [g.to_dict() for g in geometries], "block": report.block, "output": output_meta}
+    classes = o.steps is not None
+    existing = prepare_output(
+        o.output, manifest, source.shape, o.chunk, o.probabilities, classes, o.overwrite, o.num_parts,
+        differences=settings_differences,
+    )  # fmt: skip
+    if existing is not None and existing.get("block"):  # another part created the output meanwhile: its plan
+        manifest["block"] = report.block = tuple(existing["block"])
+    key = hashlib.sha1(json.dumps([manifest, o.output, o.device], sort_keys=True, default=str).encode()).hexdigest()
+    return RunSpec(
+        source, o.folders, o.weights, o.device, o.tta, o.fusion, crop,  # type: ignore[arg-type]
+        None if scan["zscore"] is None else tuple(scan["zscore"]), o.output, o.chunk,  # type: ignore[arg-type]
+        0.5 if o.steps is None else o.steps.threshold, None if o.steps is None else o.steps.hysteresis_high,
+        classes, o.probabilities, o.skip_empty, o.cache_mb << 20, o.tile_cache_mb << 20, key=key, mask=o.mask,
+        deterministic=o.deterministic,
+    )  # fmt: skip
+
+
+def _units_to_predict(source: SourceSpec, o: ScrollOptions, report: ScrollReport, client) -> list[list[Box]]:
+    """This part's work units less the chunks already done (said when resuming)."""
+    from nnunetv2_topo.scroll.writer import done_keys
+
+    all_units = chunk_blocks(source.shape, o.chunk, report.block)
+    report.chunks_total = sum(len(u) for u in all_units)
+    done = done_keys(o.output)
+    mine = part_units(all_units, o.num_parts, o.part_id)
+    if client is not None:  # at least two units per worker thread: split this part's blocks in z
+        info = client.scheduler_info(n_workers=-1).get("workers", {})
+        mine = split_units(mine, 2 * max(1, sum(int(w.get("nthreads", 1)) for w in info.values())), o.chunk)
+    todo = [[b for b in u if chunk_key(b, (o.chunk,) * 3) not in done] for u in mine]
+    todo = [u for u in todo if u]
+    report.chunks_before = len(done)
+    if done and o.progress:
+        print(
+            f"resuming {o.output}: {len(done)} of {report.chunks_total} chunks already done, "
+            f"{sum(len(u) for u in todo)} to predict in this part",
+            file=sys.stderr,
+        )
+    return todo
+
+
+def _predict_units(run: RunSpec, loaded: list, todo: list, client, progress: bool, report: ScrollReport) -> None:
+    """Predict the units here with ``loaded``, or on the ``client``'s workers (each loads its own models)."""
+    from tqdm import tqdm
+
+    from nnunetv2_topo.scroll import cluster
+
+    bar = tqdm(
+        total=sum(len(u) for u in todo), desc="predict volume", unit="chunk", disable=not progress, file=sys.stderr
+    )
+    try:
+        if client is None:
+            cluster.use_models(run, loaded)
+            for u in todo:
+                report.stats.append(cluster.process_unit(run, u, on_chunk=bar.update))
+        else:
+            from distributed import as_completed
+
+            topic = _progress_topic(run.key)
+            client.subscribe_topic(topic, lambda event: bar.update(int(event[1])))
+            try:
+                futures = client.map(cluster.process_unit, [run] * len(todo), todo, [topic] * len(todo), pure=False)
+                for f in as_completed(futures):
+                    report.stats.append(f.result())
+            finally:
+                client.unsubscribe_topic(topic)
+    finally:
+        bar.close()

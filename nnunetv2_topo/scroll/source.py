@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.scroll.grid import Box
 
 
-class ScrollInputError(ValueError):
+class ScrollInputError(TopoError, ValueError):
     """The input volume cannot be used; the message names it and the fix."""
 
 

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from nnunetv2_topo import errors
 from nnunetv2_topo.scroll.grid import Box, chunk_key
+from nnunetv2_topo.scroll.lock import LOCK, TAKEOVER, ScrollOutputError, StoreLock
 
 MANIFEST_KEY = "nnunetv2_topo"
 CLASSES = "work_classes"
@@ -33,10 +33,6 @@ PROBABILITIES = "probabilities"
 DONE = ".done"
 ZARR_FORMATS = (2, 3)
 CREATE_WAIT_S = 120.0  # how long a part waits for another part that is creating the output
-
-
-class ScrollOutputError(errors.OutputError):
-    """The output cannot be used for this run; the message names it, what differs and the fix."""
 
 
 def _fs(url: str):
@@ -49,8 +45,6 @@ def read_manifest(url: str) -> dict | None:
     """The manifest of an existing output; None when nothing is there or another process is creating it (its lock is
     there, the manifest not yet); :class:`ScrollOutputError` for a store this command did not write."""
     import zarr
-
-    from nnunetv2_topo.scroll.lock import LOCK
 
     fs, root = _fs(url)
     if not fs.exists(root):
@@ -160,8 +154,6 @@ def prepare_output(
     Call it after every check has passed: it is the first thing that writes or deletes. ``manifest["output"]
     ["zarr_format"]`` chooses the format (default 2)."""
     import zarr
-
-    from nnunetv2_topo.scroll.lock import LOCK, TAKEOVER, StoreLock
 
     old = existing_output(url, manifest, overwrite, num_parts, differences)
     if old is not None:

@@ -25,9 +25,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.io import atomic_path, atomic_write_text
 
 __all__ = [
+    "ProgressLogError",
+    "ProgressLogMissingError",
     "PLOT_EVERY_EPOCHS",
     "PROGRESS_JSON",
     "PROGRESS_PNG",
@@ -40,6 +43,15 @@ __all__ = [
     "term_names_in",
     "write_progress_json",
 ]
+
+
+class ProgressLogError(TopoError, ValueError):
+    """A fold's training log that cannot be read (the message names the file and the cause)."""
+
+
+class ProgressLogMissingError(TopoError, FileNotFoundError):
+    """A fold folder without a training log to read (the message names the folder and what it lacks)."""
+
 
 PROGRESS_PNG = "progress_topo.png"
 PROGRESS_JSON = "progress_topo.json"
@@ -98,25 +110,26 @@ def load_progress(fold_dir: str | os.PathLike, use_json: bool = True) -> tuple[d
     """The training log of a fold folder: ``progress_topo.json`` if present (and ``use_json``), else the newest
     checkpoint's log.
 
-    Raises ``FileNotFoundError`` naming the folder when neither exists, ``ValueError`` naming the file when
+    Raises :class:`ProgressLogMissingError` (a ``FileNotFoundError``) naming the folder when neither exists,
+    :class:`ProgressLogError` (a ``ValueError``) naming the file when
     ``progress_topo.json`` is not a JSON object (truncated, corrupt).
     """
     folder = Path(fold_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder (expected an nnU-Net fold_X output folder)")
+        raise ProgressLogMissingError(f"{folder} is not a folder (expected an nnU-Net fold_X output folder)")
     progress = folder / PROGRESS_JSON
     if use_json and progress.is_file():
         try:
             log = json.loads(progress.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{progress}: not valid JSON ({exc})") from None
+            raise ProgressLogError(f"{progress}: not valid JSON ({exc})") from None
         if not isinstance(log, dict):
-            raise ValueError(f"{progress}: expected a JSON object, got {type(log).__name__}")
+            raise ProgressLogError(f"{progress}: expected a JSON object, got {type(log).__name__}")
         return log, progress
     candidates = [folder / n for n in ("checkpoint_latest.pth", "checkpoint_final.pth", "checkpoint_best.pth")]
     candidates = [c for c in candidates if c.is_file()]
     if not candidates:
-        raise FileNotFoundError(
+        raise ProgressLogMissingError(
             f"{folder} has neither {PROGRESS_JSON} nor a checkpoint_{{latest,final,best}}.pth to read the log from"
         )
     import torch  # only to read a checkpoint's log: progress.json alone is read without torch
@@ -126,7 +139,7 @@ def load_progress(fold_dir: str | os.PathLike, use_json: bool = True) -> tuple[d
         try:
             ckpt = torch.load(c, map_location="cpu", weights_only=False, mmap=True)
         except Exception as exc:  # a truncated/corrupt checkpoint: torch raises many types
-            raise ValueError(f"{c}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+            raise ProgressLogError(f"{c}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
         epoch = int(ckpt.get("current_epoch", 0))
         if best is None or epoch > best[0]:
             best = (epoch, ckpt["logging"], c)

@@ -9,7 +9,7 @@ diagnostics as usual.
 
 from __future__ import annotations
 
-from nnunetv2_topo.scheduling.plateau_driver import EarlyStop
+from nnunetv2_topo.scheduling.plateau_driver import _EarlyStop
 
 __all__ = ["EarlyStopMixin"]
 
@@ -20,12 +20,12 @@ class EarlyStopMixin:
     def on_epoch_start(self) -> None:
         if self.current_epoch > 0 and self.plateau_driver.should_stop():
             self.print_to_log_file(self.plateau_driver.stop_message(self.current_epoch - 1), also_print_to_console=True)
-            raise EarlyStop
+            raise _EarlyStop
         super().on_epoch_start()
 
     def run_training(self) -> None:
         """nnU-Net's loop; an early stop ends it as a finished run."""
         try:
             super().run_training()
-        except EarlyStop:
+        except _EarlyStop:
             self.on_train_end()

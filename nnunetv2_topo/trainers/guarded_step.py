@@ -10,10 +10,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.trainers.diagnostics import console_log
 from nnunetv2_topo.trainers.distributed import all_ranks, all_ranks_tensor
 
-__all__ = ["GuardedStep", "StepResult"]
+__all__ = ["GuardedStep", "StepResult", "TrainingStoppedError"]
+
+
+class TrainingStoppedError(TopoError, RuntimeError):
+    """Too many consecutive non-finite steps: the message names the loss terms and what to change."""
 
 
 class StepResult(tuple):
@@ -133,7 +138,7 @@ class GuardedStep:
         )
         if self.consecutive_skips >= self.max_consecutive_skips:
             listed = ", ".join(f"{k} {v:.4g}" for k, v in terms.items())
-            raise RuntimeError(
+            raise TrainingStoppedError(
                 f"Training stopped: {self.consecutive_skips} consecutive steps had a non-finite loss or gradient "
                 f"norm ({context}last loss {loss_value}, grad norm {grad_norm}, terms: {listed}). Check the input "
                 f"data for NaN/inf, lower initial_lr (now {self.initial_lr}) or the weight of the term that is not "

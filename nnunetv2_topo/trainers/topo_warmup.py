@@ -22,7 +22,7 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 
-from nnunetv2_topo.errors import exit_if_entry_point
+from nnunetv2_topo.errors import TopoError, exit_if_entry_point
 from nnunetv2_topo.evaluation.scoring_pool import ScoringPool, threads_per_rank
 from nnunetv2_topo.scheduling import PlateauDriver, WarmupPlateauScheduler
 from nnunetv2_topo.trainers.checkpoint import (
@@ -59,7 +59,11 @@ from nnunetv2_topo.trainers.score_rounds import BEST_SCORE_CHECKPOINT
 from nnunetv2_topo.trainers.seeding import seed_data, seed_weights
 from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
 
-__all__ = ["TopoLossCall", "nnUNetTrainerTopoWarmup"]
+__all__ = ["DatasetLabelsError", "TopoLossCall", "nnUNetTrainerTopoWarmup"]
+
+
+class DatasetLabelsError(TopoError, RuntimeError):
+    """A dataset the TopoWarmup trainers cannot train (not background + one foreground class)."""
 
 
 class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
@@ -101,7 +105,7 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
         self.num_val_iterations_per_epoch = cfg["num_val_iterations_per_epoch"]
         self.active_terms: tuple[str, ...] = tuple(cfg["loss_weights"])
         if self.label_manager.has_regions or self.label_manager.num_segmentation_heads != 2:
-            raise RuntimeError(
+            raise DatasetLabelsError(
                 f"{name} needs a binary dataset (labels background, one foreground class and optionally 'ignore'); "
                 f"dataset.json labels are {dataset_json.get('labels')}. Use nnUNetTrainer for multi-class or "
                 "region-based data."

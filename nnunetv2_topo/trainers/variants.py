@@ -21,6 +21,13 @@ __all__ = [
     "nnUNetTrainerTopoWarmup_FiveTerm",
     "nnUNetTrainerTopoWarmup_SkelRecall",
     "nnUNetTrainerTopoWarmup_clDice",
+    "nnUNetTrainerTopoWarmup_5epochs",
+    "nnUNetTrainerTopoWarmup_50epochs",
+    "nnUNetTrainerTopoWarmup_100epochs",
+    "nnUNetTrainerTopoWarmup_250epochs",
+    "nnUNetTrainerTopoWarmup_500epochs",
+    "nnUNetTrainerTopoWarmup_2000epochs",
+    "nnUNetTrainerTopoWarmup_4000epochs",
 ]
 
 
@@ -115,26 +122,58 @@ def scaled_warmup(num_epochs: int) -> int:
     return min(10, max(1, num_epochs // 10))
 
 
-def _epoch_variant(num_epochs: int) -> type[nnUNetTrainerTopoWarmup]:
-    """``nnUNetTrainerTopoWarmup_<N>epochs`` in nnU-Net's naming, defined as a module attribute so nnU-Net's
-    ``getattr(module, name)`` discovery and pickling find it."""
-    name = f"nnUNetTrainerTopoWarmup_{num_epochs}epochs"
-    cls = type(
-        name,
-        (nnUNetTrainerTopoWarmup,),
-        {
-            "topo_defaults": {"num_epochs": num_epochs, "warmup_epochs": scaled_warmup(num_epochs)},
-            "topo_fixed_keys": ("num_epochs",),
-            "__module__": __name__,
-            "__qualname__": name,
-            "__doc__": f"nnUNetTrainerTopoWarmup with {num_epochs} epochs (warmup {scaled_warmup(num_epochs)} epochs).",
-        },
-    )
-    globals()[name] = cls
-    __all__.append(name)
-    return cls
+def _epochs(num_epochs: int) -> dict[str, Any]:
+    return {"num_epochs": num_epochs, "warmup_epochs": scaled_warmup(num_epochs)}
 
 
-for _n in EPOCH_VARIANTS:
-    _epoch_variant(_n)
-del _n
+# the ``_<N>epochs`` variants in nnU-Net's naming, one per EPOCH_VARIANTS entry (tests/test_trainer_discovery.py
+# checks that they agree)
+
+
+class nnUNetTrainerTopoWarmup_5epochs(nnUNetTrainerTopoWarmup):
+    """nnUNetTrainerTopoWarmup with 5 epochs (warmup 1 epochs)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = _epochs(5)
+    topo_fixed_keys: ClassVar[tuple[str, ...]] = ("num_epochs",)
+
+
+class nnUNetTrainerTopoWarmup_50epochs(nnUNetTrainerTopoWarmup):
+    """nnUNetTrainerTopoWarmup with 50 epochs (warmup 5 epochs)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = _epochs(50)
+    topo_fixed_keys: ClassVar[tuple[str, ...]] = ("num_epochs",)
+
+
+class nnUNetTrainerTopoWarmup_100epochs(nnUNetTrainerTopoWarmup):
+    """nnUNetTrainerTopoWarmup with 100 epochs (warmup 10 epochs)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = _epochs(100)
+    topo_fixed_keys: ClassVar[tuple[str, ...]] = ("num_epochs",)
+
+
+class nnUNetTrainerTopoWarmup_250epochs(nnUNetTrainerTopoWarmup):
+    """nnUNetTrainerTopoWarmup with 250 epochs (warmup 10 epochs)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = _epochs(250)
+    topo_fixed_keys: ClassVar[tuple[str, ...]] = ("num_epochs",)
+
+
+class nnUNetTrainerTopoWarmup_500epochs(nnUNetTrainerTopoWarmup):
+    """nnUNetTrainerTopoWarmup with 500 epochs (warmup 10 epochs)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = _epochs(500)
+    topo_fixed_keys: ClassVar[tuple[str, ...]] = ("num_epochs",)
+
+
+class nnUNetTrainerTopoWarmup_2000epochs(nnUNetTrainerTopoWarmup):
+    """nnUNetTrainerTopoWarmup with 2000 epochs (warmup 10 epochs)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = _epochs(2000)
+    topo_fixed_keys: ClassVar[tuple[str, ...]] = ("num_epochs",)
+
+
+class nnUNetTrainerTopoWarmup_4000epochs(nnUNetTrainerTopoWarmup):
+    """nnUNetTrainerTopoWarmup with 4000 epochs (warmup 10 epochs)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = _epochs(4000)
+    topo_fixed_keys: ClassVar[tuple[str, ...]] = ("num_epochs",)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.evaluation.case_scoring import TileKey, postprocess_and_score
 from nnunetv2_topo.input_checks import label_value_problem
 from nnunetv2_topo.io import VolumeError, read_volume
@@ -32,6 +33,11 @@ from nnunetv2_topo.postprocessing.fusion import Fusion, check_fusion_weights, pr
 from nnunetv2_topo.postprocessing.probabilities import read_probability
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 from nnunetv2_topo.tuning.ensemble import Setting
+
+
+class TuneInputError(TopoError, ValueError):
+    """Tuning inputs that do not fit together (a case, an input or a checkpoint named, and what is missing)."""
+
 
 RESULT_KEYS = SCORE_FIELDS
 
@@ -57,7 +63,7 @@ class CaseSource:
                 if name == checkpoint:
                     return path
             known = ", ".join(str(n) for n, _ in self.variants[index])
-            raise ValueError(f"case '{self.case}': input {index + 1} has no checkpoint {checkpoint} (has {known})")
+            raise TuneInputError(f"case '{self.case}': input {index + 1} has no checkpoint {checkpoint} (has {known})")
         return self.inputs[index]
 
 
@@ -78,7 +84,7 @@ class _Case:
         if path not in self.maps:
             prob = read_probability(path)
             if prob.shape != self.gt.shape:
-                raise ValueError(
+                raise TuneInputError(
                     f"case '{self.source.case}': probability map {path} has shape {prob.shape} but ground truth "
                     f"{self.source.gt} has shape {self.gt.shape}; they must match"
                 )
@@ -189,7 +195,7 @@ class Evaluator:
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         if not sources:
-            raise ValueError("nothing to tune on: no cases")
+            raise TuneInputError("nothing to tune on: no cases")
         if num_processes < 0:
             raise ValueError(f"num_processes must be >= 0, got {num_processes}")
         self.sources = list(sources)

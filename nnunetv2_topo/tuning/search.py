@@ -32,8 +32,9 @@ from nnunetv2_topo.tuning.evaluator import RESULT_KEYS, Evaluator
 from nnunetv2_topo.tuning.space import Coordinate, no_postprocessing, search_space, try_replace
 
 
-class TimeBudgetSpentError(Exception):
-    """The time budget ran out before the search converged."""
+class _TimeBudgetSpentError(Exception):
+    """The time budget ran out before the search converged (control flow: ``tune`` stops and keeps the best so far;
+    never reaches a user)."""
 
 
 def step_axes(space: Sequence[Coordinate] | None = None) -> list[StepAxis]:
@@ -52,7 +53,7 @@ def coordinate_descent(
     """The best setting found by sweeping one axis at a time (see the module docstring): ``axes`` (default: the
     step axes of ``space``, the post-processing search space).
 
-    ``deadline`` (``time.monotonic()`` value): raises :class:`TimeBudgetSpentError` before a sweep that would start
+    ``deadline`` (``time.monotonic()`` value): raises :class:`_TimeBudgetSpentError` before a sweep that would start
     after it. ``on_best(setting, score)`` is called with the starting point and with every improvement.
     """
     axes = step_axes(space) if axes is None else axes
@@ -64,7 +65,7 @@ def coordinate_descent(
         changed = False
         for axis in axes:
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeBudgetSpentError(f"time budget spent before sweeping {axis.name}")
+                raise _TimeBudgetSpentError(f"time budget spent before sweeping {axis.name}")
             candidates = [s for _, group in axis.groups(best) for s in group]
             scores = evaluator.evaluate(candidates)
             i = int(np.argmax(scores))

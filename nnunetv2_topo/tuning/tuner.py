@@ -20,7 +20,7 @@ from nnunetv2_topo.tuning.evaluator import CaseSource, Evaluator
 from nnunetv2_topo.tuning.report import REPORT_MD, REPORT_PNG, write_markdown, write_plot
 from nnunetv2_topo.tuning.search import (
     AblationRow,
-    TimeBudgetSpentError,
+    _TimeBudgetSpentError,
     ablation,
     choice_stability,
     coordinate_descent,
@@ -113,30 +113,17 @@ def tune(
         state["best"], state["score"] = setting, score
         save(setting, "searching")
 
-    status = "converged"
-    rows: list[AblationRow] = []
-    interrupt: BaseException | None = None
     axes = [*ensemble_axes(start.fusion, ensemble), *step_axes()]
-    stable: list[dict] = []
-    dropped: list[dict] = []
     with Evaluator(sources, num_processes, on_progress) as evaluator:
         try:
-            evaluator.evaluate([start, Setting(start.fusion, no_postprocessing())])
-            coordinate_descent(evaluator, start, max_rounds=max_rounds, deadline=deadline, on_best=on_best, axes=axes)
-            rows = ablation(evaluator, state["best"])
-            if len(evaluator.cases) >= 2:
-                stable = choice_stability(evaluator, axes, state["best"], cv_folds)
-                dropped = without_models(evaluator, state["best"])
-        except TimeBudgetSpentError:
-            status = "stopped by the time budget"
-        except KeyboardInterrupt as exc:
-            status, interrupt = "interrupted (Ctrl-C)", exc
+            found = _search(evaluator, start, axes, max_rounds, deadline, cv_folds, on_best, lambda: state["best"])
         finally:
             bar.close()
     best = state["best"]
+    status, rows, interrupt = found.status, found.rows, found.interrupt
     cv = cross_validate(evaluator, start, cv_folds)
     seconds = time.monotonic() - start_time
-    extra = {"stability": stable, "without_model": dropped}
+    extra = {"stability": found.stable, "without_model": found.dropped}
     if ensemble is not None:
         extra["ensemble_search"] = [a.name for a in axes if a.name not in {s.name for s in step_axes()}]
     summary = _measured(evaluator, best, start.fusion, status, cv, seconds)
@@ -154,18 +141,55 @@ def tune(
             gt=gt,
             gain_in_sample=summary["score_tuned"] - summary["score_default"],
         )
-        outcome.report_md = output.parent / REPORT_MD
-        png = output.parent / REPORT_PNG
-        plot_error: OSError | None = None
-        try:  # the plot first: the report links it only once it is written
-            write_plot(evaluator, png)
-            outcome.report_png = png
-        except OSError as exc:
-            plot_error = exc
-        plot = REPORT_PNG if plot_error is None else f"{type(plot_error).__name__}: {plot_error.strerror or plot_error}"
-        write_markdown(outcome.report_md, summary, rows, evaluator, plot=plot)
-        if plot_error is not None and interrupt is None:
-            raise plot_error
+        _write_report(outcome, output.parent, summary, rows, evaluator, plot_error_raises=interrupt is None)
     if interrupt is not None:
         raise interrupt
     return outcome
+
+
+@dataclass
+class _Found:
+    """What the search ended with (the best setting itself is the caller's ``on_best`` state)."""
+
+    status: str = "converged"
+    rows: list[AblationRow] = field(default_factory=list)
+    stable: list[dict] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)
+    interrupt: BaseException | None = None
+
+
+def _search(evaluator: Evaluator, start: Setting, axes, max_rounds, deadline, cv_folds, on_best, best) -> _Found:
+    """The coordinate descent, then the ablation, the choice stability and the without-one-model scores of the best
+    setting (``best()``); a spent time budget or Ctrl-C ends it early with the best so far."""
+    found = _Found()
+    try:
+        evaluator.evaluate([start, Setting(start.fusion, no_postprocessing())])
+        coordinate_descent(evaluator, start, max_rounds=max_rounds, deadline=deadline, on_best=on_best, axes=axes)
+        found.rows = ablation(evaluator, best())
+        if len(evaluator.cases) >= 2:
+            found.stable = choice_stability(evaluator, axes, best(), cv_folds)
+            found.dropped = without_models(evaluator, best())
+    except _TimeBudgetSpentError:
+        found.status = "stopped by the time budget"
+    except KeyboardInterrupt as exc:
+        found.status, found.interrupt = "interrupted (Ctrl-C)", exc
+    return found
+
+
+def _write_report(
+    outcome: TuneOutcome, folder: Path, summary: dict, rows, evaluator: Evaluator, plot_error_raises: bool
+) -> None:
+    """tune_report.md and its plot beside postprocess.json; a plot that cannot be written is named in the report
+    (and raised after it when ``plot_error_raises``)."""
+    outcome.report_md = folder / REPORT_MD
+    png = folder / REPORT_PNG
+    plot_error: OSError | None = None
+    try:  # the plot first: the report links it only once it is written
+        write_plot(evaluator, png)
+        outcome.report_png = png
+    except OSError as exc:
+        plot_error = exc
+    plot = REPORT_PNG if plot_error is None else f"{type(plot_error).__name__}: {plot_error.strerror or plot_error}"
+    write_markdown(outcome.report_md, summary, rows, evaluator, plot=plot)
+    if plot_error is not None and plot_error_raises:
+        raise plot_error
