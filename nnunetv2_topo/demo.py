@@ -23,6 +23,8 @@ import yaml
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.evaluation.score_table import format_table
 from nnunetv2_topo.nnunet_env import FINAL_CHECKPOINT, nnunet_env
+from nnunetv2_topo.postprocessing import PostprocessConfig
+from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
 from nnunetv2_topo.reduced_plans import make_reduced_plans
 
 T = TypeVar("T")
@@ -319,10 +321,6 @@ class Demo:
 
     def tuned_summary(self) -> str:
         """One line: what ``tune`` chose (the steps that differ from the defaults) and on how many cases."""
-        # post-processing imports scipy/scikit-image: loaded for this summary only, not with the demo module
-        from nnunetv2_topo.postprocessing import PostprocessConfig
-        from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
-
         tuned = load_postprocess_file(self.work / "postprocess.json")
         default = PostprocessConfig().to_dict()
         changed = {k: v for k, v in tuned.steps.to_dict().items() if default.get(k) != v}

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.ids_csv import KaggleCSVError, read_ids_csv
 from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, atomic_path, index_volumes, read_volume
+from nnunetv2_topo.postprocessing import binarize as to_mask
 
 
 class SubmissionError(TopoError, ValueError):
@@ -50,8 +51,6 @@ def _image_shape(path: Path) -> tuple[int, ...]:
 
 def _binary(volume: np.ndarray, cid: str, path: Path, binarize: bool) -> np.ndarray:
     if binarize:
-        from nnunetv2_topo.postprocessing import binarize as to_mask  # scipy/scikit-image: only --binarize needs it
-
         return to_mask(volume).astype(np.uint8)
     values = np.unique(volume)
     if not np.isin(values, (0, 1)).all():

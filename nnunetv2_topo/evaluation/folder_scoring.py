@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -26,9 +25,7 @@ from nnunetv2_topo.metrics.leaderboard import MetricInputError, PendingScore, st
 from nnunetv2_topo.metrics.rule_threads import shared_threads
 from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
 from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, check_engine
-
-if TYPE_CHECKING:
-    from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
 
 MEAN_KEYS = SCORE_FIELDS
 
@@ -218,9 +215,6 @@ def postprocess_folder(
     pred_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PostprocessConfig, progress: bool = False
 ) -> list[Path]:
     """Post-process every volume of ``pred_dir`` into ``out_dir/<id>.tif`` (uint8 0/1); returns the written files."""
-    # post-processing imports scipy/scikit-image: only what post-processes pays for them (not `evaluate`)
-    from nnunetv2_topo.postprocessing.steps import postprocess_volume
-
     preds = index_volumes(pred_dir, "prediction")
     if not preds:
         raise NoPredictionsError(f"no predicted volumes (.tif, .tiff, .nii, .nii.gz) in {pred_dir}")

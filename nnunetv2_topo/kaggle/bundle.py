@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nnunetv2_topo
+from nnunetv2_topo.inference.predict import TTA_MODES
 from nnunetv2_topo.io import staged_directory
 from nnunetv2_topo.kaggle.files import MANIFEST, check_kaggle_id, write_kaggle_files
 from nnunetv2_topo.kaggle.models import SlimModel, checked_folders, copy_models
 from nnunetv2_topo.kaggle.provided import DEFAULT_PROVIDED, BundleError, Provided, read_provided
 from nnunetv2_topo.kaggle.wheels import PROJECT, Target, build_project_wheel, check_offline, download, resolve
+from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
+from nnunetv2_topo.postprocessing.fusion import check_fusion_weights
 
 __all__ = ["BundleReport", "BundleRequest", "build_bundle"]
 
@@ -74,9 +77,6 @@ def _check_config(config: Path | None, n_models: int, checkpoint: str = "checkpo
     checkpoint ``tune`` chose for each model that takes part is the one bundled (``checkpoint``)."""
     if config is None:
         return None
-    # post-processing imports scipy/scikit-image: loaded when a postprocess.json is checked, not with this module
-    from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
-    from nnunetv2_topo.postprocessing.fusion import check_fusion_weights
 
     try:
         pf = load_postprocess_file(config)
@@ -151,8 +151,6 @@ class _Checked:
 
 def _check_request(req: BundleRequest, progress: Callable[[str], None]) -> _Checked:
     """Step 1, the checks that need no network: every bad input fails here, before any download."""
-    from nnunetv2_topo.inference.predict import TTA_MODES  # scipy/scikit-image (post-processing): not at import
-
     target = Target(req.python, req.platform)
     owner, slug = check_kaggle_id(req.kaggle_id)
     if req.tta not in TTA_MODES:
