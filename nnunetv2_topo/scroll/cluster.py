@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.scroll.grid import Box
+from nnunetv2_topo.scroll.loaded_models import LoadedModels
 
 _LOADED_MODELS: dict[str, object] = {}
 _MODELS_LOCK = threading.RLock()  # held while the models are loaded or used: one unit at a time per process
@@ -117,8 +118,6 @@ def close_client(client, spec: str) -> None:
 
 def use_models(run, loaded: list) -> None:
     """Predict ``run`` in this process with the models already ``loaded`` (the driver's own, without Dask)."""
-    from nnunetv2_topo.scroll.loaded_models import LoadedModels
-
     with _MODELS_LOCK:
         _LOADED_MODELS.clear()
         _LOADED_MODELS[run.key] = LoadedModels(run, loaded)
@@ -129,8 +128,6 @@ def loaded_models_for(run) -> object:
     use); call it holding ``_MODELS_LOCK``."""
     models = _LOADED_MODELS.get(run.key)
     if models is None:
-        from nnunetv2_topo.scroll.loaded_models import LoadedModels
-
         _LOADED_MODELS.clear()  # one run per process at a time: free the previous run's models
         threads = os.environ.get("NNUNETV2_TOPO_TORCH_THREADS")
         if threads:
