@@ -12,13 +12,20 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from nnunetv2_topo.errors import TopoError
-from nnunetv2_topo.nnunet_env import FINAL_CHECKPOINT
+from nnunetv2_topo.evaluation.score_table import format_table
+from nnunetv2_topo.nnunet_env import FINAL_CHECKPOINT, nnunet_env
+from nnunetv2_topo.postprocessing import PostprocessConfig
+from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
+from nnunetv2_topo.reduced_plans import make_reduced_plans
 
 T = TypeVar("T")
 
@@ -90,8 +97,6 @@ class Demo:
         return self.work / "nnUNet_raw" / self.dataset_name
 
     def env(self) -> dict[str, str]:
-        from nnunetv2_topo.nnunet_env import nnunet_env
-
         return nnunet_env(
             self.work,
             data_workers=max(self.opts.num_processes - 1, 0),
@@ -176,15 +181,11 @@ class Demo:
              "--verify_dataset_integrity", "-np", np_, "-npfp", np_],
         )  # fmt: skip
         if self.plans == REDUCED_PLANS:
-            from nnunetv2_topo.reduced_plans import make_reduced_plans
-
             path = make_reduced_plans(self.work / "nnUNet_preprocessed" / self.dataset_name, name=REDUCED_PLANS)
             print(f"    CPU: wrote reduced plans {path} (few features, small patch) for a quick demo")
             # the reduced plans keep nnUNetPlans' data identifier, so the preprocessed data is shared
 
     def write_config(self) -> None:
-        import yaml
-
         o = self.opts
         config = {
             "num_epochs": o.epochs,
@@ -262,8 +263,6 @@ class Demo:
 
     def unpack(self, submission: Path, name: str) -> Path:
         """The submission's volumes as a folder, so that exactly what would be uploaded is scored."""
-        import zipfile
-
         out = self.work / "predictions" / name
         shutil.rmtree(out, ignore_errors=True)
         with zipfile.ZipFile(submission) as zf:
@@ -323,9 +322,6 @@ class Demo:
 
     def tuned_summary(self) -> str:
         """One line: what ``tune`` chose (the steps that differ from the defaults) and on how many cases."""
-        from nnunetv2_topo.postprocessing import PostprocessConfig
-        from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
-
         tuned = load_postprocess_file(self.work / "postprocess.json")
         default = PostprocessConfig().to_dict()
         changed = {k: v for k, v in tuned.steps.to_dict().items() if default.get(k) != v}
@@ -338,7 +334,6 @@ class Demo:
     def report(self, scores: dict[str, dict], submission: Path, total: float) -> None:
         print("\n" + "=" * 88)
         print("Per-case competition score (test volumes against the synthetic test labels)")
-        from nnunetv2_topo.evaluation.score_table import format_table
 
         for name, result in scores.items():
             print(f"\n{name}")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from nnunetv2_topo.errors import TopoError
 
@@ -72,8 +73,6 @@ def read_volume(path: str | os.PathLike) -> np.ndarray:
 def _open_tiff(path: Path):
     """``tifffile.TiffFile`` of ``path``, refused as truncated when its pages point past the end of the file or its
     shape record promises more pages than are there (tifffile alone reads a cut file as fewer pages)."""
-    import tifffile
-
     log = logging.getLogger("tifffile")
     level = log.level
     log.setLevel(logging.CRITICAL)  # its complaints about a cut file become our one message
@@ -221,8 +220,6 @@ def write_tiff(path: str | os.PathLike, volume: np.ndarray, compression: str = "
 
     The file is written to a temporary name first and renamed, so a failure never leaves a partial file.
     """
-    import tifffile
-
     volume = np.asarray(volume)
     if volume.ndim != 3:
         raise VolumeError(f"{path}: expected a 3-D volume to write, got shape {volume.shape}")

@@ -15,10 +15,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from tqdm import tqdm
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.ids_csv import KaggleCSVError, read_ids_csv
 from nnunetv2_topo.io import TIFF_SUFFIXES, VolumeError, atomic_path, index_volumes, read_volume
+from nnunetv2_topo.postprocessing import binarize as to_mask
 
 
 class SubmissionError(TopoError, ValueError):
@@ -38,8 +41,6 @@ def read_test_ids(csv_path: str | os.PathLike) -> list[str]:
 
 def _image_shape(path: Path) -> tuple[int, ...]:
     if path.name.lower().endswith(TIFF_SUFFIXES):
-        import tifffile
-
         try:
             with tifffile.TiffFile(path) as tif:
                 return tuple(tif.series[0].shape)
@@ -50,8 +51,6 @@ def _image_shape(path: Path) -> tuple[int, ...]:
 
 def _binary(volume: np.ndarray, cid: str, path: Path, binarize: bool) -> np.ndarray:
     if binarize:
-        from nnunetv2_topo.postprocessing import binarize as to_mask
-
         return to_mask(volume).astype(np.uint8)
     values = np.unique(volume)
     if not np.isin(values, (0, 1)).all():
@@ -110,8 +109,6 @@ def write_checked_submission(
             )
         return volume
 
-    from tqdm import tqdm
-
     bar = tqdm(ids, desc="submission", unit="case", disable=len(ids) < 2)
     return write_volumes_zip(out_zip, ids, ((cid, checked(cid)) for cid in bar))
 
@@ -150,8 +147,6 @@ def write_volumes_zip(
     The zip is written to a temporary name and renamed at the end, so on any failure (here or in the code producing
     ``volumes``) nothing is left behind. Volumes are consumed one at a time: memory holds one case.
     """
-    import tifffile
-
     expected = set(ids)
     written: set[str] = set()
     out = Path(out_zip)

@@ -208,7 +208,7 @@ def test_score_failure_is_reported_not_raised(tmp_path) -> None:
     logs: list[str] = []
     fv = FinalValidation(tmp_path / "fold", tmp_path / "gt", ".tif", 2, log=lambda m, **_: logs.append(m))
     assert fv.score_or_report() is None  # no validation folder
-    assert "is missing: VolumeError: validation folder" in logs[-1] and "nnunetv2_topo evaluate --pred" in logs[-1]
+    assert "is missing: VolumeError: validation folder" in logs[-1] and "nnunetv2_topo evaluate --input" in logs[-1]
 
 
 # ---------------------------------------------------------------------- checkpoint payload

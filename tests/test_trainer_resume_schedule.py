@@ -65,10 +65,10 @@ def _train(trainer, losses) -> None:
 
 
 def _replay(tmp_path, capsys) -> tuple[list[float], str]:
-    """``nnunetv2_topo schedule --log fold_0/training_log_*.txt --json`` (no --config): LRs and stdout."""
+    """``nnunetv2_topo schedule --log fold_0/training_log_*.txt --json`` (no --topo-config): LRs and stdout."""
     logs = [str(p) for p in sorted(fold_dir(tmp_path).glob("training_log_*.txt"))]
     out = tmp_path / "replay.json"
-    args = argparse.Namespace(log=logs, config=None, trainer=None, num_epochs=None, json=str(out), plot=None,
+    args = argparse.Namespace(log=logs, topo_config=None, trainer=None, num_epochs=None, json=str(out), plot=None,
                               overwrite=False)  # fmt: skip
     capsys.readouterr()
     assert schedule.run(args) == 0

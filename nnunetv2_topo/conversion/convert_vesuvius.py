@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from tqdm import tqdm
+
 from nnunetv2_topo import LABELS
 from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values
 from nnunetv2_topo.conversion.case_checks import (
@@ -39,6 +41,7 @@ from nnunetv2_topo.conversion.splits import (
     save_splits,
 )
 from nnunetv2_topo.errors import EXIT_USER_ERROR, TopoError, describe_os_error
+from nnunetv2_topo.ids_csv import KaggleCSVError, read_ids_csv
 from nnunetv2_topo.io import staged_directory
 from nnunetv2_topo.machine import cpu_cores
 
@@ -58,8 +61,6 @@ class Inputs:
 
 
 def _read_csv(path: Path) -> list[tuple[str, str]]:
-    from nnunetv2_topo.ids_csv import KaggleCSVError, read_ids_csv
-
     try:
         return [(r.id, r.scroll_id) for r in read_ids_csv(path)]
     except KaggleCSVError as exc:
@@ -175,8 +176,6 @@ def _convert_case(task: tuple[str, str, str, str | None, str, bool, str]) -> Cas
 
 
 def _run_tasks(tasks: list[tuple], num_processes: int, progress: bool) -> list[CaseResult]:
-    from tqdm import tqdm
-
     results: list[CaseResult] = []
     with tqdm(total=len(tasks), desc="checking and placing cases", disable=not progress, file=sys.stdout) as bar:
         if num_processes > 1 and len(tasks) > 1:

@@ -13,20 +13,19 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm import tqdm
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.input_checks import label_map_problem, label_value_problem
 from nnunetv2_topo.io import VolumeError, index_volumes, read_volume, write_tiff
 from nnunetv2_topo.metrics.engine import auto_workers, make_engine_pool
 from nnunetv2_topo.metrics.leaderboard import MetricInputError, PendingScore, start_score
+from nnunetv2_topo.metrics.rule_threads import shared_threads
 from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
 from nnunetv2_topo.metrics.topo_score import COMPETITION_TILE_VOXELS, check_engine
-
-if TYPE_CHECKING:
-    from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
 
 MEAN_KEYS = SCORE_FIELDS
 
@@ -176,9 +175,6 @@ def evaluate_folders(
         raise ValueError(f"num_processes must be >= 0, got {num_processes}")
     check_engine(engine)
     pairs = pair_files(pred_dir, gt_dir, only_predicted)
-    from tqdm import tqdm
-
-    from nnunetv2_topo.metrics.rule_threads import shared_threads
 
     results: dict[str, dict] = {}
     fallback: dict[str, int] = {}
@@ -219,11 +215,6 @@ def postprocess_folder(
     pred_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PostprocessConfig, progress: bool = False
 ) -> list[Path]:
     """Post-process every volume of ``pred_dir`` into ``out_dir/<id>.tif`` (uint8 0/1); returns the written files."""
-    from tqdm import tqdm
-
-    # post-processing imports scipy/scikit-image: only what post-processes pays for them (not `evaluate`)
-    from nnunetv2_topo.postprocessing.steps import postprocess_volume
-
     preds = index_volumes(pred_dir, "prediction")
     if not preds:
         raise NoPredictionsError(f"no predicted volumes (.tif, .tiff, .nii, .nii.gz) in {pred_dir}")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS, SCORE_TITLES
+
 __all__ = ["format_table"]
 
 
 def format_table(result: dict) -> str:
     """The per-case table (:data:`~nnunetv2_topo.metrics.score_fields.SCORE_FIELDS`, then VOI split and merge) and
     the mean as fixed-width text."""
-    from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS, SCORE_TITLES
-
     cases = result["cases"]
     width = max([len("case"), len("mean"), *(len(c) for c in cases)])
     head = f"{'case':<{width}}" + "".join(f"  {SCORE_TITLES[k]:>7}" for k in SCORE_FIELDS)

@@ -16,15 +16,20 @@ Protocol: the parent sends ``(task_id, pickled (function, args))`` and ``None`` 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import pickle
 import signal
 import sys
 import threading
 import time
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
+
+from nnunetv2_topo.metrics import leaderboard_score
 
 __all__ = ["SCORE_LOG_KEYS", "die_with_parent", "main", "score_case", "warm_up", "worker_report"]
 
@@ -44,8 +49,6 @@ def score_case(segmentation: np.ndarray, gt_file: str, reader_class: type) -> di
     """Score one predicted segmentation against the ground truth in ``gt_file`` (read with nnU-Net's
     ``reader_class``); runs in the background process. Returns the fields of :data:`SCORE_LOG_KEYS` and
     ``seconds`` (the metric's wall time)."""
-    from nnunetv2_topo.metrics import leaderboard_score
-
     gt, _ = reader_class().read_seg(gt_file)
     t0 = time.perf_counter()
     result = leaderboard_score(np.asarray(segmentation), np.asarray(gt)[0], workers=0)
@@ -56,8 +59,6 @@ def score_case(segmentation: np.ndarray, gt_file: str, reader_class: type) -> di
 
 def warm_up() -> None:
     """Import the metric and run it once on a tiny pair (loads the compiled kernels from the numba cache)."""
-    from nnunetv2_topo.metrics import leaderboard_score
-
     pair = np.zeros((8, 8, 8), dtype=np.uint8)
     pair[3:5] = 1
     leaderboard_score(pair, pair, workers=0)
@@ -98,12 +99,8 @@ def _watch_parent(parent_pid: int) -> None:
 def die_with_parent(parent_pid: int) -> None:
     """End this process when ``parent_pid`` ends (SIGKILL, OOM killer, SIGTERM, a crash included)."""
     if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
+        with contextlib.suppress(OSError, AttributeError):  # no prctl: the watchdog thread alone
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        except (OSError, AttributeError):  # no prctl: the watchdog thread alone
-            pass
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(0)
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watchdog", daemon=True).start()
@@ -133,8 +130,6 @@ def serve(tasks: Any, results: Any) -> None:
 
 def main(argv: list[str]) -> int:
     """``TASK_FD RESULT_FD PARENT_PID``: serve the parent's tasks."""
-    from multiprocessing.connection import Connection
-
     task_fd, result_fd, parent_pid = (int(a) for a in argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent_pid)

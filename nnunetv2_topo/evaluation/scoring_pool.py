@@ -29,6 +29,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any, Literal
 
 import numpy as np
@@ -90,8 +91,6 @@ class _Worker:
     """One worker process, its pipes, its pending futures and the two threads that feed and read it."""
 
     def __init__(self, threads: int | None, poll_seconds: float, module: str) -> None:
-        from multiprocessing.connection import Connection
-
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
         boot = _BOOT.format(module=module)

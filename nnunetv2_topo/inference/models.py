@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnunetv2_topo.errors import TopoError
+from nnunetv2_topo.nnunet_env import EXT_TRAINER_ENV_VAR as ENV_VAR
+from nnunetv2_topo.nnunet_env import ext_trainer_env
 
 
 class ModelError(TopoError, ValueError):
@@ -118,9 +120,6 @@ def check_model_folders(
 def use_topo_trainers() -> None:
     """List the TopoWarmup trainers' folder in ``nnUNet_extTrainer`` (if it is not listed yet) so that nnU-Net
     resolves their names from the checkpoints, as ``nnUNetv2_predict`` would with the variable exported."""
-    from nnunetv2_topo.nnunet_env import EXT_TRAINER_ENV_VAR as ENV_VAR
-    from nnunetv2_topo.nnunet_env import ext_trainer_env
-
     os.environ[ENV_VAR] = ext_trainer_env()[ENV_VAR]
 
 
@@ -145,8 +144,6 @@ def load_predictor(model: ModelFolder, device, use_mirroring: bool):
     """An initialised ``nnUNetPredictor`` for ``model`` (its trainer class found through ``nnUNet_extTrainer``)."""
     import torch
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-
-    from nnunetv2_topo.nnunet_env import EXT_TRAINER_ENV_VAR as ENV_VAR
 
     first = model.path / f"fold_{model.folds[0]}" / model.checkpoint
     try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm import tqdm
 
 from nnunetv2_topo.inference.cases import InputCase
 from nnunetv2_topo.inference.models import ModelFolder, load_predictor
@@ -155,8 +156,6 @@ def predict_cases(
     a warning when the ETA passes the budget, and once the elapsed time passes it, the remaining cases are
     predicted without TTA (recorded in ``report``). ``log_case`` receives one line per finished case (id, seconds,
     TTA used, and whether TTA was dropped to fit the budget), for logs where a progress bar is unreadable."""
-    from tqdm import tqdm
-
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     budget_s = None if budget_hours is None else budget_hours * 3600.0

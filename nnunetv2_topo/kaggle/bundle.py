@@ -5,6 +5,7 @@ sibling of the output and renamed into place only when complete."""
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import json
 import shutil
 import sys
@@ -12,11 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nnunetv2_topo
+from nnunetv2_topo.inference.predict import TTA_MODES
 from nnunetv2_topo.io import staged_directory
 from nnunetv2_topo.kaggle.files import MANIFEST, check_kaggle_id, write_kaggle_files
 from nnunetv2_topo.kaggle.models import SlimModel, checked_folders, copy_models
 from nnunetv2_topo.kaggle.provided import DEFAULT_PROVIDED, BundleError, Provided, read_provided
 from nnunetv2_topo.kaggle.wheels import PROJECT, Target, build_project_wheel, check_offline, download, resolve
+from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
+from nnunetv2_topo.postprocessing.fusion import check_fusion_weights
 
 __all__ = ["BundleReport", "BundleRequest", "build_bundle"]
 
@@ -72,8 +77,6 @@ def _check_config(config: Path | None, n_models: int, checkpoint: str = "checkpo
     checkpoint ``tune`` chose for each model that takes part is the one bundled (``checkpoint``)."""
     if config is None:
         return None
-    from nnunetv2_topo.postprocessing.config_file import load_postprocess_file
-    from nnunetv2_topo.postprocessing.fusion import check_fusion_weights
 
     try:
         pf = load_postprocess_file(config)
@@ -148,8 +151,6 @@ class _Checked:
 
 def _check_request(req: BundleRequest, progress: Callable[[str], None]) -> _Checked:
     """Step 1, the checks that need no network: every bad input fails here, before any download."""
-    from nnunetv2_topo.inference.predict import TTA_MODES
-
     target = Target(req.python, req.platform)
     owner, slug = check_kaggle_id(req.kaggle_id)
     if req.tta not in TTA_MODES:
@@ -215,14 +216,10 @@ def _manifest(req: BundleRequest, report: BundleReport, target: Target) -> dict:
 def _submit_script() -> Path:
     """The file that becomes the bundle's ``submit.py``. It runs the ``nnunetv2_topo`` command, so it lives in the
     commands layer (``templates/kaggle_submit.py``); the bundle copies the file and never imports it."""
-    import importlib.util
-
     spec = importlib.util.find_spec("nnunetv2_topo.templates.kaggle_submit")
     assert spec is not None and spec.origin is not None, "a module of this package has a file"
     return Path(spec.origin)
 
 
 def _version() -> str:
-    import nnunetv2_topo
-
     return nnunetv2_topo.__version__

@@ -14,7 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnunetv2_topo.inference.models import ModelError, ModelFolder, check_model_folders, load_predictor
+from nnunetv2_topo.inference.models import (
+    ModelError,
+    ModelFolder,
+    check_model_folders,
+    load_predictor,
+    use_topo_trainers,
+)
 from nnunetv2_topo.kaggle.provided import BundleError
 
 __all__ = [
@@ -95,8 +101,6 @@ def check_bundled_model(model: ModelFolder) -> None:
     """Load the bundled model as predict does (nnU-Net's predictor, the trainer found by name) and every fold's
     weights into its network (strict): the bundle's checkpoints are complete."""
     import torch
-
-    from nnunetv2_topo.inference.models import use_topo_trainers
 
     use_topo_trainers()
     try:

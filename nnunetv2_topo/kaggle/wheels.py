@@ -25,6 +25,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
+import nnunetv2_topo
 from nnunetv2_topo.kaggle.provided import BundleError, Provided, write_stub_wheels
 
 __all__ = ["PROJECT", "Resolved", "Target", "build_project_wheel", "check_offline", "download", "resolve"]
@@ -118,8 +119,6 @@ def _tail(output: str, n: int = 15) -> str:
 
 def project_root() -> Path:
     """The source checkout of this package (where ``setup.cfg`` and ``pyproject.toml`` are)."""
-    import nnunetv2_topo
-
     return Path(nnunetv2_topo.__file__).resolve().parents[1]
 
 

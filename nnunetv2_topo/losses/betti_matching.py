@@ -3,6 +3,9 @@ loss term, computed with the engine ``topolosses`` ships (:class:`topolosses.los
 
 from __future__ import annotations
 
+import atexit
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
@@ -48,11 +51,7 @@ def _worker() -> Any:
     the CPU), and a process lets the matching run beside the other terms."""
     global _WORKER
     if _WORKER is None:
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
-
         _WORKER = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
-        import atexit
 
         atexit.register(_WORKER.shutdown)
     return _WORKER

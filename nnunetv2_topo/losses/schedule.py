@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from nnunetv2_topo.losses.registry import TERMS, canonical_term_names
 from nnunetv2_topo.setting_checks import integer
 
 __all__ = ["parse_loss_schedule", "schedule_factor", "schedule_factors"]
@@ -19,8 +20,6 @@ __all__ = ["parse_loss_schedule", "schedule_factor", "schedule_factors"]
 def parse_loss_schedule(value: Any) -> dict[str, dict[str, int]]:
     """``{term: {"start": int >= 0, "ramp": int >= 1}}`` (``ramp`` defaults to 1: the full weight at ``start``).
     Raises ``ValueError`` naming the term and field (``loss_schedule.cldice.ramp must be >= 1, got 0``)."""
-    from nnunetv2_topo.losses.registry import TERMS, canonical_term_names
-
     if value is None:
         return {}
     value = canonical_term_names(value, "loss_schedule")

@@ -141,7 +141,7 @@ def shortcut_counts(pred: np.ndarray, gt: np.ndarray) -> np.ndarray | None:
 
 def rules_tile_counts(pred: np.ndarray, gt: np.ndarray, bounded: bool = True) -> np.ndarray | None:
     """A tile's counts by the rules, or ``None`` when ``bounded`` and the m_1 reduction went past its bound."""
-    from nnunetv2_topo.metrics.betti_rules import rules_matched
+    from nnunetv2_topo.metrics.betti_rules import rules_matched  # numba: loaded with the first tile the rules match
 
     voxels = int(pred.size)
     big = np.iinfo(np.int64).max // 4

@@ -1,4 +1,7 @@
-"""Whole-volume prediction over Zarr / OME-Zarr: exact chunked sliding window, resumable OME-Zarr output, Dask."""
+"""Whole-volume prediction over Zarr / OME-Zarr: exact chunked sliding window, resumable OME-Zarr output, Dask.
+
+The ``volume`` extra (zarr, fsspec, dask, distributed, ome-zarr, numcodecs), torch and nnU-Net are imported inside
+the functions that use them: the package imports without the extra, so ``predict`` can name what is missing."""
 
 from nnunetv2_topo.scroll.blending import ScrollModelError
 from nnunetv2_topo.scroll.cluster import ClusterError, close_client, parse_dask, start_client

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.scroll.grid import Box
+from nnunetv2_topo.scroll.loaded_models import LoadedModels
 
 if TYPE_CHECKING:
     from nnunetv2_topo.scroll.writer import ChunkWriter
@@ -136,8 +137,6 @@ def close_client(client, spec: str) -> None:
 
 def use_models(run, loaded: list) -> None:
     """Predict ``run`` in this process with the models already ``loaded`` (the driver's own, without Dask)."""
-    from nnunetv2_topo.scroll.loaded_models import LoadedModels
-
     with _MODELS_LOCK:
         _LOADED_MODELS.clear()
         _LOADED_MODELS[run.key] = LoadedModels(run, loaded)
@@ -148,8 +147,6 @@ def loaded_models_for(run) -> UnitModels:
     use); call it holding ``_MODELS_LOCK``."""
     models = _LOADED_MODELS.get(run.key)
     if models is None:
-        from nnunetv2_topo.scroll.loaded_models import LoadedModels
-
         _LOADED_MODELS.clear()  # one run per process at a time: free the previous run's models
         threads = os.environ.get("NNUNETV2_TOPO_TORCH_THREADS")
         if threads:

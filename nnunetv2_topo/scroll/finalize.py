@@ -16,6 +16,7 @@ identical result.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -27,8 +28,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from nnunetv2_topo.scroll.writer import CLASSES, DONE, LABELS, PROBABILITIES, ScrollOutputError
+from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+from nnunetv2_topo.scroll.grid import chunk_boxes, chunk_key
+from nnunetv2_topo.scroll.lock import LOCK, TAKEOVER, LockBusyError, StoreLock
+from nnunetv2_topo.scroll.postprocess import WorkArrays, _open, _slices, grid_of, postprocess_chunks
+from nnunetv2_topo.scroll.writer import (
+    CLASSES,
+    DONE,
+    LABELS,
+    MANIFEST_KEY,
+    PROBABILITIES,
+    ScrollOutputError,
+    _down2,
+    array_at,
+    create_array,
+    done_keys,
+    read_manifest,
+    write_ome_metadata,
+)
 
 STEP_HOOK: Callable[[str], None] | None = None
 """Called with the name of every step boundary (tests inject kills here)."""
@@ -69,7 +88,6 @@ def _step(name: str, lock) -> None:
 def make_runner(client=None, progress: bool = True, lock=None, threads: int | None = None):
     """``run(fn, items, desc)``: one task per item on the Dask ``client`` or local threads, results in order, a
     progress bar per pass (chunks, ETA); the lock is checked and the step hook called before and half-way."""
-    from tqdm import tqdm
 
     def run(fn, items: list, desc: str) -> list:
         _step(f"{desc}", lock)
@@ -106,9 +124,6 @@ def make_runner(client=None, progress: bool = True, lock=None, threads: int | No
 
 
 def _down_chunk(url: str, src: str, dst: str, idx, token: str) -> None:
-    from nnunetv2_topo.scroll.postprocess import _open, _slices
-    from nnunetv2_topo.scroll.writer import _down2
-
     a, b = _open(url, src, token), _open(url, dst, token)
     own = _slices(idx, b.chunks, b.shape)
     region = tuple(slice(2 * s.start, min(2 * s.stop, n)) for s, n in zip(own, a.shape, strict=True))
@@ -116,16 +131,11 @@ def _down_chunk(url: str, src: str, dst: str, idx, token: str) -> None:
 
 
 def _count_chunk(url: str, name: str, idx, token: str) -> int:
-    from nnunetv2_topo.scroll.postprocess import _open, _slices
-
     a = _open(url, name, token)
     return int(np.count_nonzero(np.asarray(a[_slices(idx, a.chunks, a.shape)])))
 
 
 def _blocks(arr) -> list:
-    import itertools
-
-    from nnunetv2_topo.scroll.postprocess import grid_of
 
     return list(itertools.product(*[range(g) for g in grid_of(arr.shape, arr.chunks)]))
 
@@ -133,8 +143,6 @@ def _blocks(arr) -> list:
 def write_pyramid(url: str, prefix: str, levels: int, chunk: int, run, token: str) -> None:
     """Levels ``prefix1``..``prefixN``: 2x max-downsampling of the level above, one task per output chunk."""
     import zarr
-
-    from nnunetv2_topo.scroll.writer import array_at, create_array
 
     group = zarr.open_group(url, mode="r+")
     for k in range(1, levels + 1):
@@ -149,9 +157,6 @@ def _setting(manifest: dict, key: str, default=None):
 
 
 def missing_chunks(url: str, manifest: dict) -> int:
-    from nnunetv2_topo.scroll.grid import chunk_boxes, chunk_key
-    from nnunetv2_topo.scroll.writer import done_keys
-
     chunk = (int(_setting(manifest, "chunk")),) * 3
     keys = {chunk_key(b, chunk) for b in chunk_boxes(manifest["settings"]["input"]["shape"], chunk)}
     return len(keys - done_keys(url))
@@ -160,16 +165,12 @@ def missing_chunks(url: str, manifest: dict) -> int:
 def _leftovers(url: str) -> list[str]:
     import fsspec
 
-    from nnunetv2_topo.scroll.lock import TAKEOVER
-
     fs, root = fsspec.core.url_to_fs(url)
     return [w for w in (*WORK, TAKEOVER) if fs.exists(f"{root.rstrip('/')}/{w}")]
 
 
 def _locked(url: str) -> bool:
     import fsspec
-
-    from nnunetv2_topo.scroll.lock import LOCK
 
     fs, root = fsspec.core.url_to_fs(url)
     return fs.exists(f"{root.rstrip('/')}/{LOCK}")
@@ -186,10 +187,6 @@ def _cleanup(url: str, lock) -> None:
 
 def _finish(url: str, manifest: dict, run, lock, report: FinalizeReport) -> None:
     import zarr
-
-    from nnunetv2_topo.postprocessing.steps import PostprocessConfig
-    from nnunetv2_topo.scroll.postprocess import WorkArrays, postprocess_chunks
-    from nnunetv2_topo.scroll.writer import MANIFEST_KEY, array_at, write_ome_metadata
 
     token = uuid.uuid4().hex
     group = zarr.open_group(url, mode="r")
@@ -221,9 +218,6 @@ def finalize_volume(
     """Complete the output at ``url`` if every chunk is done and no live process is finalizing it (see the module
     doc); safe to run any number of times, from any number of processes. ``pyramid``: the finishing run's
     ``--pyramid`` (a finishing setting; None keeps the manifest's), recorded in the completed manifest."""
-    from nnunetv2_topo.scroll.lock import LockBusyError, StoreLock
-    from nnunetv2_topo.scroll.writer import read_manifest
-
     t0 = time.monotonic()
     report = FinalizeReport()
     manifest = read_manifest(url)

@@ -8,9 +8,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nnunetv2_topo.inference.models import ModelFolder
+from nnunetv2_topo.inference.models import ModelFolder, use_topo_trainers
+from nnunetv2_topo.inference.predict import load_models
+from nnunetv2_topo.scroll.blending import ChunkModel, TileCache, fused_chunk_probability
 from nnunetv2_topo.scroll.grid import Box
-from nnunetv2_topo.scroll.source import SourceSpec
+from nnunetv2_topo.scroll.source import CachedReader, SourceSpec
+from nnunetv2_topo.scroll.writer import ChunkWriter
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,6 @@ class LoadedModels:
     def __init__(self, run: RunSpec, loaded=None) -> None:
         import torch
 
-        from nnunetv2_topo.inference.models import use_topo_trainers
-        from nnunetv2_topo.inference.predict import load_models
-        from nnunetv2_topo.scroll.blending import ChunkModel, TileCache
-        from nnunetv2_topo.scroll.source import CachedReader
-        from nnunetv2_topo.scroll.writer import ChunkWriter
-
         self.run = run
         if loaded is None:
             use_topo_trainers()
@@ -99,8 +96,6 @@ class LoadedModels:
                 self.reader.prefetch(g.image_source(g.region(tiles))[0])
 
     def process(self, box: Box, next_box: Box | None = None) -> None:
-        from nnunetv2_topo.scroll.blending import fused_chunk_probability
-
         if next_box is not None:
             self.prefetch(next_box)
         r = self.run

@@ -27,12 +27,19 @@ from __future__ import annotations
 
 import functools
 import itertools
+import threading
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
+from nnunetv2_topo.scroll.writer import array_at, create_array
 
 HALO = 16
 DIRECTIONS = [d for d in itertools.product((-1, 0, 1), repeat=3) if d > (0, 0, 0)]  # the 13 forward neighbours
@@ -70,8 +77,6 @@ def _fs(url: str):
 
 
 def _local_steps(block: np.ndarray, config: PostprocessConfig) -> np.ndarray:
-    from nnunetv2_topo.postprocessing.steps import postprocess_volume
-
     local = PostprocessConfig(
         threshold=0.0,
         min_component_size=0,
@@ -109,8 +114,6 @@ def _key(idx) -> str:
 
 
 def _label(work: WorkArrays, idx):
-    import cc3d
-
     classes = _open(work.url, work.classes, work.token)
     c = np.asarray(classes[_slices(idx, classes.chunks, classes.shape)])
     return c, cc3d.connected_components(c >= 1, connectivity=26, out_dtype=np.uint32)
@@ -127,8 +130,6 @@ FACE_ORDER = [f"{ax}{side}" for ax in range(3) for side in "lh"]
 
 def label_chunk(work: WorkArrays, idx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 1: (border labels, their voxel counts, whether they hold class 2); writes the chunk's faces."""
-    import zlib
-
     c, lab = _label(work, idx)
     k = int(lab.max())
     if k == 0:
@@ -149,15 +150,10 @@ class _FaceCache:
     read by itself and up to 13 neighbours, which a worker mostly handles close together)."""
 
     def __init__(self, max_bytes: int = 256 << 20) -> None:
-        import threading
-        from collections import OrderedDict
-
         self.items: OrderedDict = OrderedDict()
         self.max_bytes, self.held, self.lock = max_bytes, 0, threading.Lock()
 
     def get(self, work: WorkArrays, idx) -> dict | None:
-        import zlib
-
         key = (work.token, work.url, idx)
         with self.lock:
             if key in self.items:
@@ -227,9 +223,6 @@ def join_chunk(work: WorkArrays, idx, grid) -> np.ndarray:
 
 def solve(borders: list, pairs: list, grid, blocks: list, config: PostprocessConfig) -> tuple[list, dict]:
     """Pass 3 (driver): the keep decision of every border label, per chunk; and what the driver held."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     counts = [len(b[0]) for b in borders]
     gids = np.concatenate(
         [np.zeros(0, np.int64)] + [b[0].astype(np.int64) + _base(i, grid) for b, i in zip(borders, blocks, strict=True)]
@@ -291,8 +284,6 @@ def postprocess_chunks(work: WorkArrays, config: PostprocessConfig, run: Runner,
     """``config``'s steps applied to the class codes ``work.classes`` into ``work.target`` (see the module doc);
     returns the foreground voxels and what the driver held. Every pass rewrites what it writes: repeatable."""
     import zarr
-
-    from nnunetv2_topo.scroll.writer import array_at, create_array
 
     group = zarr.open_group(work.url, mode="r+")
     classes = array_at(group, work.classes)

@@ -15,22 +15,26 @@ import gc
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
+from tqdm import tqdm
 
+import nnunetv2_topo
 from nnunetv2_topo.inference.models import ModelFolder
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
+from nnunetv2_topo.scroll import cluster
+from nnunetv2_topo.scroll.blending import ChunkModel, check_spacing, normalization_of
+from nnunetv2_topo.scroll.finalize import FinalizeReport, finalize_volume
 from nnunetv2_topo.scroll.grid import Box, chunk_blocks, chunk_boxes, chunk_key, plan_block
 from nnunetv2_topo.scroll.loaded_models import RunSpec
-from nnunetv2_topo.scroll.source import SourceSpec
-
-if TYPE_CHECKING:
-    from nnunetv2_topo.scroll.finalize import FinalizeReport
+from nnunetv2_topo.scroll.source import SourceSpec, scan_volume
+from nnunetv2_topo.scroll.writer import done_keys, existing_output, manifest_differences, physical_frame, prepare_output
 
 MANIFEST_VERSION = 2
 
@@ -121,8 +125,6 @@ _DIGESTS: dict = {}
 
 def file_digest(path) -> str:
     """sha256 of a file's content (remembered per path, size and mtime within this process)."""
-    import os
-
     st = os.stat(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
@@ -142,11 +144,7 @@ def model_identity(folder: ModelFolder) -> dict:
 
 def runtime_identity(device: str) -> dict:
     """The device type, AMP (on for CUDA, as nnU-Net predicts) and the versions that shape the numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import torch
-
-    import nnunetv2_topo
 
     try:
         nnunet = version("nnunetv2")
@@ -180,8 +178,6 @@ def settings_of(source: SourceSpec, o: ScrollOptions) -> dict:
 def settings_differences(old: dict, new: dict) -> list[str]:
     """What differs between a stored manifest's settings and this run's, named for a person: the model file whose
     content changed, the library whose version differs, the setting and its two values (``pyramid`` ignored)."""
-    from nnunetv2_topo.scroll.writer import manifest_differences
-
     out = []
     old_models, new_models = old.get("models") or [], new.get("models") or []
     if len(old_models) != len(new_models):
@@ -252,10 +248,6 @@ def predict_scroll(
     models as :func:`~nnunetv2_topo.inference.predict.load_models` gives them: checked, and used when ``client`` is
     None; with a ``client`` the list is emptied once checked (this process keeps no model copy).
     ``intensity_check(low, high)`` is given the region's value range from the scan (it raises to refuse)."""
-    from nnunetv2_topo.scroll.blending import check_spacing, normalization_of
-    from nnunetv2_topo.scroll.finalize import finalize_volume
-    from nnunetv2_topo.scroll.writer import existing_output, physical_frame
-
     o = options
     for m in loaded:
         normalization_of(m)
@@ -275,8 +267,6 @@ def predict_scroll(
         scan = old["scan"]
         settings["pyramid"] = old["settings"].get("pyramid")  # kept; finalize_volume is given this run's value
     else:
-        from nnunetv2_topo.scroll.source import scan_volume
-
         zscore = any(normalization_of(m)[0] == "ZScoreNormalization" for m in loaded)
         scan = scan_volume(source, zscore, client, o.progress)
         report.stages["scan"] = time.monotonic() - t0
@@ -304,9 +294,6 @@ def _create_output(
 ) -> RunSpec:
     """Plan the work units (once, by the run that creates the output, so that every part splits them alike), create
     or join the output, and return what a worker needs to predict its chunks."""
-    from nnunetv2_topo.scroll.blending import ChunkModel
-    from nnunetv2_topo.scroll.writer import prepare_output
-
     crop = tuple(tuple(c) for c in scan["crop"])
     chunk_models = [ChunkModel(m, tuple(scan["zscore"]) if scan["zscore"] else (0.0, 1.0)) for m in loaded]
     geometries = [cm.geometry(source.shape, crop) for cm in chunk_models]
@@ -344,8 +331,6 @@ def _create_output(
 
 def _units_to_predict(source: SourceSpec, o: ScrollOptions, report: ScrollReport, client) -> list[list[Box]]:
     """This part's work units less the chunks already done (said when resuming)."""
-    from nnunetv2_topo.scroll.writer import done_keys
-
     all_units = chunk_blocks(source.shape, o.chunk, report.block)
     report.chunks_total = sum(len(u) for u in all_units)
     done = done_keys(o.output)
@@ -367,9 +352,6 @@ def _units_to_predict(source: SourceSpec, o: ScrollOptions, report: ScrollReport
 
 def _predict_units(run: RunSpec, loaded: list, todo: list, client, progress: bool, report: ScrollReport) -> None:
     """Predict the units here with ``loaded``, or on the ``client``'s workers (each loads its own models)."""
-    from tqdm import tqdm
-
-    from nnunetv2_topo.scroll import cluster
 
     bar = tqdm(
         total=sum(len(u) for u in todo), desc="predict volume", unit="chunk", disable=not progress, file=sys.stderr

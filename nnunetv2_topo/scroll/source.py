@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+from tqdm import tqdm
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.scroll.grid import Box
-
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
 
 T = TypeVar("T")
 
@@ -61,8 +62,6 @@ class SourceSpec:
 
 def looks_like_zarr(path: str) -> bool:
     """True when ``path`` names a Zarr store (a URL, a ``.zarr`` name, or a folder with Zarr metadata)."""
-    from pathlib import Path
-
     if "://" in path or path.rstrip("/").lower().endswith(".zarr"):
         return True
     p = Path(path)
@@ -98,8 +97,6 @@ def _scale(dataset: dict) -> list[float] | None:
 def canonical_url(url: str) -> str:
     """One spelling per store: a local path (or ``file://`` URL) absolute, without a trailing slash; other URLs
     without a trailing slash. A resumed run compares these, so ``in.zarr/`` and ``/abs/in.zarr`` are the same input."""
-    from pathlib import Path
-
     if url.startswith("file://"):
         url = url[len("file://") :]
     if "://" in url:
@@ -233,8 +230,6 @@ class CachedReader:
                 return data
             future = self._pending.get(idx)
             if future is None:  # load it here; a prefetch of the same chunk waits for this one
-                from concurrent.futures import Future
-
                 future = self._pending[idx] = Future()
                 mine = True
             else:
@@ -258,8 +253,6 @@ class CachedReader:
 
     def prefetch(self, box: Box) -> None:
         """Start loading the stored chunks of ``box`` that are not cached (one background thread)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="volume-prefetch")
         for idx in self._indices(box)[1]:
@@ -314,10 +307,6 @@ def scan_volume(spec: SourceSpec, zscore: bool, client=None, progress: bool = Tr
     """One read of the region (stored chunks in parallel: on ``client``'s workers, or 4 threads here, with a
     progress bar): nnU-Net's crop (the nonzero bounding box; the whole region when all zero), the value range (for
     the intensity check) and, for ZScore plans, the cropped region's mean and std (float64; one more read)."""
-    import sys
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from tqdm import tqdm
 
     boxes = scan_boxes(spec)
     proj = [np.zeros(s, bool) for s in spec.shape]

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from nnunetv2_topo.postprocessing.components import binarize
 from nnunetv2_topo.scroll.grid import Box, chunk_key
 from nnunetv2_topo.scroll.lock import LOCK, TAKEOVER, ScrollOutputError, StoreLock
+from nnunetv2_topo.scroll.source import _multiscales
 
 if TYPE_CHECKING:
     import zarr
@@ -218,8 +220,6 @@ class ChunkWriter:
         return self.fs.exists(f"{self.root}/{DONE}/{chunk_key(box, (self.chunk,) * 3)}")
 
     def write(self, box: Box, probability: np.ndarray | None) -> None:
-        from nnunetv2_topo.postprocessing.components import binarize
-
         sl = tuple(slice(lo, hi) for lo, hi in box)
         shape = tuple(hi - lo for lo, hi in box)
         if probability is None:
@@ -248,8 +248,6 @@ def physical_frame(source) -> dict:
     (which equals the plans' spacing: other spacings are refused) and no units. ``--bbox`` adds its start times the
     scale to the translation."""
     import zarr
-
-    from nnunetv2_topo.scroll.source import _multiscales
 
     scale, translation, units = [float(s) for s in source.spacing], [0.0, 0.0, 0.0], None
     if source.array_path:

@@ -10,7 +10,7 @@ __all__ = ["ScrollStyle", "SheetTopology", "SynthCase", "make_case", "synthesize
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from nnunetv2_topo.synth import generator
+        from nnunetv2_topo.synth import generator  # scipy: loaded on first use, not by `nnunetv2_topo synth --help`
 
         return getattr(generator, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.ids_csv import KaggleCSVError, Row, read_ids_csv, write_ids_csv
@@ -139,7 +140,6 @@ def write_kaggle_dataset(
         topology = topology or SheetTopology()
         tasks = [(str(tmp), "train", r, shape, seed, i, topology) for i, r in enumerate(train)]
         tasks += [(str(tmp), "test", r, shape, seed, i, topology) for i, r in enumerate(test)]
-        from tqdm import tqdm
 
         bar = tqdm(total=len(tasks), desc=f"synth {shape[0]}x{shape[1]}x{shape[2]}", disable=not progress)
         if num_processes > 1:

@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None, manifest: dict) -> argparse.Namespace:
         help=f"past it, the remaining cases are predicted without TTA (default %(default)s; Kaggle's limit is "
         f"{KAGGLE_LIMIT_HOURS:g} h)",
     )
+    # package imports stay inside the functions: nnU-Net (imported with them) must see main()'s environment
     from nnunetv2_topo.inference.predict import TTA_MODES
 
     p.add_argument("--tta", default=manifest.get("tta", "mirror"), choices=TTA_MODES, help="(default %(default)s)")
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.gettempdir()) / "nnunet_unused"
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         os.environ.setdefault(name, str(scratch / name))
+    # imported only now: nnU-Net reads these variables when it is first imported
     from nnunetv2_topo.nnunet_env import EXT_TRAINER_ENV_VAR as ENV_VAR
     from nnunetv2_topo.nnunet_env import ext_trainer_env
 

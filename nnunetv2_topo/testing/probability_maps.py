@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from nnunetv2_topo.synth.generator import synthesize_case
+
 
 @dataclass(frozen=True)
 class FailureModes:
@@ -153,8 +155,6 @@ def simulated_case(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(foreground probability float32, label uint8)`` of one synthetic case; ``modes`` or a
     ``CALIBRATIONS`` name. Same ``seed``, same case; the label does not depend on ``modes``."""
-    from nnunetv2_topo.synth.generator import synthesize_case
-
     if isinstance(modes, str):
         if modes not in CALIBRATIONS:
             raise ValueError(f"unknown calibration {modes!r}; known: {', '.join(CALIBRATIONS)}")
@@ -171,8 +171,6 @@ def simulated_models(
     """``([probability of each model], label)`` of one synthetic case: the models see the same sheets, each with
     its own failure modes (a ``CALIBRATIONS`` or ``ENSEMBLE_MODELS`` name, or ``FailureModes``) and its own random
     draw of them (independent errors). Same ``seed``, same case and maps."""
-    from nnunetv2_topo.synth.generator import synthesize_case
-
     named = {**CALIBRATIONS, **ENSEMBLE_MODELS}
     for m in models:
         if isinstance(m, str) and m not in named:

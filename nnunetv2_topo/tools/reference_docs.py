@@ -29,8 +29,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from nnunetv2_topo.cli.arguments import VOCABULARY
 from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.io import atomic_write_text
+from nnunetv2_topo.postprocessing import STEP_FIELDS, FusionSpec, PostprocessConfig, PostprocessFile
 
 __all__ = ["HELP_WIDTH", "PAGES", "ReferenceDocsError", "generate", "main", "stale_pages"]
 
@@ -52,7 +54,7 @@ class ReferenceDocsError(CLIError):
 
 # ---------------------------------------------------------------------------------------------------- helpers
 def _json(value: Any) -> str:
-    from nnunetv2_topo.trainers.config import to_jsonable
+    from nnunetv2_topo.trainers.config import to_jsonable  # the trainers import torch and nnU-Net: only when used
 
     return json.dumps(to_jsonable(value))
 
@@ -84,6 +86,7 @@ def _fixed_width(columns: int = HELP_WIDTH) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------- config keys
 def render_config_keys() -> str:
     """``docs/reference/config-keys.md``."""
+    # the trainers (and the loss terms) import torch and nnU-Net: loaded for this page only
     import nnunetv2_topo.trainers as trainers
     from nnunetv2_topo.losses.registry import term_params
     from nnunetv2_topo.trainers.config import CONFIG_ENV_VAR, DIRECTIVE_KEYS, KEYS, all_keys
@@ -234,8 +237,6 @@ def render_cli(root: Path) -> str:
 
 def _vocabulary(renamed: dict[tuple[str, str], list[str]]) -> str:
     """The flags that mean the same in every command, and the old spellings still accepted (with a note)."""
-    from nnunetv2_topo.cli.arguments import VOCABULARY
-
     rows = [(f"`{flag}`", meaning) for flag, meaning in VOCABULARY]
     old = [(f"`{o}`", f"`{n}`", ", ".join(commands)) for (o, n), commands in sorted(renamed.items())]
     return "\n".join(
@@ -264,8 +265,6 @@ def _field_meanings(cls: type) -> dict[str, str]:
 
 
 def _block_postprocess_steps() -> str:
-    from nnunetv2_topo.postprocessing import STEP_FIELDS, PostprocessConfig
-
     meanings = _field_meanings(PostprocessConfig)
     defaults = PostprocessConfig().to_dict()
     step_of = {f: step for step, fields in STEP_FIELDS.items() for f in fields}
@@ -284,8 +283,6 @@ def _block_postprocess_steps() -> str:
 
 
 def _block_postprocess_example() -> str:
-    from nnunetv2_topo.postprocessing import FusionSpec, PostprocessFile
-
     example = PostprocessFile(
         fusion=FusionSpec(
             mode="logit",
@@ -298,7 +295,7 @@ def _block_postprocess_example() -> str:
 
 
 def _block_topo_config_keys() -> str:
-    from nnunetv2_topo.trainers.config import all_keys
+    from nnunetv2_topo.trainers.config import all_keys  # torch and nnU-Net: only when this block is rendered
 
     keys = ", ".join(f"`{k}`" for k in all_keys())
     return f"`config` holds every key, in this order: {keys} ([meanings](config-keys.md))."

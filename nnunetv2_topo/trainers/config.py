@@ -17,6 +17,8 @@ from typing import Any
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.evaluation.scoring_pool import DEFAULT_CASE_TIMEOUT_S
+from nnunetv2_topo.losses.registry import TERMS, check_weights, term_params
+from nnunetv2_topo.losses.schedule import parse_loss_schedule
 from nnunetv2_topo.scheduling.plateau_driver import PLATEAU_METRICS, PLATEAU_MODES
 from nnunetv2_topo.setting_checks import Checked
 from nnunetv2_topo.setting_checks import at_least_one as _at_least_one
@@ -240,9 +242,6 @@ KEYS: dict[str, Key] = {
 
 def loss_keys() -> dict[str, Key]:
     """``loss_weights`` and every parameter the registered loss terms declare (with their defaults and checks)."""
-    from nnunetv2_topo.losses.registry import TERMS, check_weights, term_params
-    from nnunetv2_topo.losses.schedule import parse_loss_schedule
-
     keys = {
         "loss_weights": Key(
             "mapping term -> float >= 0",
@@ -269,8 +268,6 @@ def all_keys() -> dict[str, Key]:
 
 
 def _loss_param_terms() -> dict[str, tuple[str, ...]]:
-    from nnunetv2_topo.losses.registry import term_params
-
     return {key: terms for key, (_, terms) in term_params().items()}
 
 

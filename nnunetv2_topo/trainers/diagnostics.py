@@ -132,7 +132,7 @@ def load_progress(fold_dir: str | os.PathLike, use_json: bool = True) -> tuple[d
         raise ProgressLogMissingError(
             f"{folder} has neither {PROGRESS_JSON} nor a checkpoint_{{latest,final,best}}.pth to read the log from"
         )
-    import torch
+    import torch  # only to read a checkpoint's log: progress.json alone is read without torch
 
     best: tuple[int, dict, Path] | None = None
     for c in candidates:

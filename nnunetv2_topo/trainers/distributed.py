@@ -110,7 +110,7 @@ def process_group_timeout() -> float | None:
     """Seconds a collective of the default group may wait before the job is killed (None without DDP)."""
     if not ddp_active():
         return None
-    from torch.distributed import distributed_c10d as c10d
+    from torch.distributed import distributed_c10d as c10d  # a torch built without distributed has no c10d
 
     group: Any = c10d._get_default_group()  # the getters below try the APIs of several torch versions
     timeout: Any = None

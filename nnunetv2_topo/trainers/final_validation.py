@@ -15,7 +15,10 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from nnunetv2_topo.io import atomic_path, atomic_write_text
+from nnunetv2_topo.evaluation.folder_scoring import score_folder
+from nnunetv2_topo.io import atomic_path, atomic_write_text, index_volumes, volume_shape
+from nnunetv2_topo.metrics.engine import auto_workers
+from nnunetv2_topo.postprocessing import PostprocessConfig
 from nnunetv2_topo.trainers.diagnostics import console_log
 
 __all__ = ["FinalValidation", "gt_segmentations_dir"]
@@ -74,8 +77,6 @@ class FinalValidation:
     def workers(self, num_cases: int, largest_voxels: int) -> int:
         """Betti-matching workers: the CLI's rule (cores, and free memory for one tile of the largest volume each:
         ``metrics.engine.auto_workers``), at most ``workers_cap``; 0 (serial, in this process) for one case."""
-        from nnunetv2_topo.metrics.engine import auto_workers
-
         if num_cases <= 1:
             return 0
         tile_voxels = math.ceil(largest_voxels / 8)  # the metric cuts every axis in two
@@ -90,10 +91,6 @@ class FinalValidation:
 
     def score(self, log_summary: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
         """Score ``validation/`` with the leaderboard metric, raw and post-processed; write summary_topo.json."""
-        from nnunetv2_topo.evaluation.folder_scoring import score_folder
-        from nnunetv2_topo.io import index_volumes, volume_shape
-        from nnunetv2_topo.postprocessing import PostprocessConfig
-
         preds = index_volumes(self.val_dir, "validation")
         if not preds:
             raise FileNotFoundError(f"no predicted volumes in {self.val_dir}")

@@ -18,7 +18,9 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 from torch import nn
 
+from nnunetv2_topo.losses import TopologyLoss
 from nnunetv2_topo.trainers.config import loss_keys
+from nnunetv2_topo.transforms import TopoTargetsTransform, split_topo_targets
 
 if TYPE_CHECKING:
     from nnunetv2_topo.losses import TopologyLoss
@@ -63,8 +65,6 @@ class TopoLossCall(nn.Module):
 
     @classmethod
     def from_parameters(cls, **kwargs: Any) -> TopoLossCall:
-        from nnunetv2_topo.losses import TopologyLoss
-
         return cls(TopologyLoss(**kwargs), kwargs.get("ignore_label"))
 
     @property
@@ -108,7 +108,6 @@ class TopoLossCall(nn.Module):
         defaults to the loss's."""
         if not self.required_targets:
             return None
-        from nnunetv2_topo.transforms import TopoTargetsTransform
 
         ignore = self.ignore_label if ignore_label is None else ignore_label
         return TopoTargetsTransform(self.required_targets, ignore, **self.target_params)
@@ -136,7 +135,6 @@ class TopoLossCall(nn.Module):
         if not self.required_targets:
             self.extras = {}
             return batch
-        from nnunetv2_topo.transforms import split_topo_targets
 
         target = batch["target"]
         if isinstance(target, (list, tuple)):

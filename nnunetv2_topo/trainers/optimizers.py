@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from nnunetv2_topo.trainers.muon import MuonHybrid, split_muon_parameters
+
 __all__ = ["OPTIMIZERS", "build_optimizer"]
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw", "muon")
@@ -24,8 +26,6 @@ def build_optimizer(
     ``params`` (it splits the parameters by role) and reads ``muon_other``, ``muon_other_lr`` and
     ``muon_weight_decay`` from ``config``."""
     if name == "muon":
-        from nnunetv2_topo.trainers.muon import MuonHybrid, split_muon_parameters
-
         if not isinstance(params, torch.nn.Module):
             raise TypeError("optimizer 'muon' needs the network (it splits the parameters by role)")
         cfg = dict(config or {})

@@ -16,12 +16,13 @@ from typing import Any
 import torch
 
 from nnunetv2_topo.errors import exit_if_entry_point
-from nnunetv2_topo.trainers.config import CONFIG_ENV_VAR, TopoConfigError, check_consistency
+from nnunetv2_topo.trainers.config import CONFIG_ENV_VAR, TopoConfigError, check_consistency, format_config, to_jsonable
 from nnunetv2_topo.trainers.config_file import (
     config_from_environment,
     config_path_from_environment,
     load_yaml_config,
     resume_config,
+    save_config,
 )
 
 __all__ = [
@@ -173,8 +174,6 @@ def _resumed(
 
 def log_run_config(run: RunConfig, trainer_name: str, log: Any) -> None:
     """Log the effective configuration, where it came from, and the run's notes and warnings."""
-    from nnunetv2_topo.trainers.config import format_config
-
     origin = f"from {run.source}" if run.source else "set nnUNet_topo_config to override"
     if run.notes and not run.source:
         origin = "the saved configuration"
@@ -192,9 +191,6 @@ def log_run_config(run: RunConfig, trainer_name: str, log: Any) -> None:
 def write_config_json(run: RunConfig, trainer_name: str, folder: str | Path) -> None:
     """``topo_config.json``: the configuration in use and every configuration the run used (``history``, each with
     the epoch it took effect)."""
-    from nnunetv2_topo.trainers.config import to_jsonable
-    from nnunetv2_topo.trainers.config_file import save_config
-
     history = [{**h, "config": to_jsonable(h["config"])} for h in run.history]
     extra = {"trainer": trainer_name, "config_file": run.source, "history": history}
     save_config(run.config, Path(folder) / CONFIG_JSON, extra=extra)

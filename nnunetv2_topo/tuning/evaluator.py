@@ -24,8 +24,13 @@ import numpy as np
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.evaluation.case_scoring import TileKey, postprocess_and_score
+from nnunetv2_topo.input_checks import label_value_problem
+from nnunetv2_topo.io import VolumeError, read_volume
+from nnunetv2_topo.metrics.engine import make_engine_pool
 from nnunetv2_topo.metrics.score_fields import SCORE_FIELDS
 from nnunetv2_topo.postprocessing.config_file import FusionSpec
+from nnunetv2_topo.postprocessing.fusion import Fusion, check_fusion_weights, probability_to_logit
+from nnunetv2_topo.postprocessing.probabilities import read_probability
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 from nnunetv2_topo.tuning.ensemble import Setting
 
@@ -66,9 +71,6 @@ class _Case:
     """One case in a worker: its ground truth, the maps read so far and the last fused map."""
 
     def __init__(self, source: CaseSource) -> None:
-        from nnunetv2_topo.input_checks import label_value_problem
-        from nnunetv2_topo.io import VolumeError, read_volume
-
         self.source = source
         self.gt = read_volume(source.gt)
         problem = label_value_problem(self.gt)
@@ -80,8 +82,6 @@ class _Case:
 
     def _map(self, path: Path) -> np.ndarray:
         if path not in self.maps:
-            from nnunetv2_topo.postprocessing.probabilities import read_probability
-
             prob = read_probability(path)
             if prob.shape != self.gt.shape:
                 raise TuneInputError(
@@ -95,7 +95,6 @@ class _Case:
         """The fused map of ``fusion``, equal to ``fuse_probability_files`` of the same files (each read once)."""
         if self.fused is not None and self.fused[0] == fusion:
             return self.fused[1]
-        from nnunetv2_topo.postprocessing.fusion import Fusion, check_fusion_weights, probability_to_logit
 
         n = len(self.source.inputs)
         weights = check_fusion_weights(fusion.weights, n)
@@ -223,8 +222,6 @@ class Evaluator:
 
     def _executor(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            from nnunetv2_topo.metrics.engine import make_engine_pool
-
             with main_module_hidden():
                 self._pool = make_engine_pool(self.num_processes)
         return self._pool

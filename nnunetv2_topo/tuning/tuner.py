@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict
+
+from tqdm import tqdm
 
 from nnunetv2_topo.postprocessing.config_file import FusionSpec, PostprocessFile, save_postprocess_file
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
@@ -48,8 +50,6 @@ class _SearchState(TypedDict):
 def start_fusion(fusion: FusionSpec, space: EnsembleSpace | None) -> FusionSpec:
     """Where the search starts: ``fusion`` as given, with equal weights spelt out when they are searched and the
     first checkpoint option of each input."""
-    from dataclasses import replace
-
     if space is None:
         return fusion
     n = len(fusion.inputs)
@@ -95,8 +95,6 @@ def tune(
 ) -> TuneOutcome:
     """Tune the post-processing (and, with ``ensemble``, the ensemble: weights, fusion, checkpoints) on
     ``sources``; writes ``output`` (postprocess.json) and the report beside it."""
-    from tqdm import tqdm
-
     output = Path(output)
     start_time = time.monotonic()
     deadline = None if time_budget_s is None else start_time + time_budget_s
