@@ -1,6 +1,6 @@
 # nnunetv2-topo — the two set-up commands are `make demo` and `make test`.
-# make test       ruff + the whole suite (what CI runs), with the 20 slowest tests listed
-# make test-fast  ruff + the unit tier: everything not marked e2e or slow (the inner development loop)
+# make test       ruff + mypy + the whole suite (what CI runs), with the 20 slowest tests listed
+# make test-fast  ruff + mypy + the unit tier: everything not marked e2e or slow (the inner development loop)
 # make docs       regenerate docs/reference/ from the code (a unit test fails while they are stale)
 PYTHON ?= python3
 VENV   := .venv
@@ -28,6 +28,7 @@ $(STAMP): setup.cfg pyproject.toml
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: lint
 	$(PY) -m pytest --durations=20 $(PYTEST_ARGS)

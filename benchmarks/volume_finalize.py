@@ -93,8 +93,9 @@ def old_equivalence(count: int, chunk: int) -> tuple[float, float]:
         path = Path(tmp) / "old_postprocess.py"
         path.write_text(source)
         spec = importlib.util.spec_from_file_location("old_postprocess", path)
+        assert spec is not None and spec.loader is not None  # a .py file has a source loader
         old = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(old)  # type: ignore[union-attr]
+        spec.loader.exec_module(old)
         shape = tuple(g * chunk for g in GRIDS[count])
         group = zarr.open_group(str(Path(tmp) / "o.zarr"), mode="w")
         classes = group.create_array("c", shape=shape, chunks=(chunk,) * 3, dtype="uint8")

@@ -118,8 +118,9 @@ class Demo:
         (self.work / MARKER).write_text("created by `nnunetv2_topo demo`; safe to delete\n")
         (self.work / "logs").mkdir(exist_ok=True)
 
-    def run_command(self, stage: str, cmd: Sequence[str]) -> None:
-        """Run one console script, streaming its output to the terminal and to logs/<stage>.log."""
+    def run_command(self, stage: str, cmd: Sequence[object]) -> None:
+        """Run one console script (each argument as its str()), streaming its output to the terminal and to
+        logs/<stage>.log."""
         log_path = self.work / "logs" / f"{stage}.log"
         printable = " ".join(str(c) for c in cmd)
         print(f"  $ {printable}", flush=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from nnunetv2_topo import IGNORE_LABEL
 from nnunetv2_topo.io import TIFF_SUFFIXES, is_volume_file, read_volume, tiff_header
@@ -137,7 +138,7 @@ def training_intensities(model_folder: str | os.PathLike) -> TrainingIntensities
     return None
 
 
-def intensity_problem(dtype: np.dtype, low: float, high: float, train: TrainingIntensities) -> str | None:
+def intensity_problem(dtype: npt.DTypeLike, low: float, high: float, train: TrainingIntensities) -> str | None:
     """A test image whose values leave the training range by more than half its width; the problem, or None."""
     if low >= train.low - train.margin and high <= train.high + train.margin:
         return None
@@ -173,8 +174,8 @@ def test_image_problems(
     """``"case <id>: <problem>"`` for each test image outside a model's training intensities. A uint8 TIFF is
     taken as it is from its header (the training data is uint8); other images are read to find their range. Paths
     that are not TIFF/NIfTI files are skipped."""
-    trains = [t for t in trains if t is not None]
-    if not trains:
+    known = [t for t in trains if t is not None]
+    if not known:
         return []
     problems = []
     for cid, path in images:
@@ -182,11 +183,11 @@ def test_image_problems(
         if not is_volume_file(path):
             continue  # another input format (e.g. a Zarr store) is checked by its own reader
         is_uint8 = path.name.lower().endswith(TIFF_SUFFIXES) and tiff_header(path)[1] == np.uint8
-        if is_uint8 and all(intensity_problem(np.uint8, 0, 255, t) is None for t in trains):
+        if is_uint8 and all(intensity_problem(np.uint8, 0, 255, t) is None for t in known):
             continue  # no uint8 image can leave these ranges
         volume = read_volume(path)
         low, high = float(np.nanmin(volume)), float(np.nanmax(volume))
-        for t in trains:
+        for t in known:
             problem = intensity_problem(volume.dtype, low, high, t)
             if problem:
                 problems.append(f"case {cid} ({path.name}): {problem}")

@@ -298,3 +298,12 @@ def test_scoring_rounds_do_not_empty_the_cuda_cache(monkeypatch) -> None:
         raise RuntimeError("boom")
     predict_from_raw_data.empty_cache(torch.device("cpu"))
     assert len(calls) == 4
+
+
+def test_term_values_is_a_full_mapping() -> None:
+    """``TermValues`` is a ``Mapping``: ``values()``/``items()`` work like a dict's (its device tensor once sat in an
+    attribute named ``values`` that hid ``Mapping.values``, so ``.values()`` raised TypeError)."""
+    terms = TermValues(("ce", "total"), torch.tensor([0.25, 0.5]))
+    assert list(terms.values()) == [0.25, 0.5]
+    assert dict(terms.items()) == {"ce": 0.25, "total": 0.5}
+    assert list(TermValues((), None).values()) == []

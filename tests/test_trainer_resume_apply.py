@@ -95,6 +95,19 @@ def test_optimizer_switch_starts_a_fresh_state_and_trains(tmp_path, monkeypatch)
         make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup, {**ORIGINAL, "optimizer": "adamw"}, resume=True)
 
 
+def test_optimizer_switch_to_muon_builds_it_from_the_network_and_its_keys(tmp_path, monkeypatch) -> None:
+    """Muon splits the network's parameters by role and reads muon_* from the configuration: the switch on resume
+    builds it as a fresh run does (it raised TypeError, given the bare parameter list)."""
+    from nnunetv2_topo.trainers.muon import MuonHybrid
+
+    _trained(tmp_path, monkeypatch)
+    switched = {**ORIGINAL, "optimizer": "muon", "muon_other": "sgd", "allow_config_change": True}
+    resumed = _resume(tmp_path, monkeypatch, switched)
+    assert isinstance(resumed.optimizer, MuonHybrid) and resumed.optimizer.other_kind == "sgd"
+    assert resumed.lr_scheduler.optimizer is resumed.optimizer
+    assert "optimizer changed on resume (sgd -> muon)" in log_text(fold_dir(tmp_path))
+
+
 def test_best_score_comes_back_and_a_better_file_is_kept(tmp_path, monkeypatch) -> None:
     config = {**ORIGINAL, "score_every_epochs": 1}
     first = _trained(tmp_path, monkeypatch, config)

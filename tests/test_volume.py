@@ -455,3 +455,16 @@ def test_cli_uint16_volume_under_a_uint8_model_is_refused(tmp_path: Path, capsys
     err = capsys.readouterr().err
     assert "uint16 image with values [0, 40000], the model was trained on foreground intensities [0, 255]" in err
     assert "--allow-intensity-mismatch" in err and not out.exists()
+
+
+def test_file_digest_without_hashlib_file_digest(tmp_path: Path, monkeypatch) -> None:
+    """The model identity of a volume run hashes checkpoints on every Python that setup.cfg admits (>= 3.10):
+    ``hashlib.file_digest`` exists from 3.11 on only (mypy with python_version 3.10 found the use)."""
+    import hashlib
+
+    from nnunetv2_topo.scroll.prediction import file_digest
+
+    monkeypatch.delattr(hashlib, "file_digest", raising=False)  # as on Python 3.10
+    path = tmp_path / "checkpoint_final.pth"
+    path.write_bytes(b"weights" * 300_000)  # over one read block
+    assert file_digest(path) == hashlib.sha256(path.read_bytes()).hexdigest()

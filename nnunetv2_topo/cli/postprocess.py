@@ -11,6 +11,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -189,7 +190,7 @@ def resolve_options(args: argparse.Namespace):
         base, steps, source = pf.fusion, pf.steps, str(args.config)
     else:
         base, steps, source = None, PostprocessConfig(), None
-    changes = {}
+    changes: dict[str, Any] = {}
     for flag, (field, dest) in STEP_FLAGS.items():
         value = getattr(args, dest, None)
         if value is None:

@@ -241,7 +241,7 @@ def _intensity_check(args: argparse.Namespace, source, folders):
     from nnunetv2_topo.scroll.source import sample_range
 
     trains = [training_intensities(f.path) for f in folders]
-    warned = []
+    warned: list[str] = []
 
     def check(low: float, high: float) -> None:
         problem = range_problem(source.dtype, low, high, trains)

@@ -7,12 +7,15 @@ import difflib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nnunetv2_topo.cli.arguments import rename_flag
 from nnunetv2_topo.errors import CLIError
 from nnunetv2_topo.io import atomic_path, atomic_write_text
 from nnunetv2_topo.output_checks import check_output_file
+
+if TYPE_CHECKING:
+    from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 
 HELP = "replay the TopoWarmup LR schedule (warmup -> plateau -> final anneal) on an nnU-Net training log"
 DESCRIPTION = f"""{HELP}.
@@ -70,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json or --plot file")
 
 
-def _trainer_class(name: str) -> type:
+def _trainer_class(name: str) -> type[nnUNetTrainerTopoWarmup]:
     import nnunetv2_topo.trainers as trainers
 
     topo = getattr(trainers, BASE_TRAINER)

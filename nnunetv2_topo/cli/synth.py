@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nnunetv2_topo.cli.arguments import add_processes_argument, arg_values, rename_flag
 from nnunetv2_topo.errors import CLIError
@@ -124,7 +124,7 @@ def sheet_topology(args: argparse.Namespace) -> SheetTopology:
     the flag."""
     base = SheetTopology.crowded() if args.regime == "crowded" else SheetTopology()
     flags = {"touch_rate": "--touch-rate", "gap": "--gap", "hole_rate": "--hole-rate", "max_holes": "--max-holes"}
-    changes = {k: tuple(v) if k == "gap" else v for k in flags if (v := getattr(args, k)) is not None}
+    changes: dict[str, Any] = {k: tuple(v) if k == "gap" else v for k in flags if (v := getattr(args, k)) is not None}
     try:
         return dataclasses.replace(base, **changes)
     except SheetTopologyError as exc:

@@ -93,7 +93,7 @@ def _checkpoint_options(args: argparse.Namespace) -> list[tuple[str | None, ...]
     wanted = args.checkpoints or ["all"] * len(args.input)
     if len(wanted) != len(args.input):
         raise CLIError(f"{len(wanted)} --checkpoints for {len(args.input)} --input(s); give one per --input, in order")
-    out = []
+    out: list[tuple[str | None, ...]] = []
     for path, want in zip(args.input, wanted, strict=True):
         have = model_checkpoints(path) if path.is_dir() else []
         if want == "all":

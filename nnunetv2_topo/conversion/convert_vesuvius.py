@@ -229,6 +229,7 @@ def _place_cases(
     """Check every case and place it in ``staging``; any problem aborts with all of them listed."""
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
         (staging / sub).mkdir()
+    tasks: list[tuple[str, str, str, str | None, str, bool, str]]
     tasks = [("train", c, str(i), str(lb), str(staging), full, mode) for c, (i, lb) in inputs.train.items()]
     tasks += [("test", c, str(i), None, str(staging), full, mode) for c, i in inputs.test.items()]
     results = _run_tasks(tasks, num_processes, progress)
@@ -276,6 +277,7 @@ def convert(
     t0 = time.perf_counter()
     _check_options(dataset_id, name, mode, split, verify, num_processes)
     raw = _env_folder("nnUNet_raw", required=True)
+    assert raw is not None  # required: _env_folder raised otherwise
     target = _check_target(raw, dataset_id, name, overwrite)
     inputs = scan_input(Path(input_dir))
     splits = None

@@ -49,11 +49,11 @@ def score_prediction(pred: np.ndarray, gt: np.ndarray, tile_cache: dict[TileKey,
         if 0 in p.shape:
             continue
         key = (index, tile_digest(p)) if tile_cache is not None else None
-        found = tile_cache.get(key) if key is not None else None
+        found = tile_cache.get(key) if tile_cache is not None and key is not None else None
         if found is None:
             found = np.asarray(tile_counts(np.ascontiguousarray(p), np.ascontiguousarray(g)), np.int64)
             misses += 1
-            if key is not None:
+            if tile_cache is not None and key is not None:
                 tile_cache[key] = found
         else:
             hits += 1

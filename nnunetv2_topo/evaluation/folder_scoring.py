@@ -247,6 +247,7 @@ def score_folder(
         raise ValueError("score_folder needs out_dir for the post-processed predictions when config is given")
     summary = {"raw": evaluate_folders(pred_dir, gt_dir, num_processes, progress, only_predicted)}
     if config is not None:
+        assert out_dir is not None  # checked above
         postprocess_folder(pred_dir, out_dir, config, progress)
         summary["postprocessed"] = evaluate_folders(out_dir, gt_dir, num_processes, progress, only_predicted)
         summary["postprocess_config"] = config.to_dict()

@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -164,7 +164,7 @@ class _Worker:
         with self.lock:
             running = self.running
             entry = self.pending.get(running[0]) if running is not None else None
-        if entry is None or entry[2] is None or time.monotonic() - running[1] <= entry[2]:
+        if running is None or entry is None or entry[2] is None or time.monotonic() - running[1] <= entry[2]:
             return False
         self.stop(
             CaseTimeoutError,
@@ -253,11 +253,15 @@ class ScoringPool:
             self.call(warm_up, timeout_s=limit)
 
     def call(
-        self, function: Callable[..., Any], *args: Any, label: str = "", timeout_s: float | str | None = "pool"
+        self,
+        function: Callable[..., Any],
+        *args: Any,
+        label: str = "",
+        timeout_s: float | Literal["pool"] | None = "pool",
     ) -> cf.Future:
         """Run ``function(*args)`` in the worker (``function`` picklable by reference); its future. ``timeout_s``:
         its deadline from the moment it starts (default: the pool's)."""
-        deadline = self.timeout_s if timeout_s == "pool" else timeout_s
+        deadline = self.timeout_s if isinstance(timeout_s, str) else timeout_s  # (the one string: "pool")
         self.start()
         future: cf.Future = cf.Future()
         payload = pickle.dumps((function, args), protocol=pickle.HIGHEST_PROTOCOL)

@@ -49,7 +49,7 @@ class InputCase:
             raise CaseError(f'{sidecar}: not a spacing sidecar ({exc}); expected {{"spacing": [1, 1, 1]}}') from None
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
             raise CaseError(f"{sidecar}: 'spacing' must be 3 positive numbers, got {list(spacing)}")
-        return image, spacing  # type: ignore[return-value]
+        return image, spacing
 
 
 def index_input_images(folder: str | os.PathLike) -> list[InputCase]:

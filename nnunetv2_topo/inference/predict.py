@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -27,6 +28,9 @@ from nnunetv2_topo.inference.cases import InputCase
 from nnunetv2_topo.inference.models import ModelFolder, load_predictor
 from nnunetv2_topo.postprocessing.fusion import LOGIT_CLAMP, Fusion
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig, binarize, postprocess_volume
+
+if TYPE_CHECKING:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 TTA_MODES = ("none", "mirror", "mirror+rot90")
 THRESHOLD = 0.5  # without a post-processing config: foreground where the fused probability > 0.5 (logit > 0)
@@ -42,7 +46,7 @@ def _rotation_dims(transpose_forward: Sequence[int]) -> tuple[int, int]:
 @dataclass
 class LoadedModel:
     folder: ModelFolder
-    predictor: object  # nnunetv2's nnUNetPredictor
+    predictor: nnUNetPredictor
     weight: float
 
     def preprocess(self, image: np.ndarray, spacing: Sequence[float]):

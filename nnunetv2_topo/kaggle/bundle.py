@@ -216,7 +216,9 @@ def _manifest(req: BundleRequest, report: BundleReport, target: Target) -> dict:
 def _submit_script() -> Path:
     """The file that becomes the bundle's ``submit.py``. It runs the ``nnunetv2_topo`` command, so it lives in the
     commands layer (``templates/kaggle_submit.py``); the bundle copies the file and never imports it."""
-    return Path(importlib.util.find_spec("nnunetv2_topo.templates.kaggle_submit").origin)
+    spec = importlib.util.find_spec("nnunetv2_topo.templates.kaggle_submit")
+    assert spec is not None and spec.origin is not None, "a module of this package has a file"
+    return Path(spec.origin)
 
 
 def _version() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 from nnunetv2_topo.kaggle.provided import BundleError
 
@@ -26,8 +27,13 @@ def check_kaggle_id(value: str) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
-def _cell(source: str, kind: str, cell_id: str) -> dict:
-    cell = {"cell_type": kind, "id": cell_id, "metadata": {}, "source": source.strip("\n").splitlines(keepends=True)}
+def _cell(source: str, kind: str, cell_id: str) -> dict[str, Any]:
+    cell: dict[str, Any] = {
+        "cell_type": kind,
+        "id": cell_id,
+        "metadata": {},
+        "source": source.strip("\n").splitlines(keepends=True),
+    }
     if kind == "code":
         cell.update(execution_count=None, outputs=[])
     return cell

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class Provided:
             return have is not None
         return _public(have) == _public(Version(str(version)))
 
-    def constraints(self, relaxed: set[str] = frozenset()) -> str:
+    def constraints(self, relaxed: Set[str] = frozenset()) -> str:
         """pip constraints pinning every package but ``relaxed`` (canonical names) to the image's version (local
         labels dropped: package indexes publish e.g. torch 2.10.0, not 2.10.0+cu128)."""
         return "".join(f"{self.names[n]}=={_public(v)}\n" for n, v in sorted(self.versions.items()) if n not in relaxed)

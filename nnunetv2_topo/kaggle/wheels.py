@@ -87,7 +87,11 @@ class Resolved:
     url: str
 
 
-def _pip(args: Sequence[str], isolated: bool = False, stream: Progress | None = None) -> tuple[int, str]:
+PipArg = str | os.PathLike[str]
+"""One argument of a pip command line (a path is passed as its string)."""
+
+
+def _pip(args: Sequence[PipArg], isolated: bool = False, stream: Progress | None = None) -> tuple[int, str]:
     """Run ``python -m pip``; returns (exit status, output). ``isolated``: no pip configuration file and no PIP_*
     variable (an offline check must not see this machine's find-links or indexes). ``stream``: each output line
     that shows progress (Downloading/Saved/Building) is passed to it as it comes."""
@@ -252,7 +256,7 @@ def resolve(
     report, constraints = work / "report.json", work / "constraints.txt"
     for _ in range(100):
         constraints.write_text(provided.constraints(set(relaxed)))
-        args = ["install", "--dry-run", "--ignore-installed", "--report", report, *target.pip_args()]
+        args: list[PipArg] = ["install", "--dry-run", "--ignore-installed", "--report", report, *target.pip_args()]
         args += ["-c", constraints, *_find_links([wheels, *find_links]), requirement]
         code, output = _pip(args)
         if code == 0:
@@ -313,7 +317,7 @@ def download(items: Sequence[Resolved], wheels: Path, target: Target, progress: 
     if not todo:
         return
     progress(f"  downloading {len(todo)} wheel(s) for {target}")
-    args = ["download", "--no-deps", "--progress-bar", "off", "-d", wheels, *target.pip_args()]
+    args: list[PipArg] = ["download", "--no-deps", "--progress-bar", "off", "-d", wheels, *target.pip_args()]
     code, output = _pip([*args, *(f"{i.name}=={i.version}" for i in todo)], stream=progress)
     if code != 0:
         raise BundleError(f"downloading the wheels failed:\n{_tail(output)}")
@@ -325,7 +329,7 @@ def check_offline(wheels: Path, target: Target, provided: Provided, work: Path) 
     Returns the resolution and the wheels in ``wheels`` it does not use."""
     stubs = write_stub_wheels(provided, work / "stubs")
     report = work / "offline-report.json"
-    args = ["install", "--dry-run", "--ignore-installed", "--no-index", "--report", report]
+    args: list[PipArg] = ["install", "--dry-run", "--ignore-installed", "--no-index", "--report", report]
     args += [*target.pip_args(), *_find_links([wheels, stubs]), PROJECT]
     code, output = _pip(args, isolated=True)
     if code != 0:

@@ -55,10 +55,13 @@ class LossTerm(nn.Module):
         values, counted = self.per_sample(parts, **maps)
         return batch_mean(values, counted)
 
-    def forward(self, logits: Tensor, target: Tensor, **maps: Tensor | None) -> Tensor:
+    def forward(self, logits: Tensor, target: Tensor, **maps: Tensor | None) -> Tensor | None:
         with torch.autocast(device_type=logits.device.type, enabled=False):
             parts = FgParts(logits, target, self.ignore_label)
-            return self.compute(parts, **maps)
+            return self.compute(parts, **{k: v for k, v in maps.items() if v is not None})  # None: computed here
+
+    def set_step(self, step: int | None) -> None:
+        """The training step, for a term on a step grid (``betti_matching``); nothing by default."""
 
     @staticmethod
     def target_map(parts: FgParts, name: str, given: Tensor | None, **params: Any) -> Tensor:

@@ -120,6 +120,9 @@ class BettiMatchingTerm(LossTerm):
         """The training step (set by the trainer before the loss call); decides ``every`` and the crops."""
         self._pending: _Pending | None = None
 
+    def set_step(self, step: int | None) -> None:
+        self.step = step
+
     def active_now(self) -> bool:
         """Computed in this call: autograd on and ``step`` on the ``every`` grid."""
         return torch.is_grad_enabled() and (self.step is None or self.step % self.every == 0)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from nnunetv2_topo import IGNORE_LABEL
+from nnunetv2_topo.losses.base import LossTerm
 from nnunetv2_topo.losses.masking import FgParts, check_logits
 from nnunetv2_topo.losses.registry import TERMS, check_weights, term_params
 from nnunetv2_topo.transforms.topo_targets import TARGETS
@@ -45,12 +46,13 @@ class TermValues(Mapping[str, float]):
 
     def __init__(self, names: tuple[str, ...], values: Tensor | None) -> None:
         self.names = names
-        self.values = values
+        self.on_device = values  # (not ``values``: that is Mapping.values())
         self._floats: dict[str, float] | None = None if names else {}
 
     def _host(self) -> dict[str, float]:
         if self._floats is None:
-            self._floats = dict(zip(self.names, self.values.tolist()))
+            assert self.on_device is not None, "a record with names has their values"
+            self._floats = dict(zip(self.names, self.on_device.tolist()))
         return self._floats
 
     def __getitem__(self, name: str) -> float:
@@ -65,16 +67,16 @@ class TermValues(Mapping[str, float]):
     @staticmethod
     def read_all(records: Sequence[Mapping[str, float]]) -> list[Mapping[str, float]]:
         """``records`` with every unread :class:`TermValues` read, all in one transfer per device."""
-        pending = [r for r in records if isinstance(r, TermValues) and r._floats is None]
-        by_device: dict[torch.device, list[TermValues]] = {}
-        for r in pending:
-            by_device.setdefault(r.values.device, []).append(r)
+        by_device: dict[torch.device, list[tuple[TermValues, Tensor]]] = {}
+        for r in records:
+            if isinstance(r, TermValues) and r._floats is None and r.on_device is not None:
+                by_device.setdefault(r.on_device.device, []).append((r, r.on_device))
         for group in by_device.values():
-            flat = torch.cat([r.values.reshape(-1) for r in group]).tolist()
+            flat = torch.cat([values.reshape(-1) for _, values in group]).tolist()
             start = 0
-            for r in group:
-                r._floats = dict(zip(r.names, flat[start : start + len(r.names)]))
-                start += len(r.names)
+            for rec, _ in group:
+                rec._floats = dict(zip(rec.names, flat[start : start + len(rec.names)]))
+                start += len(rec.names)
         return list(records)
 
 
@@ -179,15 +181,15 @@ class TopologyLoss(nn.Module):
 
     def forward(
         self,
-        logits: Tensor | Sequence[Tensor],
-        target: Tensor | Sequence[Tensor],
-        **maps: Tensor | Sequence[Tensor] | None,
+        logits: Tensor | list[Tensor] | tuple[Tensor, ...],
+        target: Tensor | list[Tensor] | tuple[Tensor, ...],
+        **maps: Tensor | list[Tensor] | tuple[Tensor, ...] | None,
     ) -> Tensor:
         is_list = isinstance(logits, (list, tuple))
         if is_list != isinstance(target, (list, tuple)):
             raise ValueError("logits and target must both be tensors or both deep-supervision lists")
-        logits_l = list(logits) if is_list else [logits]
-        target_l = list(target) if is_list else [target]
+        logits_l = list(logits) if isinstance(logits, (list, tuple)) else [logits]
+        target_l = list(target) if isinstance(target, (list, tuple)) else [target]
         if not logits_l or len(logits_l) != len(target_l):
             raise ValueError(f"got {len(logits_l)} logit scales but {len(target_l)} target scales")
         for i, lg in enumerate(logits_l):
@@ -206,16 +208,16 @@ class TopologyLoss(nn.Module):
         terms: dict[str, Tensor] = {}
         with torch.autocast(device_type=device.type, enabled=False):
             for i in range(n):
-                parts: FgParts | None = None
                 scaled = ((name, self._scale_weight(name, i, ds_w[i])) for name in self.active if weights[name] > 0)
                 run = [(name, w) for name, w in scaled if w != 0]
-                if run:
-                    parts = FgParts(logits_l[i], target_l[i], self.ignore_label)
-                    scale_maps = {k: v[i] for k, v in maps_l.items()}
-                    for name, _ in run:  # e.g. start a host copy before the other terms' kernels are queued
-                        self.terms[name].prepare(parts, **scale_maps)
+                if not run:
+                    continue
+                parts = FgParts(logits_l[i], target_l[i], self.ignore_label)
+                scale_maps = {k: m for k, v in maps_l.items() if (m := v[i]) is not None}  # None: the term computes it
+                for name, _ in run:  # e.g. start a host copy before the other terms' kernels are queued
+                    self._term(name).prepare(parts, **scale_maps)
                 for name, w in run:
-                    value = self.terms[name].compute(parts, **scale_maps)
+                    value = self._term(name).compute(parts, **scale_maps)
                     if value is None:  # the term skips this call (betti_matching off its step grid)
                         continue
                     terms[name] = terms[name] + w * value if name in terms else w * value
@@ -224,7 +226,7 @@ class TopologyLoss(nn.Module):
             terms_total = (first * 0).sum()  # every weighted term skipped this call: 0 with a (zero) gradient
             self._last = {"total": terms_total.detach()}
             return terms_total
-        total = sum(weights[name] * value for name, value in terms.items())
+        total = cast(Tensor, sum(weights[name] * value for name, value in terms.items()))  # (terms: not empty)
         self._last = {name: v.detach() for name, v in terms.items()}
         self._last["total"] = total.detach()
         return total
@@ -249,9 +251,11 @@ class TopologyLoss(nn.Module):
 
     def set_step(self, step: int | None) -> None:
         """The training step, for terms that act on a step grid or draw from it (``betti_matching``)."""
-        for term in self.terms.values():
-            if hasattr(term, "step"):
-                term.step = step
+        for name in self.terms:
+            self._term(name).set_step(step)
+
+    def _term(self, name: str) -> LossTerm:
+        return cast(LossTerm, self.terms[name])  # (nn.ModuleDict is not generic: it holds the LossTerms built above)
 
     def _scale_weight(self, name: str, scale: int, scale_w: float) -> float:
         """Weight of term ``name`` at deep-supervision ``scale``: the scale weight for terms applied at every scale,

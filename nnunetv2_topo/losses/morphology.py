@@ -15,7 +15,7 @@ from torch.autograd.function import once_differentiable
 
 
 def _window(t: Tensor, lo: tuple[int, ...], offset: tuple[int, ...], size: tuple[int, ...]) -> Tensor:
-    return t[(slice(None), slice(None), *(slice(a + o, a + o + n) for a, o, n in zip(lo, offset, size)))]
+    return t[(slice(None), slice(None)) + tuple(slice(a + o, a + o + n) for a, o, n in zip(lo, offset, size))]
 
 
 class _NeighbourhoodExtremum(torch.autograd.Function):
@@ -90,11 +90,11 @@ def soft_erode(x: Tensor) -> Tensor:
     nd = x.ndim - 2
     if torch.is_grad_enabled() and x.requires_grad:
         return _NeighbourhoodExtremum.apply(x, _cross_offsets(nd), True)
-    out = None
+    out = x
     for a in range(nd):
         kernel = tuple(3 if b == a else 1 for b in range(nd))
         m = -_pool(-x, kernel)
-        out = m if out is None else torch.minimum(out, m)
+        out = m if a == 0 else torch.minimum(out, m)
     return out
 
 

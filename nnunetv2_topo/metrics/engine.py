@@ -67,6 +67,7 @@ def load_engine() -> ModuleType:
         )
     loader = importlib.machinery.ExtensionFileLoader("betti_matching", found[0])
     module_spec = importlib.util.spec_from_file_location("betti_matching", found[0], loader=loader)
+    assert module_spec is not None, "a spec for an existing file with a loader"
     module = importlib.util.module_from_spec(module_spec)
     try:
         loader.exec_module(module)

@@ -41,8 +41,9 @@ score lost, ``1 - score = 0.30·(1 - topo) + 0.35·(1 - SD) + 0.35·(1 - VOI_sco
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cc3d
 import numpy as np
@@ -95,7 +96,7 @@ def _contingency(lp: np.ndarray, lg: np.ndarray, union: np.ndarray, n_g: int) ->
     return cells // (n_g + 1), cells % (n_g + 1), n.astype(np.int64)
 
 
-def _bits(n: np.ndarray, total: np.ndarray, union: int) -> np.ndarray:
+def _bits(n: np.ndarray, total: np.ndarray | int, union: int) -> np.ndarray:
     """``-(n/N)·log2(n/total)`` per cell."""
     return -(n / union) * np.log2(n / total)
 
@@ -111,12 +112,14 @@ def _touching(graph: np.ndarray, n_owner: int) -> dict[int, set]:
     return found
 
 
-def _box_of(stats: dict, ids: Sequence[int]) -> tuple[slice, ...]:
+def _box_of(stats: Mapping[str, Any], ids: Sequence[int] | np.ndarray) -> tuple[slice, ...]:
     boxes = [stats["bounding_boxes"][i] for i in ids]
     return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
 
 
-def _bridges(side: np.ndarray, lab: np.ndarray, n_lab: int, other_lab: np.ndarray, who: np.ndarray, stats: dict):
+def _bridges(
+    side: np.ndarray, lab: np.ndarray, n_lab: int, other_lab: np.ndarray, who: np.ndarray, stats: Mapping | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Components of ``side`` (one mask's voxels outside the other) inside the components ``who`` of ``lab`` that touch
     ≥ 2 different ``other_lab`` labels on the two masks' overlap: bridges (merges) or gaps (splits). Returns the
     labelled ``side`` and a boolean lookup over its labels."""
@@ -126,6 +129,7 @@ def _bridges(side: np.ndarray, lab: np.ndarray, n_lab: int, other_lab: np.ndarra
         return pieces, marked
     inside = np.zeros(n_lab + 1, bool)
     inside[who] = True
+    assert stats is not None, "components in who: the mask has components, so cc3d statistics"
     box = _box_of(stats, who)
     keep = inside[lab[box]]
     own = side[box]
@@ -220,8 +224,8 @@ class _Match:
     size_p: np.ndarray
     on_gt: np.ndarray  # m_i
     covered: np.ndarray  # c_j
-    stats_p: dict | None
-    stats_g: dict | None
+    stats_p: Mapping[str, Any] | None
+    stats_g: Mapping[str, Any] | None
     merges: np.ndarray
     splits: np.ndarray
     missed: np.ndarray

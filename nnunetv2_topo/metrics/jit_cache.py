@@ -46,5 +46,5 @@ def configure_numba_cache() -> Path:
     if "numba" in sys.modules:  # imported before us: its config already read the environment
         from numba.core import config
 
-        config.CACHE_DIR = str(folder)
+        config.CACHE_DIR = str(folder)  # type: ignore[attr-defined]  # numba sets its config names at run time
     return folder

@@ -74,7 +74,12 @@ class PendingScore:
 
     def tile_counts(self) -> list[np.ndarray]:
         """Each tile's ``(3, 3)`` counts in :func:`tile_slices` order (after :meth:`result`)."""
-        return [job.counts for job in self.tiles]
+        out = []
+        for job in self.tiles:
+            if job.counts is None:
+                raise RuntimeError("tile_counts() needs result() first")
+            out.append(job.counts)
+        return out
 
     def result(self) -> dict:
         counts, self.fallback_tiles = collect_tile_counts(self.tiles, self.engine_executor)

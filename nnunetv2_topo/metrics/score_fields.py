@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 __all__ = ["SCORE_FIELDS", "SCORE_TITLES", "WEIGHTS", "combine_score", "score_result"]
 
 SCORE_FIELDS = ("score", "topo", "surface_dice", "voi_score")
@@ -24,7 +26,12 @@ def combine_score(topo: float, surface_dice: float, voi_score: float) -> float:
 
 
 def score_result(
-    topo: float, surface_dice: float, voi_split: float, voi_merge: float, voi_score: float, counts: Sequence
+    topo: float,
+    surface_dice: float,
+    voi_split: float,
+    voi_merge: float,
+    voi_score: float,
+    counts: Sequence[Sequence[int]] | np.ndarray,
 ) -> dict:
     """One volume's result: ``score`` (:func:`combine_score`), ``topo``, ``surface_dice``, ``voi_score``,
     ``voi_split``, ``voi_merge`` as floats and ``counts`` (``{"0": [m, p, g], "1": …, "2": …}``)."""

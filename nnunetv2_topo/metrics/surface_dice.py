@@ -14,6 +14,7 @@ Instead of two float distance transforms the overlap test dilates each surface w
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +168,9 @@ def surface_misses(pred: np.ndarray, gt: np.ndarray, tau: float = 2.0) -> dict:
         return {"total": 0.0, "gt": empty, "pred": empty}
     box, (code_gt, border_gt, near_pr), (code_pr, border_pr, near_gt) = _surfaces(pred, gt, tau)
     start = np.array([s.start for s in box], np.int64)
-    out = {"total": float(SURFEL_AREA[code_gt[border_gt]].sum()) + float(SURFEL_AREA[code_pr[border_pr]].sum())}
+    out: dict[str, Any] = {
+        "total": float(SURFEL_AREA[code_gt[border_gt]].sum()) + float(SURFEL_AREA[code_pr[border_pr]].sum())
+    }
     for side, code, border, near in (("gt", code_gt, border_gt, near_pr), ("pred", code_pr, border_pr, near_gt)):
         miss = border & ~near
         corners = np.stack(np.nonzero(miss), axis=1).astype(np.int64) + start

@@ -7,6 +7,8 @@ over the voxels of the union of both foregrounds only. ``split = H(pred | gt)``,
 
 from __future__ import annotations
 
+from typing import Literal
+
 import cc3d
 import numpy as np
 
@@ -28,7 +30,7 @@ def _joint_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.unique(key, return_counts=True)[1]
 
 
-def voi(pred: np.ndarray, gt: np.ndarray, connectivity: int = 26) -> tuple[float, float]:
+def voi(pred: np.ndarray, gt: np.ndarray, connectivity: Literal[6, 18, 26] = 26) -> tuple[float, float]:
     """``(split, merge)`` in bits for two 3-D binary masks."""
     pred = np.ascontiguousarray(pred, dtype=bool)
     gt = np.ascontiguousarray(gt, dtype=bool)

@@ -63,7 +63,7 @@ class FusionSpec:
         return None if self.weights is None else tuple(w > 0 for w in self.weights)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "mode": self.mode,
             "weights": None if self.weights is None else list(self.weights),
             "inputs": list(self.inputs),

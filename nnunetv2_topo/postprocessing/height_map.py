@@ -38,7 +38,7 @@ def _sheet_patch(comp: np.ndarray, max_hole: int) -> np.ndarray | None:
     axis = int(np.argmax([comp.any(axis=a).sum() for a in range(3)]))
     c = np.moveaxis(comp, axis, 0)
     depth = c.shape[0]
-    foot = c.any(axis=0)
+    foot = np.asarray(c.any(axis=0))
     holes = ndimage.binary_fill_holes(foot) & ~foot
     if not holes.any():
         return None

@@ -13,6 +13,7 @@ import os
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def _read_npz_foreground(path: Path) -> np.ndarray:
                     f"{path}: no key {NPZ_KEY!r} (keys: {keys}); expected nnU-Net's <case>.npz from "
                     "nnUNetv2_predict --save_probabilities or nnUNetv2_train ... --npz"
                 )
-            with zf.open(member) as f:
+            with cast(zipfile.ZipExtFile, zf.open(member)) as f:  # (typeshed: IO[bytes], which lacks readinto)
                 version = np.lib.format.read_magic(f)
                 if version not in ((1, 0), (2, 0)):  # rare header versions: plain (full) load
                     return _checked_channel(path, np.load(path)[NPZ_KEY])
@@ -55,7 +56,7 @@ def _read_npz_foreground(path: Path) -> np.ndarray:
                 n = int(np.prod(shape[1:]))
                 _skip(f, n * dtype.itemsize, path)
                 out = np.empty(n, dtype)
-                view = memoryview(out.view(np.uint8))
+                view = out.view(np.uint8).data
                 got = 0
                 while got < view.nbytes:
                     k = f.readinto(view[got : got + _CHUNK])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -30,7 +30,12 @@ __all__ = ["PLATEAU_METRICS", "PLATEAU_MODES", "PlateauDriver", "final_anneal_ep
 PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "val_loss_ema", "ema_fg_dice", "val_score")
 """Signals the plateau scheduler can follow (the ``plateau_metric`` key)."""
 
-PLATEAU_MODES: dict[str, str] = {"val_loss": "min", "val_loss_ema": "min", "ema_fg_dice": "max", "val_score": "max"}
+PLATEAU_MODES: dict[str, Literal["min", "max"]] = {
+    "val_loss": "min",
+    "val_loss_ema": "min",
+    "ema_fg_dice": "max",
+    "val_score": "max",
+}
 """``ReduceLROnPlateau``'s mode for each signal."""
 
 ROUND_METRICS: frozenset[str] = frozenset({"val_score"})
@@ -149,6 +154,7 @@ class PlateauDriver:
             return f"warmup {epoch + 1}/{self.scheduler.warmup_epochs}"
         if self.scheduler.in_anneal(epoch):
             start, end = self.scheduler.anneal_start, self.scheduler.num_epochs
+            assert start is not None and end is not None  # in_anneal: there is an anneal
             return f"final anneal {epoch - start + 1}/{end - start}"
         return "plateau phase"
 
@@ -284,6 +290,7 @@ class PlateauDriver:
         if s.in_warmup(epoch):
             why = "still in warmup"
         elif s.in_anneal(epoch):
+            assert s.num_epochs is not None and s.anneal_start is not None  # in_anneal: there is an anneal
             why = f"the final anneal, re-planned over the last {s.num_epochs - s.anneal_start} epochs of the new length"
         elif was_annealing:
             why = (

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.inference.predict import LoadedModel
 from nnunetv2_topo.postprocessing.fusion import LOGIT_CLAMP, Fusion
 from nnunetv2_topo.scroll.grid import Box, Geometry
+
+if TYPE_CHECKING:
+    import torch
 
 PER_VOXEL_SCHEMES = ("CTNormalization", "NoNormalization", "RGBTo0_1Normalization")
 
@@ -79,7 +83,7 @@ class TileCache:
         self.clear()
         self._uses = dict(uses)
 
-    def get(self, key):
+    def get(self, key: tuple) -> torch.Tensor | None:
         item = self._items.get(key)
         if item is not None:
             self._items.move_to_end(key)
@@ -139,15 +143,16 @@ class ChunkModel:
 
             props = p.plans_manager.foreground_intensity_properties_per_channel.get("0", {})
             self.normalizer = getattr(schemes, self.scheme)(use_mask_for_norm=use_mask, intensityproperties=props)
-        self._gaussian = None
+        self._gaussian: torch.Tensor | None = None
         self.tile_cache = TileCache(0)
 
     def geometry(self, shape: Sequence[int], crop: Box) -> Geometry:
-        return Geometry(tuple(shape), crop, self.transpose, self.patch, 0.5)  # type: ignore[arg-type]
+        return Geometry(tuple(shape), crop, self.transpose, self.patch, 0.5)
 
     def normalize(self, image: np.ndarray) -> np.ndarray:
         if self.scheme == "ZScoreNormalization":
-            mean, std = self.zscore  # type: ignore[misc]
+            assert self.zscore is not None  # __init__ refuses ZScoreNormalization without it
+            mean, std = self.zscore
             image = image.astype(np.float32, copy=False)
             image -= np.float32(mean)
             image /= np.float32(max(std, 1e-8))
@@ -166,11 +171,11 @@ class ChunkModel:
         device = p.device
         on_device = p.perform_everything_on_device and device.type == "cuda"
         results_device = device if on_device else torch.device("cpu")
-        if self._gaussian is None:
-            self._gaussian = compute_gaussian(
+        gaussian = self._gaussian
+        if gaussian is None:
+            gaussian = self._gaussian = compute_gaussian(
                 self.patch, sigma_scale=1.0 / 8, value_scaling_factor=10, device=results_device
             )
-        gaussian = self._gaussian
         heads = p.label_manager.num_segmentation_heads
         shape = tuple(hi - lo for lo, hi in region)
         total = None
@@ -191,19 +196,17 @@ class ChunkModel:
                             p.network = p.network.to(device)
                             p.network.eval()
                             loaded = True
-                        workon = torch.clone(data[(slice(None), *sl)][None], memory_format=torch.contiguous_format)
+                        workon = torch.clone(data[(slice(None),) + sl][None], memory_format=torch.contiguous_format)
                         prediction = p._internal_maybe_mirror_and_predict(workon.to(device))[0].to(results_device)
                         prediction *= gaussian
                         self.tile_cache.put(key, prediction)
-                    logits[(slice(None), *sl)] += prediction
+                    logits[(slice(None),) + sl] += prediction
                     n[sl] += gaussian
                 torch.div(logits, n, out=logits)
                 logits = logits.to("cpu")
-                if total is None:
-                    total = logits
-                else:
-                    total += logits
+                total = logits if total is None else total.add_(logits)
             if len(p.list_of_parameters) > 1:
+                assert total is not None  # one fold at least
                 total /= len(p.list_of_parameters)
         self.tile_cache.release(tiles)
         return total
@@ -234,7 +237,7 @@ class ChunkModel:
         tiles, region, t_box, data = prepared
         logits = self._blend(torch.from_numpy(data)[None], tiles, region, mirror)
         sl = tuple(slice(lo - r[0], hi - r[0]) for (lo, hi), r in zip(t_box, region, strict=True))
-        part = logits[(slice(None), *sl)].numpy()
+        part = logits[(slice(None),) + sl].numpy()
         binary = np.subtract(part[1], part[0], dtype=np.float32).transpose(self.transpose_back)
         inner = tuple(
             slice(max(lo, clo) - lo, min(hi, chi) - lo) for (lo, hi), (clo, chi) in zip(box, geometry.crop, strict=True)

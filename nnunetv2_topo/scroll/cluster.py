@@ -18,13 +18,31 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.scroll.grid import Box
 from nnunetv2_topo.scroll.loaded_models import LoadedModels
 
-_LOADED_MODELS: dict[str, object] = {}
+if TYPE_CHECKING:
+    from nnunetv2_topo.scroll.writer import ChunkWriter
+
+
+class UnitModels(Protocol):
+    """What :func:`process_unit` uses of a process's loaded models (``LoadedModels`` of a run)."""
+
+    writer: ChunkWriter
+
+    def counters(self) -> dict: ...
+
+    def begin_unit(self, boxes: Sequence[Box]) -> None: ...
+
+    def process(self, box: Box, next_box: Box | None = None) -> None: ...
+
+
+_LOADED_MODELS: dict[str, UnitModels] = {}
 _MODELS_LOCK = threading.RLock()  # held while the models are loaded or used: one unit at a time per process
 
 
@@ -53,7 +71,7 @@ def parse_dask(text: str) -> DaskTarget:
     )
 
 
-def worker_gpus(workers: int, device: str, count: int, visible: str | None) -> list[str | None]:
+def worker_gpus(workers: int, device: str, count: int, visible: str | None) -> Sequence[str | None]:
     """``CUDA_VISIBLE_DEVICES`` for each of ``--dask local:N``'s workers: one GPU each on CUDA (from those this
     process sees: ``visible``, else ``0..count-1``); None for every worker on the CPU. N > GPUs is refused."""
     if device != "cuda":
@@ -82,6 +100,7 @@ def start_client(target: DaskTarget, torch_threads: int | None = None, device: s
                 "'dask scheduler' and workers with 'dask worker ADDRESS --nthreads 1' (on GPUs: 'dask cuda worker "
                 "ADDRESS', one worker per GPU)"
             ) from None
+    assert target.workers is not None  # local:N (a target is an address or a worker count)
     count = 0
     if device == "cuda":
         import torch
@@ -123,7 +142,7 @@ def use_models(run, loaded: list) -> None:
         _LOADED_MODELS[run.key] = LoadedModels(run, loaded)
 
 
-def loaded_models_for(run) -> object:
+def loaded_models_for(run) -> UnitModels:
     """This process's :class:`~nnunetv2_topo.scroll.loaded_models.LoadedModels` for ``run`` (models loaded on first
     use); call it holding ``_MODELS_LOCK``."""
     models = _LOADED_MODELS.get(run.key)

@@ -22,9 +22,10 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -41,6 +42,7 @@ from nnunetv2_topo.scroll.writer import (
     PROBABILITIES,
     ScrollOutputError,
     _down2,
+    array_at,
     create_array,
     done_keys,
     read_manifest,
@@ -92,6 +94,7 @@ def make_runner(client=None, progress: bool = True, lock=None, threads: int | No
         results: list = [None] * len(items)
         half = len(items) // 2
         bar = tqdm(total=len(items), desc=desc, unit="chunk", disable=not progress, file=sys.stderr)
+        done: Iterable[tuple[Any, Any]]  # (future, its result) as they finish
         try:
             if client is not None:
                 from distributed import as_completed as dask_completed
@@ -143,7 +146,7 @@ def write_pyramid(url: str, prefix: str, levels: int, chunk: int, run, token: st
 
     group = zarr.open_group(url, mode="r+")
     for k in range(1, levels + 1):
-        prev = group[f"{prefix}{k - 1}"]
+        prev = array_at(group, f"{prefix}{k - 1}")
         arr = create_array(group, f"{prefix}{k}", [(s + 1) // 2 for s in prev.shape], chunk)
         items = [(url, f"{prefix}{k - 1}", f"{prefix}{k}", b, token) for b in _blocks(arr)]
         run(_down_chunk, items, f"pyramid {prefix}{k}")
@@ -201,7 +204,7 @@ def _finish(url: str, manifest: dict, run, lock, report: FinalizeReport) -> None
         write_pyramid(url, f"{PROBABILITIES}/", levels, chunk, run, token)
     _step("metadata", lock)
     write_ome_metadata(url, manifest, levels, probabilities)
-    voxels = math.prod(group["0"].shape)
+    voxels = math.prod(array_at(group, "0").shape)
     report.foreground_share = foreground / max(voxels, 1)
     summary = {"voxels": voxels, "foreground_share": report.foreground_share, "driver": report.driver}
     _step("complete", lock)

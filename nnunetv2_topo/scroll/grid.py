@@ -20,10 +20,10 @@ Box = tuple[tuple[int, int], ...]
 
 @dataclass(frozen=True)
 class Geometry:
-    shape: tuple[int, int, int]  # image frame
+    shape: tuple[int, ...]  # image frame (Z, Y, X)
     crop: Box  # nonzero bounding box, image frame, half-open
-    transpose: tuple[int, int, int]  # plans' transpose_forward
-    patch: tuple[int, int, int]  # t frame
+    transpose: tuple[int, ...]  # plans' transpose_forward
+    patch: tuple[int, ...]  # t frame
     step: float = 0.5
 
     @property
@@ -70,7 +70,7 @@ class Geometry:
             inner.append((lo - clo, hi - clo))
         return tuple((inner[a][0] + pb, inner[a][1] + pb) for a, pb in zip(self.transpose, self.pad_below, strict=True))
 
-    def tiles(self, t_box: Box) -> list[tuple[int, int, int]]:
+    def tiles(self, t_box: Box) -> list[tuple[int, ...]]:
         """Start corners of the tiles that overlap ``t_box``, in nnU-Net's order (nested over t dims 0, 1, 2)."""
         per_dim = [
             [s for s in steps if s < hi and s + p > lo]
@@ -78,20 +78,21 @@ class Geometry:
         ]
         return list(itertools.product(*per_dim))
 
-    def region(self, tiles: Sequence[tuple[int, int, int]]) -> Box:
+    def region(self, tiles: Sequence[tuple[int, ...]]) -> Box:
         """The t-frame union box of ``tiles``."""
         return tuple((min(t[d] for t in tiles), max(t[d] for t in tiles) + self.patch[d]) for d in range(3))
 
     def image_source(self, t_region: Box) -> tuple[Box, Box]:
         """For a t-frame region: (the image-frame box of real voxels it holds, where they lie inside the region in
         the t frame); the rest of the region is padding (0 after normalisation)."""
-        within, img = [], [None, None, None]
+        within: list[tuple[int, int]] = []
+        img: list[tuple[int, int]] = [(0, 0)] * 3  # every axis is set below (transpose is a permutation)
         for k, ((lo, hi), pb, n) in enumerate(zip(t_region, self.pad_below, self.cropped_t, strict=True)):
             a_lo, a_hi = max(lo - pb, 0), min(hi - pb, n)
             within.append((a_lo + pb - lo, a_hi + pb - lo))
             axis = self.transpose[k]
             img[axis] = (a_lo + self.crop[axis][0], a_hi + self.crop[axis][0])
-        return tuple(img), tuple(within)  # type: ignore[return-value]
+        return tuple(img), tuple(within)
 
 
 def chunk_boxes(shape: Sequence[int], chunk: Sequence[int]) -> list[Box]:

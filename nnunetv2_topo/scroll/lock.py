@@ -167,9 +167,9 @@ class StoreLock:
         self._thread.start()
 
     def release(self) -> None:
-        if self._stop is not None:
+        if self._stop is not None and self._thread is not None:
             self._stop.set()
-            self._thread.join()  # type: ignore[union-attr]
+            self._thread.join()
             self._stop = self._thread = None
         held = self.holder()
         if held is not None and held.get("owner") == self.token:

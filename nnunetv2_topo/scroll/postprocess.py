@@ -39,7 +39,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig, postprocess_volume
-from nnunetv2_topo.scroll.writer import create_array
+from nnunetv2_topo.scroll.writer import array_at, create_array
 
 HALO = 16
 DIRECTIONS = [d for d in itertools.product((-1, 0, 1), repeat=3) if d > (0, 0, 0)]  # the 13 forward neighbours
@@ -122,7 +122,7 @@ def _label(work: WorkArrays, idx):
 def _face_shapes(work: WorkArrays, idx) -> list[tuple[int, int]]:
     classes = _open(work.url, work.classes, work.token)
     box = [s.stop - s.start for s in _slices(idx, classes.chunks, classes.shape)]
-    return [tuple(n for a, n in enumerate(box) if a != ax) for ax in range(3) for _ in range(2)]  # type: ignore
+    return [tuple(n for a, n in enumerate(box) if a != ax) for ax in range(3) for _ in range(2)]
 
 
 FACE_ORDER = [f"{ax}{side}" for ax in range(3) for side in "lh"]
@@ -286,7 +286,7 @@ def postprocess_chunks(work: WorkArrays, config: PostprocessConfig, run: Runner,
     import zarr
 
     group = zarr.open_group(work.url, mode="r+")
-    classes = group[work.classes]
+    classes = array_at(group, work.classes)
     grid = grid_of(classes.shape, classes.chunks)
     blocks = list(itertools.product(*[range(g) for g in grid]))
     local = has_local_steps(config)

@@ -30,7 +30,7 @@ from nnunetv2_topo.inference.models import ModelFolder
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
 from nnunetv2_topo.scroll import cluster
 from nnunetv2_topo.scroll.blending import ChunkModel, check_spacing, normalization_of
-from nnunetv2_topo.scroll.finalize import finalize_volume
+from nnunetv2_topo.scroll.finalize import FinalizeReport, finalize_volume
 from nnunetv2_topo.scroll.grid import Box, chunk_blocks, chunk_boxes, chunk_key, plan_block
 from nnunetv2_topo.scroll.loaded_models import RunSpec
 from nnunetv2_topo.scroll.source import SourceSpec, scan_volume
@@ -95,7 +95,7 @@ class ScrollReport:
     complete: bool = False
     stages: dict = field(default_factory=dict)  # seconds of scan, predict, finalize
     block: tuple = ()
-    finalize: object = None  # the FinalizeReport of nnunetv2_topo.scroll.finalize
+    finalize: FinalizeReport | None = None
 
     def total(self, key: str) -> float:
         return sum(s.get(key, 0) for s in self.stats)
@@ -128,8 +128,11 @@ def file_digest(path) -> str:
     st = os.stat(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
+        h = hashlib.sha256()
         with open(path, "rb") as f:
-            _DIGESTS[key] = hashlib.file_digest(f, "sha256").hexdigest()
+            for block in iter(lambda: f.read(1 << 20), b""):  # (hashlib.file_digest is Python >= 3.11)
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]
 
 
@@ -318,8 +321,8 @@ def _create_output(
         manifest["block"] = report.block = tuple(existing["block"])
     key = hashlib.sha1(json.dumps([manifest, o.output, o.device], sort_keys=True, default=str).encode()).hexdigest()
     return RunSpec(
-        source, o.folders, o.weights, o.device, o.tta, o.fusion, crop,  # type: ignore[arg-type]
-        None if scan["zscore"] is None else tuple(scan["zscore"]), o.output, o.chunk,  # type: ignore[arg-type]
+        source, tuple(o.folders), tuple(o.weights), o.device, o.tta, o.fusion, crop,
+        None if scan["zscore"] is None else tuple(scan["zscore"]), o.output, o.chunk,
         0.5 if o.steps is None else o.steps.threshold, None if o.steps is None else o.steps.hysteresis_high,
         classes, o.probabilities, o.skip_empty, o.cache_mb << 20, o.tile_cache_mb << 20, key=key, mask=o.mask,
         deterministic=o.deterministic,

@@ -13,15 +13,25 @@ import re
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.scroll.grid import Box
+
+T = TypeVar("T")
+
+
+def _zyx(values: Iterable[T]) -> tuple[T, T, T]:
+    """The three (Z, Y, X) entries of ``values`` (checked to be three before)."""
+    z, y, x = values
+    return z, y, x
 
 
 class ScrollInputError(TopoError, ValueError):
@@ -63,11 +73,11 @@ def parse_bbox(text: str) -> Box:
     parts = text.split(",")
     if len(parts) != 3 or not all(re.fullmatch(r"\s*\d+\s*:\s*\d+\s*", p) for p in parts):
         raise ScrollInputError(f"--bbox {text!r}: expected z0:z1,y0:y1,x0:x1 with integers, e.g. 0:512,1000:2024,0:512")
-    box = tuple(tuple(int(v) for v in p.split(":")) for p in parts)
+    box = tuple((int(lo), int(hi)) for lo, hi in (p.split(":") for p in parts))
     for (lo, hi), axis in zip(box, "zyx", strict=True):
         if hi <= lo:
             raise ScrollInputError(f"--bbox {text!r}: {axis} range {lo}:{hi} is empty (end must exceed start)")
-    return box  # type: ignore[return-value]
+    return box
 
 
 def _multiscales(attrs: dict) -> list | None:
@@ -129,10 +139,12 @@ def open_source(
         array_path = str(datasets[lvl]["path"])
         node = node[array_path]
         s0, s = _scale(datasets[0]), _scale(datasets[lvl])
-        if s0 and s and len(s0) == len(s):
-            spacing = tuple(float(b) / float(a) for a, b in zip(s0[-3:], s[-3:], strict=True))  # type: ignore
+        if s0 and s and len(s0) == len(s) >= 3:
+            spacing = _zyx(float(b) / float(a) for a, b in zip(s0[-3:], s[-3:], strict=True))
     elif level not in (None, 0):
         raise ScrollInputError(f"--level {level}: {url} is a single Zarr array, not an OME-Zarr group with levels")
+    if not isinstance(node, zarr.Array):
+        raise ScrollInputError(f"{flag} {url}/{array_path}: a Zarr group, not an array; check the OME-Zarr metadata")
     shape = tuple(node.shape)
     lead = len(shape) - 3
     if lead < 0 or any(s != 1 for s in shape[:lead]):
@@ -145,7 +157,7 @@ def open_source(
         raise ScrollInputError(f"{flag} {url}: dtype {dtype} is not a number type; expected an integer or float CT")
     shape3 = shape[lead:]
     if bbox is None:
-        bbox = tuple((0, s) for s in shape3)  # type: ignore[assignment]
+        bbox = tuple((0, s) for s in shape3)
     outside = [f"{a} {lo}:{hi} (size {s})" for (lo, hi), s, a in zip(bbox, shape3, "zyx", strict=True) if hi > s]
     if outside:
         raise ScrollInputError(f"--bbox lies outside the volume {tuple(shape3)}: {', '.join(outside)}")
@@ -153,11 +165,11 @@ def open_source(
         url=url,
         array_path=array_path,
         lead=lead,
-        offset=tuple(lo for lo, _ in bbox),  # type: ignore[arg-type]
-        shape=tuple(hi - lo for lo, hi in bbox),
+        offset=_zyx(lo for lo, _ in bbox),
+        shape=_zyx(hi - lo for lo, hi in bbox),
         dtype=dtype.str,
-        spacing=spacing,  # type: ignore[arg-type]
-        chunks=tuple(node.chunks[lead:]),  # type: ignore[arg-type]
+        spacing=spacing,
+        chunks=_zyx(node.chunks[lead:]),
     )
 
 
@@ -165,7 +177,7 @@ def open_array(spec: SourceSpec):
     import zarr
 
     node = zarr.open(spec.url, mode="r")
-    return node[spec.array_path] if spec.array_path else node
+    return node[spec.array_path] if spec.array_path and isinstance(node, zarr.Group) else node
 
 
 def dask_array(spec: SourceSpec):
@@ -188,7 +200,7 @@ class CachedReader:
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._pending: dict = {}
         self._lock = threading.Lock()
-        self._pool = None
+        self._pool: ThreadPoolExecutor | None = None
         self._held = 0
         self.bytes_read = 0
         self.chunks_read = 0
@@ -276,7 +288,7 @@ def scan_boxes(spec: SourceSpec, target_bytes: int = 64 << 20) -> list[Box]:
     per_chunk = max(1, int(np.prod(c)) * itemsize)
     gx = max(1, min(len(edges[2]) - 1, target_bytes // per_chunk))
     gy = max(1, min(len(edges[1]) - 1, target_bytes // (per_chunk * gx)))
-    out = []
+    out: list[Box] = []
     for z0, z1 in itertools.pairwise(edges[0]):
         for y in range(0, len(edges[1]) - 1, gy):
             for x in range(0, len(edges[2]) - 1, gx):

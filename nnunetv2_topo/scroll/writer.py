@@ -20,6 +20,7 @@ input, chunking; ``output``: Zarr format and physical frame; ``scan``; ``grid``)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from nnunetv2_topo.postprocessing.components import binarize
 from nnunetv2_topo.scroll.grid import Box, chunk_key
 from nnunetv2_topo.scroll.lock import LOCK, TAKEOVER, ScrollOutputError, StoreLock
 from nnunetv2_topo.scroll.source import _multiscales
+
+if TYPE_CHECKING:
+    import zarr
 
 MANIFEST_KEY = "nnunetv2_topo"
 CLASSES = "work_classes"
@@ -115,6 +119,16 @@ def _array_options(zarr_format: int) -> dict:
     return {}
 
 
+def array_at(group: zarr.Group, path: str) -> zarr.Array:
+    """The array ``path`` of an output ``group`` (this package writes arrays there, never groups)."""
+    import zarr
+
+    node = group[path]
+    if not isinstance(node, zarr.Array):
+        raise ScrollOutputError(f"{group.store_path}/{path}: a Zarr group where an array belongs; rewrite the output")
+    return node
+
+
 def create_array(group, name: str, shape: Sequence[int], chunk: Sequence[int] | int, dtype: str = "uint8"):
     """An array of the output in its group's Zarr format (v2: Blosc zstd, ``/`` separated chunk keys, as OME-Zarr
     0.4 asks); replaces an array of that name."""
@@ -167,7 +181,7 @@ def prepare_output(
         fs, root = _fs(url)
         if fs.exists(root):
             _clear(url, keep=(LOCK, TAKEOVER))
-        fmt = int(manifest.get("output", {}).get("zarr_format", 2))
+        fmt: Literal[2, 3] = 3 if int(manifest.get("output", {}).get("zarr_format", 2)) == 3 else 2
         group = zarr.open_group(url, mode="a", zarr_format=fmt)
         create_array(group, "0", shape, chunk)
         if probabilities:
@@ -194,8 +208,8 @@ class ChunkWriter:
 
         self.url, self.chunk = url, chunk
         group = zarr.open_group(url, mode="r+")
-        self.target = group[CLASSES if classes else "0"]
-        self.probs = group[f"{PROBABILITIES}/0"] if probs else None
+        self.target = array_at(group, CLASSES if classes else "0")
+        self.probs = array_at(group, f"{PROBABILITIES}/0") if probs else None
         self.threshold, self.high, self.classes = threshold, high, classes
         self.fs, self.root = _fs(url)
         self.fs.makedirs(f"{self.root}/{DONE}", exist_ok=True)

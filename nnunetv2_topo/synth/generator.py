@@ -178,11 +178,12 @@ def synthesize_case(
     module docstring for what it holds."""
     if sheet_axis not in (0, 1, 2):
         raise ValueError(f"sheet_axis must be 0, 1 or 2, got {sheet_axis!r}")
-    shape = tuple(int(s) for s in shape)
+    shape = (int(shape[0]), int(shape[1]), int(shape[2]))
     if min(shape) < 2 * BORDER + 4:
         raise ValueError(f"shape {shape} too small: every axis needs at least {2 * BORDER + 4} voxels")
     if sheet_axis != 0:
-        stacked = (shape[sheet_axis],) + tuple(s for a, s in enumerate(shape) if a != sheet_axis)
+        rest = [s for a, s in enumerate(shape) if a != sheet_axis]
+        stacked = (shape[sheet_axis], rest[0], rest[1])
         return _synthesize_stacked(stacked, rng, scroll_style, topology).moved_to(sheet_axis)
     return _synthesize_stacked(shape, rng, scroll_style, topology)
 

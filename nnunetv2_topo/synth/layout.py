@@ -123,9 +123,10 @@ def write_kaggle_dataset(
     Deterministic for ``seed``: the same arguments give byte-identical files. Nothing is left behind on failure.
     """
     out = Path(out)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 10:
-        raise SynthError(f"--shape must be three sizes >= 10 (Z Y X), got {' '.join(map(str, shape))}")
+    dims = tuple(int(s) for s in shape)
+    if len(dims) != 3 or min(dims) < 10:
+        raise SynthError(f"--shape must be three sizes >= 10 (Z Y X), got {' '.join(map(str, dims))}")
+    shape = (dims[0], dims[1], dims[2])
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise SynthError(f"--seed must be an integer >= 0, got {seed!r}")
     _prepare_target(out, overwrite)

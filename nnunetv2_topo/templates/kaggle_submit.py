@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"submit.py: warning: the TopoWarmup trainers do not import here ({type(exc).__name__}: {exc}); "
               "models trained with them will not load", file=sys.stderr, flush=True)  # fmt: skip
-    from nnunetv2_topo.cli.main import main as nnunetv2_topo
+    from nnunetv2_topo.cli.main import main as run_nnunetv2_topo
 
     command = predict_argv(args, manifest)
     print("submit.py: nnunetv2_topo " + " ".join(command), flush=True)
     start = time.monotonic()
-    code = nnunetv2_topo(command)
+    code = run_nnunetv2_topo(command)
     print(f"submit.py: finished with status {code} after {(time.monotonic() - start) / 60:.1f} min", flush=True)
     return code
 

@@ -159,7 +159,7 @@ def simulated_case(
         if modes not in CALIBRATIONS:
             raise ValueError(f"unknown calibration {modes!r}; known: {', '.join(CALIBRATIONS)}")
         modes = CALIBRATIONS[modes]
-    shape = (size,) * 3 if isinstance(size, int) else tuple(size)
+    shape = (size, size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
     case = synthesize_case(shape, rng)
     return simulate_probability(case.sheets, case.sheet_axis, rng, modes), case.label
@@ -175,7 +175,7 @@ def simulated_models(
     for m in models:
         if isinstance(m, str) and m not in named:
             raise ValueError(f"unknown model {m!r}; known: {', '.join(named)}")
-    shape = (size,) * 3 if isinstance(size, int) else tuple(size)
+    shape = (size, size, size) if isinstance(size, int) else size
     seeds = (seed,) if isinstance(seed, int) else tuple(seed)
     case = synthesize_case(shape, np.random.default_rng(seeds))
     maps = [

@@ -88,7 +88,7 @@ def _as_float(v: Any) -> float:
 def _jsonable_log(log: Mapping[str, Sequence[Any]]) -> dict[str, list]:
     out: dict[str, list] = {}
     for key, values in log.items():
-        items = []
+        items: list[Any] = []
         for v in values:
             if isinstance(v, (list, tuple)):
                 items.append([_as_float(i) for i in v])
@@ -162,8 +162,16 @@ def plot_progress_topo(log: Mapping[str, Sequence[Any]], output_file: str | os.P
     import matplotlib.pyplot as plt
 
     # nnU-Net's own progress plot sets seaborn's font_scale=2.5 for the whole process; draw with plain sizes
-    sizes = {"font.size": 11, "axes.titlesize": 13, "axes.labelsize": 11, "legend.fontsize": 10}
-    with plt.rc_context({**sizes, "xtick.labelsize": 10, "ytick.labelsize": 10}):
+    with plt.rc_context(
+        {
+            "font.size": 11,
+            "axes.titlesize": 13,
+            "axes.labelsize": 11,
+            "legend.fontsize": 10,
+            "xtick.labelsize": 10,
+            "ytick.labelsize": 10,
+        }  # fmt: skip
+    ):
         return _draw_progress_topo(plt, log, output_file)
 
 

@@ -112,7 +112,7 @@ def process_group_timeout() -> float | None:
         return None
     from torch.distributed import distributed_c10d as c10d  # a torch built without distributed has no c10d
 
-    group = c10d._get_default_group()
+    group: Any = c10d._get_default_group()  # the getters below try the APIs of several torch versions
     timeout: Any = None
     for getter in (
         lambda: group._get_backend(torch.device("cpu")).options._timeout,

@@ -9,17 +9,26 @@ diagnostics as usual.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from nnunetv2_topo.scheduling.plateau_driver import _EarlyStop
+
+if TYPE_CHECKING:
+    from nnunetv2_topo.trainers.host import TrainerHost as _Host
+else:
+    _Host = object
 
 __all__ = ["EarlyStopMixin"]
 
 
-class EarlyStopMixin:
+class EarlyStopMixin(_Host):
     """Put before ``nnUNetTrainer`` in the bases; needs ``self.plateau_driver``."""
 
     def on_epoch_start(self) -> None:
-        if self.current_epoch > 0 and self.plateau_driver.should_stop():
-            self.print_to_log_file(self.plateau_driver.stop_message(self.current_epoch - 1), also_print_to_console=True)
+        driver = self.plateau_driver
+        assert driver is not None, "on_epoch_start before configure_optimizers"
+        if self.current_epoch > 0 and driver.should_stop():
+            self.print_to_log_file(driver.stop_message(self.current_epoch - 1), also_print_to_console=True)
             raise _EarlyStop
         super().on_epoch_start()
 

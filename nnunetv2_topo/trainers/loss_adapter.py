@@ -10,7 +10,7 @@ split off the batch before nnU-Net's code sees the target, and handed to the los
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from torch import nn
 from nnunetv2_topo.losses import TopologyLoss
 from nnunetv2_topo.trainers.config import loss_keys
 from nnunetv2_topo.transforms import TopoTargetsTransform, split_topo_targets
+
+if TYPE_CHECKING:
+    from nnunetv2_topo.losses import TopologyLoss
 
 __all__ = ["TopoLossCall", "deep_supervision_weights", "loss_parameters"]
 
@@ -52,7 +55,7 @@ def loss_parameters(
 class TopoLossCall(nn.Module):
     """Adapts ``TopologyLoss`` to nnU-Net's ``self.loss(output, target)`` call (see the module docstring)."""
 
-    def __init__(self, loss: nn.Module, ignore_label: int | None = None) -> None:
+    def __init__(self, loss: TopologyLoss, ignore_label: int | None = None) -> None:
         super().__init__()
         self.topology_loss = loss
         self.ignore_label = ignore_label

@@ -78,6 +78,7 @@ class MuonHybrid(torch.optim.Optimizer):
         self._views = [nn.Parameter(p.detach().view(p.shape[0], -1)) for p in self.muon_params]
         self.muon = torch.optim.Muon(self._views or [nn.Parameter(torch.zeros(1, 1))], lr=lr,
                                      weight_decay=muon_weight_decay)  # fmt: skip
+        self.other: torch.optim.Optimizer
         if other == "adamw":
             self.other = torch.optim.AdamW(self.other_params or [nn.Parameter(torch.zeros(1))], lr=other_lr,
                                            weight_decay=weight_decay)  # fmt: skip

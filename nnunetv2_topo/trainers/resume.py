@@ -13,7 +13,7 @@ steps of :data:`~nnunetv2_topo.trainers.checkpoint.LOAD_ORDER`, one ``restore_<s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -28,13 +28,18 @@ from nnunetv2_topo.trainers.optimizers import build_optimizer
 from nnunetv2_topo.trainers.score_rounds import BEST_SCORE_CHECKPOINT
 from nnunetv2_topo.trainers.weight_ema import WeightEMA, unwrap_network
 
+if TYPE_CHECKING:
+    from nnunetv2_topo.trainers.host import TrainerHost as _Host
+else:
+    _Host = object
+
 __all__ = ["MODEL_KEYS", "ResumeMixin"]
 
 MODEL_KEYS: tuple[str, ...] = ("ema_decay",)
 """Configuration keys that decide which weights are the trained model (validation takes them from the checkpoint)."""
 
 
-class ResumeMixin:
+class ResumeMixin(_Host):
     """Checkpoint-loading steps of the TopoWarmup trainer (it provides ``topo_config``, ``optimizer``,
     ``configure_optimizers``, ``network``, ``weight_ema``, ``score_rounds``, ``print_to_log_file``)."""
 
@@ -79,11 +84,11 @@ class ResumeMixin:
         checkpoint, saved = loaded.checkpoint, loaded.state.get("config")
         if not self.resuming or not saved:
             return
-        cfg = self.topo_config
+        cfg, driver = self.topo_config, self.plateau_driver
+        assert driver is not None, "restore_optimizer before configure_optimizers"
         if saved.get("optimizer", cfg["optimizer"]) != cfg["optimizer"]:
-            self.optimizer = build_optimizer(cfg["optimizer"], self.network.parameters(), self.initial_lr,
-                                             self.weight_decay)  # fmt: skip
-            self.plateau_driver.attach(self.optimizer)
+            self.optimizer = build_optimizer(cfg["optimizer"], self.network, self.initial_lr, self.weight_decay, cfg)
+            driver.attach(self.optimizer)
             self.print_to_log_file(
                 f"optimizer changed on resume ({saved['optimizer']} -> {cfg['optimizer']}): {cfg['optimizer']} "
                 f"starts from a fresh state (the {saved['optimizer']} momentum/moment estimates are dropped); the LR "
@@ -120,10 +125,12 @@ class ResumeMixin:
                 f"{loaded.checkpoint.get('trainer_name')}); warmup/plateau restart from epoch {self.current_epoch}"
             )
             return
-        for line in self.plateau_driver.resume(saved, loaded.state.get("config") or {}, self.current_epoch):
+        driver = self.plateau_driver
+        assert driver is not None, "restore_lr_scheduler before configure_optimizers"
+        for line in driver.resume(saved, loaded.state.get("config") or {}, self.current_epoch):
             self.print_to_log_file(line, also_print_to_console=True)
         if "val_loss_ema" not in saved:  # written before the driver kept it
-            self.plateau_driver.resume_ema(self.logger.get_value("val_loss_ema", step=None)[: self.current_epoch])
+            driver.resume_ema(self.logger.get_value("val_loss_ema", step=None)[: self.current_epoch])
 
     def restore_guarded_step(self, loaded: LoadedCheckpoint) -> None:
         self.guarded_step.load_state_dict(component_state(loaded.state, "guarded_step") or {})

@@ -117,7 +117,11 @@ def _run_config(
     fixed_keys: tuple[str, ...],
     consistency: bool,
 ) -> RunConfig:
-    kwargs = {"variant_defaults": variant_defaults, "variant_name": variant_name, "fixed_keys": fixed_keys}
+    kwargs: dict[str, Any] = {
+        "variant_defaults": variant_defaults,
+        "variant_name": variant_name,
+        "fixed_keys": fixed_keys,
+    }
     saved = saved_topo_state(folder) if resume else None
     if saved is not None:
         return _resumed(saved, read_file=True, consistency=consistency, **kwargs)

@@ -71,7 +71,7 @@ class RoundHooks:
     predict: Callable[[list[str]], Iterable[tuple[np.ndarray, str]]]
     reader_class: type
     log_scores: Callable[[dict[str, Any]], None]
-    step_plateau: Callable[[int, float], None]
+    step_plateau: Callable[[int, float], object]  # (the return value is ignored)
     snapshot: Callable[[], dict[str, Any]] | None = None
     write_best: Callable[[dict[str, Any]], None] | None = None
     describe: str = ""
@@ -290,6 +290,7 @@ class ScoreRoundController:
                 f"WARNING: {path} does not say which score it holds; a round better than {self.best_score} replaces it"
             )
             return
+        assert epoch is not None  # the checkpoint's own epoch, or the one of the round looked up above
         if self.best_score is None or float(score) > self.best_score:
             self.log(f"Best competition score so far: {float(score):.4f} of epoch {epoch} (from {path})")
             self.best_score, self.best_score_epoch = float(score), int(epoch)

@@ -159,11 +159,11 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
         ignore, batch_dice = self.label_manager.ignore_label, self.configuration_manager.batch_dice
         return TopoLossCall.from_parameters(**loss_parameters(self.topo_config, ignore, ds_weights, batch_dice))
 
-    def get_training_transforms(self, *args: Any, **kwargs: Any) -> ComposeTransforms:  # type: ignore[override]
+    def get_training_transforms(self, *args: Any, **kwargs: Any) -> ComposeTransforms:
         """nnU-Net's training transforms plus the loss's extra targets before deep-supervision downsampling."""
         return self.loss.insert_targets_transform(super().get_training_transforms(*args, **kwargs))
 
-    def get_validation_transforms(self, *args: Any, **kwargs: Any) -> ComposeTransforms:  # type: ignore[override]
+    def get_validation_transforms(self, *args: Any, **kwargs: Any) -> ComposeTransforms:
         return self.loss.insert_targets_transform(super().get_validation_transforms(*args, **kwargs))
 
     def initialize(self) -> None:
@@ -192,10 +192,12 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
     def on_train_epoch_start(self) -> None:
         # replaces nnU-Net's version, which calls lr_scheduler.step(current_epoch): the ReduceLROnPlateau trap
         self.network.train()
-        lr = self.plateau_driver.start_epoch(self.current_epoch)
+        driver = self.plateau_driver
+        assert driver is not None, "on_train_epoch_start before configure_optimizers"
+        lr = driver.start_epoch(self.current_epoch)
         self.print_to_log_file("")
         self.print_to_log_file(f"Epoch {self.current_epoch}")
-        self.print_to_log_file(f"Current learning rate: {lr:.6g} ({self.plateau_driver.phase(self.current_epoch)})")
+        self.print_to_log_file(f"Current learning rate: {lr:.6g} ({driver.phase(self.current_epoch)})")
         self.logger.log("lrs", lr, self.current_epoch)
         self.guarded_step.start_epoch()
         self._train_terms = []
@@ -263,19 +265,23 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
         for term, value in reduce_term_means(self._val_terms, self.active_terms).items():
             self.logger.log(f"val_loss_{term}", value, self.current_epoch)
         # val_losses and ema_fg_dice are all-gathered by nnU-Net: the plateau steps identically on every rank
-        self.plateau_driver.end_epoch(
+        driver = self.plateau_driver
+        assert driver is not None, "on_validation_epoch_end before configure_optimizers"
+        driver.end_epoch(
             self.current_epoch,
             float(self.logger.get_value("val_losses", step=-1)),
             ema_fg_dice=float(self.logger.get_value("ema_fg_dice", step=-1)),
         )  # fmt: skip (val_score steps once per scoring round: RoundHooks.step_plateau)
-        self.logger.log("val_loss_ema", self.plateau_driver.val_loss_ema, self.current_epoch)
+        self.logger.log("val_loss_ema", driver.val_loss_ema, self.current_epoch)
 
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch
         self.epoch_log.pad(epoch)
         if self.score_rounds.every > 0:
             self._score_rounds_epoch_end()
-        status = self.plateau_driver.status(epoch)
+        driver = self.plateau_driver
+        assert driver is not None, "on_epoch_end before configure_optimizers"
+        status = driver.status(epoch)
         for line in self.epoch_log.summary(epoch, self.guarded_step.clip_norm) + ([status] if status else []):
             self.print_to_log_file(line)
         super().on_epoch_end()
@@ -322,6 +328,7 @@ class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
             write = lambda checkpoint: write_checkpoint(checkpoint, path)  # noqa: E731
         weights = "EMA weights" if self.weight_ema is not None else "weights"
         mirroring = "on" if self.topo_config["score_mirroring"] else "off"
+        assert self.plateau_driver is not None, "round_hooks before configure_optimizers"
         return RoundHooks(
             self.score_predictor, self.plans_manager.image_reader_writer_class, self.epoch_log.log_scores,
             self.plateau_driver.end_round, self.checkpoint_payload if self.local_rank == 0 else None, write,

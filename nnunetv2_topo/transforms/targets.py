@@ -103,9 +103,9 @@ def _truncated_squared_distance(features: np.ndarray, radius: int) -> np.ndarray
             lo = [slice(None)] * d.ndim
             hi[axis] = slice(k, None)
             lo[axis] = slice(None, -k)
-            hi, lo = tuple(hi), tuple(lo)
-            np.minimum(out[hi], d[lo] + k2, out=out[hi])
-            np.minimum(out[lo], d[hi] + k2, out=out[lo])
+            up, down = tuple(hi), tuple(lo)
+            np.minimum(out[up], d[down] + k2, out=out[up])
+            np.minimum(out[down], d[up] + k2, out=out[down])
         np.minimum(out, dtype(cap), out=out)
         d = out
     return d

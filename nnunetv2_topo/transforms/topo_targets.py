@@ -130,7 +130,7 @@ class TopoTargetsTransform(SegOnlyTransform):
 
 
 def split_topo_targets(
-    target: torch.Tensor | Sequence[torch.Tensor], names: Sequence[str]
+    target: torch.Tensor | list[torch.Tensor] | tuple[torch.Tensor, ...], names: Sequence[str]
 ) -> tuple[torch.Tensor | list[torch.Tensor], dict[str, torch.Tensor]]:
     """Split the channels appended by :class:`TopoTargetsTransform` off the (batched) target.
 
@@ -144,7 +144,7 @@ def split_topo_targets(
     ordered = check_target_names(names)
     k = len(ordered)
     is_list = isinstance(target, (list, tuple))
-    scales = list(target) if is_list else [target]
+    scales = list(target) if isinstance(target, (list, tuple)) else [target]
     if not scales:
         raise ValueError("split_topo_targets: empty deep-supervision target list")
     for i, t in enumerate(scales):

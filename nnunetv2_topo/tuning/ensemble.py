@@ -154,6 +154,7 @@ class EnsembleAxis:
             return [replace(fusion, weights=w) for w in weight_options(current, self.weight_grid)]
         if self.kind == "fusion":
             return [replace(fusion, mode=m) for m in FUSION_MODES] if used(fusion) > 1 else [fusion]
+        assert fusion.checkpoints is not None, "tune_postprocessing starts from the first checkpoint of each input"
         names = list(fusion.checkpoints)
         out = []
         for option in self.options:
@@ -166,9 +167,10 @@ class EnsembleAxis:
 
     def label(self, fusion: FusionSpec) -> str:
         if self.kind == "weights":
-            return "weights " + " ".join(f"{w:g}" for w in fusion.weights)
+            return "weights " + " ".join(f"{w:g}" for w in fusion.weights or (1.0,) * len(fusion.inputs))
         if self.kind == "fusion":
             return f"fusion {fusion.mode}"
+        assert fusion.checkpoints is not None, "tune_postprocessing starts from the first checkpoint of each input"
         return f"{fusion.checkpoints[self.index]}"
 
     def value_of(self, setting: Setting) -> str:

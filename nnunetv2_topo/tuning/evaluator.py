@@ -78,7 +78,7 @@ class _Case:
             raise VolumeError(f"case '{source.case}': ground truth {source.gt}: {problem}; remap it or remove the case")
         self.maps: dict[Path, np.ndarray] = {}
         self.logits: dict[Path, np.ndarray] = {}
-        self.fused: tuple[FusionSpec | None, np.ndarray | None] = (None, None)
+        self.fused: tuple[FusionSpec, np.ndarray] | None = None
 
     def _map(self, path: Path) -> np.ndarray:
         if path not in self.maps:
@@ -93,14 +93,14 @@ class _Case:
 
     def probability(self, fusion: FusionSpec) -> np.ndarray:
         """The fused map of ``fusion``, equal to ``fuse_probability_files`` of the same files (each read once)."""
-        if self.fused[0] == fusion:
+        if self.fused is not None and self.fused[0] == fusion:
             return self.fused[1]
 
         n = len(self.source.inputs)
         weights = check_fusion_weights(fusion.weights, n)
         checkpoints = fusion.checkpoints or (None,) * n
         used = [(self.source.path(i, checkpoints[i]), w) for i, w in enumerate(weights) if w > 0]
-        self.fused = (None, None)  # free the last fused map before making the next one
+        self.fused = None  # free the last fused map before making the next one
         if len(used) == 1:
             prob = self._map(used[0][0])
         else:

@@ -163,7 +163,7 @@ def choice_stability(evaluator: Evaluator, axes: Sequence, best: Setting, folds:
         chosen = next((gi for gi, (_, g) in enumerate(groups) if best in g), None)
         if chosen is None:
             continue
-        rep = {}
+        rep: dict[int, int] = {}
         for s, gi in enumerate(index):
             if gi not in rep or means[s] > means[rep[gi]]:
                 rep[gi] = s

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 BOOTSTRAP_RESAMPLES = 2000
 SEED = 0
@@ -31,7 +32,7 @@ def resample_counts(n_cases: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: in
 
 
 def bootstrap_interval(
-    differences: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = SEED
+    differences: npt.ArrayLike, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = SEED
 ) -> tuple[float, float]:
     """The 95 % percentile interval of the mean of ``differences`` over case resamples."""
     d = np.asarray(differences, float)
@@ -42,7 +43,7 @@ def bootstrap_interval(
     return float(lo), float(hi)
 
 
-def paired(a: Sequence[float], b: Sequence[float], resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+def paired(a: npt.ArrayLike, b: npt.ArrayLike, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
     """Per-case ``a - b``, its mean, the 95 % bootstrap interval and whether that interval includes 0."""
     d = np.asarray(a, float) - np.asarray(b, float)
     lo, hi = bootstrap_interval(d, resamples)
@@ -52,12 +53,12 @@ def paired(a: Sequence[float], b: Sequence[float], resamples: int = BOOTSTRAP_RE
 def _group_best(scores: np.ndarray, groups: Sequence[int], weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each row of case ``weights`` (R, n): each group's best mean ``(R, G)`` and which setting gives it."""
     means = weights @ scores.T / weights.sum(axis=1, keepdims=True)  # (R, S)
-    groups = np.asarray(groups)
-    n_groups = int(groups.max()) + 1
+    group_of = np.asarray(groups)
+    n_groups = int(group_of.max()) + 1
     best = np.full((means.shape[0], n_groups), -np.inf)
     arg = np.zeros((means.shape[0], n_groups), int)
     for s in range(means.shape[1]):
-        g = groups[s]
+        g = group_of[s]
         better = means[:, s] > best[:, g]
         best[better, g] = means[better, s]
         arg[better, g] = s

@@ -10,12 +10,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypedDict
 
 from tqdm import tqdm
 
 from nnunetv2_topo.postprocessing.config_file import FusionSpec, PostprocessFile, save_postprocess_file
 from nnunetv2_topo.postprocessing.steps import PostprocessConfig
-from nnunetv2_topo.tuning.ensemble import EnsembleSpace, Setting, ensemble_axes
+from nnunetv2_topo.tuning.ensemble import EnsembleAxis, EnsembleSpace, Setting, StepAxis, ensemble_axes
 from nnunetv2_topo.tuning.evaluator import CaseSource, Evaluator
 from nnunetv2_topo.tuning.report import REPORT_MD, REPORT_PNG, write_markdown, write_plot
 from nnunetv2_topo.tuning.search import (
@@ -38,7 +39,12 @@ class TuneOutcome:
     ablation: list[AblationRow] = field(default_factory=list)
     report_md: Path | None = None
     report_png: Path | None = None
-    fusion: FusionSpec | None = None
+    fusion: FusionSpec = field(default_factory=FusionSpec)
+
+
+class _SearchState(TypedDict):
+    best: Setting
+    score: float
 
 
 def start_fusion(fusion: FusionSpec, space: EnsembleSpace | None) -> FusionSpec:
@@ -94,7 +100,7 @@ def tune(
     deadline = None if time_budget_s is None else start_time + time_budget_s
     bar = tqdm(desc="tune", unit="eval", total=0, disable=not progress)
     start = Setting(start_fusion(fusion, ensemble), PostprocessConfig())
-    state = {"best": start, "score": float("nan")}
+    state: _SearchState = {"best": start, "score": float("nan")}
 
     def on_progress(done: int, scheduled: int) -> None:
         if scheduled:
@@ -113,7 +119,7 @@ def tune(
         state["best"], state["score"] = setting, score
         save(setting, "searching")
 
-    axes = [*ensemble_axes(start.fusion, ensemble), *step_axes()]
+    axes: list[EnsembleAxis | StepAxis] = [*ensemble_axes(start.fusion, ensemble), *step_axes()]
     with Evaluator(sources, num_processes, on_progress) as evaluator:
         try:
             found = _search(evaluator, start, axes, max_rounds, deadline, cv_folds, on_best, lambda: state["best"])
@@ -123,7 +129,7 @@ def tune(
     status, rows, interrupt = found.status, found.rows, found.interrupt
     cv = cross_validate(evaluator, start, cv_folds)
     seconds = time.monotonic() - start_time
-    extra = {"stability": found.stable, "without_model": found.dropped}
+    extra: dict[str, Any] = {"stability": found.stable, "without_model": found.dropped}
     if ensemble is not None:
         extra["ensemble_search"] = [a.name for a in axes if a.name not in {s.name for s in step_axes()}]
     summary = _measured(evaluator, best, start.fusion, status, cv, seconds)
