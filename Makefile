@@ -46,4 +46,4 @@ benchmarks: install
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf demo_work build *.egg-info .pytest_cache .ruff_cache
+	rm -rf demo_work build *.egg-info .pytest_cache .ruff_cache .mypy_cache
