@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from trainer_fixtures import make_trainer
 
+from nnunetv2_topo.scheduling.replay import replay
 from nnunetv2_topo.trainers import config as C
 from nnunetv2_topo.trainers import config_file as CF
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
 from nnunetv2_topo.trainers.variants import (
+    nnUNetTrainerTopoWarmup_5epochs,
     nnUNetTrainerTopoWarmup_250epochs,
     nnUNetTrainerTopoWarmup_AdamW,
     nnUNetTrainerTopoWarmup_DiceFocal,
@@ -56,6 +59,17 @@ def test_variant_defaults_merge_along_the_class_hierarchy() -> None:
     assert cfg["loss_weights"] == {"ce": 1.0, "dice": 1.0, "skeleton_recall": 1.0}
     cfg = C.resolve_config(None, nnUNetTrainerTopoWarmup_DiceFocal.merged_topo_defaults())
     assert cfg["loss_weights"] == {"dice": 0.5, "focal": 0.5}
+
+
+def test_epoch_variant_uses_its_epoch_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``_5epochs`` trainer as nnUNetv2_train builds it: nnU-Net's loop runs ``num_epochs`` = 5, and its
+    schedule (warmup 3, then the plateau's LR, the anneal over the last epoch) is what the replay of its
+    configuration gives (the replay equals a real run: test_schedule_e2e.py)."""
+    config = {"num_iterations_per_epoch": 1, "num_val_iterations_per_epoch": 1, "warmup_epochs": 3}
+    trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup_5epochs, config)
+    assert trainer.num_epochs == 5 and trainer.topo_config["num_epochs"] == 5
+    lrs = replay(trainer.topo_config, [1.0] * 5).lr
+    assert lrs == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2, 1e-2 / 2])
 
 
 def test_yaml_overrides_variant_and_replaces_loss_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -191,14 +191,6 @@ def test_variant_trains(nnunet_data: SimpleNamespace, trainer: str, terms: dict)
         assert "exp_avg" in next(iter(ckpt["optimizer_state"]["state"].values()))
 
 
-def test_epoch_variant_uses_its_epoch_count(nnunet_data: SimpleNamespace) -> None:
-    trainer = "nnUNetTrainerTopoWarmup_5epochs"
-    _train(nnunet_data, trainer, {"num_iterations_per_epoch": 1, "num_val_iterations_per_epoch": 1, "warmup_epochs": 3})
-    ckpt = _final(_fold(nnunet_data, trainer))
-    assert ckpt["current_epoch"] == 5
-    assert ckpt["logging"]["lrs"] == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2, 1e-2 / 2])  # anneal: 1 epoch
-
-
 def test_epoch_variant_refuses_another_epoch_count(nnunet_data: SimpleNamespace) -> None:
     proc = _train(nnunet_data, "nnUNetTrainerTopoWarmup_250epochs", {**SHORT, "num_epochs": 1000}, ok=False)
     assert proc.returncode != 0
