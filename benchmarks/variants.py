@@ -53,6 +53,8 @@ BIN = Path(sys.executable).parent
 PLANS = "nnUNetPlans_tiny"
 REGIMES = ("nominal", "crowded")
 REFERENCE = "nnUNetTrainer"
+DEFAULT_LABEL = "TopoWarmup"
+"""The row of the default trainer (``nnUNetTrainerTopoWarmup``): every other variant is also paired against it."""
 TEST_SEED = 1000
 
 FIVE_TERMS = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "dilated_mse": 0.05}
@@ -367,7 +369,27 @@ def report(work: Path) -> str:
                     for label in labels if label != REFERENCE}  # fmt: skip
             lines.append("\nPaired argmax differences (variant − nnUNetTrainer, same seed): "
                          + "; ".join(f"{label} {_mean_sd(d)}" for label, d in diff.items() if d))  # fmt: skip
+        lines.extend(_against_default(by, regime, labels))
     return "\n".join(lines)
+
+
+def _against_default(by: dict, regime: str, labels: list[str]) -> list[str]:
+    """Paired differences of every other variant against the default trainer (``DEFAULT_LABEL``), tuned and at
+    argmax, with their 95 % intervals and wins: whether a variant should replace the default."""
+    lines = []
+    for label in labels:
+        if label in (REFERENCE, DEFAULT_LABEL):
+            continue
+        seeds = sorted(s for (lab, reg, s) in by if lab == label and reg == regime and (DEFAULT_LABEL, reg, s) in by)
+        pairs = [(by[(label, regime, s)], by[(DEFAULT_LABEL, regime, s)]) for s in seeds]
+        if not pairs:
+            continue
+        parts = []
+        for kind in ("tuned", "argmax"):
+            d = [r[kind]["score"] - ref[kind]["score"] for r, ref in pairs]
+            parts.append(f"{kind} {_mean_sd(d)} {_ci95(d)} ({sum(x > 0 for x in d)}/{len(d)} wins)")
+        lines.append(f"{label} − {DEFAULT_LABEL} (paired, {len(pairs)} seeds): " + "; ".join(parts))
+    return [f"\nPaired against the default trainer ({regime} regime):", *lines] if lines else []
 
 
 def plot(work: Path) -> Path | None:
