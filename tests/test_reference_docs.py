@@ -57,10 +57,10 @@ def test_config_keys_page_lists_every_key_with_its_default(pages: dict[str, str]
     text = pages["docs/reference/config-keys.md"]
     for name in all_keys():
         assert f"| `{name}` |" in text
-    assert "| `initial_lr` | float > 0 | `0.01` |" in text
+    assert "| `initial_lr` | float > 0 \\| null | `null` |" in text
     assert "| `seed` | int >= 0 \\| null | `null` |" in text
     assert "| `allow_config_change` |" in text
-    assert '`nnUNetTrainerTopoWarmup_AdamW` | optimizer: "adamw", initial_lr: 0.0001' in text
+    assert '`nnUNetTrainerTopoWarmup_AdamW` | optimizer: "adamw", weight_decay: 1e-05' in text
 
 
 def test_file_formats_blocks_follow_the_code(pages: dict[str, str]) -> None:
@@ -84,7 +84,8 @@ def _copy_repo_pages(tmp_path: Path) -> Path:
 def test_check_names_the_stale_page_and_make_docs_fixes_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = _copy_repo_pages(tmp_path)
     page = root / "docs/reference/config-keys.md"
-    page.write_text(page.read_text().replace("| `initial_lr` | float > 0 | `0.01` |", "| `initial_lr` | x | 1 |"))
+    row = "| `initial_lr` | float > 0 \\| null | `null` |"
+    page.write_text(page.read_text().replace(row, "| `initial_lr` | x | 1 |"))
     assert rd.main(["--check", "--root", str(root)]) == 1
     err = capsys.readouterr().err
     assert "docs/reference/config-keys.md" in err and "make docs" in err

@@ -125,7 +125,7 @@ def test_json_has_one_lr_per_epoch_and_the_cuts(tmp_path: Path, capsys: pytest.C
     losses = [1.0 - 0.1 * e for e in range(6)] + [0.45] * 4  # improves, then flat from epoch 6
     path = write_nnunet_log(tmp_path / "log.txt", losses)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("num_epochs: 20\nwarmup_epochs: 2\nplateau_patience: 1\nplateau_cooldown: 0\n"
+    cfg.write_text("num_epochs: 20\ninitial_lr: 0.01\nwarmup_epochs: 2\nplateau_patience: 1\nplateau_cooldown: 0\n"
                    "plateau_metric: val_loss\nplateau_final_anneal: 0.25\nplateau_early_stop: false\n")  # fmt: skip
     out = tmp_path / "lr.json"
     assert _cli("--log", path, "--topo-config", cfg, "--json", out, "--plot", tmp_path / "lr.png") == 0
@@ -146,11 +146,14 @@ def test_num_epochs_and_trainer_defaults(tmp_path: Path) -> None:
     path = write_nnunet_log(tmp_path / "log.txt", [0.1] * 3)
     out = tmp_path / "lr.json"
     assert _cli("--log", path, "--trainer", "nnUNetTrainerTopoWarmup_5epochs", "--json", out) == 0
-    # the 5-epoch variant's own warmup (1 epoch) and its anneal (1 epoch)
-    assert json.loads(out.read_text())["lr"] == pytest.approx([0.01, 0.01, 0.01, 0.01, 0.005])
+    # the 5-epoch variant's own warmup (1 epoch) and its anneal (1 epoch), at the default optimizer's LR (Muon 0.02)
+    assert json.loads(out.read_text())["lr"] == pytest.approx([0.02, 0.02, 0.02, 0.02, 0.01])
     assert _cli("--log", path, "--num-epochs", 40, "--json", out, "--overwrite") == 0
     lr = json.loads(out.read_text())["lr"]
-    assert len(lr) == 40 and lr[:10] == pytest.approx([0.001 * (e + 1) for e in range(10)])
+    assert len(lr) == 40 and lr[:10] == pytest.approx([0.002 * (e + 1) for e in range(10)])
+    assert _cli("--log", path, "--trainer", "nnUNetTrainerTopoWarmup_SGD", "--num-epochs", 40, "--json", out,
+                "--overwrite") == 0  # fmt: skip
+    assert json.loads(out.read_text())["lr"][:10] == pytest.approx([0.001 * (e + 1) for e in range(10)])
 
 
 @pytest.mark.parametrize(

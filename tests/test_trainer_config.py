@@ -18,6 +18,8 @@ from nnunetv2_topo.trainers.variants import (
     nnUNetTrainerTopoWarmup_AdamW,
     nnUNetTrainerTopoWarmup_DiceFocal,
     nnUNetTrainerTopoWarmup_FiveTerm,
+    nnUNetTrainerTopoWarmup_Muon,
+    nnUNetTrainerTopoWarmup_SGD,
     nnUNetTrainerTopoWarmup_SkelRecall,
 )
 
@@ -30,10 +32,13 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_are_the_issue_values() -> None:
     cfg = C.resolve_config()
-    assert cfg["initial_lr"] == 1e-2 and cfg["weight_decay"] == 3e-5 and cfg["optimizer"] == "sgd"
+    # the optimizer chosen by benchmarks/variants.py (Muon ahead of SGD: results/trainers-phased-betti-muon.md)
+    optimizer = (cfg["optimizer"], cfg["initial_lr"], cfg["muon_other"], cfg["muon_other_lr"])
+    assert optimizer == ("muon", 2e-2, "adamw", None)
+    assert cfg["weight_decay"] == 3e-5 and cfg["muon_weight_decay"] == 0.1
     assert cfg["warmup_epochs"] == 10 and cfg["plateau_metric"] == "val_loss_ema"
     # the schedule chosen on simulated logs (benchmarks/schedule_replay.py, docs/explanation/lr-schedule.md)
-    assert (cfg["plateau_factor"], cfg["plateau_patience"], cfg["plateau_min_lr"]) == (0.5, 20, 1e-5)
+    assert (cfg["plateau_factor"], cfg["plateau_patience"], cfg["plateau_min_lr"]) == (0.5, 20, pytest.approx(2e-5))
     assert (cfg["plateau_ema_smoothing"], cfg["plateau_threshold"], cfg["plateau_threshold_mode"]) == (
         0.95,
         1e-3,
@@ -49,12 +54,12 @@ def test_defaults_are_the_issue_values() -> None:
 def test_variant_defaults_merge_along_the_class_hierarchy() -> None:
     assert nnUNetTrainerTopoWarmup.merged_topo_defaults() == {}
     assert nnUNetTrainerTopoWarmup_250epochs.merged_topo_defaults() == {"num_epochs": 250, "warmup_epochs": 10}
-    assert nnUNetTrainerTopoWarmup_AdamW.merged_topo_defaults() == {
-        "optimizer": "adamw",
-        "initial_lr": 1e-4,
-        "weight_decay": 1e-5,
-        "plateau_min_lr": 1e-7,
-    }
+    assert nnUNetTrainerTopoWarmup_AdamW.merged_topo_defaults() == {"optimizer": "adamw", "weight_decay": 1e-5}
+    cfg = C.resolve_config(None, nnUNetTrainerTopoWarmup_AdamW.merged_topo_defaults())
+    assert (cfg["initial_lr"], cfg["plateau_min_lr"]) == (1e-4, pytest.approx(1e-7))
+    cfg = C.resolve_config(None, nnUNetTrainerTopoWarmup_SGD.merged_topo_defaults())
+    assert (cfg["optimizer"], cfg["initial_lr"], cfg["plateau_min_lr"]) == ("sgd", 1e-2, pytest.approx(1e-5))
+    assert C.resolve_config(None, nnUNetTrainerTopoWarmup_Muon.merged_topo_defaults()) == C.resolve_config()
     cfg = C.resolve_config(None, nnUNetTrainerTopoWarmup_SkelRecall.merged_topo_defaults())
     assert cfg["loss_weights"] == {"ce": 1.0, "dice": 1.0, "skeleton_recall": 1.0}
     cfg = C.resolve_config(None, nnUNetTrainerTopoWarmup_DiceFocal.merged_topo_defaults())
@@ -69,7 +74,7 @@ def test_epoch_variant_uses_its_epoch_count(tmp_path: Path, monkeypatch: pytest.
     trainer = make_trainer(tmp_path, monkeypatch, nnUNetTrainerTopoWarmup_5epochs, config)
     assert trainer.num_epochs == 5 and trainer.topo_config["num_epochs"] == 5
     lrs = replay(trainer.topo_config, [1.0] * 5).lr
-    assert lrs == pytest.approx([1e-2 / 3, 2e-2 / 3, 1e-2, 1e-2, 1e-2 / 2])
+    assert lrs == pytest.approx([2e-2 / 3, 4e-2 / 3, 2e-2, 2e-2, 2e-2 / 2])
 
 
 def test_yaml_overrides_variant_and_replaces_loss_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,9 +183,21 @@ def test_null_turns_optional_keys_off(tmp_path: Path, monkeypatch: pytest.Monkey
     )
     cfg = CF.config_from_environment()[0]
     assert (cfg["seed"], cfg["final_score_workers"], cfg["ema_decay"]) == (None, 2, 0.999)
-    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "initial_lr: null\n")))
-    with pytest.raises(C.TopoConfigError, match=r"'initial_lr' = None is invalid"):
+    monkeypatch.setenv(C.CONFIG_ENV_VAR, str(_write(tmp_path, "ema_decay: null\n")))
+    with pytest.raises(C.TopoConfigError, match=r"'ema_decay' = None is invalid"):
         CF.config_from_environment()
+
+
+@pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 1e-2), ("adamw", 1e-4), ("muon", 2e-2)])
+def test_null_lrs_follow_the_optimizer(optimizer: str, lr: float) -> None:
+    """``initial_lr: null`` (the default) is the optimizer's own LR and ``plateau_min_lr: null`` 0.1 % of it, so a file
+    that only switches the optimizer does not run SGD at Muon's LR; a value given wins."""
+    for overrides in ({"optimizer": optimizer}, {"optimizer": optimizer, "initial_lr": None, "plateau_min_lr": None}):
+        cfg = C.resolve_config(overrides)
+        assert (cfg["initial_lr"], cfg["plateau_min_lr"]) == (lr, pytest.approx(lr / 1000))
+    cfg = C.resolve_config({"optimizer": optimizer, "initial_lr": 3e-3})
+    assert (cfg["initial_lr"], cfg["plateau_min_lr"]) == (3e-3, pytest.approx(3e-6))
+    assert C.resolve_config({"optimizer": optimizer, "plateau_min_lr": 0.0})["plateau_min_lr"] == 0.0
 
 
 def test_empty_variable_is_an_error_not_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +225,7 @@ def test_epoch_variant_refuses_another_epoch_count(tmp_path: Path, monkeypatch: 
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"plateau_min_lr": 0.01}, r"plateau_min_lr = 0.01 is not below initial_lr = 0.01, so the plateau"),
+        ({"plateau_min_lr": 0.02}, r"plateau_min_lr = 0.02 is not below initial_lr = 0.02, so the plateau"),
         ({"plateau_min_lr": 0.1, "initial_lr": 0.05}, r"plateau_min_lr = 0.1 is not below initial_lr = 0.05"),
         ({"warmup_epochs": 12, "num_epochs": 10}, r"warmup_epochs = 12 > num_epochs = 10: the LR would never reach"),
     ],

@@ -29,6 +29,7 @@ EXPECTED_NAMES = {
     "nnUNetTrainerTopoWarmup_BettiMatching",
     "nnUNetTrainerTopoWarmup_Muon",
     "nnUNetTrainerTopoWarmup_Phased",
+    "nnUNetTrainerTopoWarmup_SGD",
 } | {f"nnUNetTrainerTopoWarmup_{n}epochs" for n in (5, 50, 100, 250, 500, 2000, 4000)}
 
 

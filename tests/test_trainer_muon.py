@@ -108,7 +108,7 @@ def test_bad_keys_name_the_key(overrides, fragment) -> None:
 
 
 def test_muon_keys_without_muon_warn() -> None:
-    cfg = C.resolve_config({"muon_other": "sgd"})
+    cfg = C.resolve_config({"optimizer": "sgd", "muon_other": "sgd"})
     assert any("muon_other = sgd has no effect" in w for w in C.check_consistency(cfg, "cfg"))
     cfg = C.resolve_config({"optimizer": "muon", "muon_other": "sgd", "muon_other_lr": None})
     assert cfg["muon_other_lr"] is None and C.check_consistency(cfg, "cfg") == []

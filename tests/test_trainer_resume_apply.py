@@ -18,6 +18,7 @@ from nnunetv2_topo.trainers.score_rounds import BEST_SCORE_CHECKPOINT
 from nnunetv2_topo.trainers.weight_ema import unwrap_network
 
 ORIGINAL = {
+    "optimizer": "sgd",
     "loss_weights": {"ce": 1.0, "dice": 1.0},
     "num_epochs": 50,
     "initial_lr": 1e-2,

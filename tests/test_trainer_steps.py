@@ -14,9 +14,15 @@ from trainer_fixtures import make_trainer, parameters_snapshot, simulate_epoch, 
 
 from nnunetv2_topo.errors import TopoError
 from nnunetv2_topo.trainers import nnUNetTrainerTopoWarmup
-from nnunetv2_topo.trainers.variants import nnUNetTrainerTopoWarmup_AdamW, nnUNetTrainerTopoWarmup_FiveTerm
+from nnunetv2_topo.trainers.muon import MuonHybrid
+from nnunetv2_topo.trainers.variants import (
+    nnUNetTrainerTopoWarmup_AdamW,
+    nnUNetTrainerTopoWarmup_FiveTerm,
+    nnUNetTrainerTopoWarmup_SGD,
+)
 
-CE_ONLY = {"loss_weights": {"ce": 1.0}, "warmup_epochs": 0, "weight_decay": 0.0}
+CE_ONLY = {"loss_weights": {"ce": 1.0}, "warmup_epochs": 0, "weight_decay": 0.0, "optimizer": "sgd"}
+"""One plain term and SGD: an update that is the clipped gradient times the LR (Muon's is orthogonalised)."""
 
 
 def _start_epoch(trainer, epoch: int = 0) -> None:
@@ -35,8 +41,19 @@ def test_warmup_lr_of_every_epoch_reaches_the_trainer(tmp_path, monkeypatch) -> 
     assert trainer.logger.get_value("lrs", step=None) == pytest.approx(lrs)
 
 
-def test_default_optimizer_and_adamw_variant(tmp_path, monkeypatch) -> None:
-    sgd = make_trainer(tmp_path / "a", monkeypatch, nnUNetTrainerTopoWarmup)
+def test_default_optimizer_and_the_sgd_and_adamw_variants(tmp_path, monkeypatch) -> None:
+    default = make_trainer(tmp_path / "m", monkeypatch, nnUNetTrainerTopoWarmup)
+    assert isinstance(default.optimizer, MuonHybrid) and default.optimizer.other_kind == "adamw"
+    muon, other = default.optimizer.param_groups
+    assert (muon["name"], muon["lr_ratio"], other["name"]) == ("muon", 1.0, "adamw")
+    assert other["lr_ratio"] == pytest.approx(3e-4 / 2e-2)  # AdamW at 3e-4 when Muon is at its peak 0.02
+    inner_decay = (
+        default.optimizer.muon.param_groups[0]["weight_decay"],
+        default.optimizer.other.param_groups[0]["weight_decay"],
+    )
+    assert inner_decay == (0.1, 3e-5)
+    assert default.lr_scheduler.base_lr == 2e-2 and default.lr_scheduler.warmup_epochs == 10
+    sgd = make_trainer(tmp_path / "a", monkeypatch, nnUNetTrainerTopoWarmup_SGD)
     assert isinstance(sgd.optimizer, torch.optim.SGD)
     group = sgd.optimizer.param_groups[0]
     assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.99, True, 3e-5)

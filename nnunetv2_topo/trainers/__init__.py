@@ -21,6 +21,7 @@ from nnunetv2_topo.trainers.variants import (
     nnUNetTrainerTopoWarmup_FiveTerm,
     nnUNetTrainerTopoWarmup_Muon,
     nnUNetTrainerTopoWarmup_Phased,
+    nnUNetTrainerTopoWarmup_SGD,
     nnUNetTrainerTopoWarmup_SkelRecall,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "nnUNetTrainerTopoWarmup_DiceFocal",
     "nnUNetTrainerTopoWarmup_FiveTerm",
     "nnUNetTrainerTopoWarmup_Muon",
+    "nnUNetTrainerTopoWarmup_SGD",
     "nnUNetTrainerTopoWarmup_Phased",
     "nnUNetTrainerTopoWarmup_SkelRecall",
     "nnUNetTrainerTopoWarmup_clDice",

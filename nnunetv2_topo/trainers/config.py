@@ -30,6 +30,7 @@ from nnunetv2_topo.setting_checks import number as _number
 from nnunetv2_topo.setting_checks import open_unit as _open_unit
 from nnunetv2_topo.setting_checks import positive as _positive
 from nnunetv2_topo.trainers.config_text import format_config, to_jsonable
+from nnunetv2_topo.trainers.lr_defaults import NULL_LR_MEANING, NULL_MIN_LR_MEANING, fill_null_lrs
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -64,8 +65,9 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {"ce": 1.0, "dice": 1.0, "cldice": 0.5}
 the competition score (``benchmarks/results/trainers-variants.md``)."""
 
 
-NULLABLE_KEYS: frozenset[str] = frozenset({"seed", "final_score_workers", "muon_other_lr"})
-"""Keys whose ``null`` means "off" (a loss term parameter's ``null`` means its default)."""
+NULLABLE_KEYS = frozenset({"seed", "final_score_workers", "muon_other_lr", "initial_lr", "plateau_min_lr"})
+"""Keys that accept ``null``: "off" (``seed``, ``final_score_workers``) or "follows other keys" (the LRs:
+:mod:`~nnunetv2_topo.trainers.lr_defaults`). A loss term parameter's ``null`` means its default."""
 
 DIRECTIVE_KEYS: dict[str, str] = {
     "allow_config_change": "true: a resumed run (--c) may change keys of its saved configuration (logged as a warning)",
@@ -98,7 +100,7 @@ class Key(Checked):
 
 
 KEYS: dict[str, Key] = {
-    "initial_lr": Key("float > 0", 1e-2, "base LR (reached at the end of warmup)", _number, _positive),
+    "initial_lr": Key("float > 0 | null", None, f"base LR (end of warmup); {NULL_LR_MEANING}", _number, _positive),
     "weight_decay": Key("float >= 0", 3e-5, "optimizer weight decay", _number, _non_negative),
     "num_epochs": Key("int >= 1", 1000, "number of epochs", _integer, _at_least_one),
     "num_iterations_per_epoch": Key("int >= 1", 250, "training iterations per epoch", _integer, _at_least_one),
@@ -107,7 +109,7 @@ KEYS: dict[str, Key] = {
     ),
     "optimizer": Key(
         "sgd | adamw | muon",
-        "sgd",
+        "muon",
         "sgd: nnU-Net's SGD (momentum 0.99, Nesterov); adamw: torch AdamW; muon: torch Muon for the hidden conv "
         "weights (as 2-D) at initial_lr, muon_other for the rest",
         _choice("sgd", "adamw", "muon"),
@@ -144,7 +146,9 @@ KEYS: dict[str, Key] = {
         "int >= 0", 10, "epochs after a reduction before bad epochs count again", _integer, _non_negative
     ),
     "plateau_factor": Key("float in (0, 1)", 0.5, "LR multiplier on a plateau", _number, _open_unit),
-    "plateau_min_lr": Key("float >= 0", 1e-5, "lower bound of the plateau's LR", _number, _non_negative),
+    "plateau_min_lr": Key(
+        "float >= 0 | null", None, f"lowest LR of the plateau; {NULL_MIN_LR_MEANING}", _number, _non_negative
+    ),
     "plateau_early_stop": Key(
         "bool",
         True,
@@ -326,6 +330,7 @@ def resolve_config(
                 f"{effective[name]} (its output folder then does not claim {promised})",
             )
     effective["loss_weights"] = dict(effective["loss_weights"])
+    fill_null_lrs(effective)
     return effective
 
 

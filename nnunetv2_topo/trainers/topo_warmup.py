@@ -67,8 +67,8 @@ class DatasetLabelsError(TopoError, RuntimeError):
 
 
 class nnUNetTrainerTopoWarmup(EarlyStopMixin, ResumeMixin, nnUNetTrainer):
-    """nnU-Net trainer with the topology loss (by default CE + Dice + clDice, chosen by benchmark) and a warmup ->
-    ReduceLROnPlateau schedule."""
+    """nnU-Net trainer with the topology loss (by default CE + Dice + clDice), Muon + AdamW (both chosen by benchmark)
+    and a warmup -> ReduceLROnPlateau schedule."""
 
     topo_defaults: ClassVar[dict[str, Any]] = {}
     """Hyperparameters of this variant (merged along the class hierarchy; the YAML config overrides them)."""

@@ -17,6 +17,7 @@ __all__ = [
     "nnUNetTrainerTopoWarmup_BettiMatching",
     "nnUNetTrainerTopoWarmup_Muon",
     "nnUNetTrainerTopoWarmup_Phased",
+    "nnUNetTrainerTopoWarmup_SGD",
     "nnUNetTrainerTopoWarmup_DiceFocal",
     "nnUNetTrainerTopoWarmup_FiveTerm",
     "nnUNetTrainerTopoWarmup_SkelRecall",
@@ -57,14 +58,17 @@ class nnUNetTrainerTopoWarmup_clDice(nnUNetTrainerTopoWarmup):
 
 
 class nnUNetTrainerTopoWarmup_AdamW(nnUNetTrainerTopoWarmup):
-    """The original recipe's optimizer, AdamW with base LR 1e-4 and weight decay 1e-5, with the default loss."""
+    """The original recipe's optimizer, AdamW (its LR 1e-4 by ``initial_lr: null``) with weight decay 1e-5, with the
+    default loss."""
 
-    topo_defaults: ClassVar[dict[str, Any]] = {
-        "optimizer": "adamw",
-        "initial_lr": 1e-4,
-        "weight_decay": 1e-5,
-        "plateau_min_lr": 1e-7,  # the default's 0.1 % of the base LR
-    }
+    topo_defaults: ClassVar[dict[str, Any]] = {"optimizer": "adamw", "weight_decay": 1e-5}
+
+
+class nnUNetTrainerTopoWarmup_SGD(nnUNetTrainerTopoWarmup):
+    """nnU-Net's SGD (LR 1e-2, momentum 0.99, Nesterov) with the default loss: the default optimizer until Muon
+    measured ahead of it (``benchmarks/results/trainers-phased-betti-muon.md``)."""
+
+    topo_defaults: ClassVar[dict[str, Any]] = {"optimizer": "sgd"}
 
 
 PHASED_LOSS_SCHEDULE: dict[str, dict[str, int]] = {
@@ -100,16 +104,10 @@ class nnUNetTrainerTopoWarmup_BettiMatching(nnUNetTrainerTopoWarmup):
 
 
 class nnUNetTrainerTopoWarmup_Muon(nnUNetTrainerTopoWarmup):
-    """The default loss with Muon (LR 0.02, torch's weight decay 0.1) for the hidden conv weights and AdamW (3e-4)
-    for the rest: the 7th place's Muon + AdamW, at the common Muon defaults."""
+    """Muon (LR 0.02) for the hidden conv weights and AdamW (3e-4) for the rest, the default loss: the default
+    trainer's optimizer, pinned by name (the 7th place's Muon + AdamW at the common Muon defaults)."""
 
-    topo_defaults: ClassVar[dict[str, Any]] = {
-        "optimizer": "muon",
-        "initial_lr": 0.02,
-        "muon_other": "adamw",
-        "muon_other_lr": 3e-4,
-        "plateau_min_lr": 2e-5,  # the default's 0.1 % of the base LR
-    }
+    topo_defaults: ClassVar[dict[str, Any]] = {"optimizer": "muon"}
 
 
 EPOCH_VARIANTS: tuple[int, ...] = (5, 50, 100, 250, 500, 2000, 4000)

@@ -22,6 +22,7 @@ from nnunetv2_topo.trainers import (
     nnUNetTrainerTopoWarmup_FiveTerm,
     nnUNetTrainerTopoWarmup_Muon,
     nnUNetTrainerTopoWarmup_Phased,
+    nnUNetTrainerTopoWarmup_SGD,
     nnUNetTrainerTopoWarmup_SkelRecall,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "nnUNetTrainerTopoWarmup_DiceFocal",
     "nnUNetTrainerTopoWarmup_FiveTerm",
     "nnUNetTrainerTopoWarmup_Muon",
+    "nnUNetTrainerTopoWarmup_SGD",
     "nnUNetTrainerTopoWarmup_Phased",
     "nnUNetTrainerTopoWarmup_SkelRecall",
     "nnUNetTrainerTopoWarmup_clDice",
