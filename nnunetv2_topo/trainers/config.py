@@ -30,7 +30,7 @@ from nnunetv2_topo.setting_checks import number as _number
 from nnunetv2_topo.setting_checks import open_unit as _open_unit
 from nnunetv2_topo.setting_checks import positive as _positive
 from nnunetv2_topo.trainers.config_text import format_config, to_jsonable
-from nnunetv2_topo.trainers.lr_defaults import NULL_LR_MEANING, NULL_MIN_LR_MEANING, fill_null_lrs
+from nnunetv2_topo.trainers.lr_defaults import fill_null_lrs, null_meaning
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -100,7 +100,7 @@ class Key(Checked):
 
 
 KEYS: dict[str, Key] = {
-    "initial_lr": Key("float > 0 | null", None, f"base LR (end of warmup); {NULL_LR_MEANING}", _number, _positive),
+    "initial_lr": Key("float > 0 | null", None, f"peak LR; {null_meaning('initial_lr')}", _number, _positive),
     "weight_decay": Key("float >= 0", 3e-5, "optimizer weight decay", _number, _non_negative),
     "num_epochs": Key("int >= 1", 1000, "number of epochs", _integer, _at_least_one),
     "num_iterations_per_epoch": Key("int >= 1", 250, "training iterations per epoch", _integer, _at_least_one),
@@ -147,7 +147,7 @@ KEYS: dict[str, Key] = {
     ),
     "plateau_factor": Key("float in (0, 1)", 0.5, "LR multiplier on a plateau", _number, _open_unit),
     "plateau_min_lr": Key(
-        "float >= 0 | null", None, f"lowest LR of the plateau; {NULL_MIN_LR_MEANING}", _number, _non_negative
+        "float >= 0 | null", None, f"the plateau's floor; {null_meaning('plateau_min_lr')}", _number, _non_negative
     ),
     "plateau_early_stop": Key(
         "bool",
@@ -233,7 +233,7 @@ KEYS: dict[str, Key] = {
         "float > 0 | null",
         None,
         "optimizer: muon: peak LR of the muon_other group (it follows the schedule as lr * muon_other_lr / "
-        "initial_lr); null = 3e-4 for adamw, 1e-2 for sgd",
+        f"initial_lr); {null_meaning('muon_other_lr')}",
         _number,
         _positive,
     ),

@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MUON_OTHER_LR", "MuonHybrid", "split_muon_parameters"]
+from nnunetv2_topo.trainers.lr_defaults import MUON_OTHER_LR
 
-MUON_OTHER_LR: dict[str, float] = {"adamw": 3e-4, "sgd": 1e-2}
-"""``muon_other_lr: null``: AdamW 3e-4 (the common Muon + AdamW setting), SGD 1e-2 (nnU-Net's SGD LR)."""
+__all__ = ["MuonHybrid", "split_muon_parameters"]
 
 HEAD_NAMES: tuple[str, ...] = ("seg_layers",)
 """Parameter-name parts of the segmentation heads (nnU-Net's ``dynamic_network_architectures`` decoders)."""
