@@ -56,6 +56,8 @@ REFERENCE = "nnUNetTrainer"
 DEFAULT_LABEL = "Muon"
 """The row of the default trainer's settings (``nnUNetTrainerTopoWarmup``: Muon since this benchmark measured it ahead
 of SGD): every other variant is also paired against it."""
+SGD_LABEL = "TopoWarmup"
+"""The row of the default loss with SGD (the default trainer until Muon), which the SGD rows are also paired with."""
 TEST_SEED = 1000
 
 FIVE_TERMS = {"dice": 0.3, "focal": 0.4, "boundary": 0.15, "cldice": 0.10, "dilated_mse": 0.05}
@@ -374,27 +376,28 @@ def report(work: Path) -> str:
                     for label in labels if label != REFERENCE}  # fmt: skip
             lines.append("\nPaired argmax differences (variant − nnUNetTrainer, same seed): "
                          + "; ".join(f"{label} {_mean_sd(d)}" for label, d in diff.items() if d))  # fmt: skip
-        lines.extend(_against_default(by, regime, labels))
+        lines.extend(_paired_with(by, regime, labels, DEFAULT_LABEL, "the default trainer"))
+        lines.extend(_paired_with(by, regime, labels, SGD_LABEL, "the SGD default the older rows were measured beside"))
     return "\n".join(lines)
 
 
-def _against_default(by: dict, regime: str, labels: list[str]) -> list[str]:
-    """Paired differences of every other variant against the default trainer (``DEFAULT_LABEL``), tuned and at
-    argmax, with their 95 % intervals and wins: whether a variant should replace the default."""
+def _paired_with(by: dict, regime: str, labels: list[str], base: str, title: str) -> list[str]:
+    """Paired differences of every other variant against the row ``base``, tuned and at argmax, with their 95 %
+    intervals and wins."""
     lines = []
     for label in labels:
-        if label in (REFERENCE, DEFAULT_LABEL):
+        if label in (REFERENCE, base):
             continue
-        seeds = sorted(s for (lab, reg, s) in by if lab == label and reg == regime and (DEFAULT_LABEL, reg, s) in by)
-        pairs = [(by[(label, regime, s)], by[(DEFAULT_LABEL, regime, s)]) for s in seeds]
+        seeds = sorted(s for (lab, reg, s) in by if lab == label and reg == regime and (base, reg, s) in by)
+        pairs = [(by[(label, regime, s)], by[(base, regime, s)]) for s in seeds]
         if not pairs:
             continue
         parts = []
         for kind in ("tuned", "argmax"):
             d = [r[kind]["score"] - ref[kind]["score"] for r, ref in pairs]
             parts.append(f"{kind} {_mean_sd(d)} {_ci95(d)} ({sum(x > 0 for x in d)}/{len(d)} wins)")
-        lines.append(f"{label} − {DEFAULT_LABEL} (paired, {len(pairs)} seeds): " + "; ".join(parts))
-    return [f"\nPaired against the default trainer ({regime} regime):", *lines] if lines else []
+        lines.append(f"{label} − {base} (paired, {len(pairs)} seeds): " + "; ".join(parts))
+    return [f"\nPaired against {title} ({regime} regime):", *lines] if lines else []
 
 
 def plot(work: Path) -> Path | None:
